@@ -1,0 +1,44 @@
+"""The one exception hierarchy of meet443.
+
+::
+
+    Meet443Error
+    ├── ConfigError                 bad flags, environment or config file; the CLI exits 2
+    └── ProtocolError               a peer sent something we cannot accept
+        ├── ParseError              bytes that do not decode (STUN, ChannelData, ...);
+        │                           the datagram or frame is dropped and counted
+        └── StunErrorResponse       a well-formed request to answer with a STUN ERROR-CODE
+                                    (RFC 8489 §14.8); carries the code, reason and any
+                                    UNKNOWN-ATTRIBUTES to put on the wire
+
+Parsers raise only ``ParseError``; servers turn every ``ProtocolError`` into a counter, a log line
+and, where the RFC says so, an error response, never a crash.
+"""
+
+from __future__ import annotations
+
+
+class Meet443Error(Exception):
+    """Base class of every error meet443 raises on purpose."""
+
+
+class ConfigError(Meet443Error):
+    """The configuration (flags, environment, TOML file) is invalid."""
+
+
+class ProtocolError(Meet443Error):
+    """A remote party sent something that violates a protocol."""
+
+
+class ParseError(ProtocolError):
+    """Bytes that do not decode as the format they claim to be."""
+
+
+class StunErrorResponse(ProtocolError):
+    """A request that must be answered with an ERROR-CODE (RFC 8489 §14.8)."""
+
+    def __init__(self, code: int, reason: str, unknown_attributes: tuple[int, ...] = ()) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+        self.unknown_attributes = unknown_attributes
