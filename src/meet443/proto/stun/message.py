@@ -34,6 +34,8 @@ _HEADER = struct.Struct("!HHI12s")
 _TLV = struct.Struct("!HH")
 
 A = TypeVar("A", bound=Attribute)
+# Attributes that encode() computes and places last itself (RFC 8489 §14.5-§14.7).
+_TRAILING_ATTRIBUTES = (MessageIntegrity, MessageIntegritySha256, Fingerprint)
 
 
 class StunClass(enum.IntEnum):
