@@ -1,0 +1,574 @@
+"""The TURN server as a sans-I/O state machine (RFC 8656, with STUN Binding from RFC 8489).
+
+Bytes and ``now`` go in, bytes and their destinations come out:
+
+* ``receive(data, flow, now)``: a datagram or stream message from a client;
+* ``receive_from_peer(relay, peer, data, now)``: a datagram that arrived on a relay port;
+* ``connection_closed(flow, now)``: a TCP/TLS client went away (its allocation goes too);
+* ``handle_timer(now)``: expire allocations, permissions, channels, reservations and cached answers.
+
+Relay sockets are opened through the injected :class:`RelayPortPool`; randomness (nonce secret,
+reservation tokens) through ``random_bytes``. ``now`` is wall-clock seconds, because REST usernames
+carry a Unix expiry time.
+
+The per-packet paths (ChannelData and Send in, peer datagrams out) avoid the typed codecs and read
+headers in place; the tests check them against :class:`~meet443.proto.turn.channeldata.ChannelData`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from meet443.exceptions import ParseError, StunErrorResponse
+from meet443.proto.addresses import Address, Transport
+from meet443.proto.ratelimit import KeyedRateLimiter, TokenBucket
+from meet443.proto.stun.attributes import (
+    AdditionalAddressFamily,
+    AddressErrorCode,
+    Attribute,
+    ChannelNumber,
+    Data,
+    ErrorCode,
+    EvenPort,
+    Fingerprint,
+    Lifetime,
+    MessageIntegrity,
+    MessageIntegritySha256,
+    Nonce,
+    Realm,
+    RequestedAddressFamily,
+    RequestedTransport,
+    ReservationToken,
+    Software,
+    UnknownAttributes,
+    Username,
+    XorMappedAddress,
+    XorPeerAddress,
+    XorRelayedAddress,
+)
+from meet443.proto.stun.keys import long_term_key
+from meet443.proto.stun.message import Message, Method, StunClass
+from meet443.proto.turn.allocation import Allocation, ClientFlow
+from meet443.proto.turn.channeldata import CHANNEL_MAX, CHANNEL_MIN, channel_data_header
+from meet443.proto.turn.credentials import CredentialStore
+from meet443.proto.turn.nonce import NonceFactory
+from meet443.proto.turn.peer_policy import PeerPolicy
+
+logger = logging.getLogger(__name__)
+
+UDP_PROTOCOL = 17
+FAMILY_IPV4 = 0x01
+FAMILY_IPV6 = 0x02
+#: RFC 8489 §6.3.1: remember answers long enough to cover a client's retransmissions (39.5 s).
+RESPONSE_CACHE_SECONDS = 40.0
+#: RFC 8656 §7.2 step 6: an unused reserved port is released after about 30 s.
+RESERVATION_SECONDS = 30.0
+
+
+class ToClient(NamedTuple):
+    flow: ClientFlow
+    data: bytes
+
+
+class ToPeer(NamedTuple):
+    relay: Address
+    peer: Address
+    data: bytes
+
+
+Output = ToClient | ToPeer
+
+
+class RelayPortPool(Protocol):
+    """Opens and closes relay sockets; the asyncio adapter binds real ones, tests use a fake."""
+
+    def open(self, family: int, *, even: bool = False, port: int | None = None) -> Address | None:
+        """Bind a relay port of ``family`` (4 or 6), an even one if asked, or exactly ``port``."""
+
+    def close(self, relay: Address) -> None:
+        """Close the relay socket bound at ``relay``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSettings:
+    """Tunables of the TURN service; defaults follow RFC 8656 and the issue's quotas."""
+
+    realm: str
+    software: str = "meet443"
+    default_lifetime: int = 600
+    max_lifetime: int = 3600
+    nonce_lifetime: float = 600.0
+    max_allocations_per_user: int = 10
+    max_allocations: int = 10000
+    #: Bytes per second a single allocation may relay in each direction; burst is twice that.
+    allocation_bandwidth: float = 2_000_000.0
+    unauthenticated_rate: float = 20.0
+    unauthenticated_burst: float = 40.0
+    response_cache_size: int = 50_000
+    ipv6_relay: bool = False
+
+
+@dataclass(slots=True)
+class TurnCounters:
+    """What the metrics endpoint shows; no per-user labels (secrets and privacy)."""
+
+    packets_relayed: dict[Transport, int] = field(default_factory=lambda: dict.fromkeys(Transport, 0))
+    bytes_relayed: dict[Transport, int] = field(default_factory=lambda: dict.fromkeys(Transport, 0))
+    auth_failures: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    allocations_created: int = 0
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+class TurnServer:
+    """RFC 8656 §5-§12: allocations, permissions, channels, and the relay between client and peers."""
+
+    def __init__(
+        self,
+        settings: TurnSettings,
+        credentials: CredentialStore,
+        policy: PeerPolicy,
+        relay_ports: RelayPortPool,
+        random_bytes: Callable[[int], bytes],
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.policy = policy
+        self.relay_ports = relay_ports
+        self._random_bytes = random_bytes
+        self._nonces = NonceFactory(random_bytes(32), settings.nonce_lifetime)
+        self._unauthenticated = KeyedRateLimiter(
+            settings.unauthenticated_rate, settings.unauthenticated_burst
+        )
+        self.allocations: dict[ClientFlow, Allocation] = {}
+        self.by_relay: dict[Address, Allocation] = {}
+        self._per_user: dict[str, int] = {}
+        self._responses: dict[tuple[ClientFlow, bytes], tuple[float, bytes]] = {}
+        self._reservations: dict[bytes, tuple[Address, float]] = {}
+        self.counters = TurnCounters()
+
+    # -- entry points ---------------------------------------------------------------------------
+
+    def receive(self, data: bytes, flow: ClientFlow, now: float) -> list[Output]:
+        """A STUN message or ChannelData from a client; malformed input is dropped and counted."""
+        if not data:
+            self.counters.drop("empty")
+            return []
+        first = data[0]
+        if 0x40 <= first <= 0x4F:
+            allocation = self.allocations.get(flow)
+            if allocation is None:
+                self.counters.drop("channel_data_without_allocation")
+                return []
+            sent = self.relay_channel_data(allocation, data, now)
+            return [ToPeer(allocation.relay, sent[0], sent[1])] if sent else []
+        if first > 0x03:
+            self.counters.drop("not_stun")
+            return []
+        try:
+            message = Message.parse(data)
+        except ParseError:
+            self.counters.drop("malformed_stun")
+            return []
+        if message.klass == StunClass.INDICATION:
+            return self._indication(message, flow, now)
+        if message.klass != StunClass.REQUEST:
+            self.counters.drop("unexpected_stun_class")
+            return []
+        cached = self._responses.get((flow, message.transaction_id))
+        if cached is not None:
+            return [ToClient(flow, cached[1])]
+        return self._request(message, flow, now)
+
+    def relay_channel_data(
+        self, allocation: Allocation, data: bytes, now: float
+    ) -> tuple[Address, bytes] | None:
+        """RFC 8656 §12.6: a ChannelData message from the client, to the peer its channel names."""
+        if len(data) < 4:
+            self.counters.drop("malformed_channel_data")
+            return None
+        number = (data[0] << 8) | data[1]
+        length = (data[2] << 8) | data[3]
+        binding = allocation.channels.get(number)
+        if binding is None or binding.expires <= now:
+            self.counters.drop("unbound_channel")
+            return None
+        if len(data) < 4 + length or len(data) > 4 + length + 3:
+            self.counters.drop("malformed_channel_data")
+            return None
+        return self._to_peer(allocation, binding.peer, data[4 : 4 + length], now)
+
+    def receive_from_peer(self, relay: Address, peer: Address, data: bytes, now: float) -> ToClient | None:
+        """RFC 8656 §10.3 / §12.7: a peer's datagram, as ChannelData if bound, else a Data indication."""
+        allocation = self.by_relay.get(relay)
+        if allocation is None or allocation.expires <= now:
+            self.counters.drop("no_allocation")
+            return None
+        if allocation.permissions.get(peer[0], 0.0) <= now:
+            self.counters.drop("no_permission")
+            return None
+        if not allocation.bandwidth.take(now, len(data)):
+            self.counters.drop("bandwidth")
+            return None
+        flow = allocation.flow
+        binding = allocation.channel_by_peer.get(peer)
+        if binding is not None and binding.expires > now:
+            out = channel_data_header(binding.number, len(data)) + data
+            if flow.transport is not Transport.UDP:
+                out += b"\x00" * (-len(out) % 4)
+        else:
+            indication = Message(
+                Method.DATA, StunClass.INDICATION, self._random_bytes(12), [XorPeerAddress(peer), Data(data)]
+            )
+            out = bytes(indication)
+        self.counters.packets_relayed[flow.transport] += 1
+        self.counters.bytes_relayed[flow.transport] += len(data)
+        return ToClient(flow, out)
+
+    def connection_closed(self, flow: ClientFlow, now: float) -> None:
+        """RFC 8656 §6.2: an allocation over TCP/TLS ends with its connection."""
+        allocation = self.allocations.get(flow)
+        if allocation is not None:
+            self._delete(allocation, "connection closed")
+
+    def handle_timer(self, now: float) -> None:
+        """Expire everything whose lifetime has passed; call about once a second."""
+        for allocation in [a for a in self.allocations.values() if a.expires <= now]:
+            self._delete(allocation, "expired")
+        for allocation in self.allocations.values():
+            allocation.expire(now)
+        for key in [k for k, (expiry, _) in self._responses.items() if expiry <= now]:
+            del self._responses[key]
+        for token in [t for t, (_, expiry) in self._reservations.items() if expiry <= now]:
+            relay, _ = self._reservations.pop(token)
+            self.relay_ports.close(relay)
+
+    # -- the per-packet path towards peers ------------------------------------------------------
+
+    def _to_peer(
+        self, allocation: Allocation, peer: Address, payload: bytes, now: float
+    ) -> tuple[Address, bytes] | None:
+        if allocation.expires <= now:
+            self.counters.drop("no_allocation")
+            return None
+        if allocation.permissions.get(peer[0], 0.0) <= now:
+            self.counters.drop("no_permission")
+            return None
+        if not self.policy.relay_allowed(peer[0], peer[1]):
+            self.counters.drop("peer_denied")
+            return None
+        if not allocation.bandwidth.take(now, len(payload)):
+            self.counters.drop("bandwidth")
+            return None
+        transport = allocation.flow.transport
+        self.counters.packets_relayed[transport] += 1
+        self.counters.bytes_relayed[transport] += len(payload)
+        return peer, payload
+
+    def _indication(self, message: Message, flow: ClientFlow, now: float) -> list[Output]:
+        """RFC 8656 §10.2: a Send indication; anything wrong means a silent drop."""
+        if message.method != Method.SEND:
+            self.counters.drop("unexpected_indication")
+            return []
+        allocation = self.allocations.get(flow)
+        peer = message.get(XorPeerAddress)
+        payload = message.get(Data)
+        if allocation is None or peer is None or payload is None:
+            self.counters.drop("bad_send_indication")
+            return []
+        if _family(peer.address) != allocation.family:
+            self.counters.drop("bad_send_indication")
+            return []
+        sent = self._to_peer(allocation, peer.address, payload.value, now)
+        return [ToPeer(allocation.relay, sent[0], sent[1])] if sent else []
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _request(self, request: Message, flow: ClientFlow, now: float) -> list[Output]:
+        if request.method == Method.BINDING:
+            return self._binding(request, flow, now)
+        handler = self._HANDLERS.get(request.method)
+        if handler is None:
+            return self._unauthenticated_error(request, flow, now, 400, "Unknown method")
+        unknown = request.unknown_comprehension_required()
+        if unknown:
+            return self._unauthenticated_error(request, flow, now, 420, "Unknown Attribute", unknown)
+        authenticated = self._authenticate(request, flow, now)
+        if isinstance(authenticated, list):
+            return authenticated
+        username, key = authenticated
+        try:
+            attributes = handler(self, request, flow, username, key, now)
+        except StunErrorResponse as error:
+            if error.code == 441:
+                self.counters.auth_failures += 1
+            attributes = [ErrorCode(error.code, error.reason)]
+            return [ToClient(flow, self._answer(request, flow, StunClass.ERROR, attributes, key, now))]
+        return [ToClient(flow, self._answer(request, flow, StunClass.SUCCESS, attributes, key, now))]
+
+    def _binding(self, request: Message, flow: ClientFlow, now: float) -> list[Output]:
+        """RFC 8489 §6.3.1: answer with the reflexive address; rate limited (no amplification)."""
+        if not self._unauthenticated.allow(flow.address[0], now):
+            self.counters.drop("unauthenticated_rate")
+            return []
+        response = Message(
+            Method.BINDING,
+            StunClass.SUCCESS,
+            request.transaction_id,
+            [XorMappedAddress(flow.address), Software(self.settings.software)],
+        )
+        return [ToClient(flow, response.encode(fingerprint=request.get(Fingerprint) is not None))]
+
+    def _unauthenticated_error(
+        self,
+        request: Message,
+        flow: ClientFlow,
+        now: float,
+        code: int,
+        reason: str,
+        unknown: tuple[int, ...] = (),
+        challenge: bool = False,
+    ) -> list[Output]:
+        """An error sent before the client proved who it is: rate limited per source address."""
+        if not self._unauthenticated.allow(flow.address[0], now):
+            self.counters.drop("unauthenticated_rate")
+            return []
+        attributes: list[Attribute] = [ErrorCode(code, reason)]
+        if unknown:
+            attributes.append(UnknownAttributes(unknown))
+        if challenge:
+            attributes += [Realm(self.settings.realm), Nonce(self._nonces.issue(flow.address[0], now))]
+        attributes.append(Software(self.settings.software))
+        response = Message(request.method, StunClass.ERROR, request.transaction_id, attributes)
+        return [ToClient(flow, response.encode(fingerprint=request.get(Fingerprint) is not None))]
+
+    def _authenticate(
+        self, request: Message, flow: ClientFlow, now: float
+    ) -> tuple[str, bytes] | list[Output]:
+        """RFC 8489 §9.2.4: the long-term credential mechanism, with stateless nonces."""
+        if request.get(MessageIntegrity) is None and request.get(MessageIntegritySha256) is None:
+            return self._unauthenticated_error(request, flow, now, 401, "Unauthenticated", challenge=True)
+        username = request.get(Username)
+        realm = request.get(Realm)
+        nonce = request.get(Nonce)
+        if username is None or realm is None or nonce is None:
+            return self._unauthenticated_error(request, flow, now, 400, "Missing USERNAME, REALM or NONCE")
+        if not self._nonces.is_valid(nonce.value, flow.address[0], now):
+            return self._unauthenticated_error(request, flow, now, 438, "Stale Nonce", challenge=True)
+        found = self.credentials.password_for(username.value, now)
+        allocation = self.allocations.get(flow)
+        if found is None or realm.value != self.settings.realm:
+            self.counters.auth_failures += 1
+            return self._unauthenticated_error(request, flow, now, 401, "Unauthenticated", challenge=True)
+        password, expired = found
+        # An expired REST username may keep using the allocation it already holds (a long call is
+        # never cut at the credential TTL), but it cannot create a new one.
+        if expired and (allocation is None or allocation.username != username.value):
+            self.counters.auth_failures += 1
+            return self._unauthenticated_error(request, flow, now, 401, "Credentials expired", challenge=True)
+        try:
+            key = long_term_key(username.value, self.settings.realm, password)
+        except ParseError:
+            key = b""
+        if not key or not request.check_integrity(key):
+            self.counters.auth_failures += 1
+            return self._unauthenticated_error(request, flow, now, 401, "Unauthenticated", challenge=True)
+        return username.value, key
+
+    def _answer(
+        self,
+        request: Message,
+        flow: ClientFlow,
+        klass: StunClass,
+        attributes: list[Attribute],
+        key: bytes,
+        now: float,
+    ) -> bytes:
+        """An authenticated answer, signed like the request, remembered for retransmissions."""
+        attributes.append(Software(self.settings.software))
+        response = Message(request.method, klass, request.transaction_id, attributes)
+        data = response.encode(
+            key, sha256=request.uses_sha256, fingerprint=request.get(Fingerprint) is not None
+        )
+        if len(self._responses) >= self.settings.response_cache_size:
+            del self._responses[next(iter(self._responses))]
+        self._responses[(flow, request.transaction_id)] = (now + RESPONSE_CACHE_SECONDS, data)
+        return data
+
+    # -- methods --------------------------------------------------------------------------------
+
+    def _allocate(
+        self, request: Message, flow: ClientFlow, username: str, key: bytes, now: float
+    ) -> list[Attribute]:
+        """RFC 8656 §7.2: receiving an Allocate request."""
+        if flow in self.allocations:
+            raise StunErrorResponse(437, "Allocation Mismatch")
+        transport = request.get(RequestedTransport)
+        if transport is None:
+            raise StunErrorResponse(400, "REQUESTED-TRANSPORT missing")
+        if transport.protocol != UDP_PROTOCOL:
+            raise StunErrorResponse(442, "Unsupported Transport Protocol")
+        token = request.get(ReservationToken)
+        even_port = request.get(EvenPort)
+        requested_family = request.get(RequestedAddressFamily)
+        additional_family = request.get(AdditionalAddressFamily)
+        if token is not None and (even_port is not None or requested_family is not None):
+            raise StunErrorResponse(400, "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY")
+        if requested_family is not None and additional_family is not None:
+            raise StunErrorResponse(400, "REQUESTED- and ADDITIONAL-ADDRESS-FAMILY together")
+        if additional_family is not None and additional_family.family != FAMILY_IPV6:
+            raise StunErrorResponse(400, "ADDITIONAL-ADDRESS-FAMILY must be IPv6")
+        family = 4
+        if requested_family is not None:
+            if requested_family.family not in (FAMILY_IPV4, FAMILY_IPV6):
+                raise StunErrorResponse(440, "Address Family not Supported")
+            family = 6 if requested_family.family == FAMILY_IPV6 else 4
+            if family == 6 and not self.settings.ipv6_relay:
+                raise StunErrorResponse(440, "Address Family not Supported")
+        if self._per_user.get(username, 0) >= self.settings.max_allocations_per_user:
+            raise StunErrorResponse(486, "Allocation Quota Reached")
+        if len(self.allocations) >= self.settings.max_allocations:
+            raise StunErrorResponse(486, "Allocation Quota Reached")
+        # DONT-FRAGMENT (RFC 8656 §7.2 step 4) is accepted and needs no action: WebRTC media
+        # stays under the path MTU, and the attribute is comprehension-optional anyway.
+        reserved: Address | None = None
+        if token is not None:
+            held = self._reservations.pop(token.token, None)
+            if held is None:
+                raise StunErrorResponse(508, "Insufficient Capacity")
+            relay: Address | None = held[0]
+        else:
+            relay = self.relay_ports.open(family, even=even_port is not None)
+            if relay is not None and even_port is not None and even_port.reserve:
+                reserved = self.relay_ports.open(family, port=relay[1] + 1)
+                if reserved is None:
+                    self.relay_ports.close(relay)
+                    relay = None
+        if relay is None:
+            raise StunErrorResponse(508, "Insufficient Capacity")
+        lifetime = self._lifetime(request)
+        allocation = Allocation(
+            flow=flow,
+            relay=relay,
+            username=username,
+            key=key,
+            expires=now + lifetime,
+            bandwidth=TokenBucket(self.settings.allocation_bandwidth, 2 * self.settings.allocation_bandwidth),
+        )
+        self.allocations[flow] = allocation
+        self.by_relay[relay] = allocation
+        self._per_user[username] = self._per_user.get(username, 0) + 1
+        self.counters.allocations_created += 1
+        logger.info("allocation %s:%d for %s %s:%d", *relay, flow.transport.value, *flow.address)
+        attributes: list[Attribute] = [
+            XorRelayedAddress(relay),
+            Lifetime(lifetime),
+            XorMappedAddress(flow.address),
+        ]
+        if reserved is not None:
+            token_value = self._random_bytes(8)
+            self._reservations[token_value] = (reserved, now + RESERVATION_SECONDS)
+            attributes.append(ReservationToken(token_value))
+        if additional_family is not None and not self.settings.ipv6_relay:
+            attributes.append(AddressErrorCode(FAMILY_IPV6, 440, "Address Family not Supported"))
+        return attributes
+
+    def _lifetime(self, request: Message) -> int:
+        """RFC 8656 §7.2 step 7: at least the default, at most the maximum."""
+        asked = request.get(Lifetime)
+        if asked is None:
+            return self.settings.default_lifetime
+        return max(self.settings.default_lifetime, min(asked.seconds, self.settings.max_lifetime))
+
+    def _owned_allocation(self, flow: ClientFlow, username: str) -> Allocation:
+        allocation = self.allocations.get(flow)
+        if allocation is None:
+            raise StunErrorResponse(437, "Allocation Mismatch")
+        if allocation.username != username:
+            raise StunErrorResponse(441, "Wrong Credentials")
+        return allocation
+
+    def _refresh(
+        self, request: Message, flow: ClientFlow, username: str, key: bytes, now: float
+    ) -> list[Attribute]:
+        """RFC 8656 §7.4: receiving a Refresh request (LIFETIME 0 deletes)."""
+        allocation = self._owned_allocation(flow, username)
+        family = request.get(RequestedAddressFamily)
+        if family is not None and (6 if family.family == FAMILY_IPV6 else 4) != allocation.family:
+            raise StunErrorResponse(443, "Peer Address Family Mismatch")
+        asked = request.get(Lifetime)
+        if asked is not None and asked.seconds == 0:
+            self._delete(allocation, "refreshed to 0")
+            return [Lifetime(0)]
+        lifetime = (
+            self.settings.default_lifetime
+            if asked is None
+            else min(asked.seconds, self.settings.max_lifetime)
+        )
+        allocation.expires = now + lifetime
+        return [Lifetime(lifetime)]
+
+    def _peer_addresses(self, request: Message, allocation: Allocation) -> list[Address]:
+        peers = [p.address for p in request.get_all(XorPeerAddress)]
+        if not peers:
+            raise StunErrorResponse(400, "XOR-PEER-ADDRESS missing")
+        for peer in peers:
+            if _family(peer) != allocation.family:
+                raise StunErrorResponse(443, "Peer Address Family Mismatch")
+            if not self.policy.permission_allowed(peer[0]):
+                raise StunErrorResponse(403, "Forbidden")
+        return peers
+
+    def _create_permission(
+        self, request: Message, flow: ClientFlow, username: str, key: bytes, now: float
+    ) -> list[Attribute]:
+        """RFC 8656 §9.2: receiving a CreatePermission request (all addresses or none)."""
+        allocation = self._owned_allocation(flow, username)
+        for peer in self._peer_addresses(request, allocation):
+            allocation.install_permission(peer[0], now)
+        return []
+
+    def _channel_bind(
+        self, request: Message, flow: ClientFlow, username: str, key: bytes, now: float
+    ) -> list[Attribute]:
+        """RFC 8656 §11.2: receiving a ChannelBind request."""
+        allocation = self._owned_allocation(flow, username)
+        number = request.get(ChannelNumber)
+        if number is None or not CHANNEL_MIN <= number.number <= CHANNEL_MAX:
+            raise StunErrorResponse(400, "CHANNEL-NUMBER missing or out of range")
+        peers = self._peer_addresses(request, allocation)
+        if len(peers) != 1:
+            raise StunErrorResponse(400, "ChannelBind takes one XOR-PEER-ADDRESS")
+        if not allocation.can_bind(number.number, peers[0], now):
+            raise StunErrorResponse(400, "Channel or peer already bound")
+        allocation.bind_channel(number.number, peers[0], now)
+        return []
+
+    _HANDLERS: dict[int, Callable[[TurnServer, Message, ClientFlow, str, bytes, float], list[Attribute]]] = {
+        Method.ALLOCATE: _allocate,
+        Method.REFRESH: _refresh,
+        Method.CREATE_PERMISSION: _create_permission,
+        Method.CHANNEL_BIND: _channel_bind,
+    }
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _delete(self, allocation: Allocation, why: str) -> None:
+        del self.allocations[allocation.flow]
+        del self.by_relay[allocation.relay]
+        left = self._per_user[allocation.username] - 1
+        if left:
+            self._per_user[allocation.username] = left
+        else:
+            del self._per_user[allocation.username]
+        self.relay_ports.close(allocation.relay)
+        logger.info("allocation %s:%d deleted (%s)", *allocation.relay, why)
+
+
+def _family(address: Address) -> int:
+    return 6 if ":" in address[0] else 4
