@@ -21,7 +21,8 @@ def _kind_of(first_byte: int) -> PacketKind:
         return PacketKind.ZRTP
     if 20 <= first_byte <= 63:
         return PacketKind.DTLS
-    if 64 <= first_byte <= 79:
+    if 64 <= first_byte <= 127:
+        # RFC 7983 assigns 64-79; 80-127 are unassigned and carry RFC 5766's wider channel range.
         return PacketKind.CHANNEL_DATA
     if 128 <= first_byte <= 191:
         return PacketKind.RTP  # RTP and RTCP; RFC 5761 §4 splits them by payload type

@@ -13,7 +13,10 @@ from typing import Self
 from meet443.exceptions import ParseError
 
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
+#: RFC 8656 §12 narrowed channels to 0x4000-0x4FFF, but RFC 5766 clients (coturn's turnutils among
+#: them) still pick up to 0x7FFE. Their first bytes 0x50-0x7F are unassigned in RFC 7983 §7, so
+#: accepting them costs the demultiplexer nothing.
+CHANNEL_MAX = 0x7FFE
 _HEADER = struct.Struct("!HH")
 #: RFC 8656 §12.4: the largest ChannelData a client may send (the length field is 16 bits).
 MAX_CHANNEL_DATA = 4 + 0xFFFF
@@ -33,7 +36,7 @@ class ChannelData:
             raise ParseError("ChannelData shorter than its header")
         channel, length = _HEADER.unpack_from(data)
         if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
-            raise ParseError(f"channel number {channel:#06x} outside 0x4000-0x4FFF")
+            raise ParseError(f"channel number {channel:#06x} outside 0x4000-0x7FFE")
         if not 4 + length <= len(data) <= 4 + length + 3:
             raise ParseError("ChannelData length does not match the data")
         return cls(channel, bytes(data[4 : 4 + length]))
@@ -76,7 +79,7 @@ class StreamFramer:
             if first < 0x40:
                 size = 20 + length
                 padded = size
-            elif first < 0x50:
+            elif first < 0x80:
                 size = 4 + length
                 padded = size + (-size % 4)
             else:

@@ -160,7 +160,7 @@ class TurnServer:
             self.counters.drop("empty")
             return []
         first = data[0]
-        if 0x40 <= first <= 0x4F:
+        if 0x40 <= first <= 0x7F:
             allocation = self.allocations.get(flow)
             if allocation is None:
                 self.counters.drop("channel_data_without_allocation")

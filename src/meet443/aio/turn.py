@@ -1,0 +1,278 @@
+"""asyncio adapter for the TURN core: it moves bytes between sockets and :class:`TurnServer`.
+
+Nothing here decides anything about TURN; it only knows where bytes come from and go to. The one
+exception is speed: a ChannelData datagram from a UDP client is handed straight to
+``TurnServer.relay_channel_data`` and sent, without building intermediate lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import cast
+
+from meet443.exceptions import ParseError
+from meet443.proto.addresses import Address, Transport
+from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
+from meet443.proto.turn.allocation import ClientFlow
+from meet443.proto.turn.channeldata import StreamFramer
+from meet443.proto.turn.server import Output, ToClient, ToPeer, TurnServer
+
+logger = logging.getLogger(__name__)
+
+#: A slow TCP/TLS client must not make us buffer media without bound: past this, packets drop.
+STREAM_WRITE_LIMIT = 1 << 20
+_UDP = Transport.UDP
+_CHANNEL_DATA = PacketKind.CHANNEL_DATA
+_STUN = PacketKind.STUN
+
+
+class RelayProtocol(asyncio.DatagramProtocol):
+    """One relay port (RFC 8656 §2: the relayed transport address) and the peers that reach it."""
+
+    def __init__(self, service: TurnService, relay: Address) -> None:
+        self.service = service
+        self.relay = relay
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport, so no isinstance here.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        out = self.service.turn.receive_from_peer(self.relay, (str(addr[0]), int(addr[1])), data, time.time())
+        if out is not None:
+            self.service.to_client(out.flow, out.data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors from peers (port unreachable) are normal on the Internet; nothing to do.
+        self.service.turn.counters.drop("relay_socket_error")
+
+
+class RelayPool:
+    """Binds relay sockets in the configured port range (implements ``RelayPortPool``).
+
+    Sockets are bound synchronously, so the TURN core gets its answer at once; the asyncio
+    transport is attached right after, and until then sends go straight to the socket.
+    """
+
+    def __init__(
+        self,
+        service: TurnService,
+        bind_host: str,
+        public_ip: str,
+        port_range: tuple[int, int],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.service = service
+        self.bind_host = bind_host
+        self.public_ip = public_ip
+        self.low, self.high = port_range
+        self._rng = rng or random.SystemRandom()
+        self.sockets: dict[Address, socket.socket] = {}
+        self.protocols: dict[Address, RelayProtocol] = {}
+        self._attaching: set[asyncio.Task[tuple[asyncio.DatagramTransport, RelayProtocol]]] = set()
+
+    def open(self, family: int, *, even: bool = False, port: int | None = None) -> Address | None:
+        if family != 4:
+            return None
+        candidates: Iterable[int]
+        if port is not None:
+            candidates = [port]
+        else:
+            # Random ports (RFC 8656 §7.2 step 6 recommends it): guessable relay ports help attackers.
+            candidates = (self._rng.randint(self.low, self.high) for _ in range(64))
+        for drawn in candidates:
+            candidate = drawn - 1 if even and drawn % 2 else drawn
+            if not self.low <= candidate <= self.high or (self.public_ip, candidate) in self.sockets:
+                continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self.bind_host, candidate))
+            except OSError as exc:
+                sock.close()
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    continue
+                raise
+            sock.setblocking(False)
+            relay = (self.public_ip, candidate)
+            self.sockets[relay] = sock
+            protocol = RelayProtocol(self.service, relay)
+            self.protocols[relay] = protocol
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(loop.create_datagram_endpoint(lambda p=protocol: p, sock=sock))  # type: ignore[misc]
+            self._attaching.add(task)
+            task.add_done_callback(self._attaching.discard)
+            return relay
+        return None
+
+    def close(self, relay: Address) -> None:
+        protocol = self.protocols.pop(relay, None)
+        sock = self.sockets.pop(relay, None)
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+        elif sock is not None:
+            sock.close()
+
+    def send(self, relay: Address, peer: Address, data: bytes) -> None:
+        protocol = self.protocols.get(relay)
+        if protocol is None:
+            return
+        if protocol.transport is not None:
+            protocol.transport.sendto(data, peer)
+            return
+        sock = self.sockets.get(relay)
+        if sock is not None:
+            try:
+                sock.sendto(data, peer)
+            except OSError:
+                self.service.turn.counters.drop("relay_send_error")
+
+    def close_all(self) -> None:
+        for relay in list(self.sockets):
+            self.close(relay)
+
+
+class MainUdpProtocol(asyncio.DatagramProtocol):
+    """The one public UDP port: STUN/TURN and ChannelData now, DTLS and RTP for the SFU later."""
+
+    def __init__(self, service: TurnService) -> None:
+        self.service = service
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.service.udp_transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        service = self.service
+        address = (str(addr[0]), int(addr[1]))
+        if not data:
+            return
+        kind = KIND_BY_FIRST_BYTE[data[0]]
+        if service.is_own_relay(address):
+            # No TURN-through-TURN chaining: our own relays may reach media sessions only.
+            service.turn.counters.drop("from_own_relay")
+            return
+        if kind is _CHANNEL_DATA:
+            allocation = service.turn.allocations.get(ClientFlow(_UDP, address, 0))
+            if allocation is None:
+                service.turn.counters.drop("channel_data_without_allocation")
+                return
+            sent = service.turn.relay_channel_data(allocation, data, time.time())
+            if sent is not None:
+                service.relays.send(allocation.relay, sent[0], sent[1])
+        elif kind is _STUN:
+            service.dispatch(service.turn.receive(data, ClientFlow(_UDP, address, 0), time.time()))
+        else:
+            service.turn.counters.drop(f"udp_{kind.value}")
+
+    def error_received(self, exc: Exception) -> None:
+        self.service.turn.counters.drop("udp_socket_error")
+
+
+class StreamTurnProtocol(asyncio.Protocol):
+    """TURN over one TCP or TLS connection (RFC 8656 §3.1, framing per §12.5)."""
+
+    def __init__(self, service: TurnService, transport_kind: Transport) -> None:
+        self.service = service
+        self.kind = transport_kind
+        self.framer = StreamFramer()
+        self.flow: ClientFlow | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.flow = ClientFlow(self.kind, (str(peer[0]), int(peer[1])), self.service.next_connection_id())
+        self.service.streams[self.flow.connection] = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.flow is not None and self.transport is not None
+        try:
+            messages = self.framer.feed(data)
+        except ParseError as exc:
+            logger.debug("closing %s connection %d: %s", self.kind.value, self.flow.connection, exc)
+            self.service.turn.counters.drop(f"{self.kind.value}_framing")
+            self.transport.close()
+            return
+        turn = self.service.turn
+        for message in messages:
+            self.service.dispatch(turn.receive(message, self.flow, time.time()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.flow is not None:
+            self.service.streams.pop(self.flow.connection, None)
+            self.service.turn.connection_closed(self.flow, time.time())
+
+
+class TurnService:
+    """Ties the TURN core to the main UDP socket, the relay sockets and the stream connections."""
+
+    def __init__(
+        self,
+        turn_factory: Callable[[RelayPool], TurnServer],
+        bind_host: str,
+        public_ip: str,
+        relay_ports: tuple[int, int],
+        own_addresses: Iterable[str],
+    ) -> None:
+        self.relays = RelayPool(self, bind_host, public_ip, relay_ports)
+        self.turn = turn_factory(self.relays)
+        self.udp_transport: asyncio.DatagramTransport | None = None
+        self.streams: dict[int, asyncio.Transport] = {}
+        self._connection_ids = 0
+        self._own_addresses = frozenset(own_addresses)
+        self._timer: asyncio.Task[None] | None = None
+
+    def is_own_relay(self, address: Address) -> bool:
+        """Did this datagram come from one of our relay sockets? (Not merely from a port in the
+        relay range: clients on the server's own host use ephemeral ports in that range too.)"""
+        return (
+            address[0] in self._own_addresses and (self.relays.public_ip, address[1]) in self.relays.sockets
+        )
+
+    def next_connection_id(self) -> int:
+        self._connection_ids += 1
+        return self._connection_ids
+
+    def stream_protocol(self, transport_kind: Transport) -> StreamTurnProtocol:
+        return StreamTurnProtocol(self, transport_kind)
+
+    def dispatch(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if isinstance(output, ToPeer):
+                self.relays.send(output.relay, output.peer, output.data)
+            elif isinstance(output, ToClient):
+                self.to_client(output.flow, output.data)
+
+    def to_client(self, flow: ClientFlow, data: bytes) -> None:
+        if flow.transport is _UDP:
+            if self.udp_transport is not None:
+                self.udp_transport.sendto(data, flow.address)
+            return
+        stream = self.streams.get(flow.connection)
+        if stream is None or stream.is_closing():
+            return
+        if stream.get_write_buffer_size() > STREAM_WRITE_LIMIT:
+            self.turn.counters.drop("stream_backlog")
+            return
+        stream.write(data)
+
+    def start(self) -> None:
+        self._timer = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.turn.handle_timer(time.time())
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for stream in list(self.streams.values()):
+            stream.close()
+        self.relays.close_all()

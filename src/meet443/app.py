@@ -1,0 +1,148 @@
+"""``meet443 serve``: one TCP port and one UDP port serving everything, on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+from pathlib import Path
+
+import uvloop
+from aiohttp import web
+
+from meet443.aio.certs import ensure_certificate, make_server_ssl_context
+from meet443.aio.http import HttpService, build_main_app, build_metrics_app
+from meet443.aio.tcp import SniffingTcpPort
+from meet443.aio.turn import MainUdpProtocol, RelayPool, TurnService
+from meet443.config import ServeConfig
+from meet443.proto.turn.credentials import CredentialStore
+from meet443.proto.turn.peer_policy import PeerPolicy
+from meet443.proto.turn.server import TurnServer, TurnSettings
+
+logger = logging.getLogger("meet443")
+
+#: Media bursts arrive faster than one event-loop turn drains them; a deep buffer avoids loss.
+UDP_BUFFER_BYTES = 4 << 20
+SHUTDOWN_SECONDS = 4.0
+
+
+def _own_addresses(config: ServeConfig) -> list[str]:
+    addresses = [config.public_ip]
+    if config.listen not in ("0.0.0.0", "::"):  # noqa: S104
+        addresses.append(config.listen)
+    return addresses
+
+
+def build_turn_service(config: ServeConfig) -> TurnService:
+    settings = TurnSettings(
+        realm=config.realm,
+        max_allocations_per_user=config.max_allocations_per_user,
+        max_allocations=config.max_allocations,
+        allocation_bandwidth=float(config.allocation_bandwidth),
+        unauthenticated_rate=config.unauth_rate,
+        unauthenticated_burst=config.unauth_burst,
+    )
+    own = _own_addresses(config)
+
+    def make_turn(pool: RelayPool) -> TurnServer:
+        return TurnServer(
+            settings,
+            CredentialStore(config.turn_secret, config.turn_users),
+            PeerPolicy(
+                [str(n) for n in config.allow_peers],
+                server_addresses=own,
+                main_port=config.port,
+                relay_ports=config.relay_ports,
+            ),
+            pool,
+            os.urandom,
+        )
+
+    return TurnService(make_turn, config.listen, config.public_ip, config.relay_ports, own)
+
+
+def _tls_files(config: ServeConfig) -> tuple[Path, Path]:
+    if config.cert is not None and config.key is not None:
+        return config.cert, config.key
+    hosts = [config.public_host, config.public_ip]
+    if config.listen not in ("0.0.0.0", "::"):  # noqa: S104
+        hosts.append(config.listen)
+    return ensure_certificate(config.data_dir, hosts)
+
+
+async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    cert, key = _tls_files(config)
+    ssl_context = make_server_ssl_context(cert, key)
+
+    service = build_turn_service(config)
+    udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
+    udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER_BYTES)
+    udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER_BYTES)
+    udp_sock.bind((config.listen, config.port))
+    udp_transport, _ = await loop.create_datagram_endpoint(lambda: MainUdpProtocol(service), sock=udp_sock)
+    service.start()
+
+    http = HttpService(build_main_app(config.public_url))
+    await http.start()
+    tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, config.max_pending_connections)
+    tcp.listen(config.listen, config.port)
+
+    where = f"{config.listen}:{config.port}"
+    logger.info("listening on udp %s: STUN, TURN (UDP) and ChannelData", where)
+    logger.info("listening on tcp %s: TURN over TCP and TLS, HTTPS (health check at /healthz)", where)
+    logger.info(
+        "relay ports %d-%d advertised at %s; public URL %s",
+        *config.relay_ports,
+        config.public_ip,
+        config.public_url,
+    )
+
+    metrics_runner: web.AppRunner | None = None
+    if config.metrics_listen is not None:
+        metrics_runner = web.AppRunner(build_metrics_app(service), access_log=None, handle_signals=False)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, *config.metrics_listen).start()
+        logger.info("listening on tcp %s:%d: Prometheus metrics at /metrics", *config.metrics_listen)
+
+    def reload_certificates() -> None:
+        try:
+            ssl_context.load_cert_chain(*_tls_files(config))
+            logger.info("TLS certificates reloaded")
+        except (OSError, ssl.SSLError) as exc:
+            logger.error("TLS certificate reload failed, keeping the old one: %s", exc)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_certificates)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("stopping")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        tcp.close()
+        udp_transport.close()
+        service.close()
+        cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])
+        try:
+            await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)
+        except TimeoutError:
+            logger.warning("shutdown did not finish in %.0f s", SHUTDOWN_SECONDS)
+
+
+def serve(config: ServeConfig) -> int:
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logger.info("meet443 starting: %s", config.redacted())
+    uvloop.run(run(config))
+    return 0

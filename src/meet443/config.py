@@ -1,0 +1,801 @@
+"""Configuration of ``meet443 serve``.
+
+Every option is declared once, in :data:`SERVE_OPTIONS`; the command-line flag, the environment variable
+and the TOML key all derive from that table::
+
+    --relay-ports 5000-6000     MEET443_RELAY_PORTS=5000-6000     relay-ports = "5000-6000"
+    --turn-user a:x             MEET443_TURN_USER=a:x,b:y         turn-user = ["a:x", "b:y"]
+
+Precedence: flag > environment > TOML file (``--config FILE``) > default. TOML keys may use dashes or
+underscores. A repeatable flag given at a higher level replaces, not extends, the lower levels' list.
+Relative paths in the TOML file are relative to the file's directory. A repeatable option in the
+environment is split at commas, so a password with a comma belongs in a file, not in ``MEET443_TURN_USER``.
+
+Secrets (the TURN shared secret, static users' passwords) never appear in :func:`repr` or
+:meth:`ServeConfig.redacted`; prefer ``--turn-secret-file`` / ``--turn-users-file`` so that they stay out
+of the process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import logging
+import os
+import secrets
+import socket
+import struct
+import sys
+import tomllib
+import types
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+from meet443.exceptions import ConfigError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "SERVE_OPTIONS",
+    "Option",
+    "ServeConfig",
+    "add_serve_arguments",
+    "default_public_url",
+    "discover_public_ip",
+    "load_serve_config",
+    "parse_public_url",
+    "turn_uris_for",
+]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_PORT = 8443
+DEFAULT_LISTEN = "0.0.0.0"  # noqa: S104 -- a public server listens on every interface by default
+DEFAULT_RELAY_PORTS = (49152, 65535)  # RFC 8656 §7.2 recommends the dynamic range (RFC 6335)
+DEFAULT_DATA_DIR = "~/.local/share/meet443"
+DEFAULT_CREDENTIAL_TTL = 3600
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ENV_PREFIX = "MEET443_"
+SECRET_FILE_NAME = "turn-secret"  # noqa: S105 -- a file name, not a secret
+
+# RFC 8489 §14.3: USERNAME is fewer than 509 bytes of UTF-8.
+_MAX_USERNAME_BYTES = 508
+
+
+# --------------------------------------------------------------------------------------------------
+# The option table
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``serve`` option: ``--name`` on the command line, ``MEET443_NAME`` in the environment,
+    ``name`` in the TOML file."""
+
+    name: str
+    metavar: str
+    help: str
+    repeatable: bool = False
+    #: Options in the same group are mutually exclusive at one level (flag, env, TOML); a higher level
+    #: setting any member overrides every member set at lower levels.
+    exclusive_group: str | None = None
+    in_toml: bool = True
+    #: Relative paths from the TOML file are resolved against its directory.
+    is_path: bool = False
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option("config", "FILE", "TOML file with values for the options below", in_toml=False, is_path=True),
+    Option("listen", "HOST", "IP address to bind, TCP and UDP"),
+    Option("port", "N", "port for TCP (HTTPS, WebSocket, TURN/TLS, TURN/TCP) and UDP"),
+    Option(
+        "public-ip",
+        "IP",
+        "address clients reach this host at (default: --listen if specific, else the host's first "
+        "non-loopback address)",
+    ),
+    Option(
+        "relay-ports",
+        "LO-HI",
+        "UDP port range for TURN relayed addresses",
+    ),
+    Option(
+        "turn-secret",
+        "S",
+        "shared secret for TURN REST API credentials (shows in the process list: prefer the file)",
+        exclusive_group="turn-secret",
+    ),
+    Option(
+        "turn-secret-file",
+        "FILE",
+        f"file holding the shared secret (default: <data-dir>/{SECRET_FILE_NAME}, generated on first run)",
+        exclusive_group="turn-secret",
+        is_path=True,
+    ),
+    Option("turn-user", "USER:PASS", "static TURN user (repeatable)", repeatable=True),
+    Option("turn-users-file", "FILE", "file with one USER:PASS per line, # starts a comment", is_path=True),
+    Option(
+        "allow-peer",
+        "CIDR",
+        "let relays reach this otherwise denied (private, loopback) peer range (repeatable)",
+        repeatable=True,
+    ),
+    Option(
+        "public-url",
+        "URL",
+        "URL browsers open; its host is used in every link and TURN URI (default https://<public-ip>[:port])",
+    ),
+    Option("realm", "R", "TURN realm (default: the public URL's host)"),
+    Option(
+        "cert",
+        "PEM",
+        "TLS certificate chain, with --key (default: a generated self-signed one)",
+        is_path=True,
+    ),
+    Option("key", "PEM", "TLS private key (with --cert)", is_path=True),
+    Option("data-dir", "DIR", f"state directory (default {DEFAULT_DATA_DIR})", is_path=True),
+    Option("metrics-listen", "HOST:PORT", "serve Prometheus metrics there (default: off)"),
+    Option("workers", "N", "media worker processes"),
+    Option("log-level", "LEVEL", f"one of {', '.join(LOG_LEVELS)}"),
+    Option("max-allocations-per-user", "N", "TURN allocations one user may hold"),
+    Option("max-allocations", "N", "TURN allocations in total"),
+    Option(
+        "allocation-bandwidth",
+        "BYTES_PER_S",
+        "relayed bytes/s per allocation (2000000 is ~16 Mbit/s), bursts of twice that",
+    ),
+    Option(
+        "unauth-rate",
+        "PER_S",
+        "answers per second to unauthenticated requests per source IP, bursts of twice that",
+    ),
+    Option("max-pending-connections", "N", "half-open TCP/TLS connections"),
+    Option(
+        "credential-ttl",
+        "SECONDS",
+        "lifetime in seconds of the TURN credentials handed to browsers",
+    ),
+)
+
+_OPTIONS_BY_DEST = {option.dest: option for option in SERVE_OPTIONS}
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every :data:`SERVE_OPTIONS` flag on ``parser``; values stay strings, ``None`` if absent."""
+    defaults = _field_defaults()
+    for option in SERVE_OPTIONS:
+        parser.add_argument(
+            option.flag,
+            metavar=option.metavar,
+            dest=option.dest,
+            action="append" if option.repeatable else "store",
+            default=None,
+            help=_help(option, defaults),
+        )
+
+
+def _help(option: Option, defaults: Mapping[str, object]) -> str:
+    default = defaults.get(option.dest)
+    if isinstance(default, tuple):
+        default = "-".join(map(str, default))
+    suffix = "" if default is None else f" (default {default})"
+    return f"{option.help}{suffix} [{option.env}]"
+
+
+class _ServeArgumentParser(argparse.ArgumentParser):
+    """Raises :class:`ConfigError` instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+# --------------------------------------------------------------------------------------------------
+# The configuration
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """Everything ``meet443 serve`` needs, validated. Build it with :func:`load_serve_config`."""
+
+    listen: str = DEFAULT_LISTEN
+    port: int = DEFAULT_PORT
+    public_ip: str
+    relay_ports: tuple[int, int] = DEFAULT_RELAY_PORTS
+    turn_secret: str = field(repr=False, metadata={"redact": "value"})
+    #: Where the secret came from (a flag, a variable or a file path), safe to log.
+    turn_secret_origin: str = ""
+    #: Static long-term users, username → password.
+    turn_users: Mapping[str, str] = field(
+        default_factory=lambda: types.MappingProxyType({}),
+        repr=False,
+        hash=False,
+        metadata={"redact": "keys"},
+    )
+    allow_peers: tuple[IPNetwork, ...] = ()
+    public_url: str
+    realm: str
+    cert: Path | None = None
+    key: Path | None = None
+    data_dir: Path
+    metrics_listen: tuple[str, int] | None = None
+    workers: int = 1
+    log_level: str = "info"
+    max_allocations_per_user: int = 10
+    max_allocations: int = 10_000
+    allocation_bandwidth: int = 2_000_000
+    unauth_rate: float = 20.0
+    max_pending_connections: int = 1024
+    credential_ttl: int = DEFAULT_CREDENTIAL_TTL
+    config_file: Path | None = None
+
+    @property
+    def public_host(self) -> str:
+        """The public URL's host, without IPv6 brackets."""
+        return _url_host(self.public_url)
+
+    @property
+    def allocation_burst(self) -> int:
+        """Token bucket depth for :attr:`allocation_bandwidth`, in bytes."""
+        return 2 * self.allocation_bandwidth
+
+    @property
+    def unauth_burst(self) -> float:
+        """Token bucket depth for :attr:`unauth_rate`, in answers."""
+        return 2 * self.unauth_rate
+
+    def turn_uris(self) -> list[str]:
+        """TURN URIs (RFC 7065) to hand to browsers, built from the public URL's host and :attr:`port`."""
+        return turn_uris_for(self.public_url, self.port)
+
+    def redacted(self) -> dict[str, object]:
+        """A JSON-friendly view for logs: the secret is masked and only usernames of static users show."""
+        view: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            redact = f.metadata.get("redact")
+            if redact == "value":
+                view[f.name] = "<redacted>" if value else None
+            elif redact == "keys":
+                view[f.name] = sorted(value)
+            else:
+                view[f.name] = _jsonable(value)
+        return view
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, tuple | list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# URLs and TURN URIs, shared with ``meet443 turn-credentials``
+
+
+def _host_for_uri(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _url_host(url: str) -> str:
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        raise ValueError(f"no host in URL {url!r}")
+    return host
+
+
+def default_public_url(public_ip: str, port: int) -> str:
+    """``https://<public-ip>[:port]``: ``:port`` left out for 443, IPv6 in brackets."""
+    host = _host_for_uri(public_ip)
+    return f"https://{host}" if port == 443 else f"https://{host}:{port}"
+
+
+def parse_public_url(text: str) -> str:
+    """Validate a public URL and return it without a trailing slash; raises ``ValueError``."""
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("https", "http"):
+        raise ValueError(f"{text!r} must start with https:// (or http:// behind a TLS proxy)")
+    if not parts.hostname:
+        raise ValueError(f"{text!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{text!r} must not contain user information")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r} must not have a query or fragment")
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+
+def turn_uris_for(public_url: str, port: int) -> list[str]:
+    """RFC 7065 URIs for UDP, TCP and TLS on ``port`` at the host of ``public_url``.
+
+    All three share one port: meet443 tells TURN from TLS and HTTP by the first bytes on a connection.
+    """
+    host = _host_for_uri(_url_host(public_url))
+    return [
+        f"turn:{host}:{port}?transport=udp",
+        f"turn:{host}:{port}?transport=tcp",
+        f"turns:{host}:{port}?transport=tcp",
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Public address discovery (never sends a packet)
+
+
+def _interface_ipv4_addresses() -> Iterator[ipaddress.IPv4Address]:
+    """IPv4 addresses of the host's interfaces, in interface index order (Linux ``SIOCGIFADDR``)."""
+    try:
+        import fcntl  # noqa: PLC0415 -- POSIX only
+    except ImportError:  # pragma: no cover - Windows
+        return
+    siocgifaddr = 0x8915
+    try:
+        interfaces = socket.if_nameindex()
+    except OSError:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _index, name in interfaces:
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe.fileno(), siocgifaddr, request)
+            except OSError:  # no IPv4 address on this interface, or not Linux
+                continue
+            yield ipaddress.IPv4Address(answer[20:24])
+
+
+def _routed_ipv4_address() -> ipaddress.IPv4Address | None:
+    """The source address the kernel would use towards the Internet; ``connect`` on UDP sends nothing."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1 (RFC 5737), discard port
+            return ipaddress.IPv4Address(probe.getsockname()[0])
+    except OSError:
+        return None
+
+
+def discover_public_ip() -> str:
+    """The host's first non-loopback, non-link-local IPv4 address; ``127.0.0.1`` if there is none."""
+    candidates = [*_interface_ipv4_addresses(), _routed_ipv4_address()]
+    for address in candidates:
+        if address is not None and not (
+            address.is_loopback or address.is_link_local or address.is_unspecified
+        ):
+            return str(address)
+    return "127.0.0.1"
+
+
+# --------------------------------------------------------------------------------------------------
+# Collecting raw values from the three sources
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """Raw string value(s) of one option and where they came from, for error messages."""
+
+    source: str
+    values: tuple[str, ...]
+    base_dir: Path | None = None
+
+
+_Layer = dict[str, _Setting]
+
+
+def _flag_layer(namespace: argparse.Namespace) -> _Layer:
+    layer: _Layer = {}
+    for option in SERVE_OPTIONS:
+        value = getattr(namespace, option.dest, None)
+        if value is None:
+            continue
+        values = tuple(value) if option.repeatable else (value,)
+        layer[option.dest] = _Setting(option.flag, values)
+    return layer
+
+
+def _env_layer(environ: Mapping[str, str]) -> _Layer:
+    layer: _Layer = {}
+    for option in SERVE_OPTIONS:
+        raw = environ.get(option.env, "")
+        # An empty variable counts as unset, as docker-compose's "VAR=" lines expect.
+        if not raw.strip():
+            continue
+        if option.repeatable:
+            values = tuple(item.strip() for item in raw.split(",") if item.strip())
+        else:
+            values = (raw,)
+        layer[option.dest] = _Setting(option.env, values)
+    return layer
+
+
+def _toml_scalar(value: object, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f"{where}: expected a string or a number, got {type(value).__name__}")
+    return str(value)
+
+
+def _toml_layer(path: Path) -> _Layer:
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    layer: _Layer = {}
+    for key, value in document.items():
+        dest = key.replace("-", "_")
+        option = _OPTIONS_BY_DEST.get(dest)
+        if option is None or not option.in_toml:
+            known = ", ".join(o.name for o in SERVE_OPTIONS if o.in_toml)
+            raise ConfigError(f"{path}: unknown key {key!r} (known keys: {known})")
+        where = f"{path}: {key}"
+        if dest in layer:
+            raise ConfigError(f"{where}: given twice (once with dashes, once with underscores)")
+        if option.repeatable:
+            items = value if isinstance(value, list) else [value]
+            values = tuple(_toml_scalar(item, where) for item in items)
+        else:
+            values = (_toml_scalar(value, where),)
+        layer[dest] = _Setting(where, values, base_dir=path.parent)
+    return layer
+
+
+def _merge(layers: Sequence[_Layer]) -> _Layer:
+    """Pick each option from the first layer that sets it; exclusive groups move as one."""
+    merged: _Layer = {}
+    decided_groups: set[str] = set()
+    for layer in layers:
+        groups_here: dict[str, list[_Setting]] = {}
+        for dest, setting in layer.items():
+            group = _OPTIONS_BY_DEST[dest].exclusive_group
+            if group is not None:
+                if group in decided_groups:
+                    continue
+                groups_here.setdefault(group, []).append(setting)
+            merged.setdefault(dest, setting)
+        for group, settings in groups_here.items():
+            if len(settings) > 1:
+                names = " and ".join(s.source for s in settings)
+                raise ConfigError(f"{names} are mutually exclusive")
+            decided_groups.add(group)
+    return merged
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed conversion
+
+
+class _Values:
+    """Typed access to merged settings.
+
+    A parser's ``ValueError`` becomes a ``ConfigError`` that names the flag, variable or file key."""
+
+    def __init__(self, settings: _Layer, environ: Mapping[str, str]) -> None:
+        self._settings = settings
+        self._environ = environ
+
+    def source(self, dest: str) -> str | None:
+        setting = self._settings.get(dest)
+        return setting.source if setting else None
+
+    def one(self, dest: str, parse: Callable[[str], _T]) -> _T | None:
+        setting = self._settings.get(dest)
+        if setting is None:
+            return None
+        return self._parse(setting, setting.values[0], parse)
+
+    def many(self, dest: str, parse: Callable[[str], _T]) -> list[_T]:
+        setting = self._settings.get(dest)
+        if setting is None:
+            return []
+        return [self._parse(setting, value, parse) for value in setting.values]
+
+    def path(self, dest: str) -> Path | None:
+        setting = self._settings.get(dest)
+        if setting is None:
+            return None
+        path = self._parse(setting, setting.values[0], self.expand_user)
+        if setting.base_dir is not None and not path.is_absolute():
+            path = setting.base_dir / path
+        return path
+
+    def expand_user(self, text: str) -> Path:
+        """``~`` and ``~/...`` against ``$HOME`` of the given environment, not the process's."""
+        if not text.strip():
+            raise ValueError("expected a path, got an empty string")
+        if text == "~" or text.startswith("~/"):
+            home = self._environ.get("HOME") or str(Path.home())
+            return Path(home) / text[2:]
+        return Path(text)
+
+    @staticmethod
+    def _parse(setting: _Setting, text: str, parse: Callable[[str], _T]) -> _T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{setting.source}: {exc}") from None
+
+
+def _int_parser(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip().replace("_", ""))
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ValueError(f"must be at least {minimum}{upper}, got {value}")
+        return value
+
+    return parse
+
+
+def _parse_positive_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a positive number, got {text!r}")
+    return value
+
+
+_parse_port = _int_parser(1, 65535)
+
+
+def _parse_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {text!r}") from None
+
+
+def _parse_relay_ports(text: str) -> tuple[int, int]:
+    low_text, dash, high_text = text.strip().partition("-")
+    if not dash:
+        raise ValueError(f"expected LO-HI, for example 49152-65535, got {text!r}")
+    low, high = _parse_port(low_text), _parse_port(high_text)
+    if low > high:
+        raise ValueError(f"the low port {low} is above the high port {high}")
+    return low, high
+
+
+def _parse_turn_user(text: str) -> tuple[str, str]:
+    user, colon, password = text.strip().partition(":")
+    if not colon or not user or not password:
+        # Never echo the text: it holds a password.
+        raise ValueError("expected USER:PASS with a non-empty user and password")
+    if len(user.encode("utf-8")) > _MAX_USERNAME_BYTES:
+        raise ValueError(f"user name longer than {_MAX_USERNAME_BYTES} bytes (RFC 8489 §14.3)")
+    return user, password
+
+
+def _parse_cidr(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"expected a CIDR such as 10.0.0.0/8 or fd00::/8, got {text!r} ({exc})") from None
+
+
+def _parse_host_port(text: str) -> tuple[str, int]:
+    host, colon, port_text = text.strip().rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"expected HOST:PORT, for example 127.0.0.1:9100, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"put an IPv6 address in brackets, for example [::1]:9100, not {text!r}")
+    return host, _parse_port(port_text)
+
+
+def _parse_log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return level
+
+
+def _parse_nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+# --------------------------------------------------------------------------------------------------
+# Files the options name
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read {what} {path}: {reason}") from None
+
+
+def _read_users_file(path: Path) -> list[tuple[str, str, str]]:
+    """``(user, password, where)`` for each ``USER:PASS`` line."""
+    users = []
+    for number, line in enumerate(_read_text(path, "TURN users file").splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            user, password = _parse_turn_user(entry)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        users.append((user, password, where))
+    return users
+
+
+def _publish_new_secret(path: Path) -> None:
+    """Write a fresh secret next to ``path``, then hard-link it into place.
+
+    ``link`` fails if ``path`` exists, so of two processes starting at once exactly one secret wins and no
+    reader ever sees a half-written file.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+        os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    logger.info("generated a TURN shared secret in %s", path)
+
+
+def _load_or_create_secret(data_dir: Path) -> tuple[str, Path]:
+    """Read ``<data-dir>/turn-secret``, creating it (mode 0600) on first use."""
+    path = data_dir / SECRET_FILE_NAME
+    if not path.exists():
+        try:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _publish_new_secret(path)
+        except FileExistsError:
+            pass  # another process starting at the same moment won; use its secret
+        except OSError as exc:
+            raise ConfigError(f"cannot create {path}: {exc.strerror or exc}") from None
+    if sys.platform != "win32" and path.stat().st_mode & 0o077:
+        logger.warning("%s is readable by other users; run: chmod 600 %s", path, path)
+    secret = _read_text(path, "TURN secret file").strip()
+    if not secret:
+        raise ConfigError(f"{path} is empty; delete it to generate a new secret")
+    return secret, path
+
+
+# --------------------------------------------------------------------------------------------------
+# Building the configuration
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = _ServeArgumentParser(prog="meet443 serve", allow_abbrev=False)
+    add_serve_arguments(parser)
+    return parser
+
+
+def load_serve_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServeConfig:
+    """Build a :class:`ServeConfig` from ``serve``'s arguments, the environment and the TOML file.
+
+    Reads the files the options name and ``<data-dir>/turn-secret`` (created on first use); raises
+    :class:`ConfigError` for anything invalid.
+    """
+    flags = _flag_layer(_serve_parser().parse_args(list(argv)))
+    env = _env_layer(environ)
+    config_values = _Values(_merge([flags, env]), environ)
+    config_file = config_values.path("config")
+    layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
+    return _build(_Values(_merge(layers), environ), config_file)
+
+
+def _field_defaults() -> dict[str, object]:
+    return {
+        f.name: f.default
+        for f in dataclasses.fields(ServeConfig)
+        if f.default is not dataclasses.MISSING and f.default is not None
+    }
+
+
+def _build(values: _Values, config_file: Path | None) -> ServeConfig:
+    defaults = _field_defaults()
+
+    def pick(dest: str, parse: Callable[[str], _T]) -> _T:
+        value = values.one(dest, parse)
+        # The dataclass holds the one copy of each default; its type matches the parser's by construction.
+        return value if value is not None else defaults[dest]  # type: ignore[return-value]
+
+    listen = pick("listen", _parse_ip)
+    port = pick("port", _parse_port)
+    public_ip = values.one("public_ip", _parse_ip)
+    if public_ip is None:
+        public_ip = discover_public_ip() if ipaddress.ip_address(listen).is_unspecified else listen
+    public_url = values.one("public_url", parse_public_url) or default_public_url(public_ip, port)
+    realm = values.one("realm", _parse_nonempty) or _url_host(public_url)
+    data_dir = values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR)
+
+    secret = values.one("turn_secret", _parse_nonempty)
+    secret_file = values.path("turn_secret_file")
+    if secret is not None:
+        secret_origin = values.source("turn_secret") or ""
+    elif secret_file is not None:
+        secret = _read_text(secret_file, "TURN secret file").strip()
+        if not secret:
+            raise ConfigError(f"{values.source('turn_secret_file')}: {secret_file} is empty")
+        secret_origin = str(secret_file)
+    else:
+        secret, generated = _load_or_create_secret(data_dir)
+        secret_origin = str(generated)
+
+    cert, key = values.path("cert"), values.path("key")
+    if (cert is None) != (key is None):
+        raise ConfigError("--cert and --key go together: give both or neither")
+    for dest, path in (("cert", cert), ("key", key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{values.source(dest)}: {path} is not a readable file")
+
+    return ServeConfig(
+        listen=listen,
+        port=port,
+        public_ip=public_ip,
+        relay_ports=pick("relay_ports", _parse_relay_ports),
+        turn_secret=secret,
+        turn_secret_origin=secret_origin,
+        turn_users=types.MappingProxyType(_static_users(values)),
+        allow_peers=tuple(values.many("allow_peer", _parse_cidr)),
+        public_url=public_url,
+        realm=realm,
+        cert=cert,
+        key=key,
+        data_dir=data_dir,
+        metrics_listen=values.one("metrics_listen", _parse_host_port),
+        workers=pick("workers", _int_parser(1, 1024)),
+        log_level=pick("log_level", _parse_log_level),
+        max_allocations_per_user=pick("max_allocations_per_user", _int_parser(1)),
+        max_allocations=pick("max_allocations", _int_parser(1)),
+        allocation_bandwidth=pick("allocation_bandwidth", _int_parser(1)),
+        unauth_rate=pick("unauth_rate", _parse_positive_float),
+        max_pending_connections=pick("max_pending_connections", _int_parser(1)),
+        credential_ttl=pick("credential_ttl", _int_parser(1)),
+        config_file=config_file,
+    )
+
+
+def _static_users(values: _Values) -> dict[str, str]:
+    """``--turn-user`` entries and ``--turn-users-file`` lines together; a name given twice is an error."""
+    entries = [
+        (user, password, values.source("turn_user") or "")
+        for user, password in values.many("turn_user", _parse_turn_user)
+    ]
+    users_file = values.path("turn_users_file")
+    if users_file is not None:
+        entries += _read_users_file(users_file)
+    users: dict[str, str] = {}
+    seen_at: dict[str, str] = {}
+    for user, password, where in entries:
+        if user in users:
+            raise ConfigError(f"TURN user {user!r} is defined twice ({seen_at[user]} and {where})")
+        users[user] = password
+        seen_at[user] = where
+    return users

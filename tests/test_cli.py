@@ -1,0 +1,180 @@
+"""The ``meet443`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+import meet443
+import meet443.cli
+from meet443.cli import main
+from meet443.config import ServeConfig
+from meet443.proto.turn.credentials import rest_password
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert main(list(argv)) == 0
+    out = capsys.readouterr().out
+    answer = json.loads(out)
+    assert isinstance(answer, dict)
+    return answer
+
+
+class TestTurnCredentials:
+    def test_json_answer(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(time, "time", lambda: 1_699_996_400.5)
+        answer = run_json(
+            capsys,
+            "turn-credentials",
+            "--secret",
+            "north",
+            "--user",
+            "alice",
+            "--public-url",
+            "https://meet.example.org",
+            "--port",
+            "443",
+        )
+        # draft-uberti-behave-turn-rest-00 §2.2 response, with the vector of test_credentials.py.
+        assert answer == {
+            "username": "1700000000:alice",
+            "password": "Cd/49soE35ICqcJF/bCTn8Z4OyE=",
+            "ttl": 3600,
+            "uris": [
+                "turn:meet.example.org:443?transport=udp",
+                "turn:meet.example.org:443?transport=tcp",
+                "turns:meet.example.org:443?transport=tcp",
+            ],
+        }
+
+    def test_secret_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        secret_file = tmp_path / "turn-secret"
+        secret_file.write_text("file-secret\n")
+        before = int(time.time())
+        answer = run_json(
+            capsys,
+            "turn-credentials",
+            "--secret-file",
+            str(secret_file),
+            "--ttl",
+            "60",
+            "--public-url",
+            "https://[2001:db8::1]:8443",
+        )
+        username = answer["username"]
+        assert isinstance(username, str)
+        assert before + 60 <= int(username) <= int(time.time()) + 60
+        assert answer["password"] == rest_password("file-secret", username)
+        assert answer["ttl"] == 60
+        assert answer["uris"] == [
+            "turn:[2001:db8::1]:8443?transport=udp",
+            "turn:[2001:db8::1]:8443?transport=tcp",
+            "turns:[2001:db8::1]:8443?transport=tcp",
+        ]
+
+    def test_default_url_from_discovered_address(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(meet443.cli, "discover_public_ip", lambda: "198.51.100.9")
+        answer = run_json(capsys, "turn-credentials", "--secret", "s")
+        assert answer["uris"] == [
+            "turn:198.51.100.9:8443?transport=udp",
+            "turn:198.51.100.9:8443?transport=tcp",
+            "turns:198.51.100.9:8443?transport=tcp",
+        ]
+
+    def test_missing_secret_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["turn-credentials", "--secret-file", str(tmp_path / "absent")]) == 2
+        assert "cannot read secret file" in capsys.readouterr().err
+
+    def test_empty_secret_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        secret_file = tmp_path / "empty"
+        secret_file.write_text("\n")
+        assert main(["turn-credentials", "--secret-file", str(secret_file)]) == 2
+        assert "is empty" in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["turn-credentials"], "one of the arguments --secret --secret-file is required"),
+            (["turn-credentials", "--secret", "a", "--secret-file", "f"], "not allowed with argument"),
+            (["turn-credentials", "--secret", "a", "--port", "0"], "must be between 1 and 65535"),
+            (["turn-credentials", "--secret", "a", "--ttl", "soon"], "expected an integer"),
+            (["turn-credentials", "--secret", "a", "--public-url", "ftp://x"], "must start with https://"),
+            ([], "the following arguments are required: COMMAND"),
+            (["fly"], "invalid choice: 'fly'"),
+        ],
+    )
+    def test_usage_errors_exit_2(
+        self, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    ) -> None:
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"meet443 {meet443.__version__}"
+
+
+class TestServe:
+    @pytest.fixture
+    def served(self, monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
+        """Stand in for ``meet443.app`` and record the configs it is given."""
+        calls: list[ServeConfig] = []
+        fake_app = types.ModuleType("meet443.app")
+
+        def serve(config: ServeConfig) -> int:
+            calls.append(config)
+            return 0
+
+        fake_app.serve = serve  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "meet443.app", fake_app)
+        for name in [name for name in os.environ if name.startswith("MEET443_")]:
+            monkeypatch.delenv(name)
+        return calls
+
+    def test_builds_config_from_flags_and_environment(
+        self, tmp_path: Path, served: list[ServeConfig], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("MEET443_WORKERS", "3")
+        argv = ["serve", "--data-dir", str(tmp_path), "--listen", "127.0.0.1", "--port", "9443"]
+        assert main(argv) == 0
+        (config,) = served
+        assert (config.listen, config.port, config.workers) == ("127.0.0.1", 9443, 3)
+        assert config.public_url == "https://127.0.0.1:9443"
+
+    def test_config_error_exits_2(
+        self, tmp_path: Path, served: list[ServeConfig], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["serve", "--data-dir", str(tmp_path), "--relay-ports", "9-1"]) == 2
+        assert "meet443 serve: error: --relay-ports: the low port 9 is above the high port 1" in (
+            capsys.readouterr().err
+        )
+        assert served == []
+
+    def test_unknown_flag_is_a_usage_error(
+        self, served: list[ServeConfig], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        with pytest.raises(SystemExit) as caught:
+            main(["serve", "--bogus"])
+        assert caught.value.code == 2
+        assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+        assert served == []
+
+    def test_help_lists_environment_names(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            main(["serve", "--help"])
+        out = capsys.readouterr().out
+        assert "--relay-ports LO-HI" in out
+        assert "MEET443_RELAY_PORTS" in out

@@ -1,0 +1,443 @@
+"""``meet443 serve`` configuration: flags > environment > TOML file > defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+import meet443.config
+from meet443.config import (
+    SERVE_OPTIONS,
+    ServeConfig,
+    default_public_url,
+    discover_public_ip,
+    load_serve_config,
+    turn_uris_for,
+)
+from meet443.exceptions import ConfigError
+
+DISCOVERED_IP = "203.0.113.5"
+
+
+@pytest.fixture(autouse=True)
+def _fixed_public_ip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(meet443.config, "discover_public_ip", lambda: DISCOVERED_IP)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def load(data_dir: Path, *argv: str, env: Mapping[str, str] | None = None) -> ServeConfig:
+    return load_serve_config(["--data-dir", str(data_dir), *argv], env or {})
+
+
+def write_toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "meet443.toml"
+    path.write_text(text)
+    return path
+
+
+class TestDefaults:
+    def test_defaults(self, data_dir: Path) -> None:
+        config = load(data_dir)
+        assert config.listen == "0.0.0.0"
+        assert config.port == 8443
+        assert config.public_ip == DISCOVERED_IP
+        assert config.relay_ports == (49152, 65535)
+        assert config.public_url == f"https://{DISCOVERED_IP}:8443"
+        assert config.realm == DISCOVERED_IP
+        assert config.turn_users == {}
+        assert config.allow_peers == ()
+        assert config.cert is None
+        assert config.key is None
+        assert config.data_dir == data_dir
+        assert config.metrics_listen is None
+        assert config.workers == 1
+        assert config.log_level == "info"
+        assert config.max_allocations_per_user == 10
+        assert config.max_allocations == 10_000
+        assert config.allocation_bandwidth == 2_000_000
+        assert config.allocation_burst == 4_000_000
+        assert config.unauth_rate == 20
+        assert config.unauth_burst == 40
+        assert config.max_pending_connections == 1024
+        assert config.credential_ttl == 3600
+        assert config.config_file is None
+
+    def test_specific_listen_address_is_the_public_ip(self, data_dir: Path) -> None:
+        config = load(data_dir, "--listen", "192.0.2.10")
+        assert config.public_ip == "192.0.2.10"
+        assert config.public_url == "https://192.0.2.10:8443"
+
+    def test_ipv6_wildcard_listen_discovers(self, data_dir: Path) -> None:
+        assert load(data_dir, "--listen", "::").public_ip == DISCOVERED_IP
+
+    def test_data_dir_default_uses_home_of_given_environment(self, tmp_path: Path) -> None:
+        config = load_serve_config([], {"HOME": str(tmp_path)})
+        assert config.data_dir == tmp_path / ".local/share/meet443"
+        assert (config.data_dir / "turn-secret").is_file()
+
+    def test_data_dir_tilde(self, tmp_path: Path) -> None:
+        config = load_serve_config(["--data-dir", "~/state"], {"HOME": str(tmp_path)})
+        assert config.data_dir == tmp_path / "state"
+
+
+class TestDerivedNames:
+    """The public URL is the one source of host names for links and TURN URIs (RFC 7065)."""
+
+    def test_port_443_is_omitted(self, data_dir: Path) -> None:
+        config = load(data_dir, "--public-ip", "198.51.100.1", "--port", "443")
+        assert config.public_url == "https://198.51.100.1"
+        assert config.turn_uris() == [
+            "turn:198.51.100.1:443?transport=udp",
+            "turn:198.51.100.1:443?transport=tcp",
+            "turns:198.51.100.1:443?transport=tcp",
+        ]
+
+    def test_ipv6_in_brackets(self, data_dir: Path) -> None:
+        config = load(data_dir, "--public-ip", "2001:db8::1")
+        assert config.public_url == "https://[2001:db8::1]:8443"
+        assert config.realm == "2001:db8::1"
+        assert config.public_host == "2001:db8::1"
+        assert config.turn_uris() == [
+            "turn:[2001:db8::1]:8443?transport=udp",
+            "turn:[2001:db8::1]:8443?transport=tcp",
+            "turns:[2001:db8::1]:8443?transport=tcp",
+        ]
+
+    def test_ipv6_port_443(self) -> None:
+        assert default_public_url("2001:db8::1", 443) == "https://[2001:db8::1]"
+
+    def test_public_url_host_drives_turn_uris_and_realm(self, data_dir: Path) -> None:
+        config = load(data_dir, "--public-url", "https://Meet.Example.org/", "--port", "443")
+        assert config.public_url == "https://Meet.Example.org"
+        assert config.realm == "meet.example.org"
+        assert config.turn_uris()[2] == "turns:meet.example.org:443?transport=tcp"
+
+    def test_turn_uris_use_the_server_port(self, data_dir: Path) -> None:
+        config = load(data_dir, "--public-url", "https://meet.example.org")
+        assert config.turn_uris()[0] == "turn:meet.example.org:8443?transport=udp"
+
+    def test_explicit_realm(self, data_dir: Path) -> None:
+        assert load(data_dir, "--realm", "example.org").realm == "example.org"
+
+    def test_shared_helper(self) -> None:
+        assert turn_uris_for("https://[2001:db8::2]:9000/room", 9000) == [
+            "turn:[2001:db8::2]:9000?transport=udp",
+            "turn:[2001:db8::2]:9000?transport=tcp",
+            "turns:[2001:db8::2]:9000?transport=tcp",
+        ]
+
+
+class TestPrecedence:
+    """flag > MEET443_<FLAG> > TOML file > default."""
+
+    CASES = [
+        # (option, toml value, env value, flag value, field, expected from toml, env, flag)
+        ("port", "1111", "2222", "3333", "port", 1111, 2222, 3333),
+        ("log-level", '"debug"', "warning", "error", "log_level", "debug", "warning", "error"),
+        ("relay-ports", '"10000-10100"', "20000-20100", "30000-30100", "relay_ports",
+         (10000, 10100), (20000, 20100), (30000, 30100)),
+        ("realm", '"toml.example"', "env.example", "flag.example", "realm",
+         "toml.example", "env.example", "flag.example"),
+        ("max-allocations-per-user", "3", "4", "5", "max_allocations_per_user", 3, 4, 5),
+        ("unauth-rate", "1.5", "2.5", "3.5", "unauth_rate", 1.5, 2.5, 3.5),
+        ("metrics-listen", '"127.0.0.1:9100"', "[::1]:9101", "0.0.0.0:9102", "metrics_listen",
+         ("127.0.0.1", 9100), ("::1", 9101), ("0.0.0.0", 9102)),
+    ]  # fmt: skip
+
+    @pytest.mark.parametrize(
+        ("option", "toml", "env", "flag", "field", "from_toml", "from_env", "from_flag"), CASES
+    )
+    def test_levels(
+        self,
+        tmp_path: Path,
+        data_dir: Path,
+        option: str,
+        toml: str,
+        env: str,
+        flag: str,
+        field: str,
+        from_toml: object,
+        from_env: object,
+        from_flag: object,
+    ) -> None:
+        config_file = write_toml(tmp_path, f"{option} = {toml}\n")
+        env_name = "MEET443_" + option.upper().replace("-", "_")
+        with_file = ["--config", str(config_file)]
+        default = getattr(load(data_dir), field)
+        assert getattr(load(data_dir, *with_file), field) == from_toml != default
+        assert getattr(load(data_dir, *with_file, env={env_name: env}), field) == from_env
+        assert (
+            getattr(load(data_dir, *with_file, f"--{option}", flag, env={env_name: env}), field) == from_flag
+        )
+
+    def test_config_file_from_environment(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, "workers = 3\n")
+        config = load(data_dir, env={"MEET443_CONFIG": str(config_file)})
+        assert config.workers == 3
+        assert config.config_file == config_file
+
+    def test_toml_underscore_keys(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, "max_pending_connections = 7\ncredential_ttl = 60\n")
+        config = load(data_dir, "--config", str(config_file))
+        assert (config.max_pending_connections, config.credential_ttl) == (7, 60)
+
+    def test_toml_data_dir_and_relative_paths(self, tmp_path: Path) -> None:
+        (tmp_path / "users.txt").write_text("carol:c\n")
+        config_file = write_toml(tmp_path, 'data-dir = "state"\nturn-users-file = "users.txt"\n')
+        config = load_serve_config(["--config", str(config_file)], {})
+        assert config.data_dir == tmp_path / "state"
+        assert config.turn_users == {"carol": "c"}
+
+    def test_empty_environment_variable_is_unset(self, data_dir: Path) -> None:
+        assert load(data_dir, env={"MEET443_PORT": "", "MEET443_TURN_USER": " "}).port == 8443
+
+    def test_other_environment_is_ignored(self, data_dir: Path) -> None:
+        assert load(data_dir, env={"PORT": "1", "MEET443PORT": "2"}).port == 8443
+
+
+class TestRepeatable:
+    def test_flags(self, data_dir: Path) -> None:
+        config = load(data_dir, "--turn-user", "a:1", "--turn-user", "b:2:with:colons")
+        assert config.turn_users == {"a": "1", "b": "2:with:colons"}
+
+    def test_environment_is_comma_separated(self, data_dir: Path) -> None:
+        config = load(
+            data_dir, env={"MEET443_TURN_USER": "a:1, b:2", "MEET443_ALLOW_PEER": "10.0.0.0/8,fd00::/8"}
+        )
+        assert config.turn_users == {"a": "1", "b": "2"}
+        assert config.allow_peers == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+
+    def test_toml_lists(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, 'turn-user = ["a:1", "b:2"]\nallow_peer = "192.168.0.0/16"\n')
+        config = load(data_dir, "--config", str(config_file))
+        assert config.turn_users == {"a": "1", "b": "2"}
+        assert config.allow_peers == (ipaddress.ip_network("192.168.0.0/16"),)
+
+    def test_higher_level_replaces_the_list(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, 'turn-user = ["a:1", "b:2"]\n')
+        env = {"MEET443_TURN_USER": "c:3,d:4"}
+        assert load(data_dir, "--config", str(config_file), env=env).turn_users == {"c": "3", "d": "4"}
+        config = load(data_dir, "--config", str(config_file), "--turn-user", "e:5", env=env)
+        assert config.turn_users == {"e": "5"}
+
+    def test_single_ip_is_a_host_network(self, data_dir: Path) -> None:
+        assert load(data_dir, "--allow-peer", "127.0.0.1").allow_peers == (
+            ipaddress.ip_network("127.0.0.1/32"),
+        )
+
+
+class TestUsersFile:
+    def test_comments_and_blank_lines(self, tmp_path: Path, data_dir: Path) -> None:
+        users = tmp_path / "users"
+        users.write_text("# operators\n\nalice:wonder:land\n   bob:builder  # not a comment\n")
+        config = load(data_dir, "--turn-users-file", str(users), "--turn-user", "carol:c")
+        assert config.turn_users == {"alice": "wonder:land", "bob": "builder  # not a comment", "carol": "c"}
+
+    def test_bad_line_names_file_and_line(self, tmp_path: Path, data_dir: Path) -> None:
+        users = tmp_path / "users"
+        users.write_text("alice:ok\nbob-has-no-password\n")
+        with pytest.raises(ConfigError, match=r"users:2: expected USER:PASS"):
+            load(data_dir, "--turn-users-file", str(users))
+
+    def test_duplicate_user(self, tmp_path: Path, data_dir: Path) -> None:
+        users = tmp_path / "users"
+        users.write_text("alice:one\n")
+        with pytest.raises(ConfigError, match=r"'alice' is defined twice \(--turn-user and .*users:1\)"):
+            load(data_dir, "--turn-user", "alice:two", "--turn-users-file", str(users))
+
+    def test_missing_file(self, tmp_path: Path, data_dir: Path) -> None:
+        with pytest.raises(ConfigError, match="cannot read TURN users file"):
+            load(data_dir, "--turn-users-file", str(tmp_path / "nope"))
+
+
+class TestTurnSecret:
+    def test_generated_once_and_reused(self, data_dir: Path) -> None:
+        first = load(data_dir)
+        secret_file = data_dir / "turn-secret"
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        assert len(first.turn_secret) >= 43  # 32 random bytes in URL-safe base64
+        assert first.turn_secret_origin == str(secret_file)
+        assert load(data_dir).turn_secret == first.turn_secret
+
+    def test_generated_secrets_differ_between_data_dirs(self, tmp_path: Path) -> None:
+        assert load(tmp_path / "a").turn_secret != load(tmp_path / "b").turn_secret
+
+    def test_empty_secret_file_in_data_dir(self, data_dir: Path) -> None:
+        data_dir.mkdir()
+        (data_dir / "turn-secret").write_text("\n")
+        with pytest.raises(ConfigError, match="empty"):
+            load(data_dir)
+
+    def test_flag(self, data_dir: Path) -> None:
+        config = load(data_dir, "--turn-secret", "s3cret")
+        assert config.turn_secret == "s3cret"
+        assert config.turn_secret_origin == "--turn-secret"
+        assert not (data_dir / "turn-secret").exists()
+
+    def test_file(self, tmp_path: Path, data_dir: Path) -> None:
+        secret_file = tmp_path / "secret"
+        secret_file.write_text("from-file\n")
+        config = load(data_dir, "--turn-secret-file", str(secret_file))
+        assert config.turn_secret == "from-file"
+
+    def test_secret_and_file_at_one_level_conflict(self, tmp_path: Path, data_dir: Path) -> None:
+        with pytest.raises(ConfigError, match="--turn-secret and --turn-secret-file are mutually exclusive"):
+            load(data_dir, "--turn-secret", "a", "--turn-secret-file", str(tmp_path / "s"))
+
+    def test_flag_file_overrides_environment_secret(self, tmp_path: Path, data_dir: Path) -> None:
+        secret_file = tmp_path / "secret"
+        secret_file.write_text("from-file")
+        config = load(
+            data_dir, "--turn-secret-file", str(secret_file), env={"MEET443_TURN_SECRET": "from-env"}
+        )
+        assert config.turn_secret == "from-file"
+
+    def test_environment_secret_overrides_toml_file(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, 'turn-secret-file = "/nonexistent/secret"\n')
+        config = load(data_dir, "--config", str(config_file), env={"MEET443_TURN_SECRET": "from-env"})
+        assert config.turn_secret == "from-env"
+
+
+class TestRedaction:
+    def test_redacted_hides_secret_and_passwords(self, data_dir: Path) -> None:
+        config = load(data_dir, "--turn-secret", "s3cret-value", "--turn-user", "alice:pa55word")
+        view = config.redacted()
+        text = json.dumps(view)  # also proves it is JSON-friendly
+        assert "s3cret-value" not in text
+        assert "pa55word" not in text
+        assert view["turn_secret"] == "<redacted>"
+        assert view["turn_users"] == ["alice"]
+        assert view["port"] == 8443
+        assert view["data_dir"] == str(data_dir)
+
+    def test_repr_hides_secret_and_passwords(self, data_dir: Path) -> None:
+        config = load(data_dir, "--turn-secret", "s3cret-value", "--turn-user", "alice:pa55word")
+        assert "s3cret-value" not in repr(config)
+        assert "pa55word" not in repr(config)
+
+    def test_bad_turn_user_does_not_echo_the_password(self, data_dir: Path) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load(data_dir, "--turn-user", ":pa55word")
+        assert "pa55word" not in str(caught.value)
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["--port", "0"], r"--port: must be at least 1 and at most 65535, got 0"),
+            (["--port", "https"], r"--port: expected an integer, got 'https'"),
+            (["--relay-ports", "6000-5000"], r"--relay-ports: the low port 6000 is above the high port 5000"),
+            (["--relay-ports", "5000"], r"--relay-ports: expected LO-HI"),
+            (["--relay-ports", "0-10"], r"--relay-ports: must be at least 1"),
+            (["--listen", "localhost"], r"--listen: expected an IP address, got 'localhost'"),
+            (["--public-ip", "example.org"], r"--public-ip: expected an IP address"),
+            (["--allow-peer", "10.0.0.1/8"], r"--allow-peer: expected a CIDR"),
+            (["--public-url", "ftp://example.org"], r"--public-url: .* must start with https://"),
+            (["--public-url", "https://user:pw@example.org"], r"--public-url: .* user information"),
+            (["--public-url", "https://example.org:99999"], r"--public-url: .* not a valid URL"),
+            (["--public-url", "https://"], r"--public-url: .* has no host"),
+            (["--metrics-listen", "9100"], r"--metrics-listen: expected HOST:PORT"),
+            (["--metrics-listen", "::1:9100"], r"--metrics-listen: put an IPv6 address in brackets"),
+            (["--workers", "0"], r"--workers: must be at least 1"),
+            (["--log-level", "loud"], r"--log-level: expected one of debug, info"),
+            (["--unauth-rate", "-1"], r"--unauth-rate: must be a positive number"),
+            (["--unauth-rate", "nan"], r"--unauth-rate: must be a positive number"),
+            (["--allocation-bandwidth", "fast"], r"--allocation-bandwidth: expected an integer"),
+            (["--credential-ttl", "0"], r"--credential-ttl: must be at least 1"),
+            (["--turn-user", "alice"], r"--turn-user: expected USER:PASS"),
+            (["--turn-user", "x" * 509 + ":p"], r"--turn-user: user name longer than 508 bytes"),
+            (["--realm", " "], r"--realm: must not be empty"),
+            (["--no-such-flag"], r"unrecognized arguments: --no-such-flag"),
+            (["--por", "1"], r"unrecognized arguments"),  # no abbreviations: env and TOML have none
+            (["--cert", "c.pem"], r"--cert and --key go together"),
+        ],
+    )
+    def test_bad_flag(self, data_dir: Path, argv: list[str], message: str) -> None:
+        with pytest.raises(ConfigError, match=message):
+            load(data_dir, *argv)
+
+    def test_bad_environment_value_names_the_variable(self, data_dir: Path) -> None:
+        with pytest.raises(ConfigError, match=r"MEET443_WORKERS: expected an integer, got 'many'"):
+            load(data_dir, env={"MEET443_WORKERS": "many"})
+
+    def test_bad_toml_value_names_file_and_key(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, 'port = "eighty"\n')
+        with pytest.raises(ConfigError, match=r"meet443\.toml: port: expected an integer, got 'eighty'"):
+            load(data_dir, "--config", str(config_file))
+
+    def test_unknown_toml_key(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, "port = 1\nprot = 2\n")
+        with pytest.raises(ConfigError, match=r"unknown key 'prot'"):
+            load(data_dir, "--config", str(config_file))
+
+    def test_config_key_inside_toml_is_unknown(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, 'config = "other.toml"\n')
+        with pytest.raises(ConfigError, match=r"unknown key 'config'"):
+            load(data_dir, "--config", str(config_file))
+
+    def test_toml_key_twice(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, "log-level = 'info'\nlog_level = 'debug'\n")
+        with pytest.raises(ConfigError, match=r"given twice"):
+            load(data_dir, "--config", str(config_file))
+
+    @pytest.mark.parametrize("value", ["true", "{ a = 1 }", "[1, 2]", "1979-05-27"])
+    def test_toml_wrong_type(self, tmp_path: Path, data_dir: Path, value: str) -> None:
+        config_file = write_toml(tmp_path, f"port = {value}\n")
+        with pytest.raises(ConfigError, match=r"port: expected a string or a number"):
+            load(data_dir, "--config", str(config_file))
+
+    def test_invalid_toml(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, "port = \n")
+        with pytest.raises(ConfigError, match=r"invalid TOML"):
+            load(data_dir, "--config", str(config_file))
+
+    def test_missing_config_file(self, tmp_path: Path, data_dir: Path) -> None:
+        with pytest.raises(ConfigError, match=r"cannot read config file"):
+            load(data_dir, "--config", str(tmp_path / "absent.toml"))
+
+    def test_missing_cert_file(self, tmp_path: Path, data_dir: Path) -> None:
+        key = tmp_path / "key.pem"
+        key.write_text("x")
+        with pytest.raises(ConfigError, match=r"--cert: .* is not a readable file"):
+            load(data_dir, "--cert", str(tmp_path / "cert.pem"), "--key", str(key))
+
+    def test_cert_and_key(self, tmp_path: Path, data_dir: Path) -> None:
+        cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+        cert.write_text("c")
+        key.write_text("k")
+        config = load(data_dir, "--cert", str(cert), "--key", str(key))
+        assert (config.cert, config.key) == (cert, key)
+
+
+class TestOptionTable:
+    def test_names_derive_from_the_flag(self) -> None:
+        (option,) = [o for o in SERVE_OPTIONS if o.name == "relay-ports"]
+        assert (option.flag, option.env, option.dest) == (
+            "--relay-ports",
+            "MEET443_RELAY_PORTS",
+            "relay_ports",
+        )
+
+    def test_every_option_reaches_the_config(self, data_dir: Path) -> None:
+        """Each table entry is read by the builder: none is declared and then forgotten."""
+        fields = set(ServeConfig.__dataclass_fields__)
+        for option in SERVE_OPTIONS:
+            assert {option.dest, option.dest + "s", option.dest + "_file"} & fields or option.dest in {
+                "turn_secret_file",
+                "turn_users_file",
+            }, option.name
+
+
+def test_discover_public_ip_is_an_address() -> None:
+    # The real function, not the fixture's stand-in; it sends no packet.
+    ipaddress.ip_address(discover_public_ip())
