@@ -188,7 +188,7 @@ class StreamTurnProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.flow = ClientFlow(self.kind, (str(peer[0]), int(peer[1])), self.service.next_connection_id())
-        self.service.streams[self.flow.connection] = transport
+        self.service.streams[self.flow.connection] = self.transport
 
     def data_received(self, data: bytes) -> None:
         assert self.flow is not None and self.transport is not None
