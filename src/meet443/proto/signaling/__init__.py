@@ -1,0 +1,1 @@
+"""Signaling: validated messages and the room state machine (docs/signaling.md)."""
