@@ -1,0 +1,321 @@
+"""``meet443 serve`` as a process on loopback: the one-port sniff, the relay under garbage, signals.
+
+Every packet here goes to 127.0.0.1; the relay's peer is an echo socket on 127.0.0.1, which the
+server may reach only because the test passes ``--allow-peer 127.0.0.0/8``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import random
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from meet443.proto.stun.attributes import XorMappedAddress
+from meet443.proto.stun.message import Message, StunClass
+
+from .turn_client import SocketTurnClient, stun_binding_request
+
+HOST = "127.0.0.1"
+SECRET = "test-secret-do-not-log"
+USER, PASSWORD = "alice", "pass-do-not-log"
+
+
+def free_port() -> int:
+    for _ in range(100):
+        port = random.randint(20000, 30000)
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        ):
+            try:
+                tcp.bind((HOST, port))
+                udp.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def write_certificate(directory: Path, serial: int) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = time.time()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(datetime.datetime.fromtimestamp(now - 60, datetime.UTC))
+        .not_valid_after(datetime.datetime.fromtimestamp(now + 86400, datetime.UTC))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    cert: Path
+    key: Path
+
+    def tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.cert))
+        context.check_hostname = False
+        return context
+
+    def peer_certificate_serial(self) -> int:
+        with (
+            socket.create_connection((HOST, self.port), timeout=3) as raw,
+            self.tls_context().wrap_socket(raw) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+
+def start_server(tmp: Path, *extra: str) -> Server:
+    port = free_port()
+    cert, key = write_certificate(tmp, serial=1)
+    (tmp / "secret").write_text(SECRET)
+    log = tmp / "server.log"
+    with log.open("wb") as log_file:
+        process = _spawn(tmp, port, cert, key, log_file, extra)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(log.read_text())
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return Server(process, port, log, cert, key)
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise RuntimeError("server did not start:\n" + log.read_text())
+
+
+def _spawn(
+    tmp: Path, port: int, cert: Path, key: Path, log_file: IO[bytes], extra: tuple[str, ...]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "meet443", "serve",
+            "--listen", HOST, "--port", str(port), "--public-ip", HOST,
+            "--relay-ports", "40000-40999", "--turn-secret-file", str(tmp / "secret"),
+            "--turn-user", f"{USER}:{PASSWORD}", "--cert", str(cert), "--key", str(key),
+            "--data-dir", str(tmp / "data"), "--allow-peer", "127.0.0.0/8", *extra,
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(5)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    live = start_server(tmp_path_factory.mktemp("serve"), "--max-pending-connections", "8")
+    yield live
+    stop_server(live)
+
+
+class EchoPeer:
+    """A UDP peer on loopback that echoes every datagram back to its sender."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.sock.settimeout(0.2)
+        self.address = self.sock.getsockname()
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                data, source = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            self.sock.sendto(data, source)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def echo_peer() -> Iterator[EchoPeer]:
+    peer = EchoPeer()
+    yield peer
+    peer.close()
+
+
+def https_get(server: Server, path: str) -> tuple[int, bytes, dict[str, str]]:
+    request = urllib.request.Request(f"https://{HOST}:{server.port}{path}")
+    with urllib.request.urlopen(request, context=server.tls_context(), timeout=5) as response:
+        return response.status, response.read(), dict(response.headers)
+
+
+class TestOnePortSniff:
+    def test_https_health(self, server: Server) -> None:
+        status, body, headers = https_get(server, "/healthz")
+        assert status == 200 and b"ok" in body
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert "max-age" in headers["Strict-Transport-Security"]
+
+    def test_plain_http_health_and_redirect(self, server: Server) -> None:
+        with socket.create_connection((HOST, server.port), timeout=3) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        with socket.create_connection((HOST, server.port), timeout=3) as sock:
+            sock.sendall(b"GET /abc HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            reply = sock.recv(1000)
+        assert reply.startswith(b"HTTP/1.1 308")
+        assert f"Location: https://{HOST}:{server.port}/abc".encode() in reply  # never the Host header
+
+    @pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+    def test_stun_binding_on_every_transport(self, server: Server, transport: str) -> None:
+        client = SocketTurnClient((HOST, server.port), USER, PASSWORD, transport, server.tls_context())
+        try:
+            client.send(stun_binding_request())
+            reply = Message.parse(client.receive())
+            assert reply.klass == StunClass.SUCCESS
+            mapped = reply.get(XorMappedAddress)
+            assert mapped is not None and mapped.address == client.sock.getsockname()
+        finally:
+            client.close()
+
+
+class TestRelayUnderGarbage:
+    @pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+    def test_relay_round_trips(self, server: Server, echo_peer: EchoPeer, transport: str) -> None:
+        client = SocketTurnClient((HOST, server.port), USER, PASSWORD, transport, server.tls_context())
+        try:
+            client.allocate()
+            assert client.bind(0x4001, echo_peer.address).klass == StunClass.SUCCESS
+            for i in range(50):
+                payload = f"hello {i}".encode() * (i % 7 + 1)
+                client.send_channel(0x4001, payload)
+                echoed = client.receive_channel()
+                assert (echoed.channel, echoed.data) == (0x4001, payload)
+        finally:
+            client.close()
+
+    def test_garbage_on_both_ports_does_not_disturb_a_session(
+        self, server: Server, echo_peer: EchoPeer
+    ) -> None:
+        rng = random.Random(1234)
+        client = SocketTurnClient((HOST, server.port), USER, PASSWORD, "udp")
+        client.allocate()
+        client.bind(0x4002, echo_peer.address)
+        junk_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for round_ in range(20):
+                for _ in range(50):
+                    size = rng.choice([0, 1, 3, 4, 19, 20, 21, 100, 1500])
+                    head = rng.choice(
+                        [b"", b"\x00\x01", b"\x40\x01", b"\x16\x03", b"\x80", b"\x01\x01\x00\x08"]
+                    )
+                    junk_udp.sendto((head + rng.randbytes(size))[:1500], (HOST, server.port))
+                    # The same garbage from the session's own address must not disturb it either.
+                    client.sock.send((head + rng.randbytes(size))[:1500] or b"\xff")
+                for first in (b"\x00", b"\x16", b"G", b"\x40", b"\xff"):
+                    with socket.create_connection((HOST, server.port), timeout=3) as tcp:
+                        tcp.sendall(first + rng.randbytes(rng.randint(0, 300)))
+                client.send_channel(0x4002, f"round {round_}".encode())
+                while True:  # skip any answers the garbage provoked (e.g. to a valid-looking Binding)
+                    data = client.receive()
+                    if data[0] == 0x40:
+                        break
+                assert data[4:].rstrip(b"\x00").startswith(f"round {round_}".encode())
+        finally:
+            junk_udp.close()
+            client.close()
+        assert https_get(server, "/healthz")[0] == 200
+        assert server.process.poll() is None
+
+    def test_half_open_connections_are_bounded(self, server: Server) -> None:
+        idle = [socket.create_connection((HOST, server.port), timeout=3) for _ in range(8)]
+        try:
+            time.sleep(0.3)
+            extra = socket.create_connection((HOST, server.port), timeout=3)
+            extra.settimeout(3)
+            assert extra.recv(1) == b""  # refused once 8 connections are still deciding what they are
+            extra.close()
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.3)
+        assert https_get(server, "/healthz")[0] == 200
+
+
+class TestProcess:
+    def test_logs_listeners_and_no_secrets_and_stops_on_sigterm(self, tmp_path: Path) -> None:
+        live = start_server(tmp_path)
+        client = SocketTurnClient((HOST, live.port), USER, PASSWORD, "udp")
+        client.allocate()
+        client.close()
+        started = time.monotonic()
+        live.process.send_signal(signal.SIGTERM)
+        assert live.process.wait(6) == 0
+        assert time.monotonic() - started < 5
+        log = live.log.read_text()
+        assert f"listening on udp {HOST}:{live.port}" in log
+        assert f"listening on tcp {HOST}:{live.port}" in log
+        assert SECRET not in log and PASSWORD not in log
+
+    def test_sighup_reloads_the_certificate(self, tmp_path: Path) -> None:
+        live = start_server(tmp_path)
+        try:
+            assert live.peer_certificate_serial() == 1
+            (tmp_path / "new").mkdir()
+            cert, key = write_certificate(tmp_path / "new", serial=2)
+            os.replace(key, live.key)
+            os.replace(cert, live.cert)
+            live.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while live.peer_certificate_serial() != 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert live.peer_certificate_serial() == 2
+        finally:
+            stop_server(live)
