@@ -14,7 +14,7 @@ import random
 import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import cast
+from typing import Any, cast
 
 from meet443.exceptions import ParseError
 from meet443.proto.addresses import Address, Transport
@@ -39,13 +39,16 @@ class RelayProtocol(asyncio.DatagramProtocol):
         self.service = service
         self.relay = relay
         self.transport: asyncio.DatagramTransport | None = None
+        self._ipv6 = ":" in relay[0]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDPTransport does not subclass asyncio.DatagramTransport, so no isinstance here.
         self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        out = self.service.turn.receive_from_peer(self.relay, (str(addr[0]), int(addr[1])), data, time.time())
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        # IPv6 sockets report (host, port, flowinfo, scope_id); the core keys peers by (host, port).
+        peer = addr[:2] if self._ipv6 else addr
+        out = self.service.turn.receive_from_peer(self.relay, peer, data, time.time())
         if out is not None:
             self.service.to_client(out.flow, out.data)
 
@@ -67,11 +70,13 @@ class RelayPool:
         bind_host: str,
         public_ip: str,
         port_range: tuple[int, int],
+        public_ipv6: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.service = service
         self.bind_host = bind_host
         self.public_ip = public_ip
+        self.public_ipv6 = public_ipv6
         self.low, self.high = port_range
         self._rng = rng or random.SystemRandom()
         self.sockets: dict[Address, socket.socket] = {}
@@ -79,8 +84,12 @@ class RelayPool:
         self._attaching: set[asyncio.Task[tuple[asyncio.DatagramTransport, RelayProtocol]]] = set()
 
     def open(self, family: int, *, even: bool = False, port: int | None = None) -> Address | None:
-        if family != 4:
-            return None
+        if family == 6:
+            if self.public_ipv6 is None:
+                return None
+            public, bind_host, socket_family = self.public_ipv6, self.public_ipv6, socket.AF_INET6
+        else:
+            public, bind_host, socket_family = self.public_ip, self.bind_host, socket.AF_INET
         candidates: Iterable[int]
         if port is not None:
             candidates = [port]
@@ -89,18 +98,20 @@ class RelayPool:
             candidates = (self._rng.randint(self.low, self.high) for _ in range(64))
         for drawn in candidates:
             candidate = drawn - 1 if even and drawn % 2 else drawn
-            if not self.low <= candidate <= self.high or (self.public_ip, candidate) in self.sockets:
+            if not self.low <= candidate <= self.high or (public, candidate) in self.sockets:
                 continue
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock = socket.socket(socket_family, socket.SOCK_DGRAM)
             try:
-                sock.bind((self.bind_host, candidate))
+                if socket_family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((bind_host, candidate))
             except OSError as exc:
                 sock.close()
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                     continue
                 raise
             sock.setblocking(False)
-            relay = (self.public_ip, candidate)
+            relay = (public, candidate)
             self.sockets[relay] = sock
             protocol = RelayProtocol(self.service, relay)
             self.protocols[relay] = protocol
@@ -147,13 +158,13 @@ class MainUdpProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.service.udp_transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+    def datagram_received(self, data: bytes, addr: Any) -> None:
         service = self.service
-        address = (str(addr[0]), int(addr[1]))
+        address: Address = addr if len(addr) == 2 else addr[:2]
         if not data:
             return
         kind = KIND_BY_FIRST_BYTE[data[0]]
-        if service.is_own_relay(address):
+        if address[0] in service.own_addresses and service.is_own_relay(address):
             # No TURN-through-TURN chaining: our own relays may reach media sessions only.
             service.turn.counters.drop("from_own_relay")
             return
@@ -219,20 +230,22 @@ class TurnService:
         public_ip: str,
         relay_ports: tuple[int, int],
         own_addresses: Iterable[str],
+        public_ipv6: str | None = None,
     ) -> None:
-        self.relays = RelayPool(self, bind_host, public_ip, relay_ports)
+        self.relays = RelayPool(self, bind_host, public_ip, relay_ports, public_ipv6)
         self.turn = turn_factory(self.relays)
         self.udp_transport: asyncio.DatagramTransport | None = None
         self.streams: dict[int, asyncio.Transport] = {}
         self._connection_ids = 0
-        self._own_addresses = frozenset(own_addresses)
+        self.own_addresses = frozenset(own_addresses)
         self._timer: asyncio.Task[None] | None = None
 
     def is_own_relay(self, address: Address) -> bool:
         """Did this datagram come from one of our relay sockets? (Not merely from a port in the
         relay range: clients on the server's own host use ephemeral ports in that range too.)"""
-        return (
-            address[0] in self._own_addresses and (self.relays.public_ip, address[1]) in self.relays.sockets
+        sockets = self.relays.sockets
+        return address[0] in self.own_addresses and (
+            (self.relays.public_ip, address[1]) in sockets or (self.relays.public_ipv6, address[1]) in sockets
         )
 
     def next_connection_id(self) -> int:

@@ -474,7 +474,9 @@ class TurnServer:
             token_value = self._random_bytes(8)
             self._reservations[token_value] = (reserved, now + RESERVATION_SECONDS)
             attributes.append(ReservationToken(token_value))
-        if additional_family is not None and not self.settings.ipv6_relay:
+        if additional_family is not None:
+            # Dual allocation (RFC 8656 §7.2 step 8) is optional; this server relays one family per
+            # allocation, so a client asking for IPv6 too learns it must allocate it separately.
             attributes.append(AddressErrorCode(FAMILY_IPV6, 440, "Address Family not Supported"))
         return attributes
 
