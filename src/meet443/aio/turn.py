@@ -169,7 +169,7 @@ class MainUdpProtocol(asyncio.DatagramProtocol):
             service.turn.counters.drop("from_own_relay")
             return
         if kind is _CHANNEL_DATA:
-            allocation = service.turn.allocations.get(ClientFlow(_UDP, address, 0))
+            allocation = service.turn.udp_allocations.get(address)
             if allocation is None:
                 service.turn.counters.drop("channel_data_without_allocation")
                 return

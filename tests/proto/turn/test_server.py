@@ -365,6 +365,12 @@ class TestRfc8656Section7Refresh:
         client.server.handle_timer(clock.now)
         assert client.flow not in client.server.allocations and relay in ports.closed
 
+    def test_udp_index_follows_allocations(self, clock: FakeClock) -> None:
+        client, _ = allocated(clock)
+        assert client.server.udp_allocations == {client.flow.address: client.server.allocations[client.flow]}
+        client.request(Method.REFRESH, [Lifetime(0)])
+        assert client.server.udp_allocations == {}
+
     def test_stream_close_deletes(self, clock: FakeClock) -> None:
         client, ports = allocated(clock, transport=Transport.TCP, connection=9)
         client.server.connection_closed(client.flow, clock.now)

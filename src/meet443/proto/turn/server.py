@@ -147,6 +147,8 @@ class TurnServer:
         )
         self.allocations: dict[ClientFlow, Allocation] = {}
         self.by_relay: dict[Address, Allocation] = {}
+        #: UDP allocations by client address alone: the per-datagram lookup then builds no ClientFlow.
+        self.udp_allocations: dict[Address, Allocation] = {}
         self._per_user: dict[str, int] = {}
         self._responses: dict[tuple[ClientFlow, bytes], tuple[float, bytes]] = {}
         self._reservations: dict[bytes, tuple[Address, float]] = {}
@@ -461,6 +463,8 @@ class TurnServer:
             bandwidth=TokenBucket(self.settings.allocation_bandwidth, 2 * self.settings.allocation_bandwidth),
         )
         self.allocations[flow] = allocation
+        if flow.transport is Transport.UDP:
+            self.udp_allocations[flow.address] = allocation
         self.by_relay[relay] = allocation
         self._per_user[username] = self._per_user.get(username, 0) + 1
         self.counters.allocations_created += 1
@@ -562,6 +566,8 @@ class TurnServer:
 
     def _delete(self, allocation: Allocation, why: str) -> None:
         del self.allocations[allocation.flow]
+        if allocation.flow.transport is Transport.UDP:
+            del self.udp_allocations[allocation.flow.address]
         del self.by_relay[allocation.relay]
         left = self._per_user[allocation.username] - 1
         if left:
