@@ -274,6 +274,18 @@ class TestRelayUnderGarbage:
         assert https_get(server, "/healthz")[0] == 200
         assert server.process.poll() is None
 
+    def test_no_turn_through_turn(self, server: Server) -> None:
+        """A relay may reach the main port (the SFU lives there) but never the TURN service itself."""
+        client = SocketTurnClient((HOST, server.port), USER, PASSWORD, "udp", timeout=1.0)
+        try:
+            client.allocate()
+            assert client.bind(0x4003, (HOST, server.port)).klass == StunClass.SUCCESS
+            client.send_channel(0x4003, stun_binding_request())  # would be answered if chaining worked
+            with pytest.raises(TimeoutError):
+                client.receive()
+        finally:
+            client.close()
+
     def test_half_open_connections_are_bounded(self, server: Server) -> None:
         idle = [socket.create_connection((HOST, server.port), timeout=3) for _ in range(8)]
         try:
