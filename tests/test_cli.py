@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import types
@@ -15,6 +16,7 @@ import meet443
 import meet443.cli
 from meet443.cli import main
 from meet443.config import ServeConfig
+from meet443.meetings import MeetingStore
 from meet443.proto.turn.credentials import rest_password
 
 
@@ -178,3 +180,104 @@ class TestServe:
         out = capsys.readouterr().out
         assert "--relay-ports LO-HI" in out
         assert "MEET443_RELAY_PORTS" in out
+
+
+class TestApiKey:
+    """``meet443 api-key create|list|revoke`` against ``<data-dir>/meetings.sqlite3``."""
+
+    @pytest.fixture(autouse=True)
+    def _clean_environment(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        for name in [name for name in os.environ if name.startswith("MEET443_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+    def create(self, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+        assert main(["api-key", "create", *argv]) == 0
+        captured = capsys.readouterr()
+        api_key = captured.out.strip()
+        match = re.fullmatch(r"m443_([0-9a-f]{12})_[a-z2-7]{52}", api_key)
+        assert match is not None, captured.out
+        assert "cannot be shown again" in captured.err
+        return match.group(1), api_key
+
+    def list_keys(self, capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
+        assert main(["api-key", "list", *argv]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    def test_create_list_revoke(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        data_dir = ["--data-dir", str(tmp_path / "data")]
+        key_id, api_key = self.create(capsys, "--label", "ci bot", *data_dir)
+        other_id, _ = self.create(capsys, *data_dir)
+        with MeetingStore.open(tmp_path / "data") as store:
+            assert store.api_keys.verify(api_key) == key_id
+        lines = self.list_keys(capsys, *data_dir)
+        assert len(lines) == 2
+        assert re.fullmatch(rf"{key_id}  created \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ  active  ci bot", lines[0])
+        assert lines[1].startswith(other_id) and lines[1].endswith("active")
+        assert all(api_key.rsplit("_", 1)[1] not in line for line in lines)
+
+        assert main(["api-key", "revoke", key_id, *data_dir]) == 0
+        assert " revoked " in capsys.readouterr().out
+        with MeetingStore.open(tmp_path / "data") as store:
+            assert store.api_keys.verify(api_key) is None
+        assert " revoked " in self.list_keys(capsys, *data_dir)[0]
+
+    def test_revoke_unknown_key(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["api-key", "revoke", "feedfeedfeed", "--data-dir", str(tmp_path)]) == 1
+        assert "no API key 'feedfeedfeed'" in capsys.readouterr().err
+
+    def test_empty_list(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["api-key", "list", "--data-dir", str(tmp_path)]) == 0
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "no API keys" in captured.err
+
+    def test_data_dir_as_serve_finds_it(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The default, under the HOME of the environment.
+        key_id, _ = self.create(capsys)
+        assert (tmp_path / "home/.local/share/meet443/meetings.sqlite3").is_file()
+        # The environment variable beats the default.
+        monkeypatch.setenv("MEET443_DATA_DIR", str(tmp_path / "from-env"))
+        env_id, _ = self.create(capsys)
+        assert (tmp_path / "from-env/meetings.sqlite3").is_file()
+        # A TOML file given with --config, its relative path against the file's directory.
+        monkeypatch.delenv("MEET443_DATA_DIR")
+        (tmp_path / "etc").mkdir()
+        (tmp_path / "etc/meet443.toml").write_text('data-dir = "state"\nport = 443\n')
+        toml_id, _ = self.create(capsys, "--config", str(tmp_path / "etc/meet443.toml"))
+        assert (tmp_path / "etc/state/meetings.sqlite3").is_file()
+        assert [line.split()[0] for line in self.list_keys(capsys)] == [key_id]
+        assert [
+            line.split()[0] for line in self.list_keys(capsys, "--data-dir", str(tmp_path / "from-env"))
+        ] == [env_id]
+        listed = self.list_keys(capsys, "--config", str(tmp_path / "etc/meet443.toml"))
+        assert [line.split()[0] for line in listed] == [toml_id]
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["api-key"], "the following arguments are required: ACTION"),
+            (["api-key", "revoke"], "the following arguments are required: KEY_ID"),
+            (["api-key", "create", "--label", "x" * 101], "at most 100 characters"),
+            (["api-key", "create", "--port", "1"], "unrecognized arguments: --port"),
+        ],
+    )
+    def test_usage_errors_exit_2(
+        self, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    ) -> None:
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+        assert message in capsys.readouterr().err
+
+    def test_unusable_data_dir_exits_2(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "file").write_text("")
+        assert main(["api-key", "list", "--data-dir", str(tmp_path / "file/data")]) == 2
+        assert "meet443 api-key: error: cannot create" in capsys.readouterr().err
+
+    def test_bad_toml_exits_2(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "bad.toml").write_text("prot = 1\n")
+        assert main(["api-key", "list", "--config", str(tmp_path / "bad.toml")]) == 2
+        assert "unknown key 'prot'" in capsys.readouterr().err

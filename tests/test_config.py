@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
 import stat
@@ -14,12 +15,15 @@ import meet443.config
 from meet443.config import (
     SERVE_OPTIONS,
     ServeConfig,
+    add_serve_arguments,
     default_public_url,
     discover_public_ip,
+    load_data_dir,
     load_serve_config,
     turn_uris_for,
 )
 from meet443.exceptions import ConfigError
+from meet443.proto.signaling.admission import RoomMode
 
 DISCOVERED_IP = "203.0.113.5"
 
@@ -441,3 +445,132 @@ class TestOptionTable:
 def test_discover_public_ip_is_an_address() -> None:
     # The real function, not the fixture's stand-in; it sends no packet.
     ipaddress.ip_address(discover_public_ip())
+
+
+class TestMeetingOptions:
+    """--embed-origin, --require-api-key, --default-room-mode, --force-relay, --max-participants."""
+
+    def test_defaults(self, data_dir: Path) -> None:
+        config = load(data_dir)
+        assert config.embed_origins == ()
+        assert config.require_api_key is False
+        assert config.default_room_mode is RoomMode.NORMAL
+        assert config.force_relay is False
+        assert config.max_participants == 1000
+
+    @pytest.mark.parametrize("option", ["require-api-key", "force-relay"])
+    def test_switch_at_every_level(self, tmp_path: Path, data_dir: Path, option: str) -> None:
+        field = option.replace("-", "_")
+        env_name = "MEET443_" + field.upper()
+        on_file = ["--config", str(write_toml(tmp_path, f"{option} = true\n"))]
+        assert getattr(load(data_dir, f"--{option}"), field) is True
+        assert getattr(load(data_dir, *on_file), field) is True
+        for word in ("1", "true", "YES", "on", " True "):
+            assert getattr(load(data_dir, env={env_name: word}), field) is True, word
+        for word in ("0", "false", "no", "Off"):
+            assert getattr(load(data_dir, *on_file, env={env_name: word}), field) is False, word
+        # The --no- form beats a lower level's "on"; the flag beats the environment.
+        assert getattr(load(data_dir, *on_file, f"--no-{option}"), field) is False
+        assert getattr(load(data_dir, f"--{option}", env={env_name: "0"}), field) is True
+
+    def test_switch_as_toml_string(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, 'force_relay = "yes"\nrequire-api-key = false\n')
+        config = load(data_dir, "--config", str(config_file))
+        assert (config.force_relay, config.require_api_key) == (True, False)
+
+    def test_bad_switch_names_the_variable(self, data_dir: Path) -> None:
+        with pytest.raises(
+            ConfigError, match=r"MEET443_FORCE_RELAY: expected 1, true, yes, on or 0, .*'maybe'"
+        ):
+            load(data_dir, env={"MEET443_FORCE_RELAY": "maybe"})
+
+    def test_switch_takes_no_value(self, data_dir: Path) -> None:
+        with pytest.raises(ConfigError, match="unrecognized arguments: yes"):
+            load(data_dir, "--force-relay", "yes")
+
+    def test_room_mode_and_participants(self, tmp_path: Path, data_dir: Path) -> None:
+        config_file = write_toml(tmp_path, 'default-room-mode = "group"\nmax-participants = 50\n')
+        config = load(data_dir, "--config", str(config_file))
+        assert (config.default_room_mode, config.max_participants) == (RoomMode.GROUP, 50)
+        config = load(data_dir, "--default-room-mode", "Normal", env={"MEET443_MAX_PARTICIPANTS": "7"})
+        assert (config.default_room_mode, config.max_participants) == (RoomMode.NORMAL, 7)
+
+    def test_embed_origins(self, tmp_path: Path, data_dir: Path) -> None:
+        config = load(
+            data_dir,
+            "--embed-origin",
+            "https://Intranet.Example.com/",
+            "--embed-origin",
+            "https://[2001:DB8::1]:8443",
+            "--embed-origin",
+            "https://intranet.example.com:443",
+        )
+        assert config.embed_origins == ("https://intranet.example.com", "https://[2001:db8::1]:8443")
+        env = {"MEET443_EMBED_ORIGIN": "https://a.example, https://b.example:9443"}
+        assert load(data_dir, env=env).embed_origins == ("https://a.example", "https://b.example:9443")
+        config_file = write_toml(tmp_path, 'embed-origin = ["https://c.example"]\n')
+        assert load(data_dir, "--config", str(config_file)).embed_origins == ("https://c.example",)
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["--embed-origin", "http://a.example"], r"--embed-origin: expected https://host\[:port\]"),
+            (["--embed-origin", "https://a.example/app"], r"--embed-origin: an origin has no path"),
+            (["--embed-origin", "https://a.example?x"], r"--embed-origin: an origin has no path"),
+            (["--embed-origin", "a.example"], r"--embed-origin: expected https://host\[:port\]"),
+            (["--embed-origin", "https://*.example"], r"--embed-origin: .* no valid host name"),
+            (["--embed-origin", "https://a.example'"], r"--embed-origin: .* no valid host name"),
+            (["--embed-origin", "https://a.example:99999"], r"--embed-origin: .* not a valid origin"),
+            (["--embed-origin", "https://a.example:0"], r"--embed-origin: .* port 0"),
+            (["--embed-origin", "https://u:p@a.example"], r"--embed-origin: .* user information"),
+            (["--embed-origin", "https://[::1"], r"--embed-origin: .* not a valid origin"),
+            (["--embed-origin", "https://[fe80::1%25eth0]"], r"--embed-origin: .* zone"),
+            (["--default-room-mode", "mesh"], r"--default-room-mode: expected normal or group, got 'mesh'"),
+            (["--max-participants", "0"], r"--max-participants: must be at least 1"),
+        ],
+    )
+    def test_bad_values(self, data_dir: Path, argv: list[str], message: str) -> None:
+        with pytest.raises(ConfigError, match=message):
+            load(data_dir, *argv)
+
+    def test_redacted_view_is_json(self, data_dir: Path) -> None:
+        view = load(
+            data_dir, "--default-room-mode", "group", "--embed-origin", "https://a.example"
+        ).redacted()
+        assert json.loads(json.dumps(view))["default_room_mode"] == "group"
+        assert view["embed_origins"] == ["https://a.example"]
+
+    def test_help(self, capsys: pytest.CaptureFixture[str]) -> None:
+        parser = argparse.ArgumentParser()
+        add_serve_arguments(parser)
+        parser.print_help()
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--require-api-key, --no-require-api-key" in text
+        assert "--default-room-mode MODE" in text
+        assert "(default normal) [MEET443_DEFAULT_ROOM_MODE]" in text
+        assert "(default False)" not in text
+
+
+class TestLoadDataDir:
+    """``meet443 api-key`` finds the data dir where ``serve`` does."""
+
+    def namespace(self, *argv: str) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        add_serve_arguments(parser, only=("config", "data-dir"))
+        return parser.parse_args(list(argv))
+
+    def test_levels(self, tmp_path: Path) -> None:
+        env = {"HOME": str(tmp_path)}
+        assert load_data_dir(self.namespace(), env) == tmp_path / ".local/share/meet443"
+        config_file = write_toml(tmp_path, 'data-dir = "toml-state"\n')
+        with_file = ["--config", str(config_file)]
+        assert load_data_dir(self.namespace(*with_file), env) == tmp_path / "toml-state"
+        env["MEET443_DATA_DIR"] = "~/env-state"
+        assert load_data_dir(self.namespace(*with_file), env) == tmp_path / "env-state"
+        flag = ["--data-dir", str(tmp_path / "flag-state")]
+        assert load_data_dir(self.namespace(*with_file, *flag), env) == tmp_path / "flag-state"
+
+    def test_only_declares_the_named_options(self) -> None:
+        parser = argparse.ArgumentParser()
+        add_serve_arguments(parser, only=("data-dir",))
+        assert {action.dest for action in parser._actions} == {"help", "data_dir"}

@@ -89,7 +89,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     udp_transport, _ = await loop.create_datagram_endpoint(lambda: MainUdpProtocol(service), sock=udp_sock)
     service.start()
 
-    http = HttpService(build_main_app(config.public_url))
+    http = HttpService(build_main_app(config.public_url, embed_origins=config.embed_origins))
     await http.start()
     tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, config.max_pending_connections)
     tcp.listen(config.listen, config.port)

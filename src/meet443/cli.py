@@ -1,12 +1,14 @@
-"""The ``meet443`` command: ``serve`` and ``turn-credentials``.
+"""The ``meet443`` command: ``serve``, ``turn-credentials`` and ``api-key create|list|revoke``.
 
-``serve``'s flags come from :data:`meet443.config.SERVE_OPTIONS`; this module only wires subcommands.
-Usage and configuration errors exit with status 2.
+``serve``'s flags come from :data:`meet443.config.SERVE_OPTIONS`, and so do ``api-key``'s ``--config`` and
+``--data-dir``, resolved as ``serve`` resolves them; this module only wires subcommands. Usage and
+configuration errors exit with status 2; revoking a key that does not exist exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -21,16 +23,21 @@ from meet443.config import (
     add_serve_arguments,
     default_public_url,
     discover_public_ip,
+    load_data_dir,
     load_serve_config,
     parse_public_url,
     turn_uris_for,
 )
 from meet443.exceptions import ConfigError
+from meet443.meetings import ApiKey, MeetingStore, check_api_key_label
 from meet443.proto.turn.credentials import rest_credentials
 
 __all__ = ["main"]
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: The options of ``serve`` that say where its state lives.
+_STATE_OPTIONS = ("config", "data-dir")
 
 
 def _argument_type(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
@@ -109,7 +116,47 @@ def _build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PORT,
         help=f"the server's port (default {DEFAULT_PORT})",
     )
+
+    api_key = commands.add_parser(
+        "api-key",
+        help="create, list or revoke keys for the meetings API",
+        description="Manage the API keys that may call /v1/meetings. Keys live in "
+        "<data-dir>/meetings.sqlite3, as SHA-256 digests: a new key is printed once and cannot be "
+        "shown again. Changes apply to a running server at once.",
+        allow_abbrev=False,
+    )
+    actions = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="create a key and print it",
+        description="Create an API key and print it.",
+        allow_abbrev=False,
+    )
+    create.add_argument(
+        "--label",
+        metavar="L",
+        default="",
+        type=_argument_type(_label, "label"),
+        help="a note saying who or what uses the key",
+    )
+    listing = actions.add_parser(
+        "list", help="list keys (never their secrets)", description="List API keys.", allow_abbrev=False
+    )
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a key at once",
+        description="Revoke an API key; requests with it fail from now on.",
+        allow_abbrev=False,
+    )
+    revoke.add_argument("key_id", metavar="KEY_ID", help="the id that `api-key list` shows")
+    for action in (create, listing, revoke):
+        add_serve_arguments(action, only=_STATE_OPTIONS)
     return parser
+
+
+def _label(text: str) -> str:
+    check_api_key_label(text)
+    return text
 
 
 def _read_secret_file(path: Path) -> str:
@@ -139,6 +186,43 @@ def _turn_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _iso(ms: int) -> str:
+    moment = datetime.datetime.fromtimestamp(ms // 1000, datetime.UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _key_line(key: ApiKey) -> str:
+    state = "active" if key.revoked_ms is None else f"revoked {_iso(key.revoked_ms)}"
+    return f"{key.key_id}  created {_iso(key.created_ms)}  {state}  {key.label}".rstrip()
+
+
+def _api_key(args: argparse.Namespace) -> int:
+    with MeetingStore.open(load_data_dir(args, os.environ)) as store:
+        if args.api_key_command == "create":
+            key_id, secret_key = store.api_keys.create(args.label, now_ms=_now_ms())
+            # The key alone on stdout, so that `KEY=$(meet443 api-key create)` works.
+            print(secret_key)
+            print(f"API key {key_id} created; store it now, it cannot be shown again", file=sys.stderr)
+            return 0
+        if args.api_key_command == "list":
+            keys = store.api_keys.list()
+            for key in keys:
+                print(_key_line(key))
+            if not keys:
+                print(f"no API keys in {store.path}", file=sys.stderr)
+            return 0
+        revoked = store.api_keys.revoke(args.key_id, now_ms=_now_ms())
+        if revoked is None:
+            print(f"meet443 api-key: error: no API key {args.key_id!r} in {store.path}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(_key_line(revoked))
+        return 0
+
+
 def _serve(serve_argv: Sequence[str]) -> int:
     config = load_serve_config(serve_argv, os.environ)
     # Imported here so that `turn-credentials` and `--help` do not load the whole server.
@@ -161,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Only --help and --version may come before the subcommand, and both exit, so the
             # subcommand is the first word; load_serve_config reads the words after it.
             return _serve(arguments[arguments.index("serve") + 1 :])
+        if args.command == "api-key":
+            return _api_key(args)
         return _turn_credentials(args)
     except ConfigError as exc:
         print(f"meet443 {args.command}: error: {exc}", file=sys.stderr)

@@ -5,10 +5,13 @@ and the TOML key all derive from that table::
 
     --relay-ports 5000-6000     MEET443_RELAY_PORTS=5000-6000     relay-ports = "5000-6000"
     --turn-user a:x             MEET443_TURN_USER=a:x,b:y         turn-user = ["a:x", "b:y"]
+    --require-api-key           MEET443_REQUIRE_API_KEY=1         require-api-key = true
 
 Precedence: flag > environment > TOML file (``--config FILE``) > default. TOML keys may use dashes or
 underscores. A repeatable flag given at a higher level replaces, not extends, the lower levels' list.
-Relative paths in the TOML file are relative to the file's directory. A repeatable option in the
+Relative paths in the TOML file are relative to the file's directory. A switch such as ``--force-relay``
+has a ``--no-force-relay`` form to turn it off again over a lower level; in the environment it is
+``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``, in TOML a boolean. A repeatable option in the
 environment is split at commas, so a password with a comma belongs in a file, not in ``MEET443_TURN_USER``.
 
 Secrets (the TURN shared secret, static users' passwords) never appear in :func:`repr` or
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import socket
 import struct
@@ -30,12 +35,13 @@ import sys
 import tomllib
 import types
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from meet443.exceptions import ConfigError
+from meet443.proto.signaling.admission import RoomMode
 
 __all__ = [
     "DEFAULT_PORT",
@@ -45,7 +51,9 @@ __all__ = [
     "add_serve_arguments",
     "default_public_url",
     "discover_public_ip",
+    "load_data_dir",
     "load_serve_config",
+    "parse_origin",
     "parse_public_url",
     "turn_uris_for",
 ]
@@ -61,6 +69,7 @@ DEFAULT_LISTEN = "0.0.0.0"  # noqa: S104 -- a public server listens on every int
 DEFAULT_RELAY_PORTS = (49152, 65535)  # RFC 8656 §7.2 recommends the dynamic range (RFC 6335)
 DEFAULT_DATA_DIR = "~/.local/share/meet443"
 DEFAULT_CREDENTIAL_TTL = 3600
+DEFAULT_MAX_PARTICIPANTS = 1000
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ENV_PREFIX = "MEET443_"
 SECRET_FILE_NAME = "turn-secret"  # noqa: S105 -- a file name, not a secret
@@ -88,6 +97,8 @@ class Option:
     in_toml: bool = True
     #: Relative paths from the TOML file are resolved against its directory.
     is_path: bool = False
+    #: A switch: ``--name`` / ``--no-name``, ``MEET443_NAME=1``, ``name = true``.
+    boolean: bool = False
 
     @property
     def flag(self) -> str:
@@ -173,15 +184,44 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "SECONDS",
         "lifetime in seconds of the TURN credentials handed to browsers",
     ),
+    Option(
+        "embed-origin",
+        "ORIGIN",
+        "https://host[:port] of a site allowed to embed meetings in an iframe (repeatable)",
+        repeatable=True,
+    ),
+    Option(
+        "require-api-key",
+        "",
+        "refuse ad-hoc rooms: only meetings made with POST /v1/meetings can be joined",
+        boolean=True,
+    ),
+    Option("default-room-mode", "MODE", "mode of ad-hoc rooms: normal (peer to peer) or group (SFU)"),
+    Option("force-relay", "", "tell browsers to send all media through the TURN relay", boolean=True),
+    Option("max-participants", "N", "participants in all rooms together"),
 )
 
 _OPTIONS_BY_DEST = {option.dest: option for option in SERVE_OPTIONS}
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare every :data:`SERVE_OPTIONS` flag on ``parser``; values stay strings, ``None`` if absent."""
+def add_serve_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """Declare the :data:`SERVE_OPTIONS` flags (those named in ``only``, if given) on ``parser``.
+
+    Values stay strings (booleans: ``True``/``False``), ``None`` if absent.
+    """
     defaults = _field_defaults()
     for option in SERVE_OPTIONS:
+        if only is not None and option.name not in only:
+            continue
+        if option.boolean:
+            parser.add_argument(
+                option.flag,
+                dest=option.dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=_help(option, defaults),
+            )
+            continue
         parser.add_argument(
             option.flag,
             metavar=option.metavar,
@@ -196,6 +236,10 @@ def _help(option: Option, defaults: Mapping[str, object]) -> str:
     default = defaults.get(option.dest)
     if isinstance(default, tuple):
         default = "-".join(map(str, default))
+    elif isinstance(default, enum.Enum):
+        default = default.value
+    elif default is False:
+        default = None
     suffix = "" if default is None else f" (default {default})"
     return f"{option.help}{suffix} [{option.env}]"
 
@@ -244,6 +288,15 @@ class ServeConfig:
     unauth_rate: float = 20.0
     max_pending_connections: int = 1024
     credential_ttl: int = DEFAULT_CREDENTIAL_TTL
+    #: Origins (``https://host[:port]``) allowed to frame the web client; empty: none may.
+    embed_origins: tuple[str, ...] = ()
+    #: Only meetings made through ``POST /v1/meetings`` exist; unknown room names are refused.
+    require_api_key: bool = False
+    default_room_mode: RoomMode = RoomMode.NORMAL
+    #: Browsers get ``iceTransportPolicy: "relay"``: media only through TURN.
+    force_relay: bool = False
+    #: Participants in all rooms together.
+    max_participants: int = DEFAULT_MAX_PARTICIPANTS
     config_file: Path | None = None
 
     @property
@@ -285,6 +338,8 @@ def _jsonable(value: object) -> object:
         return [_jsonable(item) for item in value]
     if isinstance(value, Path | ipaddress.IPv4Network | ipaddress.IPv6Network):
         return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     return value
 
 
@@ -325,6 +380,44 @@ def parse_public_url(text: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"{text!r} must not have a query or fragment")
     return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+
+# A DNS name (ASCII; internationalized names in their xn-- form) or an IPv4 address.
+_DNS_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+
+
+def parse_origin(text: str) -> str:
+    """An ``https://host[:port]`` origin, serialized as browsers do (RFC 6454 §6.2); raises ``ValueError``.
+
+    The host is checked character by character: origins end up inside the Content-Security-Policy and
+    Permissions-Policy headers, where a quote, semicolon or space would change their meaning.
+    """
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid origin: {exc}") from None
+    if parts.scheme != "https":
+        raise ValueError(f"expected https://host[:port], got {text!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{text!r} must not contain user information")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or text.strip().endswith(("?", "#")):
+        raise ValueError(
+            f"an origin has no path, query or fragment: expected https://host[:port], got {text!r}"
+        )
+    host = parts.hostname or ""
+    if ":" in host:
+        try:
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            raise ValueError(f"{text!r} has an invalid IPv6 address") from None
+        if "%" in host:
+            raise ValueError(f"{text!r} must not have an IPv6 zone")
+    elif not _DNS_NAME.fullmatch(host):
+        raise ValueError(f"{text!r} has no valid host name")
+    if port == 0:
+        raise ValueError(f"{text!r} has port 0")
+    return f"https://{host}" if port in (None, 443) else f"https://{host}:{port}"
 
 
 def turn_uris_for(public_url: str, port: int) -> list[str]:
@@ -408,6 +501,8 @@ def _flag_layer(namespace: argparse.Namespace) -> _Layer:
         value = getattr(namespace, option.dest, None)
         if value is None:
             continue
+        if option.boolean:
+            value = "true" if value else "false"
         values = tuple(value) if option.repeatable else (value,)
         layer[option.dest] = _Setting(option.flag, values)
     return layer
@@ -455,6 +550,8 @@ def _toml_layer(path: Path) -> _Layer:
         if option.repeatable:
             items = value if isinstance(value, list) else [value]
             values = tuple(_toml_scalar(item, where) for item in items)
+        elif option.boolean and isinstance(value, bool):
+            values = ("true" if value else "false",)
         else:
             values = (_toml_scalar(value, where),)
         layer[dest] = _Setting(where, values, base_dir=path.parent)
@@ -616,6 +713,27 @@ def _parse_log_level(text: str) -> str:
     return level
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"expected 1, true, yes, on or 0, false, no, off, got {text!r}")
+
+
+def _parse_room_mode(text: str) -> RoomMode:
+    try:
+        return RoomMode(text.strip().lower())
+    except ValueError:
+        modes = " or ".join(mode.value for mode in RoomMode)
+        raise ValueError(f"expected {modes}, got {text!r}") from None
+
+
 def _parse_nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -710,6 +828,20 @@ def load_serve_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServeC
     return _build(_Values(_merge(layers), environ), config_file)
 
 
+def load_data_dir(namespace: argparse.Namespace, environ: Mapping[str, str]) -> Path:
+    """``--data-dir`` as ``serve`` resolves it (flag > environment > ``--config`` file > default).
+
+    For commands that take only ``--config`` and ``--data-dir`` (declared with
+    ``add_serve_arguments(parser, only=("config", "data-dir"))``); reads no other file.
+    """
+    flags = _flag_layer(namespace)
+    env = _env_layer(environ)
+    config_file = _Values(_merge([flags, env]), environ).path("config")
+    layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
+    values = _Values(_merge(layers), environ)
+    return values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR)
+
+
 def _field_defaults() -> dict[str, object]:
     return {
         f.name: f.default
@@ -778,6 +910,12 @@ def _build(values: _Values, config_file: Path | None) -> ServeConfig:
         unauth_rate=pick("unauth_rate", _parse_positive_float),
         max_pending_connections=pick("max_pending_connections", _int_parser(1)),
         credential_ttl=pick("credential_ttl", _int_parser(1)),
+        # dict.fromkeys: an origin given twice is listed once in the headers.
+        embed_origins=tuple(dict.fromkeys(values.many("embed_origin", parse_origin))),
+        require_api_key=pick("require_api_key", _parse_bool),
+        default_room_mode=pick("default_room_mode", _parse_room_mode),
+        force_relay=pick("force_relay", _parse_bool),
+        max_participants=pick("max_participants", _int_parser(1)),
         config_file=config_file,
     )
 

@@ -2,21 +2,36 @@
 
 aiohttp's low-level server gives one protocol object per connection, which the port sniffer hands
 each connection it identifies as HTTP. Query strings are never logged (they may carry room keys).
+
+The main app serves the web client (``/`` the landing page, ``/<room>`` the meeting page for a valid
+room name, ``/static/...`` its ES modules and styles, no build step), ``/healthz``, and whatever the
+caller adds (the meetings API, the signaling WebSocket). Every HTTPS answer, errors included, carries a
+strict Content-Security-Policy and Permissions-Policy: camera, microphone and screen capture only for
+this origin and the ``--embed-origin`` sites, which alone may frame the pages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from pathlib import Path
 
 from aiohttp import web
 
+from meet443.aio.api import add_api_routes
 from meet443.aio.turn import TurnService
+from meet443.config import parse_origin, parse_public_url
+from meet443.meetings import MeetingStore
+from meet443.proto.signaling.admission import is_valid_room_name
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The web client: ``index.html``, ``room.html`` and ``static/``.
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -27,25 +42,148 @@ SECURITY_HEADERS = {
 }
 #: Paths that plain (unencrypted) HTTP may serve; everything else is redirected to HTTPS.
 PLAIN_HTTP_PATHS = frozenset({"/healthz"})
+#: Features the meeting page needs; granted to this origin and the embedding origins only.
+PERMISSIONS = ("camera", "microphone", "display-capture")
+
+# ES modules load without a build step, so their URLs carry no content hash: browsers must
+# revalidate each time (a 304 thanks to the ETag), or an upgrade would mix old and new modules.
+_REVALIDATE = "no-cache"
+# With nosniff, a module script needs a JavaScript MIME type; do not depend on the system's table.
+_STATIC_TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+    ".wasm": "application/wasm",
+    ".txt": "text/plain",
+    ".html": "text/html",
+}
+_TEXT_TYPES = frozenset({"text/javascript", "text/css", "text/plain", "text/html", "application/json"})
 
 
-def build_main_app(public_url: str) -> web.Application:
+def security_headers(public_url: str, embed_origins: Sequence[str] = ()) -> dict[str, str]:
+    """The headers of every HTTPS answer (without HSTS, which :func:`build_main_app` adds on TLS).
+
+    ``frame-ancestors`` lists ``embed_origins`` (or ``'none'``); X-Frame-Options cannot name other
+    origins, so it is sent (``DENY``) only when nobody may frame the pages. Permissions-Policy quotes
+    origins (RFC 8941 strings) where CSP does not.
+    """
+    parts = urllib.parse.urlsplit(public_url)
+    websocket = "wss" if parts.scheme == "https" else "ws"
+    ancestors = " ".join(embed_origins) if embed_origins else "'none'"
+    csp = "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data: blob:",
+            "media-src 'self' blob: mediastream:",
+            f"connect-src 'self' {websocket}://{parts.netloc.lower()}",
+            f"frame-ancestors {ancestors}",
+            "base-uri 'none'",
+            "form-action 'self'",
+        ]
+    )
+    allow = " ".join(["self", *(f'"{origin}"' for origin in embed_origins)])
+    headers = {
+        **SECURITY_HEADERS,
+        "Content-Security-Policy": csp,
+        "Permissions-Policy": ", ".join(f"{feature}=({allow})" for feature in PERMISSIONS),
+    }
+    if embed_origins:
+        del headers["X-Frame-Options"]
+    return headers
+
+
+def _static_file(root: Path, relative: str) -> Path | None:
+    """``root/relative`` if it is a regular file inside ``root``; no dot files, no escaping."""
+    segments = relative.split("/")
+    if any(not segment or segment.startswith(".") or "\\" in segment for segment in segments):
+        return None
+    try:
+        path = root.joinpath(*segments).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not path.is_relative_to(root.resolve()) or not path.is_file():
+        return None
+    return path
+
+
+def _file_response(path: Path) -> web.FileResponse:
+    content_type = _STATIC_TYPES.get(path.suffix.lower())
+    headers = {"Cache-Control": _REVALIDATE}
+    if content_type is not None:
+        charset = "; charset=utf-8" if content_type in _TEXT_TYPES else ""
+        headers["Content-Type"] = content_type + charset
+    return web.FileResponse(path, headers=headers)
+
+
+def build_main_app(
+    public_url: str,
+    *,
+    embed_origins: Sequence[str] = (),
+    meetings: MeetingStore | None = None,
+    web_dir: Path = WEB_DIR,
+) -> web.Application:
+    """The app on the main port: the web client, ``/healthz``, and with ``meetings`` the meetings API.
+
+    ``embed_origins`` are ``https://host[:port]`` origins (as :func:`meet443.config.parse_origin`
+    accepts; checked again here because they go into headers).
+    """
+    public_url = parse_public_url(public_url)
+    origins = tuple(dict.fromkeys(parse_origin(origin) for origin in embed_origins))
+    headers: Mapping[str, str] = security_headers(public_url, origins)
+
     @web.middleware
     async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.secure and request.path not in PLAIN_HTTP_PATHS:
-            raise web.HTTPPermanentRedirect(public_url.rstrip("/") + request.path)
-        response = await handler(request)
-        response.headers.update(SECURITY_HEADERS)
-        if request.secure:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+            # The raw (still percent-encoded) path: a decoded one could put CR/LF into Location.
+            raise web.HTTPPermanentRedirect(public_url + request.rel_url.raw_path)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # errors are answers too, and get the same headers
+            _add_headers(request, exc.headers)
+            logger.debug("%s %s %d", request.method, request.path, exc.status)
+            raise
+        _add_headers(request, response.headers)
         logger.debug("%s %s %d", request.method, request.path, response.status)
         return response
+
+    def _add_headers(request: web.Request, target: MutableMapping[str, str]) -> None:
+        target.update(headers)
+        if request.secure:
+            target["Strict-Transport-Security"] = "max-age=31536000"
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def landing(request: web.Request) -> web.FileResponse:
+        return _file_response(web_dir / "index.html")
+
+    async def room(request: web.Request) -> web.FileResponse:
+        if not is_valid_room_name(request.match_info["room"]):
+            raise web.HTTPNotFound()
+        return _file_response(web_dir / "room.html")
+
+    async def static(request: web.Request) -> web.FileResponse:
+        path = _static_file(web_dir / "static", request.match_info["path"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return _file_response(path)
+
     app = web.Application(middlewares=[security])
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/", landing)
+    app.router.add_get("/static/{path:.+}", static)
+    # Last: one path segment that no other route took. /v1/... has two and never lands here.
+    app.router.add_get("/{room}", room)
+    if meetings is not None:
+        add_api_routes(app, meetings, public_url)
     return app
 
 

@@ -1,0 +1,449 @@
+"""The meetings REST API over aiohttp's test client: ``/v1/meetings`` and ``/v1/openapi.json``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from meet443.aio.api import CreateMeetingRequest, FailedAuthLimit, add_api_routes, openapi_document
+from meet443.meetings import MeetingStore
+from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
+
+PUBLIC_URL = "https://meet.example.org"
+NOW_S = 1_900_000_000.0  # 2030-03-17T17:46:40Z
+END_DATE = "2030-03-18T00:00:00Z"
+VALID = b'{"endDate": "2030-03-18T00:00:00Z", "roomMode": "normal"}'
+Client = TestClient[web.Request, web.Application]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(scenario)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MeetingStore]:
+    with MeetingStore.open(tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def api_key(store: MeetingStore) -> str:
+    return store.api_keys.create("tests", now_ms=int(NOW_S * 1000))[1]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@asynccontextmanager
+async def api_client(
+    store: MeetingStore,
+    public_url: str = PUBLIC_URL,
+    monotonic: FakeClock | None = None,
+    failed_auth: FailedAuthLimit | None = None,
+) -> AsyncIterator[Client]:
+    app = web.Application()
+    add_api_routes(
+        app,
+        store,
+        public_url,
+        clock=lambda: NOW_S,
+        monotonic=monotonic or FakeClock(),
+        failed_auth=failed_auth,
+    )
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def create(client: Client, key: str, **body: object) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/meetings", json={"endDate": END_DATE, "roomMode": "normal", **body}, headers=bearer(key)
+    )
+    assert response.status == 201, await response.text()
+    answer = await response.json()
+    assert isinstance(answer, dict)
+    return answer
+
+
+async def error_of(response: Any, status: int) -> str:
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    answer = await response.json()
+    assert set(answer) == {"error"}
+    assert set(answer["error"]) == {"code", "message"}
+    assert isinstance(answer["error"]["message"], str)
+    code = answer["error"]["code"]
+    assert isinstance(code, str)
+    return code
+
+
+class TestCreate:
+    def test_created_meeting(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                response = await client.post(
+                    "/v1/meetings",
+                    json={"endDate": END_DATE, "roomMode": "group", "roomNamePrefix": "team"},
+                    headers=bearer(api_key),
+                )
+                assert response.status == 201
+                assert response.headers["Cache-Control"] == "no-store"
+                body = await response.json()
+                assert set(body) == {
+                    "meetingId",
+                    "roomName",
+                    "roomUrl",
+                    "hostRoomUrl",
+                    "roomMode",
+                    "startDate",
+                    "endDate",
+                }
+                assert re.fullmatch(r"team-[a-z2-7]{16}", body["roomName"])
+                assert body["roomUrl"] == f"{PUBLIC_URL}/{body['roomName']}"
+                url, _, key = body["hostRoomUrl"].partition("?roomKey=")
+                assert url == body["roomUrl"]
+                assert response.headers["Location"] == f"{PUBLIC_URL}/v1/meetings/{body['meetingId']}"
+                assert body["roomMode"] == "group"
+                assert body["startDate"] == "2030-03-17T17:46:40.000Z"
+                assert body["endDate"] == "2030-03-18T00:00:00.000Z"
+                answer = store.admission(
+                    body["roomName"],
+                    key,
+                    int(NOW_S * 1000),
+                    require_api_key=True,
+                    default_mode=RoomMode.NORMAL,
+                )
+                assert answer == RoomAdmission(
+                    body["roomName"],
+                    RoomMode.GROUP,
+                    api_created=True,
+                    end_ms=1_900_022_400_000,
+                    host_key_valid=True,
+                )
+
+        run(scenario())
+
+    def test_end_date_with_offset(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                body = await create(client, api_key, endDate="2030-03-18T02:30:00.250+02:30")
+                assert body["endDate"] == "2030-03-18T00:00:00.250Z"
+
+        run(scenario())
+
+    @pytest.mark.parametrize(
+        "forged",
+        [
+            {"Host": "evil.example"},
+            {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example"},
+        ],
+    )
+    def test_urls_come_from_the_public_url_only(
+        self, store: MeetingStore, api_key: str, forged: dict[str, str]
+    ) -> None:
+        async def scenario() -> None:
+            async with api_client(store, public_url="https://meet.example.org:8443/") as client:
+                response = await client.post(
+                    "/v1/meetings",
+                    json={"endDate": END_DATE, "roomMode": "normal"},
+                    headers={**bearer(api_key), **forged},
+                )
+                assert response.status == 201
+                body = await response.json()
+                text = json.dumps(body) + response.headers["Location"]
+                assert "evil" not in text
+                assert body["roomUrl"] == f"https://meet.example.org:8443/{body['roomName']}"
+                assert body["hostRoomUrl"].startswith(body["roomUrl"] + "?roomKey=")
+                got = await client.get(
+                    f"/v1/meetings/{body['meetingId']}", headers={**bearer(api_key), **forged}
+                )
+                assert (await got.json())["roomUrl"] == body["roomUrl"]
+
+        run(scenario())
+
+    @pytest.mark.parametrize(
+        ("body", "status", "code"),
+        [
+            (b"{", 400, "bad-request"),
+            (b"not json", 400, "bad-request"),
+            (b"", 400, "bad-request"),
+            (b"[]", 422, "invalid-request"),
+            (b'{"roomMode": "normal"}', 422, "invalid-request"),
+            (b'{"endDate": "2030-03-18T00:00:00Z"}', 422, "invalid-request"),
+            (b'{"endDate": "2030-03-18T00:00:00Z", "roomMode": "huge"}', 422, "invalid-request"),
+            (b'{"endDate": 1900051200, "roomMode": "normal"}', 422, "invalid-request"),
+            (b'{"endDate": "tomorrow", "roomMode": "normal"}', 422, "invalid-request"),
+            (b'{"endDate": "2030-03-18T00:00:00", "roomMode": "normal"}', 422, "invalid-request"),
+            (b'{"endDate": "2030-03-17T17:46:40Z", "roomMode": "normal"}', 422, "invalid-request"),
+            (b'{"endDate": "2020-01-01T00:00:00Z", "roomMode": "normal"}', 422, "invalid-request"),
+            (b'{"endDate": "2031-03-18T00:00:00Z", "roomMode": "normal"}', 422, "invalid-request"),
+            (b'{"endDate": "2030-03-18T00:00:00Z", "roomMode": "normal", "x": 1}', 422, "invalid-request"),
+            (b'{"endDate": "2030-03-18T00:00:00Z", "roomMode": "normal", "roomNamePrefix": "Team"}', 422,
+             "invalid-request"),
+            (b'{"endDate": "2030-03-18T00:00:00Z", "roomMode": "normal", "roomNamePrefix": 7}', 422,
+             "invalid-request"),
+            (VALID[:-1] + b', "roomNamePrefix": "' + b"a" * 48 + b'"}', 422, "invalid-request"),
+            (VALID[:-1] + b', "pad": "' + b"x" * 20000 + b'"}', 413, "too-large"),
+        ],
+    )  # fmt: skip
+    def test_bad_bodies(self, store: MeetingStore, api_key: str, body: bytes, status: int, code: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                headers = {**bearer(api_key), "Content-Type": "application/json"}
+                response = await client.post("/v1/meetings", data=body, headers=headers)
+                assert await error_of(response, status) == code
+
+        run(scenario())
+
+    def test_null_prefix_is_no_prefix(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                body = await create(client, api_key, roomNamePrefix=None)
+                assert re.fullmatch(r"[a-z2-7]{16}", body["roomName"])
+
+        run(scenario())
+
+    def test_other_methods_get_a_json_405(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                response = await client.get("/v1/meetings", headers=bearer(api_key))
+                assert await error_of(response, 405) == "method-not-allowed"
+                assert response.headers["Allow"] == "POST"
+                response = await client.put("/v1/meetings/" + "0" * 32, headers=bearer(api_key))
+                assert await error_of(response, 405) == "method-not-allowed"
+                assert response.headers["Allow"] == "GET, DELETE"
+
+        run(scenario())
+
+
+class TestAuthentication:
+    @pytest.mark.parametrize(
+        ("headers", "challenge"),
+        [
+            ({}, 'Bearer realm="meet443"'),
+            ({"Authorization": "Bearer"}, 'Bearer realm="meet443"'),
+            (
+                {"Authorization": "Bearer m443_000000000000_abc"},
+                'Bearer realm="meet443", error="invalid_token"',
+            ),
+            ({"Authorization": "Basic dXNlcjpwYXNz"}, 'Bearer realm="meet443", error="invalid_token"'),
+        ],
+    )
+    def test_without_a_valid_key(
+        self, store: MeetingStore, api_key: str, headers: dict[str, str], challenge: str
+    ) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                meeting_id = (await create(client, api_key))["meetingId"]
+                requests = [
+                    client.post(
+                        "/v1/meetings", json={"endDate": END_DATE, "roomMode": "normal"}, headers=headers
+                    ),
+                    client.get(f"/v1/meetings/{meeting_id}", headers=headers),
+                    client.delete(f"/v1/meetings/{meeting_id}", headers=headers),
+                ]
+                for request in requests:
+                    response = await request
+                    assert await error_of(response, 401) == "unauthorized"
+                    assert response.headers["WWW-Authenticate"] == challenge
+                assert store.get(meeting_id) is not None
+
+        run(scenario())
+
+    def test_scheme_is_case_insensitive(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                response = await client.post(
+                    "/v1/meetings",
+                    json={"endDate": END_DATE, "roomMode": "normal"},
+                    headers={"Authorization": f"bearer {api_key}"},
+                )
+                assert response.status == 201
+
+        run(scenario())
+
+    def test_revoked_key(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                await create(client, api_key)
+                key_id = api_key.split("_")[1]
+                store.api_keys.revoke(key_id, now_ms=0)
+                response = await client.post(
+                    "/v1/meetings", json={"endDate": END_DATE, "roomMode": "normal"}, headers=bearer(api_key)
+                )
+                assert await error_of(response, 401) == "unauthorized"
+
+        run(scenario())
+
+    def test_failed_attempts_are_rate_limited_per_address(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            clock = FakeClock()
+            limit = FailedAuthLimit(rate=0.5, burst=2)
+            async with api_client(store, monotonic=clock, failed_auth=limit) as client:
+                wrong = bearer("m443_000000000000_" + "a" * 52)
+                for _ in range(2):
+                    assert await error_of(await client.get("/v1/meetings/" + "0" * 32, headers=wrong), 401)
+                response = await client.get("/v1/meetings/" + "0" * 32, headers=wrong)
+                assert await error_of(response, 429) == "rate-limited"
+                assert response.headers["Retry-After"] == "2"
+                # Shut out: not even a valid key is looked at.
+                response = await client.get("/v1/meetings/" + "0" * 32, headers=bearer(api_key))
+                assert await error_of(response, 429) == "rate-limited"
+                clock.now += 2
+                response = await client.get("/v1/meetings/" + "0" * 32, headers=bearer(api_key))
+                assert await error_of(response, 404) == "not-found"
+
+        run(scenario())
+
+
+class TestFailedAuthLimit:
+    def test_budget_is_per_address_and_refills(self) -> None:
+        limit = FailedAuthLimit(rate=1.0, burst=3)
+        assert all(limit.failed("192.0.2.1", 0.0) for _ in range(3))
+        assert not limit.failed("192.0.2.1", 0.0)
+        assert limit.retry_after("192.0.2.1", 0.25) == 0.75
+        assert limit.retry_after("192.0.2.2", 0.25) is None
+        assert limit.failed("192.0.2.2", 0.25)
+        assert limit.retry_after("192.0.2.1", 1.0) is None
+        assert limit.failed("192.0.2.1", 1.0)
+        assert not limit.failed("192.0.2.1", 1.0)
+
+    def test_memory_is_bounded(self) -> None:
+        limit = FailedAuthLimit(rate=1.0, burst=1, max_addresses=4)
+        for n in range(10):
+            address = f"192.0.2.{n}"
+            limit.failed(address, 0.0)
+            limit.failed(address, 0.0)
+        shut_out = [n for n in range(10) if limit.retry_after(f"192.0.2.{n}", 0.5) is not None]
+        assert shut_out == [6, 7, 8, 9]
+
+
+class TestGetAndDelete:
+    def test_get(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                created = await create(client, api_key)
+                response = await client.get(f"/v1/meetings/{created['meetingId']}", headers=bearer(api_key))
+                assert response.status == 200
+                assert response.headers["Cache-Control"] == "no-store"
+                body = await response.json()
+                expected = dict(created)
+                del expected["hostRoomUrl"]
+                assert body == expected
+                assert "roomKey" not in json.dumps(body)
+
+        run(scenario())
+
+    @pytest.mark.parametrize("meeting_id", ["0" * 32, "nope", "A" * 32, "0" * 33])
+    def test_unknown(self, store: MeetingStore, api_key: str, meeting_id: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                for method in (client.get, client.delete):
+                    response = await method(f"/v1/meetings/{meeting_id}", headers=bearer(api_key))
+                    assert await error_of(response, 404) == "not-found"
+
+        run(scenario())
+
+    def test_delete(self, store: MeetingStore, api_key: str) -> None:
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                created = await create(client, api_key)
+                path = f"/v1/meetings/{created['meetingId']}"
+                response = await client.delete(path, headers=bearer(api_key))
+                assert response.status == 204
+                assert await response.read() == b""
+                assert await error_of(await client.get(path, headers=bearer(api_key)), 404) == "not-found"
+                assert await error_of(await client.delete(path, headers=bearer(api_key)), 404) == "not-found"
+                answer = store.admission(
+                    created["roomName"],
+                    None,
+                    int(NOW_S * 1000),
+                    require_api_key=False,
+                    default_mode=RoomMode.NORMAL,
+                )
+                assert answer is Refusal.MEETING_ENDED
+
+        run(scenario())
+
+
+def _refs(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+class TestOpenApi:
+    def test_served_without_a_key_and_matches_the_routes(self, store: MeetingStore) -> None:
+        async def scenario() -> None:
+            async with api_client(store, public_url="https://meet.example.org/") as client:
+                response = await client.get("/v1/openapi.json")
+                assert response.status == 200
+                assert response.content_type == "application/json"
+                document = await response.json()
+                assert document["openapi"] == "3.1.0"
+                assert document["servers"] == [{"url": "https://meet.example.org"}]
+                assert client.app is not None
+                routes = {
+                    (route.resource.canonical, route.method.lower())
+                    for route in client.app.router.routes()
+                    if route.resource is not None and route.method not in ("*", "HEAD")
+                }
+                documented = {
+                    (path, method)
+                    for path, item in document["paths"].items()
+                    for method in item
+                    if method in ("get", "post", "put", "patch", "delete")
+                }
+                assert documented == routes
+
+        run(scenario())
+
+    def test_refs_resolve(self) -> None:
+        document = openapi_document(PUBLIC_URL)
+        for ref in _refs(document):
+            node: Any = document
+            for part in ref.removeprefix("#/").split("/"):
+                node = node[part]
+            assert isinstance(node, dict), ref
+
+    def test_schemas_match_the_bodies(self, store: MeetingStore, api_key: str) -> None:
+        schemas = openapi_document(PUBLIC_URL)["components"]["schemas"]
+        request_fields = {field.encode_name for field in msgspec.structs.fields(CreateMeetingRequest)}
+        assert set(schemas["CreateMeetingRequest"]["properties"]) == request_fields
+        assert schemas["RoomMode"]["enum"] == [mode.value for mode in RoomMode]
+        meeting = schemas["Meeting"]
+        created_extra = schemas["CreatedMeeting"]["allOf"][1]
+
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                created = await create(client, api_key)
+                assert set(created) == set(meeting["required"]) | set(created_extra["required"])
+                assert set(meeting["required"]) == set(meeting["properties"])
+                for name in ("meetingId", "roomName"):
+                    assert re.fullmatch(meeting["properties"][name]["pattern"], created[name])
+
+        run(scenario())

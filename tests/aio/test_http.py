@@ -1,0 +1,347 @@
+"""The main HTTP app: web client pages, static modules, security headers, plain-HTTP redirect."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import ssl
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
+
+from meet443.aio.certs import ensure_certificate, make_server_ssl_context
+from meet443.aio.http import WEB_DIR, build_main_app
+from meet443.meetings import MeetingStore
+
+PUBLIC_URL = "https://meet.example.org:8443"
+INDEX = "<!doctype html><title>landing</title>"
+ROOM = "<!doctype html><title>room</title>"
+Client = TestClient[web.Request, web.Application]
+
+CSP_WITHOUT_EMBEDDING = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self' wss://meet.example.org:8443; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def directives(csp: str) -> dict[str, str]:
+    return dict(directive.strip().partition(" ")[::2] for directive in csp.split(";"))
+
+
+def run(scenario: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(scenario)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    cert, key = ensure_certificate(tmp_path_factory.mktemp("tls"), ["127.0.0.1"])
+    return make_server_ssl_context(cert, key)
+
+
+@pytest.fixture
+def web_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "web"
+    (root / "static" / "lib").mkdir(parents=True)
+    (root / "index.html").write_text(INDEX)
+    (root / "room.html").write_text(ROOM)
+    (root / "static" / "app.js").write_text("export const answer = 42;\n")
+    (root / "static" / "lib" / "style.css").write_text("body { margin: 0 }\n")
+    (root / "static" / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    (root / "static" / ".hidden.js").write_text("secret")
+    (root / "secret.txt").write_text("outside static")
+    (root / "static" / "escape.js").symlink_to(root / "secret.txt")
+    return root
+
+
+@asynccontextmanager
+async def https_client(
+    tls: ssl.SSLContext,
+    web_dir: Path = WEB_DIR,
+    embed_origins: Sequence[str] = (),
+    meetings: MeetingStore | None = None,
+) -> AsyncIterator[Client]:
+    app = build_main_app(PUBLIC_URL, embed_origins=embed_origins, meetings=meetings, web_dir=web_dir)
+    async with tls_client(app, tls) as client:
+        yield client
+
+
+@asynccontextmanager
+async def tls_client(app: web.Application, tls: ssl.SSLContext) -> AsyncIterator[Client]:
+    server = TestServer(app)
+    # TestClient would start it without TLS; no access log, as HttpService runs it.
+    await server.start_server(ssl=tls, access_log=None)
+    async with TestClient(server, connector=aiohttp.TCPConnector(ssl=False)) as client:
+        yield client
+
+
+@asynccontextmanager
+async def plain_client(web_dir: Path = WEB_DIR) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(build_main_app(PUBLIC_URL, web_dir=web_dir))) as client:
+        yield client
+
+
+def assert_security_headers(response: aiohttp.ClientResponse) -> None:
+    headers = response.headers
+    assert headers["Content-Security-Policy"] == CSP_WITHOUT_EMBEDDING
+    assert headers["Permissions-Policy"] == "camera=(self), microphone=(self), display-capture=(self)"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+class TestSecurityHeaders:
+    def test_without_embed_origins(self, tls: ssl.SSLContext, web_dir: Path) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                for path in (
+                    "/",
+                    "/standup",
+                    "/static/app.js",
+                    "/healthz",
+                    "/nope/x",
+                    "/V1",
+                    "/static/none.js",
+                ):
+                    response = await client.get(path)
+                    assert_security_headers(response)
+
+        run(scenario())
+
+    def test_with_embed_origins(self, tls: ssl.SSLContext, web_dir: Path) -> None:
+        async def scenario() -> None:
+            origins = ["https://Intranet.example/", "https://app.example:9443", "https://intranet.example"]
+            async with https_client(tls, web_dir, embed_origins=origins) as client:
+                for path in ("/standup", "/v1"):
+                    response = await client.get(path)
+                    csp = directives(response.headers["Content-Security-Policy"])
+                    assert csp["frame-ancestors"] == "https://intranet.example https://app.example:9443"
+                    assert csp == {
+                        **directives(CSP_WITHOUT_EMBEDDING),
+                        "frame-ancestors": "https://intranet.example https://app.example:9443",
+                    }
+                    allow = '(self "https://intranet.example" "https://app.example:9443")'
+                    assert response.headers["Permissions-Policy"] == (
+                        f"camera={allow}, microphone={allow}, display-capture={allow}"
+                    )
+                    # CSP frame-ancestors governs; X-Frame-Options cannot name origins.
+                    assert "X-Frame-Options" not in response.headers
+
+        run(scenario())
+
+    @pytest.mark.parametrize(
+        "origin", ["http://a.example", "https://a.example/path", 'https://a.example"', "https://a.example; x"]
+    )
+    def test_bad_embed_origin_is_refused(self, origin: str) -> None:
+        with pytest.raises(ValueError):
+            build_main_app(PUBLIC_URL, embed_origins=[origin])
+
+    def test_connect_src_follows_the_public_url(self, tls: ssl.SSLContext) -> None:
+        async def scenario() -> None:
+            async with tls_client(build_main_app("https://Meet.Example.org/"), tls) as client:
+                response = await client.get("/healthz", headers={"Host": "evil.example"})
+                csp = directives(response.headers["Content-Security-Policy"])
+                assert csp["connect-src"] == "'self' wss://meet.example.org"
+
+        run(scenario())
+
+
+class TestPages:
+    def test_landing_and_room_pages(self, tls: ssl.SSLContext, web_dir: Path) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                response = await client.get("/")
+                assert response.status == 200
+                assert await response.text() == INDEX
+                assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+                for name in ("standup", "a", "0-team-x", "x" * 64, "team-abcdefghijklmnop"):
+                    response = await client.get(f"/{name}")
+                    assert response.status == 200, name
+                    assert await response.text() == ROOM
+                    assert response.headers["Cache-Control"] == "no-cache"
+                response = await client.get("/standup?roomKey=abc")
+                assert await response.text() == ROOM
+                head = await client.head("/standup")
+                assert head.status == 200
+
+        run(scenario())
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/Standup",
+            "/-standup",
+            "/stand_up",
+            "/" + "x" * 65,
+            "/standup/",
+            "/standup/more",
+            "/check",
+            "/healthz/",
+            "/v1",
+            "/static",
+            "/metrics",
+            "/api",
+            "/favicon.ico",
+            "/robots.txt",
+            "/%20",
+        ],
+    )
+    def test_not_a_room(self, tls: ssl.SSLContext, web_dir: Path, path: str) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                response = await client.get(URL(path, encoded=True))
+                assert response.status == 404
+                assert ROOM not in await response.text()
+                assert_security_headers(response)
+
+        run(scenario())
+
+    def test_the_package_pages_exist(self, tls: ssl.SSLContext) -> None:
+        async def scenario() -> None:
+            async with https_client(tls) as client:
+                for path in ("/", "/standup"):
+                    response = await client.get(path)
+                    assert response.status == 200
+                    assert "<html" in (await response.text()).lower()
+
+        run(scenario())
+
+    def test_missing_page_is_a_404(self, tls: ssl.SSLContext, tmp_path: Path) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, tmp_path) as client:
+                assert (await client.get("/")).status == 404
+                assert (await client.get("/standup")).status == 404
+
+        run(scenario())
+
+    def test_query_strings_are_not_logged(
+        self, tls: ssl.SSLContext, web_dir: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                await client.get("/standup?roomKey=s3cret-room-key")
+                await client.get("/Bad?roomKey=s3cret-room-key")
+
+        with caplog.at_level(logging.DEBUG):
+            run(scenario())
+        assert "/standup" in caplog.text
+        assert "s3cret-room-key" not in caplog.text
+
+
+class TestStatic:
+    @pytest.mark.parametrize(
+        ("path", "content_type"),
+        [
+            ("/static/app.js", "text/javascript; charset=utf-8"),
+            ("/static/lib/style.css", "text/css; charset=utf-8"),
+            ("/static/logo.svg", "image/svg+xml"),
+        ],
+    )
+    def test_served_with_revalidation(
+        self, tls: ssl.SSLContext, web_dir: Path, path: str, content_type: str
+    ) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                response = await client.get(path)
+                assert response.status == 200
+                assert response.headers["Content-Type"] == content_type
+                assert response.headers["Cache-Control"] == "no-cache"
+                etag = response.headers["ETag"]
+                again = await client.get(path, headers={"If-None-Match": etag})
+                assert again.status == 304
+                assert again.headers["Cache-Control"] == "no-cache"
+
+        run(scenario())
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/static/",
+            "/static/missing.js",
+            "/static/.hidden.js",
+            "/static/%2e%2e/secret.txt",
+            "/static/..%2fsecret.txt",
+            "/static/lib//style.css",
+            "/static/lib",
+            "/static/escape.js",
+            "/static/lib%5c..%5c..%5csecret.txt",
+        ],
+    )
+    def test_nothing_outside_static(self, tls: ssl.SSLContext, web_dir: Path, path: str) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                response = await client.get(URL(path, encoded=True))
+                assert response.status == 404
+                assert "outside static" not in await response.text()
+
+        run(scenario())
+
+
+class TestPlainHttp:
+    def test_redirects_to_the_public_url_without_the_query(self, web_dir: Path) -> None:
+        async def scenario() -> None:
+            async with plain_client(web_dir) as client:
+                for path in ("/", "/standup?roomKey=k", "/static/app.js", "/v1/openapi.json"):
+                    response = await client.get(path, allow_redirects=False)
+                    assert response.status == 308
+                    assert response.headers["Location"] == PUBLIC_URL + path.partition("?")[0]
+
+        run(scenario())
+
+    def test_healthz(self, web_dir: Path) -> None:
+        async def scenario() -> None:
+            async with plain_client(web_dir) as client:
+                response = await client.get("/healthz")
+                assert response.status == 200
+                assert await response.json() == {"status": "ok"}
+                assert "Strict-Transport-Security" not in response.headers
+
+        run(scenario())
+
+
+class TestWithMeetingsApi:
+    def test_api_routes_and_headers(self, tls: ssl.SSLContext, web_dir: Path, tmp_path: Path) -> None:
+        async def scenario(store: MeetingStore, api_key: str) -> None:
+            async with https_client(tls, web_dir, meetings=store) as client:
+                response = await client.get("/v1/openapi.json")
+                assert response.status == 200
+                assert_security_headers(response)
+                response = await client.post("/v1/meetings", json={})
+                assert response.status == 401
+                assert_security_headers(response)
+                tomorrow = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+                response = await client.post(
+                    "/v1/meetings",
+                    json={"endDate": tomorrow.isoformat(), "roomMode": "normal"},
+                    headers={"Authorization": f"Bearer {api_key}"},
+                )
+                assert response.status == 201
+                assert_security_headers(response)
+                room_url = URL((await response.json())["roomUrl"])
+                assert str(room_url.origin()) == PUBLIC_URL
+                page = await client.get(room_url.path)
+                assert await page.text() == ROOM
+
+        with MeetingStore.open(tmp_path / "data") as store:
+            _, api_key = store.api_keys.create("", now_ms=0)
+            run(scenario(store, api_key))
+
+
+def test_redirect_keeps_the_path_encoded(web_dir: Path) -> None:
+    async def scenario() -> None:
+        async with plain_client(web_dir) as client:
+            response = await client.get(URL("/a%0d%0aSet-Cookie:%20x", encoded=True), allow_redirects=False)
+            assert response.status == 308
+            assert response.headers["Location"].lower() == PUBLIC_URL + "/a%0d%0aset-cookie:%20x"
+            assert "Set-Cookie" not in response.headers
+
+    run(scenario())
