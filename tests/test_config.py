@@ -574,3 +574,12 @@ class TestLoadDataDir:
         parser = argparse.ArgumentParser()
         add_serve_arguments(parser, only=("data-dir",))
         assert {action.dest for action in parser._actions} == {"help", "data_dir"}
+
+
+def test_public_ipv6(tmp_path: Path) -> None:
+    base = ["--data-dir", str(tmp_path), "--listen", "127.0.0.1"]
+    assert load_serve_config(base, {}).public_ipv6 is None
+    assert load_serve_config([*base, "--public-ipv6", "fd00::1"], {}).public_ipv6 == "fd00::1"
+    assert load_serve_config(base, {"MEET443_PUBLIC_IPV6": "2001:db8::5"}).public_ipv6 == "2001:db8::5"
+    with pytest.raises(ConfigError, match="IPv6"):
+        load_serve_config([*base, "--public-ipv6", "192.0.2.1"], {})

@@ -32,6 +32,8 @@ SHUTDOWN_SECONDS = 4.0
 
 def _own_addresses(config: ServeConfig) -> list[str]:
     addresses = [config.public_ip]
+    if config.public_ipv6 is not None:
+        addresses.append(config.public_ipv6)
     if config.listen not in ("0.0.0.0", "::"):  # noqa: S104
         addresses.append(config.listen)
     return addresses
@@ -45,6 +47,7 @@ def build_turn_service(config: ServeConfig) -> TurnService:
         allocation_bandwidth=float(config.allocation_bandwidth),
         unauthenticated_rate=config.unauth_rate,
         unauthenticated_burst=config.unauth_burst,
+        ipv6_relay=config.public_ipv6 is not None,
     )
     own = _own_addresses(config)
 
@@ -62,7 +65,9 @@ def build_turn_service(config: ServeConfig) -> TurnService:
             os.urandom,
         )
 
-    return TurnService(make_turn, config.listen, config.public_ip, config.relay_ports, own)
+    return TurnService(
+        make_turn, config.listen, config.public_ip, config.relay_ports, own, config.public_ipv6
+    )
 
 
 def _tls_files(config: ServeConfig) -> tuple[Path, Path]:

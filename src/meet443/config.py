@@ -124,6 +124,12 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "non-loopback address)",
     ),
     Option(
+        "public-ipv6",
+        "IP",
+        "IPv6 address for IPv6 TURN relays (RFC 8656 REQUESTED-ADDRESS-FAMILY); default: none, "
+        "relays are IPv4 only",
+    ),
+    Option(
         "relay-ports",
         "LO-HI",
         "UDP port range for TURN relayed addresses",
@@ -262,6 +268,7 @@ class ServeConfig:
     listen: str = DEFAULT_LISTEN
     port: int = DEFAULT_PORT
     public_ip: str
+    public_ipv6: str | None = None
     relay_ports: tuple[int, int] = DEFAULT_RELAY_PORTS
     turn_secret: str = field(repr=False, metadata={"redact": "value"})
     #: Where the secret came from (a flag, a variable or a file path), safe to log.
@@ -668,6 +675,13 @@ def _parse_ip(text: str) -> str:
         raise ValueError(f"expected an IP address, got {text!r}") from None
 
 
+def _parse_ipv6(text: str) -> str:
+    address = _parse_ip(text)
+    if ":" not in address:
+        raise ValueError(f"expected an IPv6 address, got {text!r}")
+    return address
+
+
 def _parse_relay_ports(text: str) -> tuple[int, int]:
     low_text, dash, high_text = text.strip().partition("-")
     if not dash:
@@ -891,6 +905,7 @@ def _build(values: _Values, config_file: Path | None) -> ServeConfig:
         listen=listen,
         port=port,
         public_ip=public_ip,
+        public_ipv6=values.one("public_ipv6", _parse_ipv6),
         relay_ports=pick("relay_ports", _parse_relay_ports),
         turn_secret=secret,
         turn_secret_origin=secret_origin,
