@@ -265,6 +265,16 @@ class TestAdmission:
         store.delete(created.meeting.meeting_id)
         assert admit(store, created.meeting.room_name, created.host_room_key) is Refusal.MEETING_ENDED
 
+    def test_ended_by_a_host_refuses_joins_after_reopening(self, tmp_path: Path) -> None:
+        with MeetingStore.open(tmp_path / "d") as store:
+            created = store.create(end_ms=NOW + HOUR, mode=RoomMode.NORMAL, now_ms=NOW)
+            name = created.meeting.room_name
+            assert store.end(name, NOW + 10)
+            assert not store.end("no-such-room", NOW + 10)
+        with MeetingStore.open(tmp_path / "d") as store:
+            assert admit(store, name, created.host_room_key, now=NOW + 11) is Refusal.MEETING_ENDED
+            assert isinstance(admit(store, name, now=NOW + 9), RoomAdmission)
+
 
 class TestApiKeys:
     def test_create_verify_list(self, store: MeetingStore) -> None:

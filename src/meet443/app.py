@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import sys
+import time
 from pathlib import Path
 
 import uvloop
@@ -16,9 +17,12 @@ from aiohttp import web
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.http import HttpService, build_main_app, build_metrics_app
+from meet443.aio.signaling import SignalingService
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import MainUdpProtocol, RelayPool, TurnService
 from meet443.config import ServeConfig
+from meet443.meetings import MeetingStore
+from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.turn.credentials import CredentialStore
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
@@ -70,6 +74,33 @@ def build_turn_service(config: ServeConfig) -> TurnService:
     )
 
 
+def build_signaling_service(config: ServeConfig, store: MeetingStore) -> SignalingService:
+    async def directory(room: str, room_key: str | None, now: float) -> RoomAdmission | Refusal:
+        # SQLite blocks; a thread keeps a slow disk from stalling media on the event loop.
+        return await asyncio.to_thread(
+            store.admission,
+            room,
+            room_key,
+            int(now * 1000),
+            require_api_key=config.require_api_key,
+            default_mode=config.default_room_mode,
+        )
+
+    async def meeting_ended(room: str) -> None:
+        await asyncio.to_thread(store.end, room, int(time.time() * 1000))
+
+    return SignalingService(
+        directory,
+        turn_secret=config.turn_secret,
+        public_url=config.public_url,
+        turn_port=config.port,
+        credential_ttl=config.credential_ttl,
+        force_relay=config.force_relay,
+        max_participants=config.max_participants,
+        on_meeting_ended=meeting_ended,
+    )
+
+
 def _tls_files(config: ServeConfig) -> tuple[Path, Path]:
     if config.cert is not None and config.key is not None:
         return config.cert, config.key
@@ -94,14 +125,20 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     udp_transport, _ = await loop.create_datagram_endpoint(lambda: MainUdpProtocol(service), sock=udp_sock)
     service.start()
 
-    http = HttpService(build_main_app(config.public_url, embed_origins=config.embed_origins))
+    store = MeetingStore.open(config.data_dir)
+    app = build_main_app(config.public_url, embed_origins=config.embed_origins, meetings=store)
+    signaling = build_signaling_service(config, store)
+    signaling.add_routes(app)
+    http = HttpService(app)
     await http.start()
     tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, config.max_pending_connections)
     tcp.listen(config.listen, config.port)
 
     where = f"{config.listen}:{config.port}"
     logger.info("listening on udp %s: STUN, TURN (UDP) and ChannelData", where)
-    logger.info("listening on tcp %s: TURN over TCP and TLS, HTTPS (health check at /healthz)", where)
+    logger.info(
+        "listening on tcp %s: TURN over TCP and TLS; HTTPS web app, REST API and WSS signaling", where
+    )
     logger.info(
         "relay ports %d-%d advertised at %s; public URL %s",
         *config.relay_ports,
@@ -111,7 +148,9 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
-        metrics_runner = web.AppRunner(build_metrics_app(service), access_log=None, handle_signals=False)
+        metrics_runner = web.AppRunner(
+            build_metrics_app(service, signaling.core), access_log=None, handle_signals=False
+        )
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, *config.metrics_listen).start()
         logger.info("listening on tcp %s:%d: Prometheus metrics at /metrics", *config.metrics_listen)
@@ -140,6 +179,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
             await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)
         except TimeoutError:
             logger.warning("shutdown did not finish in %.0f s", SHUTDOWN_SECONDS)
+        store.close()
 
 
 def serve(config: ServeConfig) -> int:

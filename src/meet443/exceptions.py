@@ -7,9 +7,12 @@
     └── ProtocolError               a peer sent something we cannot accept
         ├── ParseError              bytes that do not decode (STUN, ChannelData, ...);
         │                           the datagram or frame is dropped and counted
-        └── StunErrorResponse       a well-formed request to answer with a STUN ERROR-CODE
-                                    (RFC 8489 §14.8); carries the code, reason and any
-                                    UNKNOWN-ATTRIBUTES to put on the wire
+        ├── StunErrorResponse       a well-formed request to answer with a STUN ERROR-CODE
+        │                           (RFC 8489 §14.8); carries the code, reason and any
+        │                           UNKNOWN-ATTRIBUTES to put on the wire
+        └── SignalingError          a signaling message to answer with an ``error`` message
+                                    (docs/signaling.md "Error codes"); carries the code and
+                                    the WebSocket close code when the socket must close
 
 Parsers raise only ``ParseError``; servers turn every ``ProtocolError`` into a counter, a log line
 and, where the RFC says so, an error response, never a crash.
@@ -42,3 +45,21 @@ class StunErrorResponse(ProtocolError):
         self.code = code
         self.reason = reason
         self.unknown_attributes = unknown_attributes
+
+
+class SignalingError(ProtocolError):
+    """A signaling message to answer with ``{"type": "error", "code": ...}`` (docs/signaling.md).
+
+    ``code`` is the contract's error code (``bad-message``, ``room-full``, ...); ``close_code`` is the
+    WebSocket close code that follows the error (1000, 1002, 1008, 1013), or ``None`` when the socket
+    stays open; ``ref`` is the offending message's ``type`` when it is known.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, close_code: int | None = None, ref: str | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+        self.ref = ref

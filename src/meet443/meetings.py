@@ -406,6 +406,15 @@ class MeetingStore:
             )
         return cursor.rowcount == 1
 
+    def end(self, room_name: str, now_ms: int) -> bool:
+        """A host ended the meeting for all: it admits nobody from now on, across restarts too."""
+        with self._db.transaction() as db:
+            cursor = db.execute(
+                "UPDATE meetings SET end_ms = MIN(end_ms, ?) WHERE room_name = ? AND deleted = 0",
+                (now_ms, room_name),
+            )
+        return cursor.rowcount == 1
+
     def admission(
         self,
         room_name: str,

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -315,6 +316,28 @@ class TestProcess:
         assert f"listening on udp {HOST}:{live.port}" in log
         assert f"listening on tcp {HOST}:{live.port}" in log
         assert SECRET not in log and PASSWORD not in log
+
+    def test_metrics_on_their_own_address_only(self, tmp_path: Path, echo_peer: EchoPeer) -> None:
+        metrics_port = free_port()
+        live = start_server(tmp_path, "--metrics-listen", f"{HOST}:{metrics_port}")
+        try:
+            client = SocketTurnClient((HOST, live.port), USER, PASSWORD, "udp")
+            client.allocate()
+            client.bind(0x4001, echo_peer.address)
+            client.send_channel(0x4001, b"counted")
+            client.receive_channel()
+            client.close()
+            with urllib.request.urlopen(f"http://{HOST}:{metrics_port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            assert "meet443_turn_allocations 1" in text
+            assert 'meet443_turn_packets_relayed_total{transport="udp"} 2' in text
+            assert "meet443_signaling_connections 0" in text
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                https_get(live, "/metrics")
+            assert refused.value.code == 404
+            refused.value.close()
+        finally:
+            stop_server(live)
 
     def test_sighup_reloads_the_certificate(self, tmp_path: Path) -> None:
         live = start_server(tmp_path)

@@ -25,6 +25,7 @@ from meet443.aio.turn import TurnService
 from meet443.config import parse_origin, parse_public_url
 from meet443.meetings import MeetingStore
 from meet443.proto.signaling.admission import is_valid_room_name
+from meet443.proto.signaling.room import SignalingServer
 
 logger = logging.getLogger(__name__)
 
@@ -205,45 +206,88 @@ class HttpService:
         await self.runner.cleanup()
 
 
-def render_metrics(service: TurnService) -> str:
-    """Prometheus text exposition of the TURN counters (no per-user labels)."""
-    counters = service.turn.counters
-    lines = [
-        "# HELP meet443_turn_allocations Active TURN allocations.",
-        "# TYPE meet443_turn_allocations gauge",
-        f"meet443_turn_allocations {len(service.turn.allocations)}",
-        "# HELP meet443_turn_allocations_created_total TURN allocations created.",
-        "# TYPE meet443_turn_allocations_created_total counter",
-        f"meet443_turn_allocations_created_total {counters.allocations_created}",
-        "# HELP meet443_turn_packets_relayed_total Datagrams relayed, by client transport.",
-        "# TYPE meet443_turn_packets_relayed_total counter",
-    ]
-    lines += [
-        f'meet443_turn_packets_relayed_total{{transport="{t.value}"}} {n}'
-        for t, n in counters.packets_relayed.items()
-    ]
-    lines += [
-        "# HELP meet443_turn_bytes_relayed_total Payload bytes relayed, by client transport.",
-        "# TYPE meet443_turn_bytes_relayed_total counter",
-    ]
-    lines += [
-        f'meet443_turn_bytes_relayed_total{{transport="{t.value}"}} {n}'
-        for t, n in counters.bytes_relayed.items()
-    ]
-    lines += [
-        "# HELP meet443_turn_auth_failures_total Requests refused for bad or expired credentials.",
-        "# TYPE meet443_turn_auth_failures_total counter",
-        f"meet443_turn_auth_failures_total {counters.auth_failures}",
-        "# HELP meet443_dropped_total Packets and messages dropped, by reason.",
-        "# TYPE meet443_dropped_total counter",
-    ]
-    lines += [f'meet443_dropped_total{{reason="{r}"}} {n}' for r, n in sorted(counters.dropped.items())]
+def _metric(lines: list[str], name: str, kind: str, help_text: str, samples: Mapping[str, int]) -> None:
+    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{labels} {value}" for labels, value in samples.items()]
+
+
+def render_metrics(service: TurnService, signaling: SignalingServer | None = None) -> str:
+    """Prometheus text exposition (no per-user or per-room labels)."""
+    turn = service.turn
+    counters = turn.counters
+    lines: list[str] = []
+    _metric(
+        lines, "meet443_turn_allocations", "gauge", "Active TURN allocations.", {"": len(turn.allocations)}
+    )
+    _metric(
+        lines,
+        "meet443_turn_allocations_created_total",
+        "counter",
+        "TURN allocations created.",
+        {"": counters.allocations_created},
+    )
+    by_transport = {f'{{transport="{t.value}"}}': n for t, n in counters.packets_relayed.items()}
+    _metric(
+        lines,
+        "meet443_turn_packets_relayed_total",
+        "counter",
+        "Datagrams relayed, by client transport.",
+        by_transport,
+    )
+    bytes_by_transport = {f'{{transport="{t.value}"}}': n for t, n in counters.bytes_relayed.items()}
+    _metric(
+        lines,
+        "meet443_turn_bytes_relayed_total",
+        "counter",
+        "Payload bytes relayed, by client transport.",
+        bytes_by_transport,
+    )
+    _metric(
+        lines,
+        "meet443_turn_auth_failures_total",
+        "counter",
+        "Requests refused for bad or expired credentials.",
+        {"": counters.auth_failures},
+    )
+    dropped = {f'{{reason="{r}"}}': n for r, n in sorted(counters.dropped.items())}
+    _metric(lines, "meet443_dropped_total", "counter", "Packets and messages dropped, by reason.", dropped)
+    if signaling is not None:
+        _metric(
+            lines,
+            "meet443_signaling_connections",
+            "gauge",
+            "Open signaling WebSockets.",
+            {"": signaling.connection_count},
+        )
+        _metric(
+            lines,
+            "meet443_signaling_participants",
+            "gauge",
+            "Participants in rooms.",
+            {"": signaling.participant_count},
+        )
+        _metric(
+            lines, "meet443_signaling_rooms", "gauge", "Rooms with participants.", {"": signaling.room_count}
+        )
+        sc = signaling.counters
+        _metric(lines, "meet443_signaling_joins_total", "counter", "Joins admitted.", {"": sc.joins})
+        _metric(lines, "meet443_signaling_resumes_total", "counter", "Sessions resumed.", {"": sc.resumes})
+        _metric(
+            lines,
+            "meet443_signaling_abuse_closes_total",
+            "counter",
+            "Sockets closed for abuse (1008).",
+            {"": sc.abuse_closes},
+        )
+        errors = {f'{{code="{c}"}}': n for c, n in sorted(sc.errors.items())}
+        _metric(lines, "meet443_signaling_errors_total", "counter", "Error messages sent, by code.", errors)
     return "\n".join(lines) + "\n"
 
 
-def build_metrics_app(service: TurnService) -> web.Application:
+def build_metrics_app(service: TurnService, signaling: SignalingServer | None = None) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=render_metrics(service), content_type="text/plain", charset="utf-8")
+        text = render_metrics(service, signaling)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
