@@ -101,6 +101,16 @@ class TestRfc8489Section9LongTermCredentials:
         assert reply.get(Realm) == Realm(REALM)
         assert reply.get(Nonce) is not None
 
+    def test_stream_clients_are_always_answered(self, clock: FakeClock) -> None:
+        """The unauthenticated limit guards against UDP reflection; a TCP client must never hang."""
+        server, _ = make_server(clock)
+        udp = TurnClient(server, clock)
+        request = Message(Method.ALLOCATE, StunClass.REQUEST, b"x" * 12, [RequestedTransport(17)])
+        answered = sum(bool(udp.send_raw(request.encode())) for _ in range(100))
+        assert answered == TurnSettings(realm=REALM).unauthenticated_burst
+        tcp = TurnClient(server, clock, transport=Transport.TCP, connection=1)
+        assert all(tcp.send_raw(request.encode()) for _ in range(100))
+
     def test_wrong_password_is_401_and_counted(self, clock: FakeClock) -> None:
         server, _ = make_server(clock)
         client = TurnClient(server, clock, password="wrong")

@@ -336,8 +336,12 @@ class TurnServer:
         unknown: tuple[int, ...] = (),
         challenge: bool = False,
     ) -> list[Output]:
-        """An error sent before the client proved who it is: rate limited per source address."""
-        if not self._unauthenticated.allow(flow.address[0], now):
+        """An error sent before the client proved who it is: rate limited per source address.
+
+        Only over UDP, where a forged source address turns answers into reflection. A TCP/TLS
+        client has completed a handshake, cannot be spoofed, and would hang on silence.
+        """
+        if flow.transport is Transport.UDP and not self._unauthenticated.allow(flow.address[0], now):
             self.counters.drop("unauthenticated_rate")
             return []
         attributes: list[Attribute] = [ErrorCode(code, reason)]
