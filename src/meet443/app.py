@@ -18,6 +18,7 @@ from aiohttp import web
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.http import HttpService, build_main_app, build_metrics_app
 from meet443.aio.signaling import SignalingService
+from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import MainUdpProtocol, RelayPool, TurnService
 from meet443.config import ServeConfig
@@ -29,8 +30,6 @@ from meet443.proto.turn.server import TurnServer, TurnSettings
 
 logger = logging.getLogger("meet443")
 
-#: Media bursts arrive faster than one event-loop turn drains them; a deep buffer avoids loss.
-UDP_BUFFER_BYTES = 4 << 20
 SHUTDOWN_SECONDS = 4.0
 
 
@@ -119,8 +118,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     service = build_turn_service(config)
     udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
-    udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER_BYTES)
-    udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER_BYTES)
+    enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
     udp_sock.bind((config.listen, config.port))
     udp_transport, _ = await loop.create_datagram_endpoint(lambda: MainUdpProtocol(service), sock=udp_sock)
     service.start()

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from meet443.aio.sockets import RELAY_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.exceptions import ParseError
 from meet443.proto.addresses import Address, Transport
 from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
@@ -105,6 +106,7 @@ class RelayPool:
                 if socket_family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind((bind_host, candidate))
+                enlarge_udp_buffers(sock, RELAY_UDP_BUFFER_BYTES)
             except OSError as exc:
                 sock.close()
                 if exc.errno in (errno.EADDRINUSE, errno.EACCES):
