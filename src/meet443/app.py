@@ -17,12 +17,14 @@ from aiohttp import web
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.http import HttpService, build_main_app, build_metrics_app
+from meet443.aio.network import NetworkEndpoints
 from meet443.aio.signaling import SignalingService
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import MainUdpProtocol, RelayPool, TurnService
 from meet443.config import ServeConfig
 from meet443.meetings import MeetingStore
+from meet443.network import NetworkDescription
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.turn.credentials import CredentialStore
 from meet443.proto.turn.peer_policy import PeerPolicy
@@ -51,6 +53,8 @@ def build_turn_service(config: ServeConfig) -> TurnService:
         unauthenticated_rate=config.unauth_rate,
         unauthenticated_burst=config.unauth_burst,
         ipv6_relay=config.public_ipv6 is not None,
+        change_port=True,
+        server_addresses=frozenset(_own_addresses(config)),
     )
     own = _own_addresses(config)
 
@@ -121,10 +125,23 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
     udp_sock.bind((config.listen, config.port))
     udp_transport, _ = await loop.create_datagram_endpoint(lambda: MainUdpProtocol(service), sock=udp_sock)
+    other_port = await service.open_other_port(
+        config.listen, config.other_udp_port, fixed=config.other_udp_port_fixed
+    )
     service.start()
 
     store = MeetingStore.open(config.data_dir)
-    app = build_main_app(config.public_url, embed_origins=config.embed_origins, meetings=store)
+    network = NetworkEndpoints(
+        description=NetworkDescription.from_config(config),
+        turn_secret=config.turn_secret,
+        turn_uris=config.turn_uris(),
+        relay_ports=config.relay_ports,
+        other_udp_port=lambda: service.other_port,
+        check_rate_per_minute=config.check_rate,
+    )
+    app = build_main_app(
+        config.public_url, embed_origins=config.embed_origins, meetings=store, network=network
+    )
     signaling = build_signaling_service(config, store)
     signaling.add_routes(app)
     http = HttpService(app)
@@ -134,6 +151,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     where = f"{config.listen}:{config.port}"
     logger.info("listening on udp %s: STUN, TURN (UDP) and ChannelData", where)
+    logger.info("listening on udp %s:%d: STUN Binding only (RFC 5780 change port)", config.listen, other_port)
     logger.info(
         "listening on tcp %s: TURN over TCP and TLS; HTTPS web app, REST API and WSS signaling", where
     )

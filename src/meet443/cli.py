@@ -1,8 +1,10 @@
-"""The ``meet443`` command: ``serve``, ``turn-credentials`` and ``api-key create|list|revoke``.
+"""The ``meet443`` command: ``serve``, ``turn-credentials``, ``api-key create|list|revoke``, ``check``
+and ``firewall-rules``.
 
 ``serve``'s flags come from :data:`meet443.config.SERVE_OPTIONS`, and so do ``api-key``'s ``--config`` and
-``--data-dir``, resolved as ``serve`` resolves them; this module only wires subcommands. Usage and
-configuration errors exit with status 2; revoking a key that does not exist exits with 1.
+``--data-dir`` and all of ``firewall-rules``'s server options, resolved as ``serve`` resolves them; this
+module only wires subcommands. Usage and configuration errors exit with status 2; revoking a key that
+does not exist exits with 1; ``check`` exits with 1 when no media path works.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from meet443.config import (
     add_serve_arguments,
     default_public_url,
     discover_public_ip,
+    load_config_from_arguments,
     load_data_dir,
     load_serve_config,
     parse_public_url,
     turn_uris_for,
 )
 from meet443.exceptions import ConfigError
+from meet443.firewall import FORMATS, outbound_rules, render
 from meet443.meetings import ApiKey, MeetingStore, check_api_key_label
+from meet443.network import NetworkDescription
 from meet443.proto.turn.credentials import rest_credentials
 
 __all__ = ["main"]
@@ -151,7 +156,82 @@ def _build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", metavar="KEY_ID", help="the id that `api-key list` shows")
     for action in (create, listing, revoke):
         add_serve_arguments(action, only=_STATE_OPTIONS)
+    _add_check_parser(commands)
+    _add_firewall_parser(commands)
     return parser
+
+
+def _add_check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = commands.add_parser(
+        "check",
+        help="test from this network which paths to a meet443 server work",
+        description="Test every path of the network contract from this network to the server at URL: "
+        "HTTPS, WSS signaling, STUN, TURN over UDP, TCP and TLS (allocation and a relayed round trip), "
+        "the SFU's UDP port, direct UDP and unsolicited UDP for peer to peer. Prints a table and the "
+        "best media path. Exits 0 when some media path works, 1 when none does, 2 for usage errors.",
+        allow_abbrev=False,
+    )
+    check.add_argument("url", metavar="URL", help="the server, https://host[:port]")
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"server", "checks", "best_path", "p2p_direct"} instead of the table',
+    )
+    check.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="HTTP CONNECT proxy for HTTPS, WSS and TURN over TLS (default: $HTTPS_PROXY, unless $NO_PROXY "
+        "names the host)",
+    )
+    check.add_argument(
+        "--ca-file", metavar="PEM", type=Path, help="trust this CA (a server with a private CA)"
+    )
+    check.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=3.0,
+        help="how long one step may take before its path counts as blocked (default 3)",
+    )
+    check.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
+
+
+def _add_firewall_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rules = commands.add_parser(
+        "firewall-rules",
+        help="print outbound firewall rules for a client network",
+        description="Print the OUTBOUND allow rules a client network needs for this server: TCP and UDP "
+        "to its main port, optionally UDP to its relay ports and UDP 1024-65535 for peer to peer. The "
+        "server's addresses and ports come from the same options as `meet443 serve` (flags, MEET443_* "
+        "variables, --config), so run it on the server, or from a running server's /v1/network with "
+        "--url and --api-key.",
+        allow_abbrev=False,
+    )
+    rules.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    rules.add_argument(
+        "--relay-direct",
+        action="store_true",
+        help="also allow UDP to the relay port range: media straight to other participants' relayed "
+        "addresses, one relay hop less",
+    )
+    rules.add_argument(
+        "--p2p", action="store_true", help="also allow UDP 1024-65535 to anywhere, for peer-to-peer media"
+    )
+    rules.add_argument(
+        "--client-net", metavar="CIDR", help="limit the rules to this source network (default: any)"
+    )
+    rules.add_argument(
+        "--hook",
+        choices=("forward", "output"),
+        default="forward",
+        help="nftables/iptables chain: forward on a firewall, output on the client itself (default forward)",
+    )
+    rules.add_argument("--url", metavar="URL", help="read the addresses from this server's /v1/network")
+    rules.add_argument("--api-key", metavar="KEY", help="admin API key for --url (or $MEET443_API_KEY)")
+    rules.add_argument(
+        "--ca-file", metavar="PEM", type=Path, help="CA for --url (a server with a private CA)"
+    )
+    add_serve_arguments(rules)
 
 
 def _label(text: str) -> str:
@@ -223,6 +303,51 @@ def _api_key(args: argparse.Namespace) -> int:
         return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from meet443.netcheck.run import CheckOptions  # noqa: PLC0415 -- loads asyncio probes only here
+    from meet443.netcheck.run import main as check_main  # noqa: PLC0415
+
+    options = CheckOptions(
+        url=args.url,
+        json=args.json,
+        proxy=args.proxy,
+        ca_file=args.ca_file,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+    )
+    return check_main(options)
+
+
+def _firewall_rules(args: argparse.Namespace) -> int:
+    if args.url is not None:
+        from meet443.netcheck.network_api import FetchError, fetch_network  # noqa: PLC0415
+
+        api_key = args.api_key or os.environ.get("MEET443_API_KEY")
+        if not api_key:
+            raise ConfigError("--url needs --api-key (or MEET443_API_KEY): /v1/network is for admins")
+        try:
+            network = fetch_network(args.url, api_key, args.ca_file)
+        except FetchError as exc:
+            print(f"meet443 firewall-rules: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+    else:
+        network = NetworkDescription.from_config(
+            load_config_from_arguments(args, os.environ, read_secrets=False)
+        )
+    try:
+        text = render(
+            network,
+            outbound_rules(network, relay_direct=args.relay_direct, p2p=args.p2p),
+            args.format,
+            client_net=args.client_net,
+            hook=args.hook,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    sys.stdout.write(text)
+    return 0
+
+
 def _serve(serve_argv: Sequence[str]) -> int:
     config = load_serve_config(serve_argv, os.environ)
     # Imported here so that `turn-credentials` and `--help` do not load the whole server.
@@ -247,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(arguments[arguments.index("serve") + 1 :])
         if args.command == "api-key":
             return _api_key(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "firewall-rules":
+            return _firewall_rules(args)
         return _turn_credentials(args)
     except ConfigError as exc:
         print(f"meet443 {args.command}: error: {exc}", file=sys.stderr)

@@ -51,6 +51,7 @@ __all__ = [
     "add_serve_arguments",
     "default_public_url",
     "discover_public_ip",
+    "load_config_from_arguments",
     "load_data_dir",
     "load_serve_config",
     "parse_origin",
@@ -205,6 +206,19 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("default-room-mode", "MODE", "mode of ad-hoc rooms: normal (peer to peer) or group (SFU)"),
     Option("force-relay", "", "tell browsers to send all media through the TURN relay", boolean=True),
     Option("max-participants", "N", "participants in all rooms together"),
+    Option(
+        "other-udp-port",
+        "N",
+        "second UDP port: answers STUN Binding requests, and CHANGE-REQUEST (RFC 5780) for the main "
+        "port, so that `meet443 check` can test direct UDP; 0 picks a random free port; if the default "
+        "is taken, a random one is used",
+    ),
+    Option(
+        "check-rate",
+        "PER_MIN",
+        "network-check TURN credentials (POST /v1/network/check-credentials) one address may get "
+        "per minute; raise it when many users share one NAT address",
+    ),
 )
 
 _OPTIONS_BY_DEST = {option.dest: option for option in SERVE_OPTIONS}
@@ -304,6 +318,12 @@ class ServeConfig:
     force_relay: bool = False
     #: Participants in all rooms together.
     max_participants: int = DEFAULT_MAX_PARTICIPANTS
+    #: Network-check credentials per address and minute (``meet443 check``, ``/check``).
+    check_rate: int = 6
+    #: The second UDP port (RFC 5780 "change port"); 0: random. 3478 is STUN's IANA port.
+    other_udp_port: int = 3478
+    #: ``other_udp_port`` was set explicitly: failing to bind it is fatal.
+    other_udp_port_fixed: bool = False
     config_file: Path | None = None
 
     @property
@@ -834,12 +854,24 @@ def load_serve_config(argv: Sequence[str], environ: Mapping[str, str]) -> ServeC
     Reads the files the options name and ``<data-dir>/turn-secret`` (created on first use); raises
     :class:`ConfigError` for anything invalid.
     """
-    flags = _flag_layer(_serve_parser().parse_args(list(argv)))
+    return load_config_from_arguments(_serve_parser().parse_args(list(argv)), environ)
+
+
+def load_config_from_arguments(
+    namespace: argparse.Namespace, environ: Mapping[str, str], *, read_secrets: bool = True
+) -> ServeConfig:
+    """Like :func:`load_serve_config`, for a parser that declared the options with
+    :func:`add_serve_arguments` (``meet443 firewall-rules``).
+
+    With ``read_secrets=False`` the TURN secret and static users are neither read nor generated
+    (``turn_secret`` is empty): for commands that only need addresses and ports.
+    """
+    flags = _flag_layer(namespace)
     env = _env_layer(environ)
     config_values = _Values(_merge([flags, env]), environ)
     config_file = config_values.path("config")
     layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
-    return _build(_Values(_merge(layers), environ), config_file)
+    return _build(_Values(_merge(layers), environ), config_file, read_secrets=read_secrets)
 
 
 def load_data_dir(namespace: argparse.Namespace, environ: Mapping[str, str]) -> Path:
@@ -864,7 +896,7 @@ def _field_defaults() -> dict[str, object]:
     }
 
 
-def _build(values: _Values, config_file: Path | None) -> ServeConfig:
+def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = True) -> ServeConfig:
     defaults = _field_defaults()
 
     def pick(dest: str, parse: Callable[[str], _T]) -> _T:
@@ -883,7 +915,9 @@ def _build(values: _Values, config_file: Path | None) -> ServeConfig:
 
     secret = values.one("turn_secret", _parse_nonempty)
     secret_file = values.path("turn_secret_file")
-    if secret is not None:
+    if not read_secrets:
+        secret, secret_origin = "", "not read"
+    elif secret is not None:
         secret_origin = values.source("turn_secret") or ""
     elif secret_file is not None:
         secret = _read_text(secret_file, "TURN secret file").strip()
@@ -909,7 +943,7 @@ def _build(values: _Values, config_file: Path | None) -> ServeConfig:
         relay_ports=pick("relay_ports", _parse_relay_ports),
         turn_secret=secret,
         turn_secret_origin=secret_origin,
-        turn_users=types.MappingProxyType(_static_users(values)),
+        turn_users=types.MappingProxyType(_static_users(values) if read_secrets else {}),
         allow_peers=tuple(values.many("allow_peer", _parse_cidr)),
         public_url=public_url,
         realm=realm,
@@ -931,6 +965,9 @@ def _build(values: _Values, config_file: Path | None) -> ServeConfig:
         default_room_mode=pick("default_room_mode", _parse_room_mode),
         force_relay=pick("force_relay", _parse_bool),
         max_participants=pick("max_participants", _int_parser(1)),
+        check_rate=pick("check_rate", _int_parser(1, 100_000)),
+        other_udp_port=pick("other_udp_port", _int_parser(0, 65535)),
+        other_udp_port_fixed=values.source("other_udp_port") is not None,
         config_file=config_file,
     )
 

@@ -7,6 +7,9 @@
     DELETE /v1/meetings/{meetingId}                                             204
     GET    /v1/openapi.json                                                     200 the OpenAPI 3.1 document
 
+The network endpoints (``/v1/network``, :mod:`meet443.aio.network`) use this module's authentication
+and are described in the same OpenAPI document when ``network=True``.
+
 Requests carry ``Authorization: Bearer m443_<id>_<secret>`` (``meet443 api-key create``). Errors are
 ``{"error": {"code", "message"}}``. Every URL in an answer is built from the configured public URL, never
 from the request's ``Host`` header, which the client controls. The SQLite store is synchronous; its
@@ -41,7 +44,14 @@ from meet443.meetings import (
 from meet443.proto.ratelimit import KeyedRateLimiter
 from meet443.proto.signaling.admission import RoomMode
 
-__all__ = ["CreateMeetingRequest", "FailedAuthLimit", "MeetingsApi", "add_api_routes", "openapi_document"]
+__all__ = [
+    "CreateMeetingRequest",
+    "FailedAuthLimit",
+    "MeetingsApi",
+    "add_api_routes",
+    "error_response",
+    "openapi_document",
+]
 
 MEETINGS_PATH = "/v1/meetings"
 MEETING_PATH = "/v1/meetings/{meetingId}"
@@ -115,11 +125,15 @@ def _error_text(code: str, message: str) -> str:
     return json.dumps({"error": {"code": code, "message": message}})
 
 
-def _error(
+def error_response(
     status: type[web.HTTPException], code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> web.HTTPException:
+    """``{"error": {"code", "message"}}`` with ``status``, not cached."""
     all_headers = {"Cache-Control": "no-store", **(headers or {})}
     return status(text=_error_text(code, message), content_type=_JSON, headers=all_headers)
+
+
+_error = error_response
 
 
 def _iso(ms: int) -> str:
@@ -143,13 +157,14 @@ class MeetingsApi:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         failed_auth: FailedAuthLimit | None = None,
+        network: bool = False,
     ) -> None:
         self.store = store
         self.public_url = parse_public_url(public_url)
         self._clock = clock
         self._monotonic = monotonic
         self.failed_auth = failed_auth or FailedAuthLimit()
-        self._openapi = json.dumps(openapi_document(self.public_url), indent=1).encode()
+        self._openapi = json.dumps(openapi_document(self.public_url, network=network), indent=1).encode()
 
     def room_url(self, room_name: str) -> str:
         return f"{self.public_url}/{room_name}"
@@ -170,7 +185,7 @@ class MeetingsApi:
         body["hostRoomUrl"] = f"{body['roomUrl']}?roomKey={key}"
         return body
 
-    async def _authenticate(self, request: web.Request) -> str:
+    async def authenticate(self, request: web.Request) -> str:
         """The key id of the request's valid API key; raises 401, or 429 for an address over its budget."""
         address = request.remote or ""
         retry_after = self.failed_auth.retry_after(address, self._monotonic())
@@ -210,7 +225,7 @@ class MeetingsApi:
         return meeting_id
 
     async def create_meeting(self, request: web.Request) -> web.Response:
-        key_id = await self._authenticate(request)
+        key_id = await self.authenticate(request)
         body = await request.read()
         if len(body) > MAX_BODY_BYTES:
             raise web.HTTPRequestEntityTooLarge(
@@ -257,14 +272,14 @@ class MeetingsApi:
         )
 
     async def get_meeting(self, request: web.Request) -> web.Response:
-        await self._authenticate(request)
+        await self.authenticate(request)
         meeting = await asyncio.to_thread(self.store.get, self._meeting_id(request))
         if meeting is None:
             raise _error(web.HTTPNotFound, "not-found", "no such meeting")
         return web.json_response(self._meeting_body(meeting), headers={"Cache-Control": "no-store"})
 
     async def delete_meeting(self, request: web.Request) -> web.Response:
-        await self._authenticate(request)
+        await self.authenticate(request)
         if not await asyncio.to_thread(self.store.delete, self._meeting_id(request)):
             raise _error(web.HTTPNotFound, "not-found", "no such meeting")
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
@@ -297,9 +312,16 @@ def add_api_routes(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
     failed_auth: FailedAuthLimit | None = None,
+    network: bool = False,
 ) -> MeetingsApi:
-    """Register the API on ``app``; ``public_url`` is the only source of the URLs in answers."""
-    api = MeetingsApi(store, public_url, clock=clock, monotonic=monotonic, failed_auth=failed_auth)
+    """Register the API on ``app``; ``public_url`` is the only source of the URLs in answers.
+
+    ``network``: the caller also registers :func:`meet443.aio.network.add_network_routes`, so the
+    OpenAPI document describes those paths too.
+    """
+    api = MeetingsApi(
+        store, public_url, clock=clock, monotonic=monotonic, failed_auth=failed_auth, network=network
+    )
     meetings = app.router.add_resource(MEETINGS_PATH)
     meetings.add_route("POST", api.create_meeting)
     meetings.add_route("*", api.method_not_allowed("POST"))
@@ -325,8 +347,117 @@ def _error_response(description: str, headers: dict[str, Any] | None = None) -> 
     return response
 
 
-def openapi_document(public_url: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the handlers above, with ``public_url`` as the server."""
+def openapi_document(public_url: str, *, network: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the handlers above, with ``public_url`` as the server.
+
+    ``network``: include ``/v1/network`` and ``/v1/network/check-credentials``.
+    """
+    document = _meetings_document(public_url)
+    if network:
+        _add_network_paths(document)
+    return document
+
+
+def _add_network_paths(document: dict[str, Any]) -> None:
+    ports = {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}
+    strings = {"type": "array", "items": {"type": "string"}}
+    document["paths"]["/v1/network"] = {
+        "get": {
+            "operationId": "getNetwork",
+            "summary": "Host names, ports, protocols and server addresses a client network must reach",
+            "responses": {
+                "200": {
+                    "description": "The deployment's network contract; `meet443 firewall-rules --url` "
+                    "turns it into firewall rules",
+                    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Network"}}},
+                },
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "429": {"$ref": "#/components/responses/RateLimited"},
+            },
+        }
+    }
+    document["paths"]["/v1/network/check-credentials"] = {
+        "post": {
+            "operationId": "createCheckCredentials",
+            "summary": "Short-lived TURN credentials for a network check (they relay only to this server)",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Credentials valid for `ttl` seconds",
+                    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/CheckCredentials"}}},
+                },
+                "429": {"$ref": "#/components/responses/RateLimited"},
+            },
+        }
+    }
+    schemas = document["components"]["schemas"]
+    schemas["Network"] = {
+        "type": "object",
+        "required": ["version", "publicUrl", "hostnames", "services", "nodes"],
+        "properties": {
+            "version": {"const": 1},
+            "publicUrl": {"type": "string", "format": "uri"},
+            "hostnames": strings,
+            "services": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "purpose", "protocol", "ports", "destination", "required"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "purpose": {"type": "string"},
+                        "protocol": {"enum": ["tcp", "udp"]},
+                        "ports": ports,
+                        "destination": {"enum": ["servers", "any"]},
+                        "required": {"type": "boolean"},
+                    },
+                },
+            },
+            "nodes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "name",
+                        "self",
+                        "hostnames",
+                        "addresses",
+                        "tcpPort",
+                        "udpPort",
+                        "relayPorts",
+                    ],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "self": {"type": "boolean"},
+                        "hostnames": strings,
+                        "addresses": strings,
+                        "tcpPort": {"type": "integer"},
+                        "udpPort": {"type": "integer"},
+                        "relayPorts": ports,
+                    },
+                },
+            },
+        },
+    }
+    schemas["CheckCredentials"] = {
+        "type": "object",
+        "required": ["username", "credential", "ttl", "iceServers", "otherUdpPort", "relayPorts"],
+        "properties": {
+            "username": {"type": "string", "description": "`<expiry>:check-<random>`"},
+            "credential": {"type": "string"},
+            "ttl": {"type": "integer"},
+            "iceServers": {"type": "array", "items": {"type": "object"}},
+            "otherUdpPort": {
+                "type": ["integer", "null"],
+                "description": "the second UDP port, which answers STUN Binding requests and "
+                "CHANGE-REQUEST (RFC 5780)",
+            },
+            "relayPorts": ports,
+        },
+    }
+
+
+def _meetings_document(public_url: str) -> dict[str, Any]:
     date_time = {"type": "string", "format": "date-time"}
     url = {"type": "string", "format": "uri"}
     meeting_id = {

@@ -4,8 +4,9 @@ aiohttp's low-level server gives one protocol object per connection, which the p
 each connection it identifies as HTTP. Query strings are never logged (they may carry room keys).
 
 The main app serves the web client (``/`` the landing page, ``/<room>`` the meeting page for a valid
-room name, ``/static/...`` its ES modules and styles, no build step), ``/healthz``, and whatever the
-caller adds (the meetings API, the signaling WebSocket). Every HTTPS answer, errors included, carries a
+room name, ``/check`` the network check page, ``/static/...`` its ES modules and styles, no build
+step), ``/healthz``, and whatever the caller adds (the meetings and network APIs, the signaling
+WebSocket). Every HTTPS answer, errors included, carries a
 strict Content-Security-Policy and Permissions-Policy: camera, microphone and screen capture only for
 this origin and the ``--embed-origin`` sites, which alone may frame the pages.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from meet443.aio.api import add_api_routes
+from meet443.aio.network import NetworkEndpoints, add_network_routes
 from meet443.aio.turn import TurnService
 from meet443.config import parse_origin, parse_public_url
 from meet443.meetings import MeetingStore
@@ -130,8 +132,10 @@ def build_main_app(
     embed_origins: Sequence[str] = (),
     meetings: MeetingStore | None = None,
     web_dir: Path = WEB_DIR,
+    network: NetworkEndpoints | None = None,
 ) -> web.Application:
-    """The app on the main port: the web client, ``/healthz``, and with ``meetings`` the meetings API.
+    """The app on the main port: the web client, ``/healthz``, and with ``meetings`` the meetings API
+    (and with ``network`` too, ``/v1/network``, whose API keys are the meetings API's).
 
     ``embed_origins`` are ``https://host[:port]`` origins (as :func:`meet443.config.parse_origin`
     accepts; checked again here because they go into headers).
@@ -166,6 +170,9 @@ def build_main_app(
     async def landing(request: web.Request) -> web.FileResponse:
         return _file_response(web_dir / "index.html")
 
+    async def check(request: web.Request) -> web.FileResponse:
+        return _file_response(web_dir / "check.html")
+
     async def room(request: web.Request) -> web.FileResponse:
         if not is_valid_room_name(request.match_info["room"]):
             raise web.HTTPNotFound()
@@ -181,10 +188,13 @@ def build_main_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/", landing)
     app.router.add_get("/static/{path:.+}", static)
+    app.router.add_get("/check", check)
     # Last: one path segment that no other route took. /v1/... has two and never lands here.
     app.router.add_get("/{room}", room)
     if meetings is not None:
-        add_api_routes(app, meetings, public_url)
+        api = add_api_routes(app, meetings, public_url, network=network is not None)
+        if network is not None:
+            add_network_routes(app, network, api)
     return app
 
 

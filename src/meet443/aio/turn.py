@@ -22,7 +22,7 @@ from meet443.proto.addresses import Address, Transport
 from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
 from meet443.proto.turn.allocation import ClientFlow
 from meet443.proto.turn.channeldata import StreamFramer
-from meet443.proto.turn.server import Output, ToClient, ToPeer, TurnServer
+from meet443.proto.turn.server import Output, ServerPort, ToClient, ToClientFrom, ToPeer, TurnServer
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +187,27 @@ class MainUdpProtocol(asyncio.DatagramProtocol):
         self.service.turn.counters.drop("udp_socket_error")
 
 
+class OtherUdpProtocol(asyncio.DatagramProtocol):
+    """The second UDP port (RFC 5780 "change port"): Binding requests only, never TURN."""
+
+    def __init__(self, service: TurnService) -> None:
+        self.service = service
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.service.other_transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        service = self.service
+        address: Address = addr if len(addr) == 2 else addr[:2]
+        if service.is_own_relay(address):
+            service.turn.counters.drop("from_own_relay")
+            return
+        service.dispatch(service.turn.receive_on_other_port(data, address, time.time()))
+
+    def error_received(self, exc: Exception) -> None:
+        self.service.turn.counters.drop("udp_socket_error")
+
+
 class StreamTurnProtocol(asyncio.Protocol):
     """TURN over one TCP or TLS connection (RFC 8656 §3.1, framing per §12.5)."""
 
@@ -237,6 +258,9 @@ class TurnService:
         self.relays = RelayPool(self, bind_host, public_ip, relay_ports, public_ipv6)
         self.turn = turn_factory(self.relays)
         self.udp_transport: asyncio.DatagramTransport | None = None
+        #: The second UDP port (RFC 5780 CHANGE-REQUEST), opened by :meth:`open_other_port`.
+        self.other_transport: asyncio.DatagramTransport | None = None
+        self.other_port: int | None = None
         self.streams: dict[int, asyncio.Transport] = {}
         self._connection_ids = 0
         self.own_addresses = frozenset(own_addresses)
@@ -263,6 +287,43 @@ class TurnService:
                 self.relays.send(output.relay, output.peer, output.data)
             elif isinstance(output, ToClient):
                 self.to_client(output.flow, output.data)
+            elif isinstance(output, ToClientFrom):
+                port = self.udp_transport if output.port is ServerPort.MAIN else self.other_transport
+                if port is not None:
+                    port.sendto(output.data, output.address)
+
+    async def open_other_port(self, bind_host: str, port: int, *, fixed: bool = False) -> int:
+        """Bind the second UDP port (RFC 5780 "change port") and return its number.
+
+        ``port`` 0, or a ``port`` that is taken when not ``fixed``, gives a random free port outside
+        the relay range and the privileged ports: reaching it shows that UDP to arbitrary ports of
+        the server works, not only to the main port or the relay range (``meet443 check``).
+        """
+        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+        loop = asyncio.get_running_loop()
+        low, high = self.relays.low, self.relays.high
+        choices = [*range(1024, low), *range(high + 1, 65536)] or list(range(low, high + 1))
+        rng = random.SystemRandom()
+        candidates = [port] if port else []
+        if not fixed or not port:
+            candidates += [rng.choice(choices) for _ in range(64)]
+        for index, candidate in enumerate(candidates):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((bind_host, candidate))
+                enlarge_udp_buffers(sock, RELAY_UDP_BUFFER_BYTES)
+            except OSError as exc:
+                sock.close()
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES) and index < len(candidates) - 1:
+                    if index == 0 and candidate == port:
+                        logger.warning("UDP port %d is taken; the second STUN port is a random one", port)
+                    continue
+                raise
+            sock.setblocking(False)
+            await loop.create_datagram_endpoint(lambda: OtherUdpProtocol(self), sock=sock)
+            self.other_port = candidate
+            return candidate
+        raise OSError(errno.EADDRINUSE, "no free UDP port for the second STUN port")
 
     def to_client(self, flow: ClientFlow, data: bytes) -> None:
         if flow.transport is _UDP:
@@ -288,6 +349,8 @@ class TurnService:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.other_transport is not None:
+            self.other_transport.close()
         for stream in list(self.streams.values()):
             stream.close()
         self.relays.close_all()

@@ -1,4 +1,4 @@
-"""Typed STUN attributes (RFC 8489 §14, RFC 8656 §18, RFC 8445 §16.1).
+"""Typed STUN attributes (RFC 8489 §14, RFC 8656 §18, RFC 8445 §16.1, RFC 5780 §7.2).
 
 Each attribute is a frozen dataclass with a ``TYPE`` number, ``pack(transaction_id)`` for its value
 bytes and ``unpack(value, transaction_id)``; the message codec adds the TLV header and padding.
@@ -578,6 +578,27 @@ class IceControlling(IceControlled):
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeRequest(Attribute):
+    """RFC 5780 §7.2 CHANGE-REQUEST: answer from another IP address (A, 0x04) and/or port (B, 0x02).
+
+    NAT behaviour discovery: a Binding answer from a port the client never sent to shows whether
+    the client's firewall lets unsolicited UDP in (RFC 5780 §4.4, filtering behaviour).
+    """
+
+    TYPE: ClassVar[int] = 0x0003
+    change_ip: bool = False
+    change_port: bool = False
+
+    def pack(self, transaction_id: bytes) -> bytes:
+        return struct.pack("!I", (0x04 if self.change_ip else 0) | (0x02 if self.change_port else 0))
+
+    @classmethod
+    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
+        flags = _u32(value, "CHANGE-REQUEST")
+        return cls(change_ip=bool(flags & 0x04), change_port=bool(flags & 0x02))
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownAttribute(Attribute):
     """An attribute type this codec does not know; kept so a message round-trips byte for byte."""
 
@@ -628,5 +649,6 @@ KNOWN_ATTRIBUTES: dict[int, type[Attribute]] = {
         UseCandidate,
         IceControlled,
         IceControlling,
+        ChangeRequest,
     )
 }

@@ -3,6 +3,8 @@
 Bytes and ``now`` go in, bytes and their destinations come out:
 
 * ``receive(data, flow, now)``: a datagram or stream message from a client;
+* ``receive_on_other_port(data, address, now)``: a datagram on the second UDP port, which only
+  answers Binding requests (RFC 5780 NAT behaviour discovery, see :meth:`TurnServer._binding`);
 * ``receive_from_peer(relay, peer, data, now)``: a datagram that arrived on a relay port;
 * ``connection_closed(flow, now)``: a TCP/TLS client went away (its allocation goes too);
 * ``handle_timer(now)``: expire allocations, permissions, channels, reservations and cached answers.
@@ -17,6 +19,8 @@ headers in place; the tests check them against :class:`~meet443.proto.turn.chann
 
 from __future__ import annotations
 
+import enum
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from meet443.proto.stun.attributes import (
     AdditionalAddressFamily,
     AddressErrorCode,
     Attribute,
+    ChangeRequest,
     ChannelNumber,
     Data,
     ErrorCode,
@@ -53,6 +58,7 @@ from meet443.proto.stun.keys import long_term_key
 from meet443.proto.stun.message import Message, Method, StunClass
 from meet443.proto.turn.allocation import Allocation, ClientFlow
 from meet443.proto.turn.channeldata import CHANNEL_MAX, CHANNEL_MIN, channel_data_header
+from meet443.proto.turn.check import is_check_username
 from meet443.proto.turn.credentials import CredentialStore
 from meet443.proto.turn.nonce import NonceFactory
 from meet443.proto.turn.peer_policy import PeerPolicy
@@ -79,7 +85,23 @@ class ToPeer(NamedTuple):
     data: bytes
 
 
-Output = ToClient | ToPeer
+class ServerPort(enum.Enum):
+    """The server's two UDP ports: the main one (STUN, TURN, ChannelData) and the other one, which
+    only answers Binding requests, for RFC 5780 CHANGE-REQUEST ("change port")."""
+
+    MAIN = "main"
+    OTHER = "other"
+
+
+class ToClientFrom(NamedTuple):
+    """A Binding answer over UDP that must leave from ``port`` (RFC 5780 §6.1: "change port")."""
+
+    port: ServerPort
+    address: Address
+    data: bytes
+
+
+Output = ToClient | ToPeer | ToClientFrom
 
 
 class RelayPortPool(Protocol):
@@ -109,6 +131,19 @@ class TurnSettings:
     unauthenticated_burst: float = 40.0
     response_cache_size: int = 50_000
     ipv6_relay: bool = False
+    #: The adapter has a second UDP port, so CHANGE-REQUEST "change port" can be honoured.
+    change_port: bool = False
+    #: The server's own addresses: the only peers of an allocation made with check credentials.
+    server_addresses: frozenset[str] = frozenset()
+    #: Allocations made with check credentials, all together (they are handed out without login).
+    max_check_allocations: int = 100
+    #: Longest lifetime of a check allocation: a check takes seconds; Chrome refreshes a minute early.
+    check_lifetime: int = 120
+
+    def __post_init__(self) -> None:
+        # Peers arrive as the codec writes IP addresses; compare like with like.
+        normalised = frozenset(str(ipaddress.ip_address(a)) for a in self.server_addresses)
+        object.__setattr__(self, "server_addresses", normalised)
 
 
 @dataclass(slots=True)
@@ -150,6 +185,8 @@ class TurnServer:
         #: UDP allocations by client address alone: the per-datagram lookup then builds no ClientFlow.
         self.udp_allocations: dict[Address, Allocation] = {}
         self._per_user: dict[str, int] = {}
+        #: Allocations made with check credentials (:mod:`meet443.proto.turn.check`).
+        self._check_allocations: set[Allocation] = set()
         self._responses: dict[tuple[ClientFlow, bytes], tuple[float, bytes]] = {}
         self._reservations: dict[bytes, tuple[Address, float]] = {}
         self.counters = TurnCounters()
@@ -186,6 +223,25 @@ class TurnServer:
         if cached is not None:
             return [ToClient(flow, cached[1])]
         return self._request(message, flow, now)
+
+    def receive_on_other_port(self, data: bytes, address: Address, now: float) -> list[Output]:
+        """A datagram on the second UDP port: Binding requests only (RFC 5780 §6.1), no TURN.
+
+        The plain answer leaves from this port; with CHANGE-REQUEST "change port" it leaves from
+        the main port instead. Anything else is dropped: allocations live on the main port only.
+        """
+        if not data or data[0] > 0x03:
+            self.counters.drop("other_port_not_stun")
+            return []
+        try:
+            message = Message.parse(data)
+        except ParseError:
+            self.counters.drop("malformed_stun")
+            return []
+        if message.method != Method.BINDING or message.klass != StunClass.REQUEST:
+            self.counters.drop("other_port_not_binding")
+            return []
+        return self._binding(message, ClientFlow(Transport.UDP, address), now, ServerPort.OTHER)
 
     def relay_channel_data(
         self, allocation: Allocation, data: bytes, now: float
@@ -264,6 +320,15 @@ class TurnServer:
         if not self.policy.relay_allowed(peer[0], peer[1]):
             self.counters.drop("peer_denied")
             return None
+        # Empty unless a network check runs, so the usual cost is one truth test. Permissions are per
+        # IP (§9), so for a check allocation each datagram's port is checked too.
+        if (
+            self._check_allocations
+            and allocation in self._check_allocations
+            and not self._is_check_relay(peer)
+        ):
+            self.counters.drop("check_peer_denied")
+            return None
         if not allocation.bandwidth.take(now, len(payload)):
             self.counters.drop("bandwidth")
             return None
@@ -313,18 +378,50 @@ class TurnServer:
             return [ToClient(flow, self._answer(request, flow, StunClass.ERROR, attributes, key, now))]
         return [ToClient(flow, self._answer(request, flow, StunClass.SUCCESS, attributes, key, now))]
 
-    def _binding(self, request: Message, flow: ClientFlow, now: float) -> list[Output]:
-        """RFC 8489 §6.3.1: answer with the reflexive address; rate limited (no amplification)."""
-        if not self._unauthenticated.allow(flow.address[0], now):
+    def _binding(
+        self, request: Message, flow: ClientFlow, now: float, arrived_on: ServerPort = ServerPort.MAIN
+    ) -> list[Output]:
+        """RFC 8489 §6.3.1: answer with the reflexive address; rate limited (no amplification).
+
+        RFC 5780 §6.1 CHANGE-REQUEST: with "change port" over UDP, the answer leaves from the other
+        UDP port, and only towards the request's source address (no RESPONSE-PORT, so it cannot be
+        aimed at anyone else), under the same per-address limit as every unauthenticated answer.
+        This server has one IP address, so "change IP" (and any change over TCP/TLS, or without a
+        second port) gets 420, as §6.1 asks of a server that cannot honour the request. As for
+        every unauthenticated answer, only UDP is rate limited: a stream client cannot be spoofed.
+        """
+        if flow.transport is Transport.UDP and not self._unauthenticated.allow(flow.address[0], now):
             self.counters.drop("unauthenticated_rate")
             return []
+        fingerprint = request.get(Fingerprint) is not None
+        change = request.get(ChangeRequest)
+        if change is not None and (change.change_ip or change.change_port):
+            if change.change_ip or not self.settings.change_port or flow.transport is not Transport.UDP:
+                error = Message(
+                    Method.BINDING,
+                    StunClass.ERROR,
+                    request.transaction_id,
+                    [
+                        ErrorCode(420, "Unknown Attribute"),
+                        UnknownAttributes((ChangeRequest.TYPE,)),
+                        Software(self.settings.software),
+                    ],
+                )
+                return [self._binding_answer(flow, arrived_on, error.encode(fingerprint=fingerprint))]
+            arrived_on = ServerPort.OTHER if arrived_on is ServerPort.MAIN else ServerPort.MAIN
         response = Message(
             Method.BINDING,
             StunClass.SUCCESS,
             request.transaction_id,
             [XorMappedAddress(flow.address), Software(self.settings.software)],
         )
-        return [ToClient(flow, response.encode(fingerprint=request.get(Fingerprint) is not None))]
+        return [self._binding_answer(flow, arrived_on, response.encode(fingerprint=fingerprint))]
+
+    @staticmethod
+    def _binding_answer(flow: ClientFlow, port: ServerPort, data: bytes) -> Output:
+        if port is ServerPort.MAIN:
+            return ToClient(flow, data)
+        return ToClientFrom(port, flow.address, data)
 
     def _unauthenticated_error(
         self,
@@ -440,6 +537,9 @@ class TurnServer:
             raise StunErrorResponse(486, "Allocation Quota Reached")
         if len(self.allocations) >= self.settings.max_allocations:
             raise StunErrorResponse(486, "Allocation Quota Reached")
+        check = is_check_username(username)
+        if check and len(self._check_allocations) >= self.settings.max_check_allocations:
+            raise StunErrorResponse(486, "Allocation Quota Reached")
         # DONT-FRAGMENT (RFC 8656 §7.2 step 4) is accepted and needs no action: WebRTC media
         # stays under the path MTU, and the attribute is comprehension-optional anyway.
         reserved: Address | None = None
@@ -457,7 +557,7 @@ class TurnServer:
                     relay = None
         if relay is None:
             raise StunErrorResponse(508, "Insufficient Capacity")
-        lifetime = self._lifetime(request)
+        lifetime = self._lifetime(request, check)
         allocation = Allocation(
             flow=flow,
             relay=relay,
@@ -471,6 +571,8 @@ class TurnServer:
             self.udp_allocations[flow.address] = allocation
         self.by_relay[relay] = allocation
         self._per_user[username] = self._per_user.get(username, 0) + 1
+        if check:
+            self._check_allocations.add(allocation)
         self.counters.allocations_created += 1
         logger.info("allocation %s:%d for %s %s:%d", *relay, flow.transport.value, *flow.address)
         attributes: list[Attribute] = [
@@ -488,12 +590,15 @@ class TurnServer:
             attributes.append(AddressErrorCode(FAMILY_IPV6, 440, "Address Family not Supported"))
         return attributes
 
-    def _lifetime(self, request: Message) -> int:
-        """RFC 8656 §7.2 step 7: at least the default, at most the maximum."""
+    def _lifetime(self, request: Message, check: bool) -> int:
+        """RFC 8656 §7.2 step 7: at least the default, at most the maximum (check allocations:
+        at most :attr:`TurnSettings.check_lifetime`)."""
         asked = request.get(Lifetime)
         if asked is None:
-            return self.settings.default_lifetime
-        return max(self.settings.default_lifetime, min(asked.seconds, self.settings.max_lifetime))
+            lifetime = self.settings.default_lifetime
+        else:
+            lifetime = max(self.settings.default_lifetime, min(asked.seconds, self.settings.max_lifetime))
+        return min(lifetime, self.settings.check_lifetime) if check else lifetime
 
     def _owned_allocation(self, flow: ClientFlow, username: str) -> Allocation:
         allocation = self.allocations.get(flow)
@@ -520,6 +625,8 @@ class TurnServer:
             if asked is None
             else min(asked.seconds, self.settings.max_lifetime)
         )
+        if allocation in self._check_allocations:
+            lifetime = min(lifetime, self.settings.check_lifetime)
         allocation.expires = now + lifetime
         return [Lifetime(lifetime)]
 
@@ -527,12 +634,22 @@ class TurnServer:
         peers = [p.address for p in request.get_all(XorPeerAddress)]
         if not peers:
             raise StunErrorResponse(400, "XOR-PEER-ADDRESS missing")
+        check = allocation in self._check_allocations
         for peer in peers:
             if _family(peer) != allocation.family:
                 raise StunErrorResponse(443, "Peer Address Family Mismatch")
             if not self.policy.permission_allowed(peer[0]):
                 raise StunErrorResponse(403, "Forbidden")
+            if check and not self._is_check_relay(peer):
+                raise StunErrorResponse(403, "Forbidden")
         return peers
+
+    def _is_check_relay(self, peer: Address) -> bool:
+        """A check allocation (credentials anyone may get) reaches this server's own addresses only,
+        and of those only the relayed addresses of other check allocations: never a participant."""
+        return (
+            peer[0] in self.settings.server_addresses and self.by_relay.get(peer) in self._check_allocations
+        )
 
     def _create_permission(
         self, request: Message, flow: ClientFlow, username: str, key: bytes, now: float
@@ -573,6 +690,7 @@ class TurnServer:
         if allocation.flow.transport is Transport.UDP:
             del self.udp_allocations[allocation.flow.address]
         del self.by_relay[allocation.relay]
+        self._check_allocations.discard(allocation)
         left = self._per_user[allocation.username] - 1
         if left:
             self._per_user[allocation.username] = left
