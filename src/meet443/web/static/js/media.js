@@ -1,0 +1,225 @@
+// Local media: camera and microphone (with device choice), screen sharing, and the stream the
+// preview shows. It tells its owner about every track change through `onTracks`, so the peer
+// connections can swap tracks without renegotiating.
+
+/** Mesh-friendly: every participant uploads one copy per peer. */
+export const VIDEO_CONSTRAINTS = {
+  width: { ideal: 640 },
+  height: { ideal: 360 },
+  frameRate: { ideal: 24, max: 30 },
+};
+const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+
+/** A getUserMedia failure as one of our error names. */
+export function classifyMediaError(err) {
+  switch (err && err.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+    case 'PermissionDeniedError':
+      return 'denied';
+    case 'NotFoundError':
+    case 'DevicesNotFoundError':
+    case 'OverconstrainedError':
+      return 'not-found';
+    case 'NotReadableError':
+    case 'TrackStartError':
+    case 'AbortError':
+      return 'in-use';
+    default:
+      return 'unsupported';
+  }
+}
+
+export class LocalMedia {
+  /** onTracks({audio, video}) after any track change; onDevices(devices); onEnded(kind). */
+  constructor({ onTracks, onDevices, onScreenEnded }) {
+    this.onTracks = onTracks;
+    this.onDevices = onDevices;
+    this.onScreenEnded = onScreenEnded;
+    this.audioTrack = null;
+    this.cameraTrack = null;
+    this.screenTrack = null;
+    this.audioEnabled = true;
+    this.selected = { audioinput: '', videoinput: '' };
+    this.stream = new MediaStream(); // what the self tile and preview show
+    this.error = null;
+    if (navigator.mediaDevices && 'ondevicechange' in navigator.mediaDevices) {
+      navigator.mediaDevices.addEventListener('devicechange', () => this.handleDeviceChange());
+    }
+  }
+
+  get supported() {
+    return !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+  }
+
+  /** The video track peers should get: the screen while sharing, else the camera (or none). */
+  get outgoingVideo() {
+    return this.screenTrack || this.cameraTrack;
+  }
+
+  /**
+   * Opens the microphone and/or camera. A refused or missing camera does not cost the microphone
+   * (and vice versa): each is tried alone when both together fail. Returns the error name or null.
+   */
+  async open({ audio = true, video = true } = {}) {
+    this.error = null;
+    if (!this.supported) {
+      this.error = 'unsupported';
+      return this.error;
+    }
+    const want = {
+      audio: audio ? this.constraint('audioinput', AUDIO_CONSTRAINTS) : false,
+      video: video ? this.constraint('videoinput', VIDEO_CONSTRAINTS) : false,
+    };
+    if (!want.audio && !want.video) return null;
+    let stream = null;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia(want);
+    } catch (err) {
+      this.error = classifyMediaError(err);
+      if (want.audio && want.video) {
+        // One of the two may still work: a laptop with a broken camera can still talk.
+        const parts = await Promise.allSettled([
+          navigator.mediaDevices.getUserMedia({ audio: want.audio }),
+          navigator.mediaDevices.getUserMedia({ video: want.video }),
+        ]);
+        const tracks = parts.filter((p) => p.status === 'fulfilled').flatMap((p) => p.value.getTracks());
+        if (tracks.length) stream = new MediaStream(tracks);
+      }
+    }
+    if (stream) {
+      const a = stream.getAudioTracks()[0];
+      const v = stream.getVideoTracks()[0];
+      if (a) this.setAudioTrack(a);
+      if (v) this.setCameraTrack(v);
+      if ((want.audio && !a) || (want.video && !v)) this.error = this.error || 'not-found';
+      else this.error = null;
+    }
+    await this.refreshDevices();
+    this.emit();
+    return this.error;
+  }
+
+  constraint(kind, base) {
+    const id = this.selected[kind];
+    return id ? { ...base, deviceId: { exact: id } } : { ...base };
+  }
+
+  setAudioTrack(track) {
+    if (this.audioTrack && this.audioTrack !== track) this.audioTrack.stop();
+    this.audioTrack = track;
+    track.enabled = this.audioEnabled;
+    this.selected.audioinput = track.getSettings().deviceId || this.selected.audioinput;
+  }
+
+  setCameraTrack(track) {
+    if (this.cameraTrack && this.cameraTrack !== track) this.cameraTrack.stop();
+    this.cameraTrack = track;
+    if (track) {
+      this.selected.videoinput = track.getSettings().deviceId || this.selected.videoinput;
+      track.addEventListener('ended', () => {
+        if (this.cameraTrack === track) {
+          this.cameraTrack = null;
+          this.emit();
+        }
+      });
+    }
+  }
+
+  /** Microphone mute keeps the track (and the device) and sends silence. */
+  setAudioEnabled(on) {
+    this.audioEnabled = on;
+    if (this.audioTrack) this.audioTrack.enabled = on;
+    else if (on) return this.open({ audio: true, video: false });
+    return Promise.resolve(null);
+  }
+
+  /** Camera off releases the camera (its light goes off); on opens it again. */
+  async setVideoEnabled(on) {
+    if (!on) {
+      if (this.cameraTrack) {
+        this.cameraTrack.stop();
+        this.cameraTrack = null;
+      }
+      this.emit();
+      return null;
+    }
+    if (this.cameraTrack) return null;
+    return this.open({ audio: false, video: true });
+  }
+
+  async selectDevice(kind, deviceId) {
+    this.selected[kind] = deviceId;
+    if (kind === 'audioinput' && this.audioTrack) return this.open({ audio: true, video: false });
+    if (kind === 'videoinput' && this.cameraTrack) return this.open({ audio: false, video: true });
+    return null;
+  }
+
+  async startScreen() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) throw new Error('unsupported');
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+    const track = stream.getVideoTracks()[0];
+    track.contentHint = 'detail';
+    track.addEventListener('ended', () => {
+      if (this.screenTrack === track) {
+        this.screenTrack = null;
+        this.emit();
+        this.onScreenEnded();
+      }
+    });
+    this.screenTrack = track;
+    this.emit();
+  }
+
+  stopScreen() {
+    if (!this.screenTrack) return;
+    this.screenTrack.stop();
+    this.screenTrack = null;
+    this.emit();
+  }
+
+  /** Rebuilds the preview stream and tells the owner which tracks to send now. */
+  emit() {
+    for (const t of this.stream.getTracks()) this.stream.removeTrack(t);
+    if (this.audioTrack) this.stream.addTrack(this.audioTrack);
+    if (this.outgoingVideo) this.stream.addTrack(this.outgoingVideo);
+    this.onTracks({ audio: this.audioTrack, video: this.outgoingVideo });
+  }
+
+  async refreshDevices() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+    const all = await navigator.mediaDevices.enumerateDevices();
+    const devices = { audioinput: [], videoinput: [], audiooutput: [] };
+    for (const d of all) {
+      if (devices[d.kind] && d.deviceId) {
+        devices[d.kind].push({ deviceId: d.deviceId, label: d.label || `${d.kind} ${devices[d.kind].length + 1}` });
+      }
+    }
+    this.devices = devices;
+    this.onDevices(devices, { ...this.selected });
+  }
+
+  /** A device was plugged in or out: list again; if ours is gone, fall back to the default. */
+  async handleDeviceChange() {
+    await this.refreshDevices();
+    for (const kind of ['audioinput', 'videoinput']) {
+      const id = this.selected[kind];
+      const present = this.devices[kind].some((d) => d.deviceId === id);
+      const track = kind === 'audioinput' ? this.audioTrack : this.cameraTrack;
+      if (id && !present) {
+        this.selected[kind] = '';
+        if (track) {
+          await this.open({ audio: kind === 'audioinput', video: kind === 'videoinput' });
+        }
+      } else if (track && track.readyState === 'ended') {
+        await this.open({ audio: kind === 'audioinput', video: kind === 'videoinput' });
+      }
+    }
+  }
+
+  stopAll() {
+    for (const t of [this.audioTrack, this.cameraTrack, this.screenTrack]) if (t) t.stop();
+    this.audioTrack = this.cameraTrack = this.screenTrack = null;
+    for (const t of this.stream.getTracks()) this.stream.removeTrack(t);
+  }
+}

@@ -1,0 +1,80 @@
+// The page's one plain state object. Every module changes it through `update`, which schedules a
+// single render; the render functions in ui.js read it and touch the DOM. MediaStreams are not
+// plain data, so they live beside it in `streams` (keyed like the participants).
+
+export const state = {
+  // 'loading' | 'prejoin' | 'joining' | 'knocking' | 'in-call' | 'left' | 'ended' | 'kicked'
+  // | 'rejected' | 'failed'
+  phase: 'loading',
+  roomName: '',
+  displayName: '',
+  selfId: null,
+  host: false,
+  room: { name: '', mode: 'normal', locked: false, maxParticipants: 4 },
+  // 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
+  signaling: 'idle',
+  reconnectAttempts: 0,
+  // id -> {id, displayName, host, audio, video, screen, connected, self}
+  participants: {},
+  order: [], // participant ids in the order they were first seen; self first
+  knocks: [], // [{participantId, displayName}] (hosts only)
+  chat: [], // [{seq?, from, displayName, text, ts, clientMessageId, pending}]
+  unread: 0,
+  local: {
+    audio: true,
+    video: true,
+    screen: false,
+    error: null, // null | 'denied' | 'not-found' | 'in-use' | 'unsupported' | 'screen-failed'
+    devices: { audioinput: [], videoinput: [], audiooutput: [] },
+    selected: { audioinput: '', videoinput: '' },
+    hasAudio: false,
+    hasVideo: false,
+  },
+  // peerId -> {iceState, connectionState, candidateType, relayProtocol, remoteCandidateType, rtt}
+  links: {},
+  failure: null, // {code, message} when joining failed or the meeting ended for us
+  notice: null, // {text, kind: 'info' | 'warn'} — a transient toast
+  audioBlocked: false, // autoplay refused to play remote audio until the user clicks
+  panel: null, // null | 'chat' | 'people'
+  embedded: false, // the page runs inside an iframe
+};
+
+/** Non-plain companions of `state`: id -> MediaStream ('self' is the local preview). */
+export const streams = new Map();
+
+const renderers = [];
+let scheduled = false;
+
+export function onRender(fn) {
+  renderers.push(fn);
+}
+
+function flush() {
+  scheduled = false;
+  for (const fn of renderers) {
+    try {
+      fn(state);
+    } catch (err) {
+      console.error('render failed', err);
+    }
+  }
+}
+
+/** Change the state and render once, after the current task (many updates, one render). */
+export function update(mutate) {
+  if (mutate) mutate(state);
+  if (!scheduled) {
+    scheduled = true;
+    // A microtask, not requestAnimationFrame: background tabs and iframes throttle rAF to nothing.
+    queueMicrotask(flush);
+  }
+}
+
+let noticeTimer = null;
+export function notify(text, kind = 'info', ms = 5000) {
+  clearTimeout(noticeTimer);
+  update((s) => {
+    s.notice = { text, kind };
+  });
+  noticeTimer = setTimeout(() => update((s) => { s.notice = null; }), ms);
+}

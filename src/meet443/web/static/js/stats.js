@@ -1,0 +1,98 @@
+// getStats() → what the connection badge shows and what window.meet443.state() reports.
+
+/** The selected candidate pair: the transport's pointer, else the nominated succeeded pair. */
+function selectedPair(report) {
+  let pair = null;
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = report.get(r.selectedCandidatePairId) || pair;
+  });
+  if (!pair) {
+    report.forEach((r) => {
+      if (r.type === 'candidate-pair' && r.state === 'succeeded' && (r.nominated || r.selected)) pair = pair || r;
+    });
+  }
+  return pair;
+}
+
+function describeCandidate(c) {
+  if (!c) return null;
+  const proto = c.candidateType === 'relay' ? c.relayProtocol : c.protocol;
+  return `${c.candidateType}/${proto} ${c.address || c.ip}:${c.port}`;
+}
+
+/** Every candidate pair ICE tried, for diagnosing why a path was (not) chosen. */
+function candidatePairs(report) {
+  const pairs = [];
+  report.forEach((r) => {
+    if (r.type !== 'candidate-pair') return;
+    pairs.push({
+      local: describeCandidate(report.get(r.localCandidateId)),
+      remote: describeCandidate(report.get(r.remoteCandidateId)),
+      state: r.state,
+      nominated: !!r.nominated,
+      rtt: typeof r.currentRoundTripTime === 'number' ? Math.round(r.currentRoundTripTime * 1000) : null,
+    });
+  });
+  return pairs;
+}
+
+/** One plain summary of a peer connection; `detail` adds every candidate pair. */
+export async function summarize(pc, { detail = false } = {}) {
+  const report = await pc.getStats();
+  const out = {
+    iceState: pc.iceConnectionState,
+    connectionState: pc.connectionState,
+    candidateType: null,
+    relayProtocol: null,
+    remoteCandidateType: null,
+    localAddress: null,
+    rtt: null,
+    framesDecoded: 0,
+    frameWidth: 0,
+    frameHeight: 0,
+    freezeCount: 0,
+    totalFreezesDuration: 0,
+    bytesReceived: 0,
+    audioBytesReceived: 0,
+    bytesSent: 0,
+  };
+  const pair = selectedPair(report);
+  if (pair) {
+    const local = report.get(pair.localCandidateId);
+    const remote = report.get(pair.remoteCandidateId);
+    if (local) {
+      out.candidateType = local.candidateType || null;
+      out.localAddress = local.address || local.ip || null;
+      if (local.candidateType === 'relay') out.relayProtocol = local.relayProtocol || null;
+    }
+    if (remote) out.remoteCandidateType = remote.candidateType || null;
+    if (typeof pair.currentRoundTripTime === 'number') out.rtt = Math.round(pair.currentRoundTripTime * 1000);
+  }
+  report.forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') {
+      // One video stream per peer; if a renegotiation left two, the busier one is the live one.
+      if ((r.bytesReceived || 0) >= out.bytesReceived) {
+        out.framesDecoded = r.framesDecoded || 0;
+        out.frameWidth = r.frameWidth || 0;
+        out.frameHeight = r.frameHeight || 0;
+        out.freezeCount = r.freezeCount || 0;
+        out.totalFreezesDuration = r.totalFreezesDuration || 0;
+        out.bytesReceived = r.bytesReceived || 0;
+      }
+    } else if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+      out.audioBytesReceived += r.bytesReceived || 0;
+    } else if (r.type === 'outbound-rtp') {
+      out.bytesSent += r.bytesSent || 0;
+    }
+  });
+  if (detail) out.candidatePairs = candidatePairs(report);
+  return out;
+}
+
+/** "Direct", "TURN UDP", "TURN TCP", "TURN TLS" (our relay) or "Relayed" (only theirs). */
+export function pathLabel(s) {
+  if (!s || !s.candidateType) return null;
+  if (s.candidateType === 'relay') return s.relayProtocol ? `TURN ${s.relayProtocol.toUpperCase()}` : 'TURN';
+  if (s.remoteCandidateType === 'relay') return 'Relayed';
+  return 'Direct';
+}
