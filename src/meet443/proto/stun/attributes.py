@@ -90,6 +90,37 @@ def _empty(value: bytes, name: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class _Text(Attribute):
+    """A UTF-8 string attribute of bounded length (RFC 8489 §14.3, §14.9, §14.14)."""
+
+    MAX_BYTES: ClassVar[int] = 763
+    NAME: ClassVar[str] = "attribute"
+    value: str
+
+    def pack(self, transaction_id: bytes) -> bytes:
+        return self.value.encode()
+
+    @classmethod
+    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
+        return cls(_utf8(value, cls.MAX_BYTES, cls.NAME))
+
+
+@dataclass(frozen=True, slots=True)
+class _Flag(Attribute):
+    """An attribute whose presence is its meaning: the value must be empty."""
+
+    NAME: ClassVar[str] = "attribute"
+
+    def pack(self, transaction_id: bytes) -> bytes:
+        return b""
+
+    @classmethod
+    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
+        _empty(value, cls.NAME)
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
 class MappedAddress(Attribute):
     """RFC 8489 §14.1 MAPPED-ADDRESS (kept for old clients; we send the XOR form)."""
 
@@ -134,18 +165,12 @@ class XorRelayedAddress(XorMappedAddress):
 
 
 @dataclass(frozen=True, slots=True)
-class Username(Attribute):
+class Username(_Text):
     """RFC 8489 §14.3 USERNAME (at most 513 bytes)."""
 
     TYPE: ClassVar[int] = 0x0006
-    value: str
-
-    def pack(self, transaction_id: bytes) -> bytes:
-        return self.value.encode()
-
-    @classmethod
-    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
-        return cls(_utf8(value, 513, "USERNAME"))
+    MAX_BYTES: ClassVar[int] = 513
+    NAME: ClassVar[str] = "USERNAME"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,18 +262,11 @@ class ErrorCode(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class Realm(Attribute):
+class Realm(_Text):
     """RFC 8489 §14.9 REALM."""
 
     TYPE: ClassVar[int] = 0x0014
-    value: str
-
-    def pack(self, transaction_id: bytes) -> bytes:
-        return self.value.encode()
-
-    @classmethod
-    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
-        return cls(_utf8(value, 763, "REALM"))
+    NAME: ClassVar[str] = "REALM"
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,18 +354,11 @@ class UnknownAttributes(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class Software(Attribute):
+class Software(_Text):
     """RFC 8489 §14.14 SOFTWARE."""
 
     TYPE: ClassVar[int] = 0x8022
-    value: str
-
-    def pack(self, transaction_id: bytes) -> bytes:
-        return self.value.encode()
-
-    @classmethod
-    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
-        return cls(_utf8(value, 763, "SOFTWARE"))
+    NAME: ClassVar[str] = "SOFTWARE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,18 +482,11 @@ class RequestedTransport(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class DontFragment(Attribute):
+class DontFragment(_Flag):
     """RFC 8656 §18.9 DONT-FRAGMENT (no value)."""
 
     TYPE: ClassVar[int] = 0x001A
-
-    def pack(self, transaction_id: bytes) -> bytes:
-        return b""
-
-    @classmethod
-    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
-        _empty(value, "DONT-FRAGMENT")
-        return cls()
+    NAME: ClassVar[str] = "DONT-FRAGMENT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,18 +543,11 @@ class Priority(Attribute):
 
 
 @dataclass(frozen=True, slots=True)
-class UseCandidate(Attribute):
+class UseCandidate(_Flag):
     """RFC 8445 §16.1 USE-CANDIDATE (no value)."""
 
     TYPE: ClassVar[int] = 0x0025
-
-    def pack(self, transaction_id: bytes) -> bytes:
-        return b""
-
-    @classmethod
-    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
-        _empty(value, "USE-CANDIDATE")
-        return cls()
+    NAME: ClassVar[str] = "USE-CANDIDATE"
 
 
 @dataclass(frozen=True, slots=True)
