@@ -3,11 +3,23 @@
 // earlier one is polite and rolls back its own offer on glare. Candidates trickle. When ICE fails
 // (or stays disconnected), the impolite side restarts it with a fresh offer.
 //
+// Path upgrade: Chrome keeps the first TURN allocation that becomes ready and prunes the others.
+// When a TCP or TLS allocation wins that race although UDP would work (a busy server answers the
+// UDP Allocate a little later), media would ride a TCP stream, with its head-of-line blocking, for
+// the whole call. So once per connection, a few seconds after connecting, a side whose own end
+// relays over TCP/TLS while TURN over UDP is configured gathers again (an ICE restart, which keeps
+// the current path until a new one works): a network that blocks UDP gives the same path back,
+// one that does not moves to UDP.
+//
 // Sending: one audio and one video transceiver per connection, made by the impolite side and
 // taken over by the polite side when the first offer arrives. Camera off, camera switch and
 // screen sharing only swap the sender's track (replaceTrack), so none of them renegotiates.
 
+import { turnTransport } from './ice.js';
+import { summarize } from './stats.js';
+
 const DISCONNECTED_RESTART_MS = 5_000;
+const UPGRADE_CHECK_MS = 3_000;
 const OFFER_RESEND_MS = 8_000;
 const OFFER_RESENDS = 4;
 
@@ -25,11 +37,14 @@ export class PeerLink {
     this.settingRemoteAnswer = false;
     this.tookOverTransceivers = false;
     this.queue = Promise.resolve(); // remote descriptions and candidates, one at a time, in order
-    this.timers = { disconnected: null, resend: null };
+    this.timers = { disconnected: null, resend: null, upgrade: null };
     this.resends = 0;
-    this.restarts = 0; // ICE restarts this side began
+    this.restarts = 0; // ICE restarts this side began after a failure
+    this.upgrades = 0; // ICE restarts this side began to move off a TCP/TLS relay
+    this.upgradeScheduled = false;
     this.closed = false;
     this.tracks = { ...tracks };
+    this.config = config;
 
     const pc = new RTCPeerConnection(config);
     this.pc = pc;
@@ -154,8 +169,28 @@ export class PeerLink {
       this.timers.disconnected = setTimeout(() => {
         if (this.pc.iceConnectionState === 'disconnected') this.restartIce();
       }, DISCONNECTED_RESTART_MS);
+    } else if ((state === 'connected' || state === 'completed') && !this.upgradeScheduled) {
+      this.upgradeScheduled = true;
+      this.timers.upgrade = setTimeout(() => this.upgradeStreamRelay(), UPGRADE_CHECK_MS);
     }
     this.report();
+  }
+
+  get udpTurnConfigured() {
+    return (this.config.iceServers || []).some((s) =>
+      (Array.isArray(s.urls) ? s.urls : [s.urls]).some((u) => turnTransport(u) === 'udp'),
+    );
+  }
+
+  /** Once per connection: our end relays over TCP/TLS although TURN over UDP is configured. */
+  async upgradeStreamRelay() {
+    if (this.closed || !this.udpTurnConfigured) return;
+    const path = await summarize(this.pc).catch(() => null);
+    if (this.closed || !path || path.candidateType !== 'relay') return;
+    if (path.relayProtocol === 'tcp' || path.relayProtocol === 'tls') {
+      this.upgrades += 1;
+      this.pc.restartIce(); // either side: perfect negotiation sorts out a collision
+    }
   }
 
   /** Only the impolite side restarts, so the two sides never race with two restart offers. */
@@ -166,6 +201,7 @@ export class PeerLink {
   }
 
   setConfiguration(config) {
+    this.config = config;
     try {
       this.pc.setConfiguration(config);
     } catch (err) {
@@ -191,6 +227,7 @@ export class PeerLink {
     this.closed = true;
     clearTimeout(this.timers.disconnected);
     clearTimeout(this.timers.resend);
+    clearTimeout(this.timers.upgrade);
     this.pc.onicecandidate = this.pc.ontrack = this.pc.onnegotiationneeded = null;
     this.pc.oniceconnectionstatechange = this.pc.onconnectionstatechange = null;
     this.pc.close();

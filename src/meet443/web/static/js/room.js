@@ -123,7 +123,6 @@ const actions = {
       s.panel = name;
       if (name === 'chat') s.unread = 0;
     });
-    if (name === 'chat') queueMicrotask(() => document.getElementById('chat-input').focus());
   },
 
   async selectDevice(kind, deviceId) {
@@ -162,15 +161,12 @@ const actions = {
   },
 
   endForAll() {
-    const button = document.getElementById('end-all');
     // Two clicks, not confirm(): a modal dialog would freeze an embedding page as well.
-    if (button.dataset.armed !== '1') {
-      button.dataset.armed = '1';
-      button.textContent = 'Click again to end';
-      setTimeout(() => {
-        button.dataset.armed = '';
-        button.textContent = 'End for all';
-      }, 4000);
+    if (!state.confirmEnd) {
+      update((s) => {
+        s.confirmEnd = true;
+      });
+      setTimeout(() => update((s) => { s.confirmEnd = false; }), 4000);
       return;
     }
     signaling?.send({ type: 'end' });
@@ -520,7 +516,13 @@ async function publicState({ detail = false } = {}) {
   if (mesh) {
     for (const [peerId, link] of mesh.links) {
       const summary = await summarize(link.pc, { detail });
-      connections.push({ peerId, ...summary, polite: link.polite, iceRestarts: link.restarts });
+      connections.push({
+        peerId,
+        ...summary,
+        polite: link.polite,
+        iceRestarts: link.restarts,
+        pathUpgrades: link.upgrades,
+      });
     }
   }
   const s = state;

@@ -361,6 +361,10 @@ export class RoomView {
     $('tab-people').setAttribute('aria-selected', String(s.panel === 'people'));
     show($('panel-chat'), s.panel === 'chat');
     show($('panel-people'), s.panel === 'people');
+    if (s.panel !== this.shownPanel) {
+      this.shownPanel = s.panel;
+      if (s.panel === 'chat') $('chat-input').focus();
+    }
     const ids = s.order.filter((id) => s.participants[id]);
     setText($('people-count'), String(ids.length));
     this.renderChat(s);
@@ -413,6 +417,7 @@ export class RoomView {
     show($('knocks'), s.host && s.knocks.length > 0);
     show($('host-tools'), s.host);
     $('lock-toggle').checked = !!s.room.locked;
+    setText($('end-all'), s.confirmEnd ? 'Click again to end' : 'End for all');
     // Rebuild the lists only when what they show changed: a button must not vanish under a click.
     const key = JSON.stringify([s.host, s.knocks, ids.map((id) => s.participants[id]), s.local.audio]);
     if (key === this.peopleKey) return;

@@ -1,0 +1,202 @@
+// The signaling client against a fake WebSocket: join, resume, queueing, chat outbox, terminal
+// messages. Run with `node --test`.
+
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, mock, test } from 'node:test';
+
+class FakeWebSocket {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSING = 2;
+  static CLOSED = 3;
+  static all = [];
+
+  constructor(url) {
+    this.url = url;
+    this.readyState = FakeWebSocket.CONNECTING;
+    this.sent = [];
+    FakeWebSocket.all.push(this);
+  }
+
+  send(data) {
+    assert.equal(this.readyState, FakeWebSocket.OPEN, 'send on a socket that is not open');
+    this.sent.push(JSON.parse(data));
+  }
+
+  close() {
+    if (this.readyState === FakeWebSocket.CLOSED) return;
+    this.readyState = FakeWebSocket.CLOSED;
+    if (this.onclose) this.onclose({ code: 1006 });
+  }
+
+  // Test side
+  open() {
+    this.readyState = FakeWebSocket.OPEN;
+    this.onopen();
+  }
+
+  receive(msg) {
+    this.onmessage({ data: JSON.stringify(msg) });
+  }
+
+  drop(code = 1006) {
+    this.readyState = FakeWebSocket.CLOSED;
+    if (this.onclose) this.onclose({ code });
+  }
+}
+
+globalThis.WebSocket = FakeWebSocket;
+globalThis.window = new EventTarget();
+const { SignalingClient, TERMINAL_ERRORS } = await import('../../../src/meet443/web/static/js/signaling.js');
+
+function joined(extra = {}) {
+  return {
+    type: 'joined', selfId: 'me', resumeToken: 'tok-1', resumed: false, host: true,
+    room: { name: 'r', mode: 'normal', locked: false, maxParticipants: 4 },
+    participants: [], iceServers: [], iceTransportPolicy: 'all', chat: [], ...extra,
+  };
+}
+
+let messages;
+let statuses;
+let client;
+
+beforeEach(() => {
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  FakeWebSocket.all = [];
+  messages = [];
+  statuses = [];
+  client = new SignalingClient({
+    url: 'wss://h/v1/ws',
+    room: 'r',
+    displayName: 'Ann',
+    roomKey: 'k',
+    handlers: { message: (m) => messages.push(m), status: (s, d) => statuses.push([s, d]) },
+  });
+});
+
+afterEach(() => {
+  client.stop();
+  mock.timers.reset();
+});
+
+test('joins with v:1, room, name and key', () => {
+  client.start();
+  const ws = FakeWebSocket.all[0];
+  assert.equal(ws.url, 'wss://h/v1/ws');
+  ws.open();
+  assert.deepEqual(ws.sent, [{ type: 'join', v: 1, room: 'r', displayName: 'Ann', roomKey: 'k' }]);
+  ws.receive(joined());
+  assert.equal(messages[0].type, 'joined');
+  assert.deepEqual(statuses.at(-1), ['open', { resumed: false }]);
+});
+
+test('a dropped socket reconnects with the resume token and the last chat seq', () => {
+  client.start();
+  let ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  ws.receive({ type: 'chat', seq: 7, from: 'x', displayName: 'X', text: 'hi', ts: 1, clientMessageId: 'c' });
+  ws.drop();
+  assert.equal(statuses.at(-1)[0], 'reconnecting');
+  // Messages for peers wait for the next socket.
+  client.send({ type: 'candidate', to: 'p', candidate: null });
+  mock.timers.tick(10_000);
+  ws = FakeWebSocket.all[1];
+  assert.ok(ws, 'reconnected');
+  ws.open();
+  assert.deepEqual(ws.sent[0], {
+    type: 'join', v: 1, room: 'r', displayName: 'Ann', roomKey: 'k', resumeToken: 'tok-1', lastChatSeq: 7,
+  });
+  ws.receive(joined({ resumed: true, resumeToken: 'tok-2' }));
+  assert.deepEqual(ws.sent.slice(1), [{ type: 'candidate', to: 'p', candidate: null }]);
+  assert.equal(client.resumeToken, 'tok-2');
+});
+
+test('a new identity after a failed resume drops what was queued for the old one', () => {
+  client.start();
+  let ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  ws.drop();
+  client.send({ type: 'offer', to: 'p', sdp: 'v=0' });
+  mock.timers.tick(10_000);
+  ws = FakeWebSocket.all[1];
+  ws.open();
+  ws.receive(joined({ selfId: 'me2', resumed: false }));
+  assert.deepEqual(ws.sent.map((m) => m.type), ['join']);
+});
+
+test('chat is resent after a reconnect until the server echoes it', () => {
+  client.start();
+  let ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  const id = client.sendChat('hello');
+  assert.deepEqual(ws.sent.at(-1), { type: 'chat', text: 'hello', clientMessageId: id });
+  ws.drop();
+  const offline = client.sendChat('typed offline');
+  mock.timers.tick(10_000);
+  ws = FakeWebSocket.all[1];
+  ws.open();
+  ws.receive(joined({ resumed: true }));
+  assert.deepEqual(
+    ws.sent.filter((m) => m.type === 'chat').map((m) => [m.text, m.clientMessageId]),
+    [['hello', id], ['typed offline', offline]],
+  );
+  ws.receive({ type: 'chat', seq: 1, from: 'me', displayName: 'Ann', text: 'hello', ts: 1, clientMessageId: id });
+  ws.receive({ type: 'chat', seq: 2, from: 'me', displayName: 'Ann', text: 'typed offline', ts: 2, clientMessageId: offline });
+  assert.equal(client.outbox.size, 0);
+});
+
+test('heartbeat pings every 10 s', () => {
+  client.start();
+  const ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  mock.timers.tick(10_000);
+  assert.deepEqual(ws.sent.at(-1), { type: 'ping' });
+});
+
+test('kicked, ended, rejected and terminal errors stop reconnecting', () => {
+  for (const final of [
+    { type: 'kicked' },
+    { type: 'ended' },
+    { type: 'rejected' },
+    ...[...TERMINAL_ERRORS].map((code) => ({ type: 'error', code, message: code })),
+  ]) {
+    FakeWebSocket.all = [];
+    const c = new SignalingClient({
+      url: 'wss://h/v1/ws', room: 'r', displayName: 'Ann',
+      handlers: { message: () => {}, status: () => {} },
+    });
+    c.start();
+    const ws = FakeWebSocket.all[0];
+    ws.open();
+    ws.receive(final);
+    ws.drop(1000);
+    mock.timers.tick(60_000);
+    assert.equal(FakeWebSocket.all.length, 1, `${JSON.stringify(final)} must not reconnect`);
+  }
+});
+
+test('a non-terminal error keeps the socket', () => {
+  client.start();
+  const ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  ws.receive({ type: 'error', code: 'not-host', message: 'x' });
+  assert.equal(client.stopped, false);
+  assert.equal(messages.at(-1).code, 'not-host');
+});
+
+test('leave sends leave and never reconnects', () => {
+  client.start();
+  const ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  client.leave();
+  assert.deepEqual(ws.sent.at(-1), { type: 'leave' });
+  mock.timers.tick(60_000);
+  assert.equal(FakeWebSocket.all.length, 1);
+});

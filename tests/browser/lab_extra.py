@@ -1,0 +1,433 @@
+"""What browser tests add to the namespace lab (tests/lab): Chromium inside a namespace, a trusted
+test CA, `meet443 serve` as the server under test, and the "corporate firewall" rulesets.
+
+- Chromium runs through a tiny wrapper (``ip netns exec NS /usr/bin/chromium "$@"``) that Playwright
+  starts as its ``executable_path``: Playwright talks to it over a pipe, and every packet the browser
+  sends leaves from inside the namespace.
+- HTTPS, WSS and ``turns:`` are verified against the lab CA, which Chromium trusts through an NSS
+  database in ``$HOME/.pki/nssdb`` (certutil). No certificate-ignoring flags.
+- A `Meet443Web` is one ``python -m meet443 serve`` in a namespace; its URL uses an IP address that
+  is in the certificate's subjectAltName.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.netns import Lab, LabError, Namespace, Proc, wait_listening
+from lab.pki import LabPki
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # reported by browser_tools_missing(); the tests then skip
+    sync_playwright = None
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    # Remote audio plays without a click; the page's "turn on sound" button is for real people.
+    "--autoplay-policy=no-user-gesture-required",
+    # Several participants share one browser; hidden pages must keep their timers and media going.
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+)
+NETNS_ENV = "MEET443_CHROMIUM_NETNS"
+WRAPPER = f"""#!/bin/sh
+# Playwright starts this instead of Chromium: the browser runs inside the lab namespace ${NETNS_ENV}.
+exec ip netns exec "${NETNS_ENV}" {CHROMIUM} "$@"
+"""
+
+
+def browser_tools_missing() -> str | None:
+    """Why browser tests cannot run here, or None."""
+    missing = [tool for tool in (CHROMIUM, "certutil", "openssl") if shutil.which(tool) is None]
+    if missing:
+        return f"missing {', '.join(missing)} (apt-get install chromium libnss3-tools openssl)"
+    if sync_playwright is None:
+        return "playwright is not installed (pip install playwright; Debian's chromium is used)"
+    return None
+
+
+def chromium_wrapper(directory: Path) -> Path:
+    path = directory / "chromium-netns.sh"
+    path.write_text(WRAPPER)
+    path.chmod(0o755)
+    return path
+
+
+def nss_home(pki: LabPki, directory: Path) -> Path:
+    """A $HOME whose NSS database trusts the lab CA for TLS servers (what Chromium on Linux reads)."""
+    nssdb = directory / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True, exist_ok=True)
+    db = f"sql:{nssdb}"
+    for argv in (
+        ["certutil", "-d", db, "-N", "--empty-password"],
+        ["certutil", "-d", db, "-A", "-t", "C,,", "-n", "meet443-lab-ca", "-i", str(pki.ca)],
+    ):
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+    return directory
+
+
+# --------------------------------------------------------------------------------------------------
+# The server under test
+
+
+@dataclass
+class Meet443Web:
+    """``meet443 serve`` on ``host:port`` (TCP and UDP) inside `ns`, with the lab certificate."""
+
+    ns: Namespace
+    host: str
+    port: int
+    pki: LabPki
+    workdir: Path
+    relay_ports: tuple[int, int] = (50000, 50999)
+    extra: Sequence[str] = ()
+    proc: Proc | None = field(default=None, init=False)
+
+    @property
+    def origin(self) -> str:
+        return f"https://{self.host}" + ("" if self.port == 443 else f":{self.port}")
+
+    def argv(self) -> list[str]:
+        data = self.workdir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        return [
+            sys.executable, "-m", "meet443", "serve",
+            "--listen", self.host, "--port", str(self.port),
+            "--public-ip", self.host, "--public-url", self.origin,
+            "--relay-ports", f"{self.relay_ports[0]}-{self.relay_ports[1]}",
+            "--cert", str(self.pki.cert), "--key", str(self.pki.key),
+            "--data-dir", str(data), "--log-level", "info",
+            *self.extra,
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 20.0) -> Meet443Web:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = self.ns.spawn(self.argv(), name=f"meet443-{self.port}")
+        for proto in ("tcp", "udp"):
+            wait_listening(self.ns, self.host, self.port, proto, timeout=timeout, proc=self.proc)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def log(self) -> str:
+        return self.proc.log_text() if self.proc is not None else ""
+
+    def room_url(self, room: str, **params: str | int) -> str:
+        query = urllib.parse.urlencode({k: str(v) for k, v in params.items()})
+        return f"{self.origin}/{room}" + (f"?{query}" if query else "")
+
+    def get(self, path: str, via: Namespace, timeout: float = 10.0) -> tuple[int, dict[str, str], str]:
+        """An HTTPS GET from inside `via`, verified against the lab CA: (status, headers, body)."""
+        code = (
+            "import json, ssl, sys, urllib.request, urllib.error\n"
+            "ctx = ssl.create_default_context(cafile=sys.argv[2])\n"
+            "try:\n"
+            "    r = urllib.request.urlopen(sys.argv[1], context=ctx, timeout=float(sys.argv[3]))\n"
+            "    status, headers, body = r.status, dict(r.headers), r.read().decode('utf-8', 'replace')\n"
+            "except urllib.error.HTTPError as e:\n"
+            "    status, headers, body = e.code, dict(e.headers), e.read().decode('utf-8', 'replace')\n"
+            "print(json.dumps([status, headers, body]))\n"
+        )
+        done = via.run(
+            [sys.executable, "-c", code, self.origin + path, str(self.pki.ca), str(timeout)],
+            timeout=timeout + 5,
+        )
+        status, headers, body = json.loads(done.stdout)
+        return status, headers, body
+
+
+def server_route_exists(web: Meet443Web, via: Namespace, path: str = "/v1/ws") -> bool:
+    """Whether the server answers `path` at all (a plain GET of a WebSocket endpoint is 400/426)."""
+    try:
+        status, _, _ = web.get(path, via)
+    except (LabError, subprocess.SubprocessError, json.JSONDecodeError):
+        return False
+    return status != 404
+
+
+# --------------------------------------------------------------------------------------------------
+# Routers and firewalls
+
+
+def ipv4_only(*namespaces: Namespace) -> None:
+    """Turn IPv6 off before links come up. Otherwise each veth gains an IPv6 link-local address a
+    second or two later (after duplicate address detection); Chromium sees that as a network
+    change and fails whatever it is loading with ERR_NETWORK_CHANGED."""
+    for ns in namespaces:
+        ns.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+
+
+def enable_forwarding(ns: Namespace) -> None:
+    ns.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+
+
+def default_route(ns: Namespace, via: str) -> None:
+    ns.run(["ip", "route", "replace", "default", "via", via])
+
+
+@dataclass(frozen=True)
+class FirewallPolicy:
+    """What the corporate firewall lets clients open towards the outside."""
+
+    name: str
+    tcp443: bool = True  # any TCP to port 443
+    tls_only: bool = False  # ...but only if it speaks TLS (first payload byte 0x16)
+    udp443: bool = False
+    everything: bool = False
+
+
+def corporate_ruleset(table: str, client_ifaces: Sequence[str], policy: FirewallPolicy) -> str:
+    """nftables for the router's forward hook.
+
+    TLS-only is stateful: conntrack remembers per connection (ct mark) what its first payload byte
+    from the client was. ``@ih,0,8`` is the first byte after the TCP header (nft's "inner header"
+    base, which honours the TCP data offset); a packet without payload cannot be loaded there, so
+    the SYN and bare ACKs pass that rule untouched. 0x16 (a TLS handshake record) marks the
+    connection TLS (1); any other first byte — TURN over TCP starts with 0x00 or 0x01 — marks it
+    refused (2) and every later packet of it is dropped. Later segments need not start at a TLS
+    record boundary, so they are not checked byte by byte; those that start with 0x17 (application
+    data) are counted, which shows the relay really carried TLS records.
+    """
+    clients = "{ " + ", ".join(f'"{i}"' for i in client_ifaces) + " }"
+    rules: list[str] = []
+    if policy.everything:
+        rules.append("accept")
+    else:
+        if policy.tls_only:
+            rules += [
+                f"iifname {clients} tcp dport 443 ct mark 2 counter name not_tls drop",
+                f"iifname {clients} tcp dport 443 ct state established ct mark 0 @ih,0,8 0x16 "
+                "ct mark set 1 counter name tls_hello accept",
+                f"iifname {clients} tcp dport 443 ct state established ct mark 0 @ih,0,8 != 0x16 "
+                "ct mark set 2 counter name not_tls drop",
+                f"iifname {clients} tcp dport 443 ct mark 1 @ih,0,8 0x17 counter name tls_appdata accept",
+            ]
+        rules.append("ct state established,related accept")
+        if policy.tcp443:
+            rules.append(f"iifname {clients} tcp dport 443 ct state new accept")
+        if policy.udp443:
+            rules.append(f"iifname {clients} udp dport 443 accept")
+        rules.append("counter name dropped drop")
+    body = "\n    ".join(rules)
+    return f"""
+table inet {table}
+delete table inet {table}
+table inet {table} {{
+  counter not_tls {{ }}
+  counter tls_hello {{ }}
+  counter tls_appdata {{ }}
+  counter dropped {{ }}
+  chain forward {{
+    type filter hook forward priority 0; policy drop;
+    {body}
+  }}
+}}
+"""
+
+
+def nft_counter(ns: Namespace, table: str, name: str) -> int:
+    out = ns.run(["nft", "-j", "list", "counter", "inet", table, name]).stdout
+    for item in json.loads(out)["nftables"]:
+        if "counter" in item:
+            return int(item["counter"]["packets"])
+    raise LabError(f"no counter {name} in {table}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Browsers
+
+
+class BrowserPool:
+    """One Playwright driver; at most one Chromium per namespace, launched on first use, reused."""
+
+    def __init__(self, workdir: Path, home: Path) -> None:
+        assert sync_playwright is not None
+        self.wrapper = chromium_wrapper(workdir)
+        self.home = home
+        self._pw_cm = sync_playwright()
+        self.pw = self._pw_cm.start()
+        self.browsers: dict[str, Any] = {}
+
+    def browser(self, ns: Namespace) -> Any:
+        if ns.name not in self.browsers or not self.browsers[ns.name].is_connected():
+            env = {**os.environ, NETNS_ENV: ns.name, "HOME": str(self.home)}
+            self.browsers[ns.name] = self.pw.chromium.launch(
+                executable_path=str(self.wrapper), args=list(CHROMIUM_FLAGS), env=env, timeout=60_000
+            )
+        return self.browsers[ns.name]
+
+    def release(self, *namespaces: Namespace) -> None:
+        """Close the browsers running in `namespaces` (before the lab deletes them)."""
+        for ns in namespaces:
+            browser = self.browsers.pop(ns.name, None)
+            if browser is not None:
+                with contextlib.suppress(Exception):
+                    browser.close()
+
+    def close(self) -> None:
+        for browser in self.browsers.values():
+            with contextlib.suppress(Exception):
+                browser.close()
+        self.browsers.clear()
+        self._pw_cm.__exit__(None, None, None)
+
+
+class Participant:
+    """One person in a meeting: a browser context (own fake camera and microphone) and its page."""
+
+    def __init__(self, browser: Any, name: str, log: list[str]) -> None:
+        self.name = name
+        self.context = browser.new_context(viewport={"width": 960, "height": 600}, ignore_https_errors=False)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(20_000)
+        self.page.on("console", lambda m: log.append(f"[{name}] {m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: log.append(f"[{name}] pageerror: {e}"))
+        self.target: Any = self.page  # the meeting's page, or its frame when embedded
+
+    def open(self, url: str) -> Participant:
+        self.page.goto(url, wait_until="domcontentloaded", timeout=20_000)
+        self.target = self.page
+        return self
+
+    def open_embedded(self, url: str, frame_url_part: str) -> Participant:
+        """Open a page that embeds the meeting in an iframe; drive the meeting inside the frame."""
+        self.page.goto(url, wait_until="load", timeout=20_000)
+        deadline = time.monotonic() + 15
+        while (frame := next((f for f in self.page.frames if frame_url_part in f.url), None)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no iframe showing {frame_url_part}: {self.page.frames}")
+            # A Playwright call, not time.sleep: the sync API takes in events (frame navigations)
+            # only while it is called.
+            self.page.wait_for_timeout(200)
+        self.target = frame
+        return self
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.target.evaluate("window.meet443.state()")
+        return result
+
+    def wait_js(self, expression: str, timeout_s: float = 20, what: str | None = None) -> Any:
+        """Poll `expression` until truthy. (Playwright's wait_for_function evaluates strings with
+        eval(), which the page's CSP rightly forbids; page.evaluate goes through DevTools.)"""
+        return wait_until(
+            lambda: self.target.evaluate(expression), timeout_s, interval=0.2, what=what or expression
+        )
+
+    def phase(self) -> str | None:
+        result: str | None = self.target.evaluate("document.body && document.body.dataset.phase")
+        return result
+
+    def wait_phase(self, phase: str, timeout_s: float = 20) -> dict[str, Any]:
+        expression = f"window.meet443 !== undefined && document.body.dataset.phase === {json.dumps(phase)}"
+        deadline = time.monotonic() + timeout_s
+        while not self.target.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.name}: not in phase {phase!r} after {timeout_s}s: {self.phase()!r}"
+                )
+            time.sleep(0.2)
+        return self.state()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.context.close()
+
+
+def wait_until(
+    check: Callable[[], Any], timeout_s: float, interval: float = 0.5, what: str | Callable[[], str] = "it"
+) -> Any:
+    """Call `check()` until it returns something truthy; fail with the last value after `timeout_s`.
+
+    `what` names the awaited condition in the failure; a callable is asked only then (to describe
+    the state at the time of failure, not at the start)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            name = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {name}; last value: {last!r}")
+        time.sleep(interval)
+
+
+def media_flowing(people: Sequence[Participant], min_frames: int = 30) -> Any:
+    """Every participant decodes video and receives audio from every other one.
+
+    Returns the states when true, else False (for `wait_until`).
+    """
+    states = [p.state() for p in people]
+    ids = {s["selfId"] for s in states}
+    for s in states:
+        peers = {c["peerId"]: c for c in s["connections"]}
+        if set(peers) != ids - {s["selfId"]}:
+            return False
+        for c in peers.values():
+            if c["framesDecoded"] < min_frames or c["audioBytesReceived"] <= 0 or c["bytesReceived"] <= 0:
+                return False
+    return states
+
+
+def media_growing(people: Sequence[Participant], before: Sequence[dict[str, Any]]) -> Any:
+    """Since `before` (states from `media_flowing`), video frames and audio bytes grew on every link."""
+    after = [p.state() for p in people]
+    for old, new in zip(before, after, strict=True):
+        old_by_peer = {c["peerId"]: c for c in old["connections"]}
+        for c in new["connections"]:
+            o = old_by_peer.get(c["peerId"])
+            if o is None:
+                return False
+            if c["framesDecoded"] <= o["framesDecoded"] or c["audioBytesReceived"] <= o["audioBytesReceived"]:
+                return False
+    return after
+
+
+def lab_prefix(tag: str) -> str:
+    """A namespace prefix unique to this run: 'b' + tag + pid, short enough for veth names."""
+    return f"b{tag}{os.getpid() % 10000}-"
+
+
+__all__ = [
+    "CHROMIUM_FLAGS",
+    "BrowserPool",
+    "FirewallPolicy",
+    "Lab",
+    "Meet443Web",
+    "Participant",
+    "browser_tools_missing",
+    "corporate_ruleset",
+    "default_route",
+    "enable_forwarding",
+    "ipv4_only",
+    "lab_prefix",
+    "media_flowing",
+    "media_growing",
+    "nft_counter",
+    "nss_home",
+    "server_route_exists",
+    "wait_until",
+]
