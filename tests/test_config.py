@@ -583,3 +583,11 @@ def test_public_ipv6(tmp_path: Path) -> None:
     assert load_serve_config(base, {"MEET443_PUBLIC_IPV6": "2001:db8::5"}).public_ipv6 == "2001:db8::5"
     with pytest.raises(ConfigError, match="IPv6"):
         load_serve_config([*base, "--public-ipv6", "192.0.2.1"], {})
+
+
+def test_joins_per_minute(tmp_path: Path) -> None:
+    base = ["--data-dir", str(tmp_path), "--listen", "127.0.0.1"]
+    assert load_serve_config(base, {}).joins_per_minute == 10
+    assert load_serve_config([*base, "--joins-per-minute", "600"], {}).joins_per_minute == 600
+    with pytest.raises(ConfigError):
+        load_serve_config([*base, "--joins-per-minute", "0"], {})

@@ -26,6 +26,7 @@ from meet443.config import ServeConfig
 from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
+from meet443.proto.signaling.room import SignalingLimits
 from meet443.proto.turn.credentials import CredentialStore
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
@@ -100,6 +101,12 @@ def build_signaling_service(config: ServeConfig, store: MeetingStore) -> Signali
         credential_ttl=config.credential_ttl,
         force_relay=config.force_relay,
         max_participants=config.max_participants,
+        limits=SignalingLimits(
+            join_rate=config.joins_per_minute / 60,
+            join_burst=2.0 * config.joins_per_minute,
+            room_creation_rate=config.joins_per_minute / 120,
+            room_creation_burst=float(config.joins_per_minute),
+        ),
         on_meeting_ended=meeting_ended,
     )
 

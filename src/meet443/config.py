@@ -207,6 +207,12 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("force-relay", "", "tell browsers to send all media through the TURN relay", boolean=True),
     Option("max-participants", "N", "participants in all rooms together"),
     Option(
+        "joins-per-minute",
+        "N",
+        "room joins per client address (IPv6: per /64) per minute, bursts of twice that; new ad-hoc "
+        "rooms at half the rate (raise it for large offices behind one NAT address)",
+    ),
+    Option(
         "other-udp-port",
         "N",
         "second UDP port: answers STUN Binding requests, and CHANGE-REQUEST (RFC 5780) for the main "
@@ -318,6 +324,7 @@ class ServeConfig:
     force_relay: bool = False
     #: Participants in all rooms together.
     max_participants: int = DEFAULT_MAX_PARTICIPANTS
+    joins_per_minute: int = 10
     #: Network-check credentials per address and minute (``meet443 check``, ``/check``).
     check_rate: int = 6
     #: The second UDP port (RFC 5780 "change port"); 0: random. 3478 is STUN's IANA port.
@@ -965,6 +972,7 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         default_room_mode=pick("default_room_mode", _parse_room_mode),
         force_relay=pick("force_relay", _parse_bool),
         max_participants=pick("max_participants", _int_parser(1)),
+        joins_per_minute=pick("joins_per_minute", _int_parser(1)),
         check_rate=pick("check_rate", _int_parser(1, 100_000)),
         other_udp_port=pick("other_udp_port", _int_parser(0, 65535)),
         other_udp_port_fixed=values.source("other_udp_port") is not None,

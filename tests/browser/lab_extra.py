@@ -119,6 +119,9 @@ class Meet443Web:
             "--relay-ports", f"{self.relay_ports[0]}-{self.relay_ports[1]}",
             "--cert", str(self.pki.cert), "--key", str(self.pki.key),
             "--data-dir", str(data), "--log-level", "info",
+            # Every browser of a test comes from one client address; the default 10 joins a
+            # minute per address would refuse the later tests of a module.
+            "--joins-per-minute", "600",
             *self.extra,
         ]  # fmt: skip
 
