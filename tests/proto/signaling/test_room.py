@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import meet443.proto.signaling as package
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
+from meet443.proto.signaling.messages import CLIENT_TYPES
 from meet443.proto.signaling.room import (
     Close,
     LookupRoom,
@@ -1214,24 +1215,7 @@ json_values = st.recursive(
     ),
     max_leaves=10,
 )
-TYPES = [
-    "join",
-    "offer",
-    "answer",
-    "candidate",
-    "chat",
-    "media",
-    "lock",
-    "admit",
-    "reject",
-    "kick",
-    "mute",
-    "end",
-    "ice-refresh",
-    "ping",
-    "leave",
-    "bogus",
-]
+TYPES = [*sorted(CLIENT_TYPES), "bogus"]
 
 
 def messages(ids: list[str]) -> st.SearchStrategy[bytes]:
