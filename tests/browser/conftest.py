@@ -38,13 +38,15 @@ def require_lab() -> None:
         pytest.fail(f"cannot run the browser tests: {reason}", pytrace=False)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while Playwright's sync API is open, its event loop counts as
+# running in this thread, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="package")
 def browser_pki(tmp_path_factory: pytest.TempPathFactory) -> LabPki:
     require_lab()
     return make_test_pki(tmp_path_factory.mktemp("browser-pki"), ips=SERVER_IPS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browsers(tmp_path_factory: pytest.TempPathFactory, browser_pki: LabPki) -> Iterator[BrowserPool]:
     require_lab()
     home = nss_home(browser_pki, tmp_path_factory.mktemp("browser-home"))
