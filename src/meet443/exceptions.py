@@ -10,9 +10,10 @@
         ├── StunErrorResponse       a well-formed request to answer with a STUN ERROR-CODE
         │                           (RFC 8489 §14.8); carries the code, reason and any
         │                           UNKNOWN-ATTRIBUTES to put on the wire
-        └── SignalingError          a signaling message to answer with an ``error`` message
-                                    (docs/signaling.md "Error codes"); carries the code and
-                                    the WebSocket close code when the socket must close
+        ├── SignalingError          a signaling message to answer with an ``error`` message
+        │                           (docs/signaling.md "Error codes"); carries the code and
+        │                           the WebSocket close code when the socket must close
+        └── UnacceptableDescription a well-formed SDP offer or answer the SFU cannot negotiate
 
 Parsers raise only ``ParseError``; servers turn every ``ProtocolError`` into a counter, a log line
 and, where the RFC says so, an error response, never a crash.
@@ -63,3 +64,7 @@ class SignalingError(ProtocolError):
         self.message = message
         self.close_code = close_code
         self.ref = ref
+
+
+class UnacceptableDescription(ProtocolError):
+    """A well-formed SDP offer or answer the SFU cannot negotiate (the signaling layer answers it)."""

@@ -24,7 +24,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from meet443.exceptions import ProtocolError
+from meet443.exceptions import UnacceptableDescription
 from meet443.proto.addresses import Address
 from meet443.proto.sdp.attributes import (
     Attribute,
@@ -77,10 +77,6 @@ MIN_UFRAG_LENGTH = 4
 MIN_PWD_LENGTH = 22
 #: RFC 8445 §5.1.2.2: type preference of host candidates.
 HOST_TYPE_PREFERENCE = 126
-
-
-class UnacceptableDescription(ProtocolError):
-    """A well-formed SDP offer or answer the SFU cannot negotiate (the signaling layer answers it)."""
 
 
 @dataclass(frozen=True, slots=True)
