@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from meet443.exceptions import ParseError
 from meet443.proto.stun.attributes import (
+    AlternateServer,
     ChannelNumber,
     Data,
     DontFragment,
@@ -200,6 +201,7 @@ ALL_ATTRIBUTES = [
     XorMappedAddress(("203.0.113.5", 1)),
     XorPeerAddress(("2001:db8::1", 65535)),
     XorRelayedAddress(("198.51.100.7", 49152)),
+    AlternateServer(("192.0.2.9", 443)),
     Username("user"),
     ErrorCode(438, "Stale Nonce"),
     Realm("example.org"),

@@ -362,23 +362,15 @@ class Software(_Text):
 
 
 @dataclass(frozen=True, slots=True)
-class AlternateServer(Attribute):
-    """RFC 8489 §14.15 ALTERNATE-SERVER."""
+class AlternateServer(MappedAddress):
+    """RFC 8489 §14.15 ALTERNATE-SERVER (encoded like MAPPED-ADDRESS)."""
 
     TYPE: ClassVar[int] = 0x8023
-    address: Address
-
-    def pack(self, transaction_id: bytes) -> bytes:
-        return _pack_address(self.address, None)
-
-    @classmethod
-    def unpack(cls, value: bytes, transaction_id: bytes) -> Self:
-        return cls(_unpack_address(value, None))
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelNumber(Attribute):
-    """RFC 8656 §18.1 CHANNEL-NUMBER (0x4000 to 0x4FFF valid), then 2 bytes RFFU."""
+    """RFC 8656 §18.1 CHANNEL-NUMBER, then 2 bytes RFFU (the server checks the range, see channeldata.py)."""
 
     TYPE: ClassVar[int] = 0x000C
     number: int
