@@ -31,11 +31,17 @@ export function classifyMediaError(err) {
 }
 
 export class LocalMedia {
-  /** onTracks({audio, video}) after any track change; onDevices(devices); onEnded(kind). */
-  constructor({ onTracks, onDevices, onScreenEnded }) {
+  /**
+   * onTracks({audio, video}) after any track change; onDevices(devices, selected);
+   * onScreenEnded(); onFallback(kind) when a device in use went away and the default replaced it.
+   */
+  constructor({ onTracks, onDevices, onScreenEnded, onFallback = () => {} }) {
     this.onTracks = onTracks;
     this.onDevices = onDevices;
     this.onScreenEnded = onScreenEnded;
+    this.onFallback = onFallback;
+    this.lost = { audioinput: false, videoinput: false }; // the track ended without being asked to
+    this.deviceWork = Promise.resolve(); // device changes run one after another
     this.audioTrack = null;
     this.cameraTrack = null;
     this.screenTrack = null;
@@ -44,7 +50,9 @@ export class LocalMedia {
     this.stream = new MediaStream(); // what the self tile and preview show
     this.error = null;
     if (navigator.mediaDevices && 'ondevicechange' in navigator.mediaDevices) {
-      navigator.mediaDevices.addEventListener('devicechange', () => this.handleDeviceChange());
+      navigator.mediaDevices.addEventListener('devicechange', () => {
+        this.deviceWork = this.deviceWork.then(() => this.handleDeviceChange()).catch((err) => console.warn(err));
+      });
     }
   }
 
@@ -108,18 +116,24 @@ export class LocalMedia {
   setAudioTrack(track) {
     if (this.audioTrack && this.audioTrack !== track) this.audioTrack.stop();
     this.audioTrack = track;
-    track.enabled = this.audioEnabled;
+    this.lost.audioinput = false;
+    track.enabled = this.audioEnabled; // a new microphone keeps the mute state
+    track.addEventListener('ended', () => {
+      if (this.audioTrack === track) this.lost.audioinput = true;
+    });
     this.selected.audioinput = track.getSettings().deviceId || this.selected.audioinput;
   }
 
   setCameraTrack(track) {
     if (this.cameraTrack && this.cameraTrack !== track) this.cameraTrack.stop();
     this.cameraTrack = track;
+    this.lost.videoinput = false;
     if (track) {
       this.selected.videoinput = track.getSettings().deviceId || this.selected.videoinput;
       track.addEventListener('ended', () => {
         if (this.cameraTrack === track) {
-          this.cameraTrack = null;
+          this.cameraTrack = null; // unplugged: devicechange brings the default camera back
+          this.lost.videoinput = true;
           this.emit();
         }
       });
@@ -137,6 +151,7 @@ export class LocalMedia {
   /** Camera off releases the camera (its light goes off); on opens it again. */
   async setVideoEnabled(on) {
     if (!on) {
+      this.lost.videoinput = false;
       if (this.cameraTrack) {
         this.cameraTrack.stop();
         this.cameraTrack = null;
@@ -148,11 +163,19 @@ export class LocalMedia {
     return this.open({ audio: false, video: true });
   }
 
+  /**
+   * Switch camera or microphone, also mid-call: the new track replaces the old one on every
+   * sender (through onTracks → replaceTrack, no renegotiation), the old one is stopped, and the
+   * microphone's mute state carries over. A camera that is off only remembers the choice.
+   */
   async selectDevice(kind, deviceId) {
+    const previous = this.selected[kind];
     this.selected[kind] = deviceId;
-    if (kind === 'audioinput' && this.audioTrack) return this.open({ audio: true, video: false });
-    if (kind === 'videoinput' && this.cameraTrack) return this.open({ audio: false, video: true });
-    return null;
+    const audio = kind === 'audioinput';
+    if (!(audio ? this.audioTrack : this.cameraTrack)) return null;
+    const err = await this.open({ audio, video: !audio });
+    if (err) this.selected[kind] = previous; // the old device keeps working
+    return err;
   }
 
   async startScreen() {
@@ -199,27 +222,31 @@ export class LocalMedia {
     this.onDevices(devices, { ...this.selected });
   }
 
-  /** A device was plugged in or out: list again; if ours is gone, fall back to the default. */
+  /**
+   * A device was plugged in or out: list again. If the device in use is gone (or its track
+   * ended), switch to the default one the same way as selectDevice and tell the owner.
+   */
   async handleDeviceChange() {
     await this.refreshDevices();
+    if (!this.devices) return;
     for (const kind of ['audioinput', 'videoinput']) {
+      const audio = kind === 'audioinput';
       const id = this.selected[kind];
-      const present = this.devices[kind].some((d) => d.deviceId === id);
-      const track = kind === 'audioinput' ? this.audioTrack : this.cameraTrack;
-      if (id && !present) {
-        this.selected[kind] = '';
-        if (track) {
-          await this.open({ audio: kind === 'audioinput', video: kind === 'videoinput' });
-        }
-      } else if (track && track.readyState === 'ended') {
-        await this.open({ audio: kind === 'audioinput', video: kind === 'videoinput' });
-      }
+      const track = audio ? this.audioTrack : this.cameraTrack;
+      const gone = !!id && !this.devices[kind].some((d) => d.deviceId === id);
+      const ended = (track && track.readyState === 'ended') || this.lost[kind];
+      if (!gone && !ended) continue;
+      if (gone) this.selected[kind] = '';
+      if (!track && !this.lost[kind]) continue; // not in use (camera off): nothing to replace
+      const err = await this.open({ audio, video: !audio });
+      this.onFallback(kind, err);
     }
   }
 
   stopAll() {
     for (const t of [this.audioTrack, this.cameraTrack, this.screenTrack]) if (t) t.stop();
     this.audioTrack = this.cameraTrack = this.screenTrack = null;
+    this.lost = { audioinput: false, videoinput: false };
     for (const t of this.stream.getTracks()) this.stream.removeTrack(t);
   }
 }

@@ -43,6 +43,12 @@ const media = new LocalMedia({
     });
     sendMediaState();
   },
+  onFallback(kind, err) {
+    const what = kind === 'audioinput' ? 'microphone' : 'camera';
+    if (err) mediaError(err);
+    else notify(`Your ${what} was disconnected; now using the default ${what}.`, 'warn');
+    sendMediaState();
+  },
 });
 streams.set('self', media.stream);
 
@@ -127,7 +133,16 @@ const actions = {
 
   async selectDevice(kind, deviceId) {
     storage.set(`meet443.${kind}`, deviceId);
-    mediaError(await media.selectDevice(kind, deviceId));
+    const err = await media.selectDevice(kind, deviceId);
+    mediaError(err);
+    if (err) media.refreshDevices(); // the lists show the device still in use again
+  },
+
+  toggleDeviceMenu(open = !state.deviceMenu) {
+    update((s) => {
+      s.deviceMenu = open;
+    });
+    if (open) media.refreshDevices();
   },
 
   sendChat(text) {
@@ -519,6 +534,7 @@ async function publicState({ detail = false } = {}) {
       connections.push({
         peerId,
         ...summary,
+        senders: link.pc.getSenders().map((sender) => trackInfo(sender.track)),
         polite: link.polite,
         iceRestarts: link.restarts,
         pathUpgrades: link.upgrades,
@@ -564,8 +580,29 @@ async function publicState({ detail = false } = {}) {
       hasAudio: s.local.hasAudio,
       hasVideo: s.local.hasVideo,
       error: s.local.error,
+      selected: { ...s.local.selected },
+      devices: {
+        audioinput: s.local.devices.audioinput.map((d) => ({ ...d })),
+        videoinput: s.local.devices.videoinput.map((d) => ({ ...d })),
+      },
+      audioTrack: trackInfo(media.audioTrack),
+      videoTrack: trackInfo(media.outgoingVideo),
     },
     failure: s.failure ? { ...s.failure } : null,
+  };
+}
+
+/** A track as plain data (for tests): which device it comes from and whether it still runs. */
+function trackInfo(track) {
+  if (!track) return null;
+  const settings = track.getSettings ? track.getSettings() : {};
+  return {
+    id: track.id,
+    kind: track.kind,
+    label: track.label,
+    deviceId: settings.deviceId || '',
+    enabled: track.enabled,
+    readyState: track.readyState,
   };
 }
 

@@ -36,6 +36,7 @@ export const state = {
   notice: null, // {text, kind: 'info' | 'warn'} — a transient toast
   audioBlocked: false, // autoplay refused to play remote audio until the user clicks
   panel: null, // null | 'chat' | 'people'
+  deviceMenu: false, // the in-call camera / microphone menu is open
   confirmEnd: false, // "End for all" was clicked once; the next click ends the meeting
   embedded: false, // the page runs inside an iframe
 };

@@ -119,7 +119,12 @@ export class RoomView {
     $('audio-unlock-button').addEventListener('click', () => this.unlockAudio());
     for (const kind of ['audioinput', 'videoinput']) {
       $(`${kind}-select`).addEventListener('change', (e) => a.selectDevice(kind, e.target.value));
+      $(`call-${kind}-select`).addEventListener('change', (e) => a.selectDevice(kind, e.target.value));
     }
+    $('ctl-devices').addEventListener('click', () => a.toggleDeviceMenu());
+    document.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape' && !$('device-menu').hidden) a.toggleDeviceMenu(false);
+    });
     $('chat-form').addEventListener('submit', (e) => {
       e.preventDefault();
       const input = $('chat-input');
@@ -220,8 +225,7 @@ export class RoomView {
     $('join-button').disabled = !s.displayName.trim();
   }
 
-  renderDeviceSelect(kind, s) {
-    const select = $(`${kind}-select`);
+  renderDeviceSelect(kind, s, select = $(`${kind}-select`)) {
     const list = s.local.devices[kind];
     const key = JSON.stringify(list);
     if (select.dataset.key !== key) {
@@ -466,6 +470,15 @@ export class RoomView {
     $('ctl-people').setAttribute('aria-pressed', String(s.panel === 'people'));
     show($('unread'), s.unread > 0 && s.panel !== 'chat');
     show($('knock-dot'), s.host && s.knocks.length > 0 && s.panel !== 'people');
+    this.renderDeviceMenu(s);
+  }
+
+  /** The in-call camera / microphone menu: the same lists as the pre-join screen. */
+  renderDeviceMenu(s) {
+    $('ctl-devices').setAttribute('aria-expanded', String(s.deviceMenu));
+    show($('device-menu'), s.deviceMenu);
+    if (!s.deviceMenu) return;
+    for (const kind of ['audioinput', 'videoinput']) this.renderDeviceSelect(kind, s, $(`call-${kind}-select`));
   }
 
   renderToast(s) {
