@@ -33,11 +33,15 @@ from meet443.proto.signaling.messages import (
     Offer,
     ParticipantInfo,
     ParticipantLeft,
+    Pause,
     Ping,
+    Publish,
     Reject,
     RelayedCandidate,
     RelayedOffer,
+    Resubscribe,
     RoomInfo,
+    SubscribeAnswer,
     clean_display_name,
     decode_client_message,
     encode,
@@ -99,6 +103,13 @@ VALID: list[tuple[dict[str, Any], object]] = [
     ({"type": "ice-refresh"}, IceRefresh()),
     ({"type": "ping"}, Ping()),
     ({"type": "leave"}, Leave()),
+    (
+        {"type": "publish", "sdp": "v=0\r\n", "sources": {"0": "microphone", "1": "camera"}},
+        Publish(sdp="v=0\r\n", sources={"0": "microphone", "1": "camera"}),
+    ),
+    ({"type": "subscribe-answer", "sdp": "v=0\r\n"}, SubscribeAnswer(sdp="v=0\r\n")),
+    ({"type": "resubscribe"}, Resubscribe()),
+    ({"type": "pause", "mid": "v0", "paused": True}, Pause(mid="v0", paused=True)),
 ]
 
 
@@ -119,6 +130,11 @@ class TestClientMessages:
     )
     def test_round_trip(self, obj: dict[str, Any], expected: object) -> None:
         assert json.loads(msgspec.json.encode(decode(obj))) == obj
+
+    def test_publish_sources_are_known_kinds(self) -> None:
+        with pytest.raises(SignalingError) as caught:
+            decode({"type": "publish", "sdp": "v=0", "sources": {"0": "projector"}})
+        assert caught.value.code == "bad-message"
 
     def test_str_and_bytes_alike(self) -> None:
         assert decode_client_message(json.dumps(JOIN)) == decode(JOIN)

@@ -13,15 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
-from meet443.proto.signaling.messages import CLIENT_TYPES
+from meet443.proto.signaling.messages import CLIENT_TYPES, Pause, Publish, Speaker, SubscribeOffer
 from meet443.proto.signaling.room import (
     Close,
+    LeftSfu,
     LookupRoom,
     MeetingEnded,
     Output,
     Send,
     SignalingLimits,
     SignalingServer,
+    ToSfu,
     address_key,
 )
 
@@ -59,6 +61,7 @@ class Harness:
         self.auto_admit = True
         self.lookups: list[LookupRoom] = []
         self.ended: list[str] = []
+        self.sfu: list[ToSfu | LeftSfu] = []
         self.conns = itertools.count(1)
         self.ice_calls: list[tuple[str, float]] = []
 
@@ -95,6 +98,8 @@ class Harness:
                 self.lookups.append(output)
                 if self.auto_admit:
                     self.answer(output)
+            elif isinstance(output, ToSfu | LeftSfu):
+                self.sfu.append(output)
             else:
                 assert isinstance(output, MeetingEnded)
                 self.ended.append(output.room)
@@ -325,6 +330,53 @@ class TestJoin:
         assert ada.last_error() == "bad-message"
         assert ada.closed is None
         assert ada.join(name="Ada")["type"] == "joined"
+
+
+class TestGroupRooms:
+    """docs/signaling.md "Group rooms": media requests go to the SFU, its answers come back."""
+
+    @pytest.fixture
+    def h(self) -> Harness:
+        h = Harness()
+        h.meetings["town-hall"] = RoomAdmission("town-hall", RoomMode.GROUP, True, None, False)
+        return h
+
+    def test_join_and_requests_reach_the_sfu(self, h: Harness) -> None:
+        ada = h.joined("town-hall")
+        assert h.sfu == [ToSfu("town-hall", ada.self_id, None)]
+        ada.send("publish", sdp="v=0", sources={"0": "microphone"})
+        ada.send("pause", mid="v0", paused=True)
+        assert h.sfu[1:] == [
+            ToSfu("town-hall", ada.self_id, Publish("v=0", {"0": "microphone"})),
+            ToSfu("town-hall", ada.self_id, Pause("v0", paused=True)),
+        ]
+
+    def test_normal_rooms_refuse_sfu_requests(self, h: Harness) -> None:
+        ada = h.joined("standup")
+        ada.send("subscribe-answer", sdp="v=0")
+        assert ada.last_error() == "not-group-room"
+        assert h.sfu == []
+
+    def test_sfu_messages_reach_one_participant_or_the_room(self, h: Harness) -> None:
+        ada, bob = h.joined("town-hall"), h.joined("town-hall", "Bob")
+        ada.take(), bob.take()
+        h.process(h.server.deliver("town-hall", bob.self_id, SubscribeOffer("v=0", [])))
+        assert ada.take() == [] and bob.types() == ["subscribe-offer"]
+        h.process(h.server.broadcast("town-hall", Speaker(ada.self_id)))
+        assert ada.take() == bob.take() == [{"type": "speaker", "participantId": ada.self_id}]
+        h.process(h.server.deliver("elsewhere", bob.self_id, Speaker(None)))
+        assert bob.take() == []
+
+    def test_offer_waits_for_a_resume_and_leaving_tells_the_sfu(self, h: Harness) -> None:
+        ada = h.joined("town-hall")
+        h.drop(ada)
+        h.process(h.server.deliver("town-hall", ada.self_id, SubscribeOffer("v=0", [])))
+        back = h.connect()
+        back.join("town-hall", resumeToken=ada.resume_token)
+        assert "subscribe-offer" in back.types()
+        assert h.sfu == [ToSfu("town-hall", ada.self_id, None)], "a resume is not a new SFU participant"
+        back.send("leave")
+        assert h.sfu[-1] == LeftSfu("town-hall", ada.self_id)
 
 
 class TestCapacity:

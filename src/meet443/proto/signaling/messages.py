@@ -229,6 +229,43 @@ class Leave(_ClientBase, tag="leave", frozen=True):
     pass
 
 
+# Group rooms (docs/signaling.md "Group rooms"): two peer connections per participant with the SFU.
+
+Source = Literal["microphone", "camera", "screen"]
+_Mid = Annotated[str, Meta(min_length=1, max_length=_MAX_SDP_MID_CHARS)]
+
+
+class Publish(_ClientBase, tag="publish", frozen=True):
+    """The offer of the participant's publish connection and what each sending section carries."""
+
+    sdp: Sdp
+    sources: Annotated[dict[_Mid, Source], Meta(max_length=8)]
+
+    def __post_init__(self) -> None:
+        _check_sdp(self.sdp)
+
+
+class SubscribeAnswer(_ClientBase, tag="subscribe-answer", frozen=True):
+    sdp: Sdp
+
+    def __post_init__(self) -> None:
+        _check_sdp(self.sdp)
+
+
+class Resubscribe(_ClientBase, tag="resubscribe", frozen=True):
+    """The subscribe connection failed: ask for a fresh offer (new ICE credentials)."""
+
+
+class Pause(_ClientBase, tag="pause", frozen=True):
+    """Stop (or resume) forwarding the video of one subscribe section the client does not show."""
+
+    mid: _Mid
+    paused: bool
+
+
+SfuRequest = Publish | SubscribeAnswer | Resubscribe | Pause
+
+
 ClientMessage = (
     Join
     | Offer
@@ -245,6 +282,10 @@ ClientMessage = (
     | IceRefresh
     | Ping
     | Leave
+    | Publish
+    | SubscribeAnswer
+    | Resubscribe
+    | Pause
 )
 
 CLIENT_TYPES = frozenset(
@@ -264,6 +305,10 @@ CLIENT_TYPES = frozenset(
         "ice-refresh",
         "ping",
         "leave",
+        "publish",
+        "subscribe-answer",
+        "resubscribe",
+        "pause",
     }
 )
 
@@ -438,6 +483,36 @@ class Pong(_ServerBase, tag="pong", frozen=True):
     pass
 
 
+class SfuTrack(Struct, rename="camel", frozen=True):
+    """One section of the subscribe connection and whose media it carries now (``None``: idle)."""
+
+    mid: str
+    kind: Literal["audio", "video"]
+    participant_id: str | None
+    source: Source | None
+
+
+class PublishAnswer(_ServerBase, tag="publish-answer", frozen=True):
+    sdp: str
+
+
+class SubscribeOffer(_ServerBase, tag="subscribe-offer", frozen=True):
+    sdp: str
+    tracks: list[SfuTrack]
+
+
+class Tracks(_ServerBase, tag="tracks", frozen=True):
+    """The sections of the subscribe connection were given to other sources (no renegotiation)."""
+
+    tracks: list[SfuTrack]
+
+
+class Speaker(_ServerBase, tag="speaker", frozen=True):
+    """The room's dominant speaker changed (RFC 6464 audio levels measured by the SFU)."""
+
+    participant_id: str | None
+
+
 class ErrorMessage(_ServerBase, tag="error", frozen=True, omit_defaults=True):
     code: str
     message: str
@@ -463,6 +538,10 @@ ServerMessage = (
     | Ended
     | IceServersMessage
     | Pong
+    | PublishAnswer
+    | SubscribeOffer
+    | Tracks
+    | Speaker
     | ErrorMessage
 )
 

@@ -70,16 +70,21 @@ from meet443.proto.signaling.messages import (
     ParticipantJoined,
     ParticipantLeft,
     ParticipantUpdated,
+    Pause,
     Ping,
     Pong,
+    Publish,
     Reject,
     Rejected,
     RelayedAnswer,
     RelayedCandidate,
     RelayedOffer,
+    Resubscribe,
     RoomInfo,
     RoomUpdated,
     ServerMessage,
+    SfuRequest,
+    SubscribeAnswer,
     decode_client_message,
     encode,
 )
@@ -88,6 +93,7 @@ __all__ = [
     "Close",
     "ConnectionState",
     "IceServerSource",
+    "LeftSfu",
     "LookupRoom",
     "MeetingEnded",
     "Output",
@@ -96,6 +102,7 @@ __all__ = [
     "SignalingCounters",
     "SignalingLimits",
     "SignalingServer",
+    "ToSfu",
 ]
 
 logger = logging.getLogger(__name__)
@@ -179,7 +186,24 @@ class MeetingEnded:
     room: str
 
 
-Output = Send | Close | LookupRoom | MeetingEnded
+@dataclass(frozen=True, slots=True)
+class ToSfu:
+    """A group-room participant joined (``message`` None, first join only) or sent a media request."""
+
+    room: str
+    participant: str
+    message: SfuRequest | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeftSfu:
+    """A group-room participant left for good: its media goes."""
+
+    room: str
+    participant: str
+
+
+Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu
 
 
 # --------------------------------------------------------------------------------------------------
@@ -755,6 +779,8 @@ class SignalingServer:
         if p.host:
             for k in room.knockers.values():
                 self._send(c.conn, Knock(k.id, k.display_name))
+        if room.mode is RoomMode.GROUP and not resumed:
+            self._out.append(ToSfu(room.name, p.id, None))
 
     def _resume(self, c: _Connection, p: _Participant, join: Join, now: float) -> None:
         """docs/signaling.md "Connection lifecycle" 5: the same participant on a new socket."""
@@ -788,6 +814,8 @@ class SignalingServer:
         p.backlog.clear()
         logger.info("participant %s left room %s (%s)", p.id, room.name, reason)
         self._broadcast(room, ParticipantLeft(p.id, reason))
+        if room.mode is RoomMode.GROUP:
+            self._out.append(LeftSfu(room.name, p.id))
         if p.host and not room.api_created and not any(o.host for o in room.participants.values()):
             # An ad-hoc room is never left without a host, or a locked room could not be opened.
             heir = next(iter(room.participants.values()), None)
@@ -883,7 +911,9 @@ class SignalingServer:
             relayed = RelayedAnswer(p.id, message.to, message.sdp)
         else:
             relayed = RelayedCandidate(p.id, message.to, message.candidate)
-        payload = encode(relayed)
+        self._deliver(target, encode(relayed))
+
+    def _deliver(self, target: _Participant, payload: bytes) -> None:
         if target.conn is not None:
             self._out.append(Send(target.conn, payload))
             return
@@ -896,6 +926,30 @@ class SignalingServer:
             or target.backlog_bytes > limits.max_backlog_bytes
         ):
             target.backlog_bytes -= len(target.backlog.popleft())
+
+    def _on_sfu(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
+        """docs/signaling.md "Group rooms": media requests go to the SFU of the room."""
+        assert isinstance(message, Publish | SubscribeAnswer | Resubscribe | Pause)
+        if p.room.mode is not RoomMode.GROUP:
+            raise SignalingError("not-group-room", "this room is peer to peer", ref=_type_of(message))
+        self._out.append(ToSfu(p.room.name, p.id, message))
+
+    def deliver(self, room: str, participant: str, message: ServerMessage) -> list[Output]:
+        """A message from the SFU to one participant (kept for it while its socket is away)."""
+        out = self._out = []
+        r = self._rooms.get(room)
+        target = r.participants.get(participant) if r is not None else None
+        if target is not None:
+            self._deliver(target, encode(message))
+        return out
+
+    def broadcast(self, room: str, message: ServerMessage) -> list[Output]:
+        """A message from the SFU to everyone in ``room`` (active speaker)."""
+        out = self._out = []
+        r = self._rooms.get(room)
+        if r is not None:
+            self._broadcast(r, message)
+        return out
 
     def _on_chat(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
         """docs/signaling.md ``chat``: a room-wide ``seq``; duplicates by ``clientMessageId`` dropped."""
@@ -1050,6 +1104,10 @@ _JOINED_HANDLERS: dict[type, _Handler] = {
     IceRefresh: SignalingServer._on_ice_refresh,
     Ping: SignalingServer._on_ping,
     Leave: SignalingServer._on_leave,
+    Publish: SignalingServer._on_sfu,
+    SubscribeAnswer: SignalingServer._on_sfu,
+    Resubscribe: SignalingServer._on_sfu,
+    Pause: SignalingServer._on_sfu,
 }
 
 _REFUSAL_TEXT = {
