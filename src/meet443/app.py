@@ -18,6 +18,7 @@ from aiohttp import web
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.http import HttpService, build_main_app, build_metrics_app
 from meet443.aio.network import NetworkEndpoints
+from meet443.aio.sfu import SfuService
 from meet443.aio.signaling import SignalingService
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
@@ -111,6 +112,14 @@ def build_signaling_service(config: ServeConfig, store: MeetingStore) -> Signali
     )
 
 
+def _sfu_addresses(config: ServeConfig) -> tuple[tuple[str, int], ...]:
+    """The SFU's host candidates: the public address(es) on the main port (RFC 8445 §5.1.1.1)."""
+    addresses = [(config.public_ip, config.port)]
+    if config.public_ipv6 is not None:
+        addresses.append((config.public_ipv6, config.port))
+    return tuple(addresses)
+
+
 def _tls_files(config: ServeConfig) -> tuple[Path, Path]:
     if config.cert is not None and config.key is not None:
         return config.cert, config.key
@@ -128,10 +137,16 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     ssl_context = make_server_ssl_context(cert, key)
 
     service = build_turn_service(config)
+    store = MeetingStore.open(config.data_dir)
+    signaling = build_signaling_service(config, store)
+    sfu = SfuService(_sfu_addresses(config), deliver=signaling.deliver, broadcast=signaling.broadcast)
+    signaling.on_sfu = sfu.signaling_output
     udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
     enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
     udp_sock.bind((config.listen, config.port))
-    udp_transport, _ = await loop.create_datagram_endpoint(lambda: MainUdpProtocol(service), sock=udp_sock)
+    udp_transport, _ = await loop.create_datagram_endpoint(
+        lambda: MainUdpProtocol(service, sfu), sock=udp_sock
+    )
     other_port = await service.open_other_port(
         config.listen, config.other_udp_port, fixed=config.other_udp_port_fixed
     )
@@ -149,7 +164,6 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     app = build_main_app(
         config.public_url, embed_origins=config.embed_origins, meetings=store, network=network
     )
-    signaling = build_signaling_service(config, store)
     signaling.add_routes(app)
     http = HttpService(app)
     await http.start()
@@ -157,7 +171,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     tcp.listen(config.listen, config.port)
 
     where = f"{config.listen}:{config.port}"
-    logger.info("listening on udp %s: STUN, TURN (UDP) and ChannelData", where)
+    logger.info("listening on udp %s: STUN, TURN (UDP) and ChannelData; SFU (ICE-lite, DTLS-SRTP)", where)
     logger.info("listening on udp %s:%d: STUN Binding only (RFC 5780 change port)", config.listen, other_port)
     logger.info(
         "listening on tcp %s: TURN over TCP and TLS; HTTPS web app, REST API and WSS signaling", where
@@ -172,7 +186,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
         metrics_runner = web.AppRunner(
-            build_metrics_app(service, signaling.core), access_log=None, handle_signals=False
+            build_metrics_app(service, signaling.core, sfu.conference), access_log=None, handle_signals=False
         )
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, *config.metrics_listen).start()
@@ -195,6 +209,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         tcp.close()
+        await sfu.close()
         udp_transport.close()
         service.close()
         cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])

@@ -28,6 +28,7 @@ from meet443.config import parse_origin, parse_public_url
 from meet443.meetings import MeetingStore
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.room import SignalingServer
+from meet443.sfu.conference import Conference
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +222,9 @@ def _metric(lines: list[str], name: str, kind: str, help_text: str, samples: Map
     lines += [f"{name}{labels} {value}" for labels, value in samples.items()]
 
 
-def render_metrics(service: TurnService, signaling: SignalingServer | None = None) -> str:
+def render_metrics(
+    service: TurnService, signaling: SignalingServer | None = None, sfu: Conference | None = None
+) -> str:
     """Prometheus text exposition (no per-user or per-room labels)."""
     turn = service.turn
     counters = turn.counters
@@ -291,12 +294,43 @@ def render_metrics(service: TurnService, signaling: SignalingServer | None = Non
         )
         errors = {f'{{code="{c}"}}': n for c, n in sorted(sc.errors.items())}
         _metric(lines, "meet443_signaling_errors_total", "counter", "Error messages sent, by code.", errors)
+    if sfu is not None:
+        _sfu_metrics(lines, sfu)
     return "\n".join(lines) + "\n"
 
 
-def build_metrics_app(service: TurnService, signaling: SignalingServer | None = None) -> web.Application:
+def _sfu_metrics(lines: list[str], sfu: Conference) -> None:
+    rc, cc = sfu.router_counters, sfu.counters
+    gauges = {
+        "meet443_sfu_participants": ("Participants with the SFU.", sfu.participant_count),
+        "meet443_sfu_tracks": ("Tracks published to the SFU.", sfu.track_count),
+        "meet443_sfu_connections": ("ICE-lite sessions on the main UDP port.", len(sfu.mux.sessions)),
+    }
+    for name, (help_text, value) in gauges.items():
+        _metric(lines, name, "gauge", help_text, {"": value})
+    totals = {
+        "meet443_sfu_packets_forwarded_total": ("RTP packets forwarded.", rc.packets_forwarded),
+        "meet443_sfu_bytes_forwarded_total": ("RTP bytes forwarded.", rc.bytes_forwarded),
+        "meet443_sfu_nacks_received_total": ("NACKs from subscribers.", rc.nacks_received),
+        "meet443_sfu_retransmissions_total": ("Packets resent for NACKs.", rc.retransmissions),
+        "meet443_sfu_plis_sent_total": ("Keyframe requests sent to publishers.", rc.plis_sent),
+        "meet443_sfu_layer_switches_total": ("Simulcast layer switches.", rc.layer_switches),
+        "meet443_sfu_dtls_handshakes_total": ("DTLS-SRTP handshakes completed.", cc.dtls_handshakes),
+    }
+    for name, (help_text, value) in totals.items():
+        _metric(lines, name, "counter", help_text, {"": value})
+    dropped = {**cc.dropped}
+    for reason, n in rc.dropped.items():
+        dropped[reason] = dropped.get(reason, 0) + n
+    samples = {f'{{reason="{r}"}}': n for r, n in sorted(dropped.items())}
+    _metric(lines, "meet443_sfu_dropped_total", "counter", "SFU packets dropped, by reason.", samples)
+
+
+def build_metrics_app(
+    service: TurnService, signaling: SignalingServer | None = None, sfu: Conference | None = None
+) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
-        text = render_metrics(service, signaling)
+        text = render_metrics(service, signaling, sfu)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     app = web.Application()

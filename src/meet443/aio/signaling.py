@@ -34,15 +34,17 @@ from aiohttp import WSMsgType, web
 
 from meet443.config import turn_uris_for
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
-from meet443.proto.signaling.messages import MAX_FRAME_BYTES
+from meet443.proto.signaling.messages import MAX_FRAME_BYTES, ServerMessage
 from meet443.proto.signaling.room import (
     Close,
+    LeftSfu,
     LookupRoom,
     MeetingEnded,
     Output,
     Send,
     SignalingLimits,
     SignalingServer,
+    ToSfu,
 )
 from meet443.proto.turn.credentials import rest_credentials
 
@@ -90,6 +92,7 @@ class SignalingService:
         max_participants: int = 10000,
         limits: SignalingLimits | None = None,
         on_meeting_ended: Callable[[str], Awaitable[None]] | None = None,
+        on_sfu: Callable[[ToSfu | LeftSfu], None] | None = None,
         clock: Callable[[], float] = time.time,
         token: Callable[[int], str] = secrets.token_urlsafe,
     ) -> None:
@@ -109,6 +112,8 @@ class SignalingService:
         )
         self._directory = directory
         self._on_meeting_ended = on_meeting_ended
+        #: Where group-room media requests go (the SFU); set after construction by ``app.py``.
+        self.on_sfu = on_sfu
         self._clock = clock
         self._ids = itertools.count(1)
         self._peers: dict[int, _Peer] = {}
@@ -180,8 +185,19 @@ class SignalingService:
                 self._enqueue(output.conn, output)
             elif isinstance(output, LookupRoom):
                 self._spawn(self._lookup(output))
-            elif isinstance(output, MeetingEnded) and self._on_meeting_ended is not None:
-                self._spawn(self._on_meeting_ended(output.room))
+            elif isinstance(output, MeetingEnded):
+                if self._on_meeting_ended is not None:
+                    self._spawn(self._on_meeting_ended(output.room))
+            elif self.on_sfu is not None:
+                self.on_sfu(output)
+
+    def deliver(self, room: str, participant: str, message: ServerMessage) -> None:
+        """A message from the SFU to one participant."""
+        self._apply(self.core.deliver(room, participant, message))
+
+    def broadcast(self, room: str, message: ServerMessage) -> None:
+        """A message from the SFU to a whole room."""
+        self._apply(self.core.broadcast(room, message))
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from meet443.aio.sfu import SfuService
 from meet443.aio.sockets import RELAY_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.exceptions import ParseError
 from meet443.proto.addresses import Address, Transport
@@ -152,13 +153,17 @@ class RelayPool:
 
 
 class MainUdpProtocol(asyncio.DatagramProtocol):
-    """The one public UDP port: STUN/TURN and ChannelData now, DTLS and RTP for the SFU later."""
+    """The one public UDP port (RFC 7983): STUN/TURN and ChannelData for the relay; ICE checks,
+    DTLS and SRTP for the SFU."""
 
-    def __init__(self, service: TurnService) -> None:
+    def __init__(self, service: TurnService, sfu: SfuService | None = None) -> None:
         self.service = service
+        self.sfu = sfu
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.service.udp_transport = cast(asyncio.DatagramTransport, transport)
+        if self.sfu is not None:
+            self.sfu.udp_transport = self.service.udp_transport
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         service = self.service
@@ -166,9 +171,17 @@ class MainUdpProtocol(asyncio.DatagramProtocol):
         if not data:
             return
         kind = KIND_BY_FIRST_BYTE[data[0]]
+        sfu = self.sfu
         if address[0] in service.own_addresses and service.is_own_relay(address):
-            # No TURN-through-TURN chaining: our own relays may reach media sessions only.
-            service.turn.counters.drop("from_own_relay")
+            # No TURN-through-TURN chaining: our own relays may reach media sessions only (a
+            # client behind a firewall reaches the SFU through the relay; the hop stays local).
+            if sfu is None or (kind is _STUN and not sfu.check(data, address)):
+                service.turn.counters.drop("from_own_relay")
+            elif kind is not _STUN:
+                sfu.datagram(data, address)
+            return
+        if sfu is not None and kind is not _STUN and kind is not _CHANNEL_DATA:
+            sfu.datagram(data, address)
             return
         if kind is _CHANNEL_DATA:
             allocation = service.turn.udp_allocations.get(address)
@@ -179,6 +192,8 @@ class MainUdpProtocol(asyncio.DatagramProtocol):
             if sent is not None:
                 service.relays.send(allocation.relay, sent[0], sent[1])
         elif kind is _STUN:
+            if sfu is not None and sfu.check(data, address):
+                return
             service.dispatch(service.turn.receive(data, ClientFlow(_UDP, address, 0), time.time()))
         else:
             service.turn.counters.drop(f"udp_{kind.value}")

@@ -1,0 +1,95 @@
+"""asyncio adapter for the SFU: moves datagrams between the main UDP port and :class:`Conference`,
+signaling requests from the signaling core to it and its messages back, and ticks its timers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from meet443.exceptions import ParseError
+from meet443.proto.addresses import Address
+from meet443.proto.dtls.certificate import DtlsCertificate
+from meet443.proto.signaling.messages import ServerMessage
+from meet443.proto.signaling.room import LeftSfu, ToSfu
+from meet443.proto.stun.message import Message
+from meet443.sfu.conference import Conference, Output, RoomSignal, SendDatagram, Signal
+
+logger = logging.getLogger(__name__)
+
+#: NACK answers, keyframe requests and reports run on this tick; 20 ms is below a frame interval.
+TICK_SECONDS = 0.02
+
+
+class SfuService:
+    """One process's SFU on the shared UDP port (``MainUdpProtocol`` hands it its datagrams)."""
+
+    def __init__(
+        self,
+        addresses: tuple[Address, ...],
+        *,
+        deliver: Callable[[str, str, ServerMessage], None],
+        broadcast: Callable[[str, ServerMessage], None],
+    ) -> None:
+        certificate = DtlsCertificate.generate(time.time(), os.urandom)
+        self.conference = Conference(certificate, addresses, os.urandom)
+        self.udp_transport: asyncio.DatagramTransport | None = None
+        self._deliver = deliver
+        self._broadcast = broadcast
+        self._timer: asyncio.Task[None] | None = None
+
+    # -- from the signaling core ------------------------------------------------------------------
+
+    def signaling_output(self, output: ToSfu | LeftSfu) -> None:
+        now = time.time()
+        if isinstance(output, ToSfu):
+            self.apply(self.conference.request(output.room, output.participant, output.message, now))
+        else:
+            self.apply(self.conference.leave(output.room, output.participant, now))
+
+    # -- from the UDP port ------------------------------------------------------------------------
+
+    def check(self, data: bytes, source: Address) -> bool:
+        """A STUN datagram: answer it if it is an ICE check for us; False leaves it to TURN."""
+        try:
+            message = Message.parse(data)
+        except ParseError:
+            return False
+        if not self.conference.owns_stun(message):
+            return False
+        self.apply(self.conference.receive_check(message, source, time.time()))
+        return True
+
+    def datagram(self, data: bytes, source: Address) -> None:
+        self.apply(self.conference.receive_datagram(data, source, time.time()))
+
+    def apply(self, outputs: list[Output]) -> None:
+        transport = self.udp_transport
+        for output in outputs:
+            if isinstance(output, SendDatagram):
+                if transport is not None:
+                    transport.sendto(output.data, output.address)
+            elif isinstance(output, Signal):
+                self._deliver(output.room, output.participant, output.message)
+            elif isinstance(output, RoomSignal):
+                self._broadcast(output.room, output.message)
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._timer = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            if self.conference.routers or self.conference.mux.sessions:
+                self.apply(self.conference.handle_timer(time.time()))
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer

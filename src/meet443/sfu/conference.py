@@ -1,0 +1,490 @@
+"""The SFU of every group room behind the one UDP port, sans I/O: datagrams, signaling and ``now``
+in; datagrams and signaling messages out.
+
+Each participant has two peer connections with the SFU (docs/signaling.md "Group rooms"): a
+*publish* connection it offers and the SFU answers, and a *subscribe* connection the SFU offers. A
+connection is one ICE-lite session (RFC 8445 §2.5, all sessions share the port through
+:class:`~meet443.proto.ice.IceLiteMux`), one DTLS association where the SFU is the server (RFC 5763
+§5) and one SRTP session keyed from it (RFC 5764 §4.2). Packets are told apart by their first byte
+(RFC 7983) and routed to a connection by the 5-tuple a nominated check validated. Decrypted media
+goes to the room's :class:`~meet443.sfu.router.Router`, whose packets for others are encrypted
+with their keys.
+
+OpenSSL keeps its own clock and random source for DTLS: the one documented exception to "time and
+randomness come from the caller".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from meet443.exceptions import ParseError, ProtocolError
+from meet443.proto.addresses import Address
+from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
+from meet443.proto.dtls.certificate import DtlsCertificate
+from meet443.proto.dtls.events import HandshakeCompleted, HandshakeFailed
+from meet443.proto.dtls.session import DtlsRole, DtlsSrtpSession, DtlsState
+from meet443.proto.ice import ConsentExpired, IceLiteMux, IceState, IceStateChanged, PairNominated
+from meet443.proto.rtp.srtp import SrtpProfile, SrtpSession
+from meet443.proto.sdp.attributes import Fingerprint, SetupRole
+from meet443.proto.sdp.description import SessionDescription
+from meet443.proto.sdp.negotiation import LocalTransport, build_answer, remote_transport
+from meet443.proto.signaling.messages import (
+    ErrorMessage,
+    Pause,
+    Publish,
+    PublishAnswer,
+    Resubscribe,
+    ServerMessage,
+    SfuRequest,
+    SfuTrack,
+    Speaker,
+    SubscribeAnswer,
+    SubscribeOffer,
+    Tracks,
+)
+from meet443.proto.stun.message import Message
+from meet443.sfu.descriptions import PUBLISH_POLICY, SUBSCRIBER_PROFILE, published_tracks, subscriber_offer
+from meet443.sfu.router import (
+    DominantSpeaker,
+    Outgoing,
+    PcRole,
+    Router,
+    RouterCounters,
+    RouterEvent,
+    Slot,
+    SlotsAssigned,
+    SlotsGrown,
+)
+
+logger = logging.getLogger(__name__)
+
+_STUN = PacketKind.STUN
+_DTLS = PacketKind.DTLS
+_RTP = PacketKind.RTP
+
+
+@dataclass(frozen=True, slots=True)
+class SendDatagram:
+    """Send ``data`` from the main UDP port to ``address``."""
+
+    address: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A signaling message for one participant of a room."""
+
+    room: str
+    participant: str
+    message: ServerMessage
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSignal:
+    """A signaling message for everyone in a room."""
+
+    room: str
+    message: ServerMessage
+
+
+Output = SendDatagram | Signal | RoomSignal
+
+
+@dataclass
+class ConferenceCounters:
+    datagrams_in: int = 0
+    connections: int = 0
+    dtls_handshakes: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+class _PeerConnection:
+    """One peer connection of a participant: ICE session, DTLS association, SRTP keys."""
+
+    __slots__ = ("dtls", "ice_id", "member", "remote", "role", "srtp")
+
+    def __init__(self, member: _Member, role: PcRole, ice_id: str) -> None:
+        self.member = member
+        self.role = role
+        self.ice_id = ice_id
+        self.dtls: DtlsSrtpSession | None = None
+        self.srtp: SrtpSession | None = None
+        #: Where to send: the nominated pair's remote address (RFC 8445 §8.1.1).
+        self.remote: Address | None = None
+
+
+@dataclass(eq=False)
+class _Member:
+    room: str
+    id: str
+    publish: _PeerConnection | None = None
+    subscribe: _PeerConnection | None = None
+    #: RFC 3264 §8: the version of the subscribe offer; an offer waits for the previous answer.
+    offer_version: int = 0
+    offer_in_flight: bool = False
+    offer_wanted: bool = False
+    publish_version: int = 0
+    tracks: int = 0
+
+
+class Conference:
+    """All group rooms of this process; see the module docstring."""
+
+    def __init__(
+        self,
+        certificate: DtlsCertificate,
+        addresses: Iterable[Address],
+        token_bytes: Callable[[int], bytes],
+        *,
+        router_factory: Callable[[], Router] | None = None,
+    ) -> None:
+        self.certificate = certificate
+        self.addresses = tuple(addresses)
+        self._token_bytes = token_bytes
+        self._router_factory = router_factory or (lambda: Router(token_bytes=token_bytes))
+        self.mux = IceLiteMux(token_bytes)
+        self.routers: dict[str, Router] = {}
+        self._members: dict[tuple[str, str], _Member] = {}
+        self._by_ice: dict[str, _PeerConnection] = {}
+        self._connecting: set[_PeerConnection] = set()
+        self._session_id = int.from_bytes(token_bytes(6), "big")
+        self.counters = ConferenceCounters()
+        self.router_counters = RouterCounters()
+        self._out: list[Output] = []
+
+    @property
+    def participant_count(self) -> int:
+        return len(self._members)
+
+    @property
+    def track_count(self) -> int:
+        """Tracks published into group rooms now."""
+        return sum(m.tracks for m in self._members.values())
+
+    # -- signaling --------------------------------------------------------------------------------
+
+    def request(self, room: str, participant: str, message: SfuRequest | None, now: float) -> list[Output]:
+        """A participant joined a group room (``None``) or sent a media request."""
+        out = self._out = []
+        member = self._members.get((room, participant))
+        if member is None:
+            if message is not None:
+                return out  # left already: a late request of a gone participant
+            member = self._members[room, participant] = _Member(room, participant)
+            router = self.routers.get(room)
+            if router is None:
+                router = self.routers[room] = self._router_factory()
+                router.counters = self.router_counters  # one set of totals for the metrics
+            self._handle(room, router.add_participant(participant, SUBSCRIBER_PROFILE, now), now)
+            return out
+        try:
+            if isinstance(message, Publish):
+                self._on_publish(member, message, now)
+            elif isinstance(message, SubscribeAnswer):
+                self._on_subscribe_answer(member, message, now)
+            elif isinstance(message, Resubscribe):
+                self._on_resubscribe(member, now)
+            elif isinstance(message, Pause):
+                self._handle(
+                    room, self.routers[room].set_paused(participant, message.mid, message.paused, now), now
+                )
+        except (ParseError, ProtocolError, ValueError) as exc:
+            logger.info("room %s: %s's description refused: %s", room, participant, exc)
+            kind = type(message).__struct_config__.tag if message is not None else None
+            ref = kind if isinstance(kind, str) else None
+            self._signal(member, ErrorMessage("bad-description", str(exc)[:200], ref))
+        return out
+
+    def leave(self, room: str, participant: str, now: float) -> list[Output]:
+        """A participant left its room for good: its connections close, its tracks go."""
+        out = self._out = []
+        member = self._members.pop((room, participant), None)
+        if member is None:
+            return out
+        for connection in (member.publish, member.subscribe):
+            if connection is not None:
+                self._close(connection, now)
+        router = self.routers.get(room)
+        if router is not None:
+            self._handle(room, router.remove_participant(participant, now), now)
+            if not any(key[0] == room for key in self._members):
+                del self.routers[room]
+        return out
+
+    def _on_publish(self, member: _Member, message: Publish, now: float) -> None:
+        offer = SessionDescription.parse(message.sdp)
+        remote = remote_transport(offer)
+        connection = member.publish
+        if connection is None:
+            connection = member.publish = self._connection(member, PcRole.PUBLISH, remote.ice_ufrag, now)
+        session = self.mux.sessions[connection.ice_id]
+        if session.remote_ufrag != remote.ice_ufrag:
+            self.mux.restart(connection.ice_id, remote.ice_ufrag)  # RFC 8445 §9: the browser restarted
+        if connection.dtls is None:
+            connection.dtls = self._dtls(connection, DtlsRole.SERVER, remote.fingerprints)
+        member.publish_version += 1
+        answer = build_answer(
+            offer,
+            self._local(connection),
+            session_id=self._session_id,
+            session_version=member.publish_version,
+            policy=PUBLISH_POLICY,
+        )
+        tracks = published_tracks(offer, answer, message.sources)
+        member.tracks = len(tracks)
+        self._signal(member, PublishAnswer(str(answer)))
+        self._handle(member.room, self.routers[member.room].publish(member.id, tracks, now), now)
+
+    def _on_subscribe_answer(self, member: _Member, message: SubscribeAnswer, now: float) -> None:
+        connection = member.subscribe
+        if connection is None or not member.offer_in_flight:
+            raise ProtocolError("no subscribe offer is waiting for an answer")
+        answer = SessionDescription.parse(message.sdp)
+        remote = remote_transport(answer)
+        self.mux.set_remote_ufrag(connection.ice_id, remote.ice_ufrag)
+        if connection.dtls is None:
+            # We offered actpass; RFC 8842 §5.3: the answerer picks, and browsers pick active.
+            local_setup = SetupRole.PASSIVE if remote.setup is SetupRole.ACTIVE else SetupRole.ACTIVE
+            role = DtlsRole.for_local_setup(local_setup)
+            connection.dtls = self._dtls(connection, role, remote.fingerprints)
+            if role is DtlsRole.CLIENT:
+                connection.dtls.start(now)  # sent once ICE gives us an address
+        member.offer_in_flight = False
+        if member.offer_wanted:
+            self._offer(member, now)
+
+    def _on_resubscribe(self, member: _Member, now: float) -> None:
+        connection = member.subscribe
+        if connection is not None:
+            self.mux.restart(connection.ice_id, None)
+        member.offer_in_flight = False  # the client dropped the old negotiation
+        self._offer(member, now)
+
+    def _offer(self, member: _Member, now: float) -> None:
+        """RFC 8829 §5.2: (re-)offer the subscribe connection's sections, one negotiation at a time."""
+        if member.offer_in_flight:
+            member.offer_wanted = True
+            return
+        slots = self.routers[member.room].slots(member.id)
+        if not slots:
+            return
+        connection = member.subscribe
+        if connection is None:
+            connection = member.subscribe = self._connection(member, PcRole.SUBSCRIBE, None, now)
+        dtls = connection.dtls
+        if dtls is None:
+            setup = SetupRole.ACTPASS
+        else:
+            setup = SetupRole.PASSIVE if dtls.role is DtlsRole.SERVER else SetupRole.ACTIVE
+        member.offer_version += 1
+        offer = subscriber_offer(
+            self._local(connection),
+            slots,
+            cname=f"sfu-{member.room}",
+            session_id=self._session_id,
+            session_version=member.offer_version,
+            setup=setup,
+        )
+        member.offer_in_flight, member.offer_wanted = True, False
+        self._signal(member, SubscribeOffer(str(offer), _tracks(slots)))
+
+    # -- datagrams --------------------------------------------------------------------------------
+
+    def owns_stun(self, message: Message) -> bool:
+        """Is this STUN message on the shared port an ICE check for a group-room connection?"""
+        return self.mux.owns(message)
+
+    def receive_check(self, message: Message, source: Address, now: float) -> list[Output]:
+        """RFC 8445 §7.3: a connectivity check (parsed once by the port, see :meth:`owns_stun`)."""
+        out = self._out = []
+        reply = self.mux.handle_binding(message, source, now)
+        if reply is not None:
+            out.append(SendDatagram(source, reply))
+        self._ice_events(now)
+        return out
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> list[Output]:
+        """DTLS or SRTP/SRTCP from a validated 5-tuple (RFC 7983); anything else is dropped."""
+        out = self._out = []
+        self.counters.datagrams_in += 1
+        kind = KIND_BY_FIRST_BYTE[data[0]] if data else PacketKind.UNKNOWN
+        session = self.mux.route(source)
+        if session is None:
+            self.counters.drop("unknown_source")
+            return out
+        connection = self._by_ice[session.id]
+        if kind is _RTP:
+            self._receive_media(connection, data, now)
+        elif kind is _DTLS:
+            dtls = connection.dtls
+            if dtls is None:
+                self.counters.drop("dtls_before_description")
+                return out
+            if connection.remote is None:
+                connection.remote = source
+            dtls.receive_datagram(data, now)
+            self._dtls_progress(connection, now)
+        else:
+            self.counters.drop(f"udp_{kind.value}")
+        return out
+
+    def _receive_media(self, connection: _PeerConnection, data: bytes, now: float) -> None:
+        srtp = connection.srtp
+        if srtp is None:
+            self.counters.drop("media_before_keys")
+            return
+        member = connection.member
+        router = self.routers[member.room]
+        # RFC 5761 §4: RTCP packet types 192-223 share the second byte's range with no RTP type
+        # a browser uses (payload types 64-95 with the marker bit).
+        rtcp = len(data) > 1 and 192 <= data[1] <= 223
+        try:
+            plain = srtp.unprotect_rtcp(data) if rtcp else srtp.unprotect(data)
+        except ParseError:
+            self.counters.drop("srtp_auth")
+            return
+        if rtcp:
+            self._handle(member.room, router.receive_rtcp(member.id, connection.role, plain, now), now)
+        else:
+            self._handle(member.room, router.receive_rtp(member.id, connection.role, plain, now), now)
+
+    # -- timers -----------------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> list[Output]:
+        out = self._out = []
+        self.mux.handle_timer(now)
+        self._ice_events(now)
+        for connection in list(self._connecting):
+            dtls = connection.dtls
+            if dtls is None:
+                continue
+            dtls.handle_timer(now)
+            self._dtls_progress(connection, now)
+        for room, router in list(self.routers.items()):
+            self._handle(room, router.poll(now), now)
+        return out
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _connection(
+        self, member: _Member, role: PcRole, remote_ufrag: str | None, now: float
+    ) -> _PeerConnection:
+        ice_id = f"{member.room}/{member.id}/{role.value}"
+        if ice_id in self.mux.sessions:  # a participant id is never reused, but be safe
+            self._close(self._by_ice[ice_id], now)
+        self.mux.create_session(ice_id, now, remote_ufrag=remote_ufrag)
+        connection = _PeerConnection(member, role, ice_id)
+        self._by_ice[ice_id] = connection
+        self.counters.connections += 1
+        return connection
+
+    def _local(self, connection: _PeerConnection) -> LocalTransport:
+        credentials = self.mux.sessions[connection.ice_id].local
+        return LocalTransport(
+            credentials.ufrag, credentials.pwd, self.certificate.fingerprint, self.addresses
+        )
+
+    def _dtls(
+        self, connection: _PeerConnection, role: DtlsRole, fingerprints: Sequence[Fingerprint]
+    ) -> DtlsSrtpSession:
+        dtls = DtlsSrtpSession(self.certificate, role, fingerprints, label=connection.ice_id)
+        self._connecting.add(connection)
+        return dtls
+
+    def _close(self, connection: _PeerConnection, now: float) -> None:
+        if connection.dtls is not None:
+            connection.dtls.close(now)
+            self._flush_dtls(connection)
+        self._connecting.discard(connection)
+        self.mux.close_session(connection.ice_id)
+        self._by_ice.pop(connection.ice_id, None)
+
+    def _dtls_progress(self, connection: _PeerConnection, now: float) -> None:
+        dtls = connection.dtls
+        assert dtls is not None
+        self._flush_dtls(connection)
+        while (event := dtls.next_event()) is not None:
+            if isinstance(event, HandshakeCompleted):
+                keys = event.keys
+                profile = SrtpProfile.from_openssl_name(keys.profile.openssl_name)
+                connection.srtp = SrtpSession(
+                    profile, local_master=keys.local_master, remote_master=keys.remote_master
+                )
+                self.counters.dtls_handshakes += 1
+                logger.info("%s: DTLS-SRTP up (%s, %s)", connection.ice_id, event.cipher, profile.name)
+            elif isinstance(event, HandshakeFailed):
+                logger.info("%s: DTLS failed: %s %s", connection.ice_id, event.reason.value, event.detail)
+        if dtls.state is not DtlsState.CONNECTING and dtls.state is not DtlsState.NEW:
+            self._connecting.discard(connection)
+
+    def _flush_dtls(self, connection: _PeerConnection) -> None:
+        dtls = connection.dtls
+        if dtls is None:
+            return
+        datagrams = dtls.datagrams_to_send()
+        if datagrams and connection.remote is not None:
+            for datagram in datagrams:
+                self._out.append(SendDatagram(connection.remote, datagram))
+
+    def _ice_events(self, now: float) -> None:
+        while (event := self.mux.next_event()) is not None:
+            connection = self._by_ice.get(event.session_id)
+            if connection is None:
+                continue
+            if isinstance(event, PairNominated):
+                connection.remote = event.remote
+                if connection.dtls is not None:
+                    self._flush_dtls(connection)  # a DTLS client's first flight waited for this
+            elif isinstance(event, ConsentExpired) and event.selected:
+                logger.info("%s: consent expired for %s", connection.ice_id, event.remote)
+            elif isinstance(event, IceStateChanged) and event.state is IceState.FAILED:
+                logger.info("%s: ICE failed", connection.ice_id)
+
+    def _handle(self, room: str, results: Iterable[Outgoing | RouterEvent], now: float) -> None:
+        members = self._members
+        for result in results:
+            if isinstance(result, Outgoing):
+                member = members.get((room, result.participant))
+                if member is not None:
+                    self._send(member, result)
+            elif isinstance(result, SlotsGrown):
+                member = members.get((room, result.participant))
+                if member is not None:
+                    self._offer(member, now)
+            elif isinstance(result, SlotsAssigned):
+                member = members.get((room, result.participant))
+                if member is not None and member.subscribe is not None:
+                    self._signal(member, Tracks(_tracks(result.slots)))
+            elif isinstance(result, DominantSpeaker):
+                self._out.append(RoomSignal(room, Speaker(result.participant)))
+
+    def _send(self, member: _Member, outgoing: Outgoing) -> None:
+        connection = member.publish if outgoing.role is PcRole.PUBLISH else member.subscribe
+        if connection is None or connection.srtp is None or connection.remote is None:
+            self.counters.drop("not_connected")
+            return
+        srtp = connection.srtp
+        data = srtp.protect_rtcp(outgoing.data) if outgoing.rtcp else srtp.protect(outgoing.data)
+        self._out.append(SendDatagram(connection.remote, data))
+
+    def _signal(self, member: _Member, message: ServerMessage) -> None:
+        self._out.append(Signal(member.room, member.id, message))
+
+
+def _tracks(slots: Iterable[Slot]) -> list[SfuTrack]:
+    return [
+        SfuTrack(
+            slot.mid,
+            "audio" if slot.kind == "audio" else "video",
+            slot.participant,
+            slot.source,  # type: ignore[arg-type]
+        )
+        for slot in slots
+    ]

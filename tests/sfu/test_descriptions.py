@@ -1,0 +1,70 @@
+"""What the SFU reads from a publish offer and writes into a subscribe offer (sfu/descriptions.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meet443.proto.sdp.attributes import Direction, Fingerprint, SetupRole
+from meet443.proto.sdp.description import SessionDescription
+from meet443.proto.sdp.negotiation import URI_MID, URI_RID, URI_TRANSPORT_CC, LocalTransport, build_answer
+from meet443.sfu.descriptions import PUBLISH_POLICY, SUBSCRIBER_PROFILE, published_tracks, subscriber_offer
+from meet443.sfu.router import Slot, TrackCodec
+
+FIXTURES = Path(__file__).parents[1] / "proto" / "sdp" / "fixtures"
+LOCAL = LocalTransport("sfuU", "s" * 24, Fingerprint("sha-256", bytes(range(32))), (("203.0.113.5", 443),))
+
+
+def negotiate(name: str, sources: dict[str, str]) -> list:  # type: ignore[type-arg]
+    offer = SessionDescription.parse((FIXTURES / name).read_bytes())
+    answer = build_answer(offer, LOCAL, session_id=1, policy=PUBLISH_POLICY)
+    return published_tracks(offer, answer, sources)
+
+
+def test_chromium_simulcast_publish() -> None:
+    """Chromium's offer: Opus, VP8 with RIDs q;h;f (RFC 8853), and a data channel left out."""
+    audio, video = negotiate("chromium_publish_simulcast.sdp", {"0": "microphone", "1": "camera"})
+    assert (audio.track_id, audio.kind, audio.source) == ("0", "audio", "microphone")
+    assert audio.codecs[0] == TrackCodec("opus", 111, 48000, None)
+    assert (video.track_id, video.kind, video.source) == ("1", "video", "camera")
+    assert video.rids == ("q", "h", "f"), "lowest first, as the browser orders its encodings"
+    assert video.codecs[0].name == "vp8" and video.codecs[0].rtx_payload_type == 97
+    uris = dict(video.extensions)
+    assert URI_MID in uris and URI_RID in uris
+    assert URI_TRANSPORT_CC not in uris, "publishers fall back to REMB, which the router sends"
+    assert video.ssrcs == ()  # RID simulcast announces no SSRCs: the router learns them
+
+
+def test_aiortc_publish_with_rtx_ssrcs() -> None:
+    """aiortc announces one SSRC and its RTX partner (RFC 5576 FID, RFC 4588 §8.2)."""
+    audio, video = negotiate("aiortc_offer.sdp", {"1": "screen"})
+    assert audio.source == "microphone", "a section not in sources gets its kind's default"
+    assert video.source == "screen"
+    assert video.ssrcs == (2448158011,)
+    assert video.rtx_ssrcs == ((2448158011, 4206014739),)
+
+
+def test_subscriber_offer_uses_the_sfu_numbers() -> None:
+    slots = [
+        Slot("a0", "audio", 1111, None, "p2", "0", "microphone"),
+        Slot("v0", "video", 2222, 3333, None, None, None),
+    ]
+    offer = subscriber_offer(
+        LOCAL, slots, cname="sfu", session_id=7, session_version=2, setup=SetupRole.ACTPASS
+    )
+    text = str(offer)
+    again = SessionDescription.parse(text)
+    audio, video = again.media
+    assert [audio.mid, video.mid] == ["a0", "v0"]
+    assert again.direction_of(audio) is Direction.SENDONLY
+    assert {c.payload_type for c in audio.codecs()} == {111}
+    assert {(c.mime_subtype, c.payload_type) for c in video.codecs()} == {
+        ("vp8", 96),
+        ("rtx", 97),
+        ("h264", 102),
+        ("rtx", 103),
+    }
+    assert set(video.ssrcs()) == {2222, 3333}
+    assert "a=ssrc-group:FID 2222 3333" in text
+    assert "a=setup:actpass" in text and "a=ice-lite" in text
+    profile = {name: (pt, rtx) for name, pt, rtx in SUBSCRIBER_PROFILE.payload_types}
+    assert profile == {"opus": (111, None), "vp8": (96, 97), "h264": (102, 103)}
