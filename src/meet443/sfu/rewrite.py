@@ -186,9 +186,20 @@ class Vp8PictureRewriter:
         self._last_picture = (first_picture_id - 1) & 0x7FFF
         self._last_tl0 = (first_tl0_pic_idx - 1) & 0xFF
 
-    def rewrite(self, buffer: bytearray, offset: int, end: int, segment: int) -> None:
-        """Renumber the descriptor at ``buffer[offset:end]`` in place (ParseError if it is cut)."""
-        picture_at, bits, tl0_at = vp8_picture_fields(buffer, offset, end)
+    def rewrite(
+        self,
+        buffer: bytearray,
+        offset: int,
+        end: int,
+        segment: int,
+        fields: tuple[int, int, int] | None = None,
+    ) -> None:
+        """Renumber the descriptor at ``buffer[offset:end]`` in place (ParseError if it is cut).
+
+        ``fields`` is :func:`vp8_picture_fields` of the packet when the caller already has it (one
+        incoming packet, many copies).
+        """
+        picture_at, bits, tl0_at = fields or vp8_picture_fields(buffer, offset, end)
         if segment != self._segment:
             self._segment = segment
             if picture_at >= 0:

@@ -570,8 +570,8 @@ class Router:
             if keyframe:
                 member.keyframes.keyframe_received(ssrc)
         vp8 = pt in track.vp8_pts
-        if vp8:
-            vp8_picture_fields(packet, offset, end)  # validates once, so no copy can fail halfway
+        # Validated once, so no copy can fail halfway; every copy reuses the offsets.
+        vp8_fields = vp8_picture_fields(packet, offset, end) if vp8 else None
         if track.audio_level_id:
             found = find_extension(packet, track.audio_level_id)
             if found is not None and found[1] >= 1:
@@ -579,6 +579,7 @@ class Router:
                 self._speakers.observe(member.name, packet[found[0]] & 0x7F, now)
         extended = bool(packet[0] & 0x10)
         abs_value = round(now * 262144) & 0xFFFFFF  # abs-send-time: 6.18 fixed-point seconds
+        templates: dict[tuple[bytes, bytes], bytes] = {}
         for slot in track.slots:
             rewriter = slot.rewriter
             selector = slot.selector
@@ -591,12 +592,27 @@ class Router:
             if pt_out is None:
                 self.counters.drop("codec_not_negotiated")
                 continue
-            buffer = bytearray(packet)
             if extended:
-                # Before the rewriter commits a sequence number: a malformed block raises here.
-                _rewrite_extensions(
-                    buffer, slot.ext_table, track.mid_id, slot.mid_value, track.abs_send_time_id, abs_value
-                )
+                # Subscribers with the same extension ids get the same block: rewrite it once per
+                # packet, not once per copy (before the rewriter commits a sequence number, so a
+                # malformed block raises here).
+                table = slot.ext_table
+                key = (table, slot.mid_value if table[track.mid_id] else b"")
+                template = templates.get(key)
+                if template is None:
+                    rewritten_block = bytearray(packet)
+                    _rewrite_extensions(
+                        rewritten_block,
+                        slot.ext_table,
+                        track.mid_id,
+                        slot.mid_value,
+                        track.abs_send_time_id,
+                        abs_value,
+                    )
+                    template = templates[key] = bytes(rewritten_block)
+                buffer = bytearray(template)
+            else:
+                buffer = bytearray(packet)
             switches = rewriter.switches
             rewritten = rewriter.rewrite(ssrc, seq, timestamp, keyframe, now)
             if rewritten is None:
@@ -604,8 +620,8 @@ class Router:
             out_seq = rewritten[0]
             rewrite_header(buffer, out_seq, rewritten[1], slot.ssrc)
             buffer[1] = (b1 & 0x80) | pt_out
-            if vp8:
-                slot.pictures.rewrite(buffer, offset, end, rewriter.switches)
+            if vp8_fields is not None:
+                slot.pictures.rewrite(buffer, offset, end, rewriter.switches, vp8_fields)
             if pt_out != slot.last_pt:
                 slot.last_pt = pt_out
                 slot.retarget_rtx(pt_out)
