@@ -207,6 +207,18 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("force-relay", "", "tell browsers to send all media through the TURN relay", boolean=True),
     Option("max-participants", "N", "participants in all rooms together"),
     Option(
+        "sfu-last-n",
+        "N",
+        "group rooms: videos each participant receives, chosen by who spoke last (plus screen shares)",
+    ),
+    Option(
+        "sfu-nack",
+        "",
+        "group rooms: repair lost packets with NACK and RTX (RFC 4585, RFC 4588); turn off only to "
+        "measure what it buys",
+        boolean=True,
+    ),
+    Option(
         "joins-per-minute",
         "N",
         "room joins per client address (IPv6: per /64) per minute, bursts of twice that; new ad-hoc "
@@ -324,6 +336,10 @@ class ServeConfig:
     force_relay: bool = False
     #: Participants in all rooms together.
     max_participants: int = DEFAULT_MAX_PARTICIPANTS
+    #: Group rooms: videos forwarded to each participant (last-N by active speaker).
+    sfu_last_n: int = 9
+    #: Group rooms: NACK/RTX loss repair.
+    sfu_nack: bool = True
     joins_per_minute: int = 10
     #: Network-check credentials per address and minute (``meet443 check``, ``/check``).
     check_rate: int = 6
@@ -972,6 +988,8 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         default_room_mode=pick("default_room_mode", _parse_room_mode),
         force_relay=pick("force_relay", _parse_bool),
         max_participants=pick("max_participants", _int_parser(1)),
+        sfu_last_n=pick("sfu_last_n", _int_parser(1, 49)),
+        sfu_nack=pick("sfu_nack", _parse_bool),
         joins_per_minute=pick("joins_per_minute", _int_parser(1)),
         check_rate=pick("check_rate", _int_parser(1, 100_000)),
         other_udp_port=pick("other_udp_port", _int_parser(0, 65535)),

@@ -68,3 +68,15 @@ def test_subscriber_offer_uses_the_sfu_numbers() -> None:
     assert "a=setup:actpass" in text and "a=ice-lite" in text
     profile = {name: (pt, rtx) for name, pt, rtx in SUBSCRIBER_PROFILE.payload_types}
     assert profile == {"opus": (111, None), "vp8": (96, 97), "h264": (102, 103)}
+
+
+def test_subscriber_offer_without_nack() -> None:
+    """``--no-sfu-nack``: browsers are not asked for NACKs and get no RTX format to repair with."""
+    slots = [Slot("v0", "video", 2222, 3333, None, None, None)]
+    offer = subscriber_offer(
+        LOCAL, slots, cname="sfu", session_id=7, session_version=1, setup=SetupRole.ACTPASS, nack=False
+    )
+    (video,) = SessionDescription.parse(str(offer)).media
+    assert {c.mime_subtype for c in video.codecs()} == {"vp8", "h264"}
+    for codec in video.codecs():
+        assert ("nack", None) not in codec.feedback and ("nack", "pli") in codec.feedback

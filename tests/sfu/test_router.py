@@ -308,6 +308,14 @@ class TestRfc4585Feedback:
         assert unwrap_rtx(rtx.data, ssrc=slot.ssrc, payload_type=120) == sent[1]
         assert (room.router.counters.nacks_received, room.router.counters.retransmissions) == (1, 1)
 
+    def test_nack_switched_off_is_not_answered(self) -> None:
+        room = three_in_a_room(nack=False)
+        out = room.rtp("alice", vp8(0xA1, 1, key=True))
+        lost = media(out, "bob")[0].sequence_number
+        slot = room.slot("bob", "alice", "cam")
+        answer = room.rtcp("bob", PcRole.SUBSCRIBE, GenericNack.for_lost(0xB0B, slot.ssrc, [lost]))
+        assert answer == [] and room.router.counters.retransmissions == 0
+
     def test_plis_of_two_subscribers_become_one_to_the_publisher(self) -> None:
         """RFC 4585 §6.3.1: one PLI per source per interval; a later one is deferred, not lost."""
         room = three_in_a_room()

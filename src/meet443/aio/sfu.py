@@ -33,9 +33,11 @@ class SfuService:
         *,
         deliver: Callable[[str, str, ServerMessage], None],
         broadcast: Callable[[str, ServerMessage], None],
+        last_n: int = 9,
+        nack: bool = True,
     ) -> None:
         certificate = DtlsCertificate.generate(time.time(), os.urandom)
-        self.conference = Conference(certificate, addresses, os.urandom)
+        self.conference = Conference(certificate, addresses, os.urandom, last_n=last_n, nack=nack)
         self.udp_transport: asyncio.DatagramTransport | None = None
         self._deliver = deliver
         self._broadcast = broadcast

@@ -143,12 +143,14 @@ class Conference:
         addresses: Iterable[Address],
         token_bytes: Callable[[int], bytes],
         *,
-        router_factory: Callable[[], Router] | None = None,
+        last_n: int = 9,
+        nack: bool = True,
     ) -> None:
         self.certificate = certificate
         self.addresses = tuple(addresses)
         self._token_bytes = token_bytes
-        self._router_factory = router_factory or (lambda: Router(token_bytes=token_bytes))
+        self.nack = nack
+        self.last_n = last_n
         self.mux = IceLiteMux(token_bytes)
         self.routers: dict[str, Router] = {}
         self._members: dict[tuple[str, str], _Member] = {}
@@ -180,7 +182,9 @@ class Conference:
             member = self._members[room, participant] = _Member(room, participant)
             router = self.routers.get(room)
             if router is None:
-                router = self.routers[room] = self._router_factory()
+                router = self.routers[room] = Router(
+                    token_bytes=self._token_bytes, last_n=self.last_n, nack=self.nack
+                )
                 router.counters = self.router_counters  # one set of totals for the metrics
             self._handle(room, router.add_participant(participant, SUBSCRIBER_PROFILE, now), now)
             return out
@@ -291,6 +295,7 @@ class Conference:
             session_id=self._session_id,
             session_version=member.offer_version,
             setup=setup,
+            nack=self.nack,
         )
         member.offer_in_flight, member.offer_wanted = True, False
         self._signal(member, SubscribeOffer(str(offer), _tracks(slots)))

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from meet443.proto.sdp.attributes import Direction, ExtMap, SetupRole
 from meet443.proto.sdp.codecs import Codec
@@ -144,18 +145,24 @@ def subscriber_offer(
     session_id: int,
     session_version: int,
     setup: SetupRole,
+    nack: bool = True,
 ) -> SessionDescription:
     """RFC 8829 §5.2: one ``sendonly`` section per slot, the SFU's codecs and extension ids.
 
     Each slot's section announces its fixed SSRC (and RTX SSRC) with a stream id of its own, so the
-    browser keeps one receiver per slot however often the slot changes hands.
+    browser keeps one receiver per slot however often the slot changes hands. Without ``nack`` the
+    browser is not asked for generic NACKs (RFC 4585 §4.2) and gets no RTX format.
     """
     sections = []
     for slot in slots:
         audio = slot.kind == "audio"
         codecs: tuple[Codec, ...] = SUBSCRIBER_AUDIO_CODECS if audio else SUBSCRIBER_VIDEO_CODECS
-        if slot.rtx_ssrc is None:
+        if slot.rtx_ssrc is None or not nack:
             codecs = tuple(c for c in codecs if c.mime_subtype != "rtx")
+        if not nack:
+            codecs = tuple(
+                replace(c, feedback=tuple(f for f in c.feedback if f != ("nack", None))) for c in codecs
+            )
         sections.append(
             SendSection(
                 mid=slot.mid,

@@ -752,6 +752,8 @@ class Router:
             match part:
                 case GenericNack(media_ssrc=media_ssrc):
                     self.counters.nacks_received += 1
+                    if not self.nack:
+                        continue  # switched off (to measure what retransmission buys)
                     slot = member.slot_by_ssrc.get(media_ssrc)
                     if slot is None:
                         self.counters.drop("nack_for_unknown_ssrc")
