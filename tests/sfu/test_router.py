@@ -269,6 +269,52 @@ class TestRfc8853Simulcast:
         assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
         assert {p.ssrc for p in received} == {room.slot("bob", "alice", "cam").ssrc}
 
+    def probes(self, out: list[Outgoing]) -> list[RtpPacket]:
+        return [p for p in media(out, "bob") if p.padding and not p.payload]
+
+    def test_padding_probes_while_the_estimate_is_short_and_backs_off(self) -> None:
+        """A low REMB: padding on the RTX SSRC (RFC 3550 §5.1, RFC 4588 §4) with abs-send-time
+        for the estimator, for PROBE_DURATION; an estimate that did not grow doubles the pause."""
+        room, publisher = self.simulcast_room()
+        slot = room.slot("bob", "alice", "cam")
+        for _ in range(30):
+            self.frame(room, publisher)
+        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 150_000, ()))
+        by_second: list[int] = []
+        for _second in range(8):
+            out: list[Outgoing] = []
+            for _ in range(30):
+                for _, packet in publisher.frame():
+                    out += room.rtp("alice", packet)
+                out += room.run(1 / 30)
+            pads = self.probes(out)
+            by_second.append(len(pads))
+            for pad in pads:
+                assert (pad.ssrc, pad.payload_type, pad.padding) == (slot.rtx_ssrc, 121, 240)
+                assert pad.extension_value(dict(PROFILE.extensions)[URI_ABS_SEND_TIME]) is not None
+        # Probe 2 s, pause 2 s (it did not help), probe 2 s, pause 4 s.
+        assert by_second[0] > 0 and by_second[1] > 0, by_second
+        assert by_second[2] == 0 and by_second[3] == 0, by_second
+        assert by_second[4] > 0 and by_second[5] > 0, by_second
+        assert by_second[6] == 0 and by_second[7] == 0, by_second
+        assert room.router.counters.probe_packets == sum(by_second)
+
+    def test_no_probing_once_the_estimate_covers_the_top_layer(self) -> None:
+        room, publisher = self.simulcast_room()
+        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 50_000_000, ()))
+        out: list[Outgoing] = []
+        for _ in range(120):
+            out += self.frame_out(room, publisher)
+        assert self.probes(out) == [] and room.router.counters.probe_packets == 0
+
+    def frame_out(self, room: Room, publisher: SimulcastPublisher) -> list[Outgoing]:
+        out = []
+        for _, packet in publisher.frame():
+            out += room.rtp("alice", packet)
+        out += room.run(1 / 30)
+        self.deliver(out, publisher)
+        return out
+
     def test_unknown_ssrc_learnt_from_mid_and_rid(self) -> None:
         """RFC 8852 §3.1, RFC 9143 §15: RID simulcast names no SSRC in SDP; the packets do."""
         room = Room()

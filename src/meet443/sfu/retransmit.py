@@ -135,6 +135,13 @@ class RetransmitBuffer:
         self.resent += len(out)
         return out
 
+    def next_rtx_sequence(self) -> int:
+        """The RTX stream's next sequence number, for a packet that is not a retransmission
+        (a padding probe): RTX packets share one sequence space (RFC 4588 §4)."""
+        seq = self._rtx_sequence
+        self._rtx_sequence = (seq + 1) & 0xFFFF
+        return seq
+
     def _refill(self, now: float) -> None:
         if self.max_bytes_per_second is None:
             return

@@ -35,6 +35,7 @@ from meet443.proto.rtp.packet import (
     Buffer,
     find_extension,
     is_rtcp,
+    padding_packet,
     rewrite_header,
     rtp_header,
     unwrap_rtx,
@@ -80,6 +81,16 @@ from meet443.sfu.speaker import ActiveSpeakerDetector
 REPORT_INTERVAL = 1.0
 #: How often measured layer bitrates reach the simulcast selectors (their up-switch hold is 2 s).
 LAYER_INTERVAL = 0.5
+#: Probing (:meth:`Router._probe`): one probe lasts this long; if the estimate did not grow by
+#: PROBE_GAIN meanwhile, the next waits twice as long as the last (MIN to MAX), else MIN.
+PROBE_DURATION = 2.0
+PROBE_GAIN = 1.1
+PROBE_MIN_BACKOFF = 1.0
+PROBE_MAX_BACKOFF = 16.0
+#: Padding per probe packet (RFC 3550 §5.1 allows 255) and per poll, and the highest probe rate.
+PROBE_PADDING_BYTES = 240
+PROBE_MAX_PACKETS_PER_POLL = 40
+PROBE_MAX_BPS = 3_000_000.0
 #: Ring sizes of the retransmission buffers: a bit more than ``max_age`` (1 s) of a 2.5 Mbit/s
 #: video stream, or of 50 audio packets a second; a slot holds ``capacity`` packets however busy.
 VIDEO_BUFFER_PACKETS = 512
@@ -189,6 +200,7 @@ class RouterCounters:
     retransmissions: int = 0
     plis_sent: int = 0
     layer_switches: int = 0
+    probe_packets: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
     def drop(self, reason: str) -> None:
@@ -334,6 +346,20 @@ class _SlotState:
         )
 
 
+class _Probe:
+    """Bandwidth probing towards one subscriber (see :meth:`Router._probe`)."""
+
+    __slots__ = ("backoff", "last_sent", "rate", "resume_at", "start_estimate", "until")
+
+    def __init__(self) -> None:
+        self.until = -math.inf
+        self.resume_at = -math.inf
+        self.backoff = PROBE_MIN_BACKOFF
+        self.start_estimate = 0.0
+        self.rate = 0.0
+        self.last_sent = -math.inf
+
+
 class _Participant:
     """Both roles of one participant: its published tracks and its pool of slots."""
 
@@ -345,6 +371,7 @@ class _Participant:
         "mid_ids",
         "name",
         "order",
+        "probe",
         "profile",
         "rtcp_ssrc",
         "rtx_pts",
@@ -374,6 +401,7 @@ class _Participant:
         self.slot_by_ssrc: dict[int, _SlotState] = {}
         #: The subscriber's latest REMB (bits per second), None before the first.
         self.estimate: float | None = None
+        self.probe = _Probe()
 
 
 # --- the router ---------------------------------------------------------------------------------------
@@ -834,6 +862,8 @@ class Router:
             self._next_layers = now + LAYER_INTERVAL
             for member in self._participants.values():
                 out += self._distribute(member, now)
+        for member in self._participants.values():
+            out += self._probe(member, now)
         if self._next_report is not None and now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL
             for member in self._participants.values():
@@ -1029,6 +1059,75 @@ class Router:
                 budget -= sum(given)
         for (slot, selector, _, bitrates), share in zip(video, shares, strict=True):
             out += self._layer_events(slot, selector.update(now, share, bitrates), now)
+        return out
+
+    def _probe(self, member: _Participant, now: float) -> list[Outgoing]:
+        """Padding on an RTX stream so a subscriber's receive-side estimate can grow past what it
+        receives now (its REMB never exceeds about 1.5 times the incoming rate), and a higher
+        simulcast layer can fit once the network allows it.
+
+        A probe runs while some unpaused video slot has a higher active layer than its target and
+        the estimate is short of what the next layers need; it lasts ``PROBE_DURATION`` and fills
+        the gap between the forwarded rate and that need. A probe that did not raise the estimate
+        by ``PROBE_GAIN`` means the path is full: the next one waits, twice as long each time.
+        """
+        probe = member.probe
+        if now < probe.until:
+            return self._padding(member, probe, now)
+        if probe.until > -math.inf:  # a probe just ended: did the path have room?
+            grew = (member.estimate or 0.0) >= probe.start_estimate * PROBE_GAIN
+            probe.backoff = PROBE_MIN_BACKOFF if grew else min(probe.backoff * 2, PROBE_MAX_BACKOFF)
+            probe.resume_at = now + probe.backoff
+            probe.until = -math.inf
+        if now < probe.resume_at or member.estimate is None:
+            return []
+        forwarded = wanted = 0.0
+        for slot in member.slots:
+            track, selector = slot.track, slot.selector
+            if track is None or selector is None or slot.paused:
+                continue
+            bitrates = [0.0 if source is None else source.meter.bitrate(now) for source in track.layers]
+            current = selector.target if selector.target is not None else selector.current
+            now_bps = bitrates[current] if current is not None else 0.0
+            forwarded += now_bps
+            higher = [b for b in bitrates[(current if current is not None else -1) + 1 :] if b > 0]
+            wanted += higher[0] * selector.up_margin if track.video and higher else now_bps
+        if wanted <= member.estimate or wanted <= forwarded:
+            return []
+        probe.until = now + PROBE_DURATION
+        probe.start_estimate = member.estimate
+        probe.rate = min(wanted - forwarded, PROBE_MAX_BPS)
+        probe.last_sent = now
+        return []
+
+    def _padding(self, member: _Participant, probe: _Probe, now: float) -> list[Outgoing]:
+        slot = next(
+            (s for s in member.slots if s.kind == "video" and s.rtx_ssrc is not None and s.buffer.rtx),
+            None,
+        )
+        abs_id = member.extensions.get(URI_ABS_SEND_TIME, 0)
+        if slot is None or slot.buffer.rtx is None or not 1 <= abs_id <= 14:
+            return []  # without RTX or abs-send-time, padding would not reach the estimator
+        size = PROBE_PADDING_BYTES + HEADER_SIZE + 8
+        count = min(int(probe.rate / 8 * (now - probe.last_sent) / size), PROBE_MAX_PACKETS_PER_POLL)
+        if count <= 0:
+            return []
+        probe.last_sent = now
+        abs_value = round(now * 262144) & 0xFFFFFF
+        extension = bytes((abs_id << 4 | 2,)) + abs_value.to_bytes(3, "big")
+        timestamp = slot.rewriter.timestamp_at(now)
+        out = []
+        for _ in range(count):
+            data = padding_packet(
+                ssrc=slot.buffer.rtx.ssrc,
+                payload_type=slot.buffer.rtx.payload_type,
+                sequence_number=slot.buffer.next_rtx_sequence(),
+                timestamp=timestamp,
+                extension=extension,
+                size=PROBE_PADDING_BYTES,
+            )
+            out.append(Outgoing(member.name, PcRole.SUBSCRIBE, data, False))
+        self.counters.probe_packets += count
         return out
 
     def _layer_events(self, slot: _SlotState, events: list[LayerEvent], now: float) -> list[Outgoing]:

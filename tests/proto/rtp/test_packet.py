@@ -19,6 +19,7 @@ from meet443.proto.rtp.packet import (
     TwoByteExtensions,
     find_extension,
     is_rtcp,
+    padding_packet,
     rewrite_header,
     rtp_header,
     set_payload_type,
@@ -367,6 +368,40 @@ class TestRfc4588Rtx:
             unwrap_rtx(ours, ssrc=0x11, payload_type=96)
             == aiortc_rtp.unwrap_rtx(theirs, 96, 0x11).serialize()
         )
+
+
+class TestPaddingProbe:
+    """RFC 3550 §5.1: P bit, no payload, the last padding byte counts the padding."""
+
+    def test_parses_as_padding_only_with_the_extension(self) -> None:
+        data = padding_packet(
+            ssrc=0xBBBB0002,
+            payload_type=97,
+            sequence_number=9,
+            timestamp=1234,
+            extension=b"\x22\x01\x02\x03",
+            size=240,
+        )
+        assert len(data) == 12 + 8 + 240 and data[-1] == 240
+        assert RtpPacket.parse(data) == RtpPacket(
+            97,
+            9,
+            1234,
+            0xBBBB0002,
+            b"",
+            extension=OneByteExtensions((HeaderExtension(2, b"\x01\x02\x03"),)),
+            padding=240,
+        )
+
+    def test_without_extension_and_bounds(self) -> None:
+        assert (
+            RtpPacket.parse(
+                padding_packet(ssrc=1, payload_type=97, sequence_number=0, timestamp=0, extension=b"", size=1)
+            ).padding
+            == 1
+        )
+        with pytest.raises(ValueError):
+            padding_packet(ssrc=1, payload_type=97, sequence_number=0, timestamp=0, extension=b"", size=256)
 
 
 class TestRfc5761Demux:

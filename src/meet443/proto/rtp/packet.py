@@ -368,6 +368,24 @@ def unwrap_rtx(data: Buffer, *, ssrc: int, payload_type: int) -> bytes:
     return bytes(header)
 
 
+def padding_packet(
+    *, ssrc: int, payload_type: int, sequence_number: int, timestamp: int, extension: bytes, size: int
+) -> bytes:
+    """RFC 3550 §5.1: a packet of ``size`` padding bytes and no payload (P bit set, the last byte
+    counts the padding), with a one-byte-form header extension block (RFC 8285 §4.2) made of the
+    ``extension`` elements. Sent on an RTX SSRC it probes bandwidth without touching the media
+    stream (RFC 4588 §4 lets receivers drop it: it has no original sequence number)."""
+    if not 1 <= size <= 255:
+        raise ValueError("padding is 1 to 255 bytes")
+    block = extension + bytes(-len(extension) % 4)
+    header = bytearray(
+        _FIXED.pack(0xB0 if block else 0xA0, payload_type & 0x7F, sequence_number, timestamp, ssrc)
+    )
+    if block:
+        header += _U16.pack(ONE_BYTE_PROFILE) + _U16.pack(len(block) // 4) + block
+    return bytes(header) + bytes(size - 1) + bytes((size,))
+
+
 # --- RFC 5761 §4 demultiplexing -------------------------------------------------------------------
 
 
