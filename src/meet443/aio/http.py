@@ -315,6 +315,7 @@ def _sfu_metrics(lines: list[str], sfu: Conference) -> None:
         "meet443_sfu_retransmissions_total": ("Packets resent for NACKs.", rc.retransmissions),
         "meet443_sfu_plis_sent_total": ("Keyframe requests sent to publishers.", rc.plis_sent),
         "meet443_sfu_layer_switches_total": ("Simulcast layer switches.", rc.layer_switches),
+        "meet443_sfu_probe_packets_total": ("Padding packets sent to probe bandwidth.", rc.probe_packets),
         "meet443_sfu_dtls_handshakes_total": ("DTLS-SRTP handshakes completed.", cc.dtls_handshakes),
     }
     for name, (help_text, value) in totals.items():
