@@ -139,7 +139,13 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     service = build_turn_service(config)
     store = MeetingStore.open(config.data_dir)
     signaling = build_signaling_service(config, store)
-    sfu = SfuService(_sfu_addresses(config), deliver=signaling.deliver, broadcast=signaling.broadcast)
+    sfu = SfuService(
+        _sfu_addresses(config),
+        deliver=signaling.deliver,
+        broadcast=signaling.broadcast,
+        last_n=config.sfu_last_n,
+        nack=config.sfu_nack,
+    )
     signaling.on_sfu = sfu.signaling_output
     udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
     enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
@@ -151,8 +157,8 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         config.listen, config.other_udp_port, fixed=config.other_udp_port_fixed
     )
     service.start()
+    sfu.start()
 
-    store = MeetingStore.open(config.data_dir)
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config),
         turn_secret=config.turn_secret,

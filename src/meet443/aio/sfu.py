@@ -87,8 +87,13 @@ class SfuService:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            if self.conference.routers or self.conference.mux.sessions:
+            if not (self.conference.routers or self.conference.mux.sessions):
+                continue
+            try:
                 self.apply(self.conference.handle_timer(time.time()))
+            except Exception:
+                # A bug in one room's timers must not stop every room's: log it and go on.
+                logger.exception("SFU timer failed")
 
     async def close(self) -> None:
         if self._timer is not None:

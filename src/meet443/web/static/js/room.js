@@ -1,14 +1,15 @@
-// The meeting page: wires URL parameters, local media, signaling, the peer mesh, stats and the
-// view together. Server messages and user actions change the one state object (state.js); the
-// view renders it.
+// The meeting page: wires URL parameters, local media, signaling, the peer mesh (or, in group
+// rooms, the SFU session), stats and the view together. Server messages and user actions change
+// the one state object (state.js); the view renders it.
 
 import { rtcConfiguration } from './ice.js';
 import { LocalMedia } from './media.js';
 import { cleanDisplayName, isValidRoomName, readParams, roomNameFromPath, shareableUrl } from './params.js';
 import { Mesh } from './peers.js';
+import { SfuSession } from './sfu.js';
 import { SignalingClient, TERMINAL_ERRORS, signalingUrl } from './signaling.js';
 import { notify, onRender, state, streams, update } from './state.js';
-import { summarize } from './stats.js';
+import { emptyInbound, summarize } from './stats.js';
 import { RoomView } from './ui.js';
 
 const STATS_INTERVAL_MS = 2_000;
@@ -20,6 +21,7 @@ const storage = safeStorage();
 
 let signaling = null;
 let mesh = null;
+let sfu = null; // group rooms only: the two connections with the server's SFU
 let statsTimer = null;
 let serverPolicy = 'all';
 
@@ -30,6 +32,7 @@ const media = new LocalMedia({
       s.local.hasVideo = !!tracks.video;
     });
     if (mesh) mesh.setTracks(tracks);
+    if (sfu) sfu.setTracks(sfuTracks());
   },
   onDevices(devices, selected) {
     update((s) => {
@@ -215,6 +218,7 @@ const actions = {
 function startCall() {
   if (signaling) signaling.stop();
   if (mesh) mesh.removeAll();
+  closeSfu();
   update((s) => {
     s.phase = 'joining';
     s.failure = null;
@@ -223,6 +227,8 @@ function startCall() {
     s.order = [];
     s.knocks = [];
     s.links = {};
+    s.screens = [];
+    s.speaker = null;
     s.chat = [];
     s.unread = 0;
     s.signaling = 'connecting';
@@ -264,6 +270,7 @@ function startCall() {
 function finish(phase, failure = null) {
   if (signaling) signaling.stop();
   if (mesh) mesh.removeAll();
+  closeSfu();
   clearInterval(statsTimer);
   for (const id of [...streams.keys()]) if (id !== 'self') streams.delete(id);
   media.stopScreen();
@@ -278,6 +285,8 @@ function finish(phase, failure = null) {
     s.phase = phase;
     s.failure = failure;
     s.links = {};
+    s.screens = [];
+    s.speaker = null;
     s.knocks = [];
     s.signaling = 'closed';
     s.audioBlocked = false;
@@ -320,7 +329,7 @@ function onMessage(m) {
       return finish('rejected');
     case 'participant-joined':
       upsertParticipant(m.participant);
-      mesh.add(m.participant.id, { polite: true }); // the newcomer offers
+      if (!isGroup()) mesh.add(m.participant.id, { polite: true }); // the newcomer offers
       return notify(`${m.participant.displayName} joined.`);
     case 'participant-updated':
       return upsertParticipant(m.participant);
@@ -346,8 +355,16 @@ function onMessage(m) {
       return finish('kicked');
     case 'ended':
       return finish('ended');
-    case 'ice-servers':
-      return mesh.setConfig(rtcConfiguration(m.iceServers, serverPolicy, params.relay));
+    case 'ice-servers': {
+      const config = rtcConfiguration(m.iceServers, serverPolicy, params.relay);
+      mesh.setConfig(config);
+      return sfu?.setConfiguration(config);
+    }
+    case 'publish-answer':
+    case 'subscribe-offer':
+    case 'tracks':
+    case 'speaker':
+      return sfu?.handle(m);
     case 'error':
       return onError(m);
     default:
@@ -357,9 +374,14 @@ function onMessage(m) {
 
 function onJoined(m) {
   const fresh = !m.resumed;
-  if (fresh) mesh.removeAll(); // a new identity: every connection starts over
+  if (fresh) {
+    // A new identity: every connection starts over.
+    mesh.removeAll();
+    closeSfu();
+  }
   serverPolicy = m.iceTransportPolicy === 'relay' ? 'relay' : 'all';
-  mesh.setConfig(rtcConfiguration(m.iceServers, serverPolicy, params.relay));
+  const config = rtcConfiguration(m.iceServers, serverPolicy, params.relay);
+  mesh.setConfig(config);
   const present = new Set(m.participants.map((p) => p.id));
   update((s) => {
     s.phase = 'in-call';
@@ -389,6 +411,14 @@ function onJoined(m) {
     if (!s.order.includes(m.selfId)) s.order.unshift(m.selfId);
   });
   for (const p of m.participants) upsertParticipant(p);
+  if (isGroup()) {
+    // Resumed: the server kept our SFU state, so the connections stay as they are.
+    if (!sfu) startSfu(config);
+    else sfu.setConfiguration(config);
+    for (const c of m.chat || []) addChat(c);
+    sendMediaState();
+    return;
+  }
   for (const p of m.participants) {
     // Fresh: everyone here came first, so we are impolite and offer. Resumed: anyone we did not
     // know joined while we were away — they came later and will offer.
@@ -420,6 +450,7 @@ function onParticipantLeft(m) {
   mesh.remove(m.id);
   update((s) => {
     delete s.participants[m.id];
+    delete s.links[m.id]; // group rooms: the SFU hands this one's sections to others by itself
     s.order = s.order.filter((id) => id !== m.id);
   });
   if (p) {
@@ -463,6 +494,7 @@ function onMuteRequest(m) {
 }
 
 function onError(m) {
+  if (sfu && m.ref) sfu.handleError(m);
   if (TERMINAL_ERRORS.has(m.code)) {
     finish('failed', { code: m.code, message: m.message });
   } else if (m.code === 'not-host') {
@@ -486,7 +518,8 @@ function sendMediaState() {
   const msg = {
     type: 'media',
     audio: l.audio && l.hasAudio,
-    video: l.video && l.hasVideo && !l.screen,
+    // The mesh sends the screen instead of the camera; the SFU gets both.
+    video: isGroup() ? l.video && !!media.cameraTrack : l.video && l.hasVideo && !l.screen,
     screen: l.screen,
   };
   update((s) => {
@@ -510,9 +543,84 @@ function errorText(err) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Group rooms
+
+function isGroup() {
+  return state.room.mode === 'group';
+}
+
+function sfuTracks() {
+  return { audio: media.audioTrack, camera: media.cameraTrack, screen: media.screenTrack };
+}
+
+function startSfu(config) {
+  sfu = new SfuSession({
+    send: (msg) => signaling.send(msg),
+    config,
+    tracks: sfuTracks(),
+    onMedia(byTile) {
+      for (const key of [...streams.keys()]) if (key !== 'self' && !byTile.has(key)) streams.delete(key);
+      for (const [key, stream] of byTile) streams.set(key, stream);
+      update((s) => {
+        s.screens = [...byTile.keys()].filter((k) => k.endsWith(':screen')).map((k) => k.slice(0, -7));
+      });
+    },
+    onSpeaker(participantId) {
+      update((s) => {
+        s.speaker = participantId;
+      });
+    },
+    onState() {
+      refreshStats();
+    },
+  });
+}
+
+function closeSfu() {
+  if (!sfu) return;
+  sfu.close();
+  sfu = null;
+  for (const key of [...streams.keys()]) if (key !== 'self') streams.delete(key);
+  update((s) => {
+    s.screens = [];
+    s.speaker = null;
+  });
+}
+
+/**
+ * One connection entry per remote participant, as the mesh reports one per peer link: the path is
+ * the subscribe connection's (everyone's media comes that way), the numbers that participant's.
+ */
+async function groupStats({ detail = false } = {}) {
+  const { path, inbound, sfu: more } = await sfu.stats({ detail });
+  const connections = state.order
+    .filter((id) => id !== state.selfId && state.participants[id])
+    .map((peerId) => ({
+      peerId,
+      iceState: path ? path.iceState : 'new',
+      connectionState: path ? path.connectionState : 'new',
+      candidateType: path ? path.candidateType : null,
+      relayProtocol: path ? path.relayProtocol : null,
+      remoteCandidateType: path ? path.remoteCandidateType : null,
+      rtt: path ? path.rtt : null,
+      ...(inbound.get(peerId) || emptyInbound()),
+    }));
+  return { connections, sfu: more };
+}
+
+// ------------------------------------------------------------------------------------------------
 // Stats
 
 async function refreshStats() {
+  if (sfu) {
+    const session = sfu;
+    const { connections } = await groupStats().catch(() => ({ connections: [] }));
+    update((s) => {
+      if (sfu !== session) return;
+      for (const c of connections) if (s.participants[c.peerId]) s.links[c.peerId] = c;
+    });
+    return;
+  }
   if (!mesh) return;
   const results = await Promise.all(
     [...mesh.links].map(async ([peerId, link]) => [peerId, await summarize(link.pc).catch(() => null)]),
@@ -527,8 +635,11 @@ async function refreshStats() {
  * `{detail: true}` adds every ICE candidate pair of every connection.
  */
 async function publicState({ detail = false } = {}) {
-  const connections = [];
-  if (mesh) {
+  let connections = [];
+  let group = null;
+  if (sfu) {
+    ({ connections, sfu: group } = await groupStats({ detail }));
+  } else if (mesh) {
     for (const [peerId, link] of mesh.links) {
       const summary = await summarize(link.pc, { detail });
       connections.push({
@@ -544,6 +655,7 @@ async function publicState({ detail = false } = {}) {
   const s = state;
   return {
     roomName: s.roomName,
+    mode: s.room.mode === 'group' ? 'group' : 'normal',
     selfId: s.selfId,
     phase: s.phase,
     signaling: s.signaling,
@@ -565,6 +677,7 @@ async function publicState({ detail = false } = {}) {
         };
       }),
     connections,
+    ...(group ? { sfu: group, speaker: s.speaker } : {}),
     knocks: s.knocks.map((k) => ({ ...k })),
     chat: s.chat.map((c) => ({
       seq: c.seq ?? null,

@@ -31,7 +31,10 @@ export const state = {
     hasVideo: false,
   },
   // peerId -> {iceState, connectionState, candidateType, relayProtocol, remoteCandidateType, rtt}
+  // (group rooms: the path of the subscribe connection, which brings everyone's media)
   links: {},
+  screens: [], // group rooms: ids of participants whose screen share we receive (a tile of its own)
+  speaker: null, // group rooms: the dominant speaker's id, as the SFU measures it
   failure: null, // {code, message} when joining failed or the meeting ended for us
   notice: null, // {text, kind: 'info' | 'warn'} — a transient toast
   audioBlocked: false, // autoplay refused to play remote audio until the user clicks
@@ -41,7 +44,10 @@ export const state = {
   embedded: false, // the page runs inside an iframe
 };
 
-/** Non-plain companions of `state`: id -> MediaStream ('self' is the local preview). */
+/**
+ * Non-plain companions of `state`: id -> MediaStream ('self' is the local preview; in group rooms
+ * `<id>:screen` is a participant's screen share).
+ */
 export const streams = new Map();
 
 const renderers = [];

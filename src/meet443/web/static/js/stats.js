@@ -89,6 +89,56 @@ export async function summarize(pc, { detail = false } = {}) {
   return out;
 }
 
+/** What a participant of a group room shows before any of its media arrived. */
+export function emptyInbound() {
+  return {
+    framesDecoded: 0,
+    frameWidth: 0,
+    frameHeight: 0,
+    freezeCount: 0,
+    totalFreezesDuration: 0,
+    bytesReceived: 0,
+    audioBytesReceived: 0,
+    keyFramesDecoded: 0,
+    pliCount: 0, // keyframe requests sent: a picture that never starts shows here
+    videoSource: null, // 'camera' | 'screen': which section the video numbers come from
+  };
+}
+
+/**
+ * Group rooms: one summary per remote participant from the subscribe connection's inbound streams.
+ * `sections` is mid -> {participantId, source, kind} (sfu.js); an inbound-rtp names its section by
+ * `mid`, or else by its receiver's track (`trackMids`: track id -> mid). Video is the participant's
+ * camera (its screen only when it sends no camera), audio its microphone.
+ */
+export function inboundByParticipant(report, sections, trackMids = new Map()) {
+  const out = new Map();
+  const entry = (id) => {
+    if (!out.has(id)) out.set(id, emptyInbound());
+    return out.get(id);
+  };
+  report.forEach((r) => {
+    if (r.type !== 'inbound-rtp') return;
+    const section = sections.get(r.mid ?? trackMids.get(r.trackIdentifier));
+    if (!section || !section.participantId) return;
+    const e = entry(section.participantId);
+    if (r.kind === 'audio') {
+      if (section.source === 'microphone') e.audioBytesReceived += r.bytesReceived || 0;
+    } else if (r.kind === 'video' && (section.source === 'camera' || e.videoSource !== 'camera')) {
+      e.videoSource = section.source;
+      e.framesDecoded = r.framesDecoded || 0;
+      e.frameWidth = r.frameWidth || 0;
+      e.frameHeight = r.frameHeight || 0;
+      e.freezeCount = r.freezeCount || 0;
+      e.totalFreezesDuration = r.totalFreezesDuration || 0;
+      e.bytesReceived = r.bytesReceived || 0;
+      e.keyFramesDecoded = r.keyFramesDecoded || 0;
+      e.pliCount = r.pliCount || 0;
+    }
+  });
+  return out;
+}
+
 /** "Direct", "TURN UDP", "TURN TCP", "TURN TLS" (our relay) or "Relayed" (only theirs). */
 export function pathLabel(s) {
   if (!s || !s.candidateType) return null;

@@ -90,7 +90,7 @@ const MEDIA_ERRORS = {
 export class RoomView {
   constructor(actions) {
     this.actions = actions;
-    this.tiles = new Map(); // participant id -> {el, video, audio, ...}
+    this.tiles = new Map(); // participant id (or `<id>:screen`) -> {el, video, audio, ...}
     this.chatNodes = new Map(); // clientMessageId or seq -> <li>
     this.bind();
   }
@@ -265,29 +265,38 @@ export class RoomView {
   /** One tile per participant, self first; tiles are kept and updated, not rebuilt. */
   renderGrid(s) {
     const grid = $('grid');
-    const ids = s.order.filter((id) => s.participants[id]);
-    for (const [id, tile] of this.tiles) {
-      if (!s.participants[id]) {
+    // In group rooms a screen share comes on its own section, beside the camera: it gets a tile
+    // of its own, right after its sharer's (keyed `<id>:screen`).
+    const entries = [];
+    for (const id of s.order) {
+      if (!s.participants[id]) continue;
+      entries.push({ key: id, id });
+      if (s.screens.includes(id)) entries.push({ key: `${id}:screen`, id, screen: true });
+    }
+    const keys = new Set(entries.map((e) => e.key));
+    for (const [key, tile] of this.tiles) {
+      if (!keys.has(key)) {
         tile.el.remove();
-        this.tiles.delete(id);
+        this.tiles.delete(key);
       }
     }
-    ids.forEach((id, index) => {
+    entries.forEach(({ key, id, screen }, index) => {
       const p = s.participants[id];
-      let tile = this.tiles.get(id);
+      let tile = this.tiles.get(key);
       if (!tile) {
-        tile = this.makeTile(id);
-        this.tiles.set(id, tile);
+        tile = this.makeTile(key, id);
+        this.tiles.set(key, tile);
       }
       if (grid.children[index] !== tile.el) grid.insertBefore(tile.el, grid.children[index] || null);
-      this.renderTile(tile, p, s);
+      if (screen) this.renderScreenTile(tile, p);
+      else this.renderTile(tile, p, s);
     });
-    grid.dataset.count = String(Math.min(ids.length, 9));
+    grid.dataset.count = String(Math.min(entries.length, 9));
   }
 
-  makeTile(id) {
+  makeTile(key, id = key) {
     const el = $('tile-template').content.firstElementChild.cloneNode(true);
-    el.dataset.id = id;
+    el.dataset.id = key;
     el.classList.add(hueClass(id));
     return {
       el,
@@ -303,9 +312,14 @@ export class RoomView {
 
   renderTile(tile, p, s) {
     const stream = streams.get(p.self ? 'self' : p.id);
-    const videoOn = p.self ? s.local.hasVideo && (s.local.video || s.local.screen) : p.video || p.screen;
+    // Through the SFU a remote tile shows the camera only (the screen has its own tile), and only
+    // while a section carries it: beyond the last-N video sections a participant is an avatar.
+    const sfuCamera = s.room.mode === 'group' && !p.self;
+    let videoOn = p.self ? s.local.hasVideo && (s.local.video || s.local.screen) : p.video || p.screen;
+    if (sfuCamera) videoOn = !!p.video && !!stream && stream.getVideoTracks().length > 0;
     tile.el.classList.toggle('self', !!p.self);
-    tile.el.classList.toggle('screen', !!p.screen);
+    tile.el.classList.toggle('screen', !!p.screen && !sfuCamera);
+    tile.el.classList.toggle('speaking', s.room.mode === 'group' && !!s.speaker && s.speaker === p.id);
     tile.el.classList.toggle('video-off', !videoOn);
     tile.el.classList.toggle('away', p.connected === false);
     this.attach(tile.video, stream, true);
@@ -323,6 +337,17 @@ export class RoomView {
     else if (!p.self && link && ['failed', 'disconnected'].includes(link.iceState)) status = 'Connection problem…';
     setText(tile.state, status);
     show(tile.state, !!status);
+  }
+
+  /** A screen share received through the SFU: the picture and whose it is, nothing else. */
+  renderScreenTile(tile, p) {
+    tile.el.classList.add('screen');
+    this.attach(tile.video, streams.get(`${p.id}:screen`), true);
+    setText(tile.avatar, initials(p.displayName));
+    setText(tile.name, `${p.displayName} · screen`);
+    show(tile.mic, false);
+    show(tile.badge, false);
+    show(tile.state, false);
   }
 
   attach(video, stream, wanted) {

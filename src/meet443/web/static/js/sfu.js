@@ -1,0 +1,393 @@
+// Group rooms (docs/signaling.md "Group rooms"): instead of a mesh, two peer connections with the
+// server's SFU. The publish connection carries our microphone, camera (three simulcast layers, so
+// the SFU can give each receiver the one it has room for) and, while sharing, the screen. The
+// subscribe connection is offered by the SFU: a bounded pool of sections that it hands from one
+// participant to another by a `tracks` message, without renegotiating. Each participant's tile
+// gets a MediaStream built from whichever sections carry that participant right now.
+//
+// Like the mesh, camera off, mute and device switches only swap sender tracks (replaceTrack);
+// adding or removing the screen section, and ICE restarts, are a new `publish`, one at a time.
+
+import { turnTransport } from './ice.js';
+import { inboundByParticipant, summarize } from './stats.js';
+
+/** Lowest first, as the SFU expects (docs/signaling.md); maxBitrate caps what each layer costs. */
+export const SIMULCAST = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', maxBitrate: 1_500_000 },
+];
+const DISCONNECTED_RESTART_MS = 5_000;
+const PUBLISH_RESEND_MS = 8_000;
+const PUBLISH_RESENDS = 4;
+
+/**
+ * The SFU listens on the TURN server's own UDP address, and Chrome sends host-candidate checks and
+ * TURN-over-UDP from one shared socket, handing every packet from a TURN server's address to its
+ * TURN port: the SFU's answers to direct checks are dropped, and media detours through the relay
+ * even where UDP reaches the server (seen in the lab: the direct pair stays "in-progress" while
+ * the server answers every check). Wherever TURN over UDP could work, the SFU is reachable
+ * directly on the same port, so that URI adds nothing here: drop it. TCP and TLS stay as the
+ * fallback; relay-only configurations (?relay=, --force-relay) gather no host candidates and keep
+ * what they asked for.
+ */
+export function sfuConfiguration(config) {
+  if (config.iceTransportPolicy === 'relay') return config;
+  const iceServers = (config.iceServers || [])
+    .map((s) => ({ ...s, urls: (Array.isArray(s.urls) ? s.urls : [s.urls]).filter((u) => turnTransport(u) !== 'udp') }))
+    .filter((s) => s.urls.length > 0);
+  return { ...config, iceServers };
+}
+
+/**
+ * mid -> {participantId, source, kind} after a `subscribe-offer` or `tracks` message. Merged, not
+ * replaced: a message names the sections it is about; sections that left the SDP are pruned by
+ * `keepMids` (the mids the subscribe connection still has).
+ */
+export function applyTracks(sections, tracks, keepMids = null) {
+  const next = new Map(sections);
+  for (const t of tracks || []) {
+    if (!t || typeof t.mid !== 'string') continue;
+    next.set(t.mid, { participantId: t.participantId ?? null, source: t.source ?? null, kind: t.kind });
+  }
+  if (keepMids) for (const mid of [...next.keys()]) if (!keepMids.has(mid)) next.delete(mid);
+  return next;
+}
+
+/**
+ * Which tracks each tile should show: key -> [mid, ...], where the key is the participant id
+ * (microphone and camera) or `<id>:screen`. Several sections for one source (a stale mapping
+ * during a hand-over) keep only the first, so a tile never plays two cameras.
+ */
+export function tileSections(sections) {
+  const tiles = new Map();
+  const taken = new Set();
+  for (const [mid, s] of sections) {
+    if (!s.participantId || !s.source) continue;
+    const key = s.source === 'screen' ? `${s.participantId}:screen` : s.participantId;
+    const slot = `${key}/${s.source}`;
+    if (taken.has(slot)) continue;
+    taken.add(slot);
+    if (!tiles.has(key)) tiles.set(key, []);
+    tiles.get(key).push(mid);
+  }
+  return tiles;
+}
+
+export class SfuSession {
+  /**
+   * send(msg) to the server; config is the RTCConfiguration (ice.js); tracks {audio, camera,
+   * screen}; onMedia(Map key -> MediaStream) whenever what a tile shows changed; onSpeaker(id|null);
+   * onState() when a connection's ICE state changed.
+   */
+  constructor({ send, config, tracks, onMedia, onSpeaker, onState }) {
+    this.send = send;
+    this.config = sfuConfiguration(config);
+    this.onMedia = onMedia;
+    this.onSpeaker = onSpeaker;
+    this.onState = onState;
+    this.closed = false;
+    this.tracks = { audio: null, camera: null, screen: null };
+    this.sections = new Map();
+    this.media = new Map(); // tile key -> MediaStream, kept so a <video> is not re-attached needlessly
+    this.publishQueue = Promise.resolve();
+    this.subscribeQueue = Promise.resolve(); // offers and `tracks`, strictly in arrival order
+    this.pendingAnswer = null; // {resolve, reject} of the publish in flight
+    this.publishBroken = false; // the SFU refused our offer: do not loop on the same one
+    this.resubscribing = false;
+    this.timers = { resend: null, pub: null, sub: null };
+    this.restarts = { publish: 0, subscribe: 0 };
+    this.sub = null;
+
+    this.pub = new RTCPeerConnection(this.config);
+    // Created before any track may exist: a microphone or camera that comes later only fills the
+    // sender (replaceTrack), it does not renegotiate.
+    this.transceivers = {
+      audio: this.pub.addTransceiver(tracks.audio || 'audio', { direction: 'sendonly' }),
+      camera: this.pub.addTransceiver(tracks.camera || 'video', { direction: 'sendonly', sendEncodings: SIMULCAST }),
+      screen: null,
+    };
+    this.tracks.audio = tracks.audio || null;
+    this.tracks.camera = tracks.camera || null;
+    this.pub.onnegotiationneeded = () => this.publish();
+    this.pub.oniceconnectionstatechange = () => this.watchIce(this.pub, 'pub', () => this.restartPublish());
+    if (tracks.screen) this.setTracks(tracks);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Publishing
+
+  /** The offer/answer exchanges of the publish connection run one after another. */
+  publish() {
+    this.publishQueue = this.publishQueue.then(() => this.publishOnce()).catch((err) => {
+      if (!this.closed) console.warn('publish failed', err);
+    });
+    return this.publishQueue;
+  }
+
+  async publishOnce() {
+    const pc = this.pub;
+    if (this.closed || this.publishBroken || pc.signalingState !== 'stable') return;
+    await pc.setLocalDescription();
+    const msg = { type: 'publish', sdp: pc.localDescription.sdp, sources: this.sources() };
+    const answer = new Promise((resolve, reject) => {
+      this.pendingAnswer = { resolve, reject };
+    });
+    this.sendPublish(msg, 0);
+    let sdp;
+    try {
+      sdp = await answer;
+    } catch (err) {
+      if (!this.closed) await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+      throw err;
+    } finally {
+      clearTimeout(this.timers.resend);
+      this.pendingAnswer = null;
+    }
+    if (!this.closed) await pc.setRemoteDescription({ type: 'answer', sdp });
+  }
+
+  /** An offer or its answer can be lost while the socket reconnects; the same offer is harmless. */
+  sendPublish(msg, resends) {
+    this.send(msg);
+    this.timers.resend = setTimeout(() => {
+      if (!this.closed && this.pendingAnswer && resends < PUBLISH_RESENDS) this.sendPublish(msg, resends + 1);
+    }, PUBLISH_RESEND_MS);
+  }
+
+  /** mid -> source for every section that sends; mids exist only after setLocalDescription. */
+  sources() {
+    const out = {};
+    const named = [
+      [this.transceivers.audio, 'microphone'],
+      [this.transceivers.camera, 'camera'],
+      [this.transceivers.screen, 'screen'],
+    ];
+    for (const [t, source] of named) if (t && t.mid && !t.stopped) out[t.mid] = source;
+    return out;
+  }
+
+  /** LocalMedia's onTracks: swap tracks in place; only starting or ending a share renegotiates. */
+  setTracks({ audio, camera, screen }) {
+    if (this.closed) return;
+    this.tracks = { audio: audio || null, camera: camera || null, screen: screen || null };
+    this.transceivers.audio.sender.replaceTrack(this.tracks.audio).catch((err) => console.warn(err));
+    this.transceivers.camera.sender.replaceTrack(this.tracks.camera).catch((err) => console.warn(err));
+    const t = this.transceivers.screen;
+    if (screen && !t) {
+      this.transceivers.screen = this.pub.addTransceiver(screen, { direction: 'sendonly' }); // → negotiationneeded
+    } else if (screen && t) {
+      t.sender.replaceTrack(screen).catch((err) => console.warn(err));
+    } else if (!screen && t) {
+      t.stop(); // → negotiationneeded; the section is rejected (port 0) in the next publish
+      this.transceivers.screen = null;
+    }
+  }
+
+  restartPublish() {
+    if (this.closed) return;
+    this.restarts.publish += 1;
+    this.pub.restartIce(); // → negotiationneeded → a publish with new ICE credentials
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Subscribing
+
+  async answerSubscribe(m) {
+    if (this.closed) return;
+    if (!this.sub) this.sub = this.makeSubscriber();
+    const pc = this.sub;
+    await pc.setRemoteDescription({ type: 'offer', sdp: m.sdp });
+    await pc.setLocalDescription();
+    this.send({ type: 'subscribe-answer', sdp: pc.localDescription.sdp });
+    this.resubscribing = false;
+    const mids = new Set(pc.getTransceivers().filter((t) => t.mid && !t.stopped).map((t) => t.mid));
+    this.sections = applyTracks(this.sections, m.tracks, mids);
+    this.syncMedia();
+  }
+
+  makeSubscriber() {
+    const pc = new RTCPeerConnection(this.config);
+    pc.ontrack = () => this.syncMedia();
+    pc.oniceconnectionstatechange = () => this.watchIce(pc, 'sub', () => this.resubscribe());
+    return pc;
+  }
+
+  /** A failed subscribe connection is the SFU's to restart: it answers with a fresh offer. */
+  resubscribe() {
+    if (this.closed || this.resubscribing) return;
+    this.resubscribing = true;
+    this.restarts.subscribe += 1;
+    this.send({ type: 'resubscribe' });
+  }
+
+  /** Stop (or resume) the video of a section no tile shows. */
+  pause(mid, paused) {
+    if (!this.closed) this.send({ type: 'pause', mid, paused: !!paused });
+  }
+
+  /** Move every receiver track to the stream of the tile that shows it now. */
+  syncMedia() {
+    if (this.closed) return;
+    const byMid = new Map();
+    for (const t of this.sub ? this.sub.getTransceivers() : []) if (t.mid) byMid.set(t.mid, t.receiver.track);
+    const wanted = new Map();
+    for (const [key, mids] of tileSections(this.sections)) {
+      wanted.set(key, mids.map((mid) => byMid.get(mid)).filter(Boolean));
+    }
+    let changed = false;
+    for (const [key, stream] of this.media) {
+      if (!wanted.has(key)) {
+        this.media.delete(key);
+        changed = true;
+      } else {
+        for (const track of stream.getTracks()) {
+          if (!wanted.get(key).includes(track)) {
+            stream.removeTrack(track);
+            changed = true;
+          }
+        }
+      }
+    }
+    for (const [key, tracks] of wanted) {
+      let stream = this.media.get(key);
+      if (!stream) {
+        stream = new MediaStream();
+        this.media.set(key, stream);
+        changed = true;
+      }
+      for (const track of tracks) {
+        if (!stream.getTracks().includes(track)) {
+          stream.addTrack(track);
+          changed = true;
+        }
+      }
+    }
+    if (changed) this.onMedia(new Map(this.media));
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Both connections
+
+  /** Messages of the group-room protocol; anything else is not ours. */
+  handle(m) {
+    if (this.closed) return;
+    switch (m.type) {
+      case 'publish-answer':
+        if (this.pendingAnswer) this.pendingAnswer.resolve(m.sdp);
+        break;
+      case 'subscribe-offer':
+        this.subscribed(() => this.answerSubscribe(m));
+        break;
+      case 'tracks':
+        this.subscribed(() => {
+          this.sections = applyTracks(this.sections, m.tracks);
+          this.syncMedia();
+        });
+        break;
+      case 'speaker':
+        this.onSpeaker(m.participantId ?? null);
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** A `tracks` message refers to the sections of the offers before it: keep their order. */
+  subscribed(step) {
+    this.subscribeQueue = this.subscribeQueue.then(step).catch((err) => {
+      if (!this.closed) console.warn('subscribe connection:', err);
+    });
+  }
+
+  /** An `error` about one of our requests; `bad-description` on a publish would recur as is. */
+  handleError(m) {
+    if (m.ref === 'publish' && this.pendingAnswer) {
+      this.publishBroken = m.code === 'bad-description';
+      this.pendingAnswer.reject(new Error(`${m.code}: ${m.message}`));
+    }
+  }
+
+  watchIce(pc, name, restart) {
+    clearTimeout(this.timers[name]);
+    const state = pc.iceConnectionState;
+    if (state === 'failed') {
+      restart();
+    } else if (state === 'disconnected') {
+      this.timers[name] = setTimeout(() => {
+        if (pc.iceConnectionState === 'disconnected') restart();
+      }, DISCONNECTED_RESTART_MS);
+    }
+    this.onState();
+  }
+
+  setConfiguration(config) {
+    this.config = sfuConfiguration(config);
+    for (const pc of [this.pub, this.sub]) {
+      try {
+        if (pc) pc.setConfiguration(this.config);
+      } catch (err) {
+        console.warn('setConfiguration refused', err);
+      }
+    }
+  }
+
+  /**
+   * Live statistics: the subscribe connection's path (as the mesh reports a link's), each remote
+   * participant's inbound streams, and what the publish connection sends per simulcast layer.
+   */
+  async stats({ detail = false } = {}) {
+    const path = this.sub ? await summarize(this.sub, { detail }) : null;
+    const publishPath = await summarize(this.pub, { detail });
+    const report = this.sub ? await this.sub.getStats() : new Map();
+    const trackMids = new Map();
+    for (const t of this.sub ? this.sub.getTransceivers() : []) if (t.mid) trackMids.set(t.receiver.track.id, t.mid);
+    const pubReport = await this.pub.getStats();
+    const layers = [];
+    let publishBytesSent = 0;
+    pubReport.forEach((r) => {
+      if (r.type !== 'outbound-rtp') return;
+      publishBytesSent += r.bytesSent || 0;
+      if (r.kind === 'video') {
+        layers.push({
+          mid: r.mid ?? null,
+          rid: r.rid ?? null,
+          active: r.active !== false,
+          bytesSent: r.bytesSent || 0,
+          framesSent: r.framesSent || 0,
+          frameWidth: r.frameWidth || 0,
+          qualityLimitationReason: r.qualityLimitationReason || null,
+        });
+      }
+    });
+    return {
+      path,
+      inbound: inboundByParticipant(report, this.sections, trackMids),
+      sfu: {
+        publishIceState: this.pub.iceConnectionState,
+        publishCandidateType: publishPath.candidateType,
+        publishRelayProtocol: publishPath.relayProtocol,
+        subscribeIceState: this.sub ? this.sub.iceConnectionState : 'new',
+        publishBytesSent,
+        publishRestarts: this.restarts.publish,
+        resubscribes: this.restarts.subscribe,
+        sources: this.sources(),
+        sections: [...this.sections].map(([mid, s]) => ({ mid, ...s })),
+        layers,
+        ...(detail ? { publishPairs: publishPath.candidatePairs, subscribePairs: path?.candidatePairs ?? [] } : {}),
+      },
+    };
+  }
+
+  close() {
+    this.closed = true;
+    for (const timer of Object.values(this.timers)) clearTimeout(timer);
+    if (this.pendingAnswer) this.pendingAnswer.reject(new Error('closed'));
+    for (const pc of [this.pub, this.sub]) {
+      if (!pc) continue;
+      pc.onnegotiationneeded = pc.ontrack = pc.oniceconnectionstatechange = null;
+      pc.close();
+    }
+    this.media.clear();
+  }
+}

@@ -1,0 +1,233 @@
+"""Group rooms in the browser, end to end: every participant publishes to the server's SFU and
+receives the others from it (docs/signaling.md "Group rooms"), no mesh.
+
+The lab (built once for the module):
+
+    cli  10.200.61.2 ──── 10.200.61.1  srv
+    (browsers)                (meet443 serve :8443 --default-room-mode group)
+
+Every participant is a browser context (its own fake camera and microphone) in the Chromium that
+runs inside ``cli``. Media goes to the SFU on the server's main UDP port; nothing flows between
+the clients.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.netns import Lab, Namespace
+from lab.pki import LabPki
+
+from .conftest import require_lab
+from .lab_extra import (
+    BrowserPool,
+    Meet443Web,
+    Participant,
+    default_route,
+    ipv4_only,
+    lab_prefix,
+    media_flowing,
+    media_growing,
+    server_route_exists,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+SERVER_IP, CLIENT_IP = "10.200.61.1", "10.200.61.2"
+PORT = 8443
+MEDIA_TIMEOUT_S = 30
+PLAYING_REMOTE_TILES = (
+    "[...document.querySelectorAll('#grid .tile:not(.self) video')].filter((v) => v.videoWidth > 0).length"
+)
+
+_rooms = itertools.count(1)
+
+
+@dataclass
+class Site:
+    lab: Lab
+    srv: Namespace
+    cli: Namespace
+    web: Meet443Web
+    browsers: BrowserPool
+    workdir: Path
+
+    def room(self, tag: str) -> str:
+        return f"{tag}-{next(_rooms)}-{int(time.time()) % 100000}"
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory: pytest.TempPathFactory, browser_pki: LabPki, browsers: BrowserPool
+) -> Iterator[Site]:
+    require_lab()
+    work = tmp_path_factory.mktemp("group-lab")
+    with Lab(work, prefix=lab_prefix("g")) as lab:
+        srv, cli = lab.namespace("srv"), lab.namespace("cli")
+        ipv4_only(srv, cli)
+        lab.veth(srv, f"{SERVER_IP}/24", cli, f"{CLIENT_IP}/24")
+        default_route(cli, SERVER_IP)
+        web = Meet443Web(
+            srv, SERVER_IP, PORT, browser_pki, work / "server", extra=("--default-room-mode", "group")
+        ).start()
+        if not server_route_exists(web, cli, "/v1/ws"):
+            pytest.fail("the server under test has no /v1/ws (signaling is not wired into meet443 serve)")
+        try:
+            yield Site(lab, srv, cli, web, browsers, work)
+        finally:
+            browsers.release(cli)
+
+
+@pytest.fixture
+def people(site: Site, console_log: list[str], request: pytest.FixtureRequest) -> Iterator[list[Participant]]:
+    """Participants opened by a test; their contexts are closed after it."""
+    opened: list[Participant] = []
+    yield opened
+    for p in opened:
+        p.close()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("\n--- server log ---\n" + site.web.log()[-8000:])
+    assert site.web.alive(), site.web.log()[-4000:]
+
+
+def join_all(
+    site: Site, people: list[Participant], log: list[str], room: str, names: Sequence[str]
+) -> list[Participant]:
+    """Open every page first, then wait: the joins overlap instead of queueing one by one."""
+    joined = []
+    for name in names:
+        p = Participant(site.browsers.browser(site.cli), name, log)
+        people.append(p)
+        p.open(site.web.room_url(room, displayName=name, autojoin=1))
+        joined.append(p)
+    for p in joined:
+        s = p.wait_phase("in-call")
+        assert s["mode"] == "group" and s["room"]["mode"] == "group", s["room"]
+    return joined
+
+
+def flow(people: Sequence[Participant]) -> str:
+    """What each participant receives from whom, for a failure message."""
+    lines = []
+    for p in people:
+        s = p.state()
+        sfu = s.get("sfu", {})
+        links = [
+            f"{c['peerId']}: {c['framesDecoded']} frames ({c['keyFramesDecoded']} key, {c['pliCount']} PLI, "
+            f"{c['bytesReceived']} B) {c['frameWidth']}w, {c['audioBytesReceived']} B audio"
+            for c in s["connections"]
+        ]
+        sections = {x["mid"]: x["participantId"] for x in sfu.get("sections", [])}
+        layers = {x["rid"]: f"{x['framesSent']}f/{x['frameWidth']}w" for x in sfu.get("layers", [])}
+        lines.append(
+            f"{p.name} {s['selfId']} pub={sfu.get('publishIceState')} sub={sfu.get('subscribeIceState')} "
+            f"layers={layers} sections={sections} | " + "; ".join(links)
+        )
+    return "\n".join(lines)
+
+
+def wait_flowing(people: Sequence[Participant], timeout_s: float = MEDIA_TIMEOUT_S) -> Any:
+    """`media_flowing` for everyone; a timeout says who got what from whom."""
+    return wait_until(lambda: media_flowing(people), timeout_s, what=lambda: f"media:\n{flow(people)}")
+
+
+def through_the_sfu(states: Sequence[dict[str, Any]]) -> None:
+    """Both connections with the SFU are up; media reaches everyone over the subscribe one."""
+    for s in states:
+        assert s["mode"] == "group", s
+        sfu = s["sfu"]
+        assert sfu["publishIceState"] in ("connected", "completed"), sfu
+        assert sfu["publishCandidateType"] in ("host", "srflx", "prflx"), sfu
+        assert sfu["subscribeIceState"] in ("connected", "completed"), sfu
+        assert sfu["publishBytesSent"] > 0, sfu
+        assert sorted(sfu["sources"].values()) == ["camera", "microphone"], sfu
+        for c in s["connections"]:
+            assert c["iceState"] in ("connected", "completed"), c
+            # The lab routes the client straight to the server: no TURN needed.
+            assert c["candidateType"] in ("host", "srflx", "prflx"), c
+            assert c["frameWidth"] > 0, c
+
+
+@pytest.mark.timeout(90)
+def test_four_in_a_group_room_all_see_and_hear_each_other(
+    site: Site, people: list[Participant], console_log: list[str]
+) -> None:
+    four = join_all(site, people, console_log, site.room("group"), ("Ann", "Bob", "Cy", "Dee"))
+    before = wait_flowing(four)
+    after = wait_until(lambda: media_growing(four, before), 15, what="media still flowing")
+    through_the_sfu(after)
+    for s in after:
+        assert len(s["participants"]) == 4 and len(s["connections"]) == 3, s
+    # Each tile of the others plays video; the badge shows the path to the SFU.
+    page = four[0].page
+    wait_until(lambda: page.evaluate(PLAYING_REMOTE_TILES) == 3, 10, what="three remote tiles playing video")
+    page.wait_for_selector("#net-badge:not([hidden])", timeout=10_000)
+    assert "Direct" in page.inner_text("#net-badge")
+    page.screenshot(path=str(site.workdir / "group-four.png"))
+
+
+@pytest.mark.timeout(90)
+def test_one_leaves_and_the_others_keep_receiving(
+    site: Site, people: list[Participant], console_log: list[str]
+) -> None:
+    four = join_all(site, people, console_log, site.room("leave"), ("Ann", "Bob", "Cy", "Dee"))
+    wait_flowing(four)
+    leaver, stay = four[-1], four[:-1]
+    leaver_id = leaver.state()["selfId"]
+    leaver.page.click("#ctl-leave")
+    leaver.wait_phase("left")
+    wait_until(
+        lambda: all(len(p.state()["connections"]) == 2 for p in stay),
+        10,
+        what=lambda: f"two connections each: {[len(p.state()['connections']) for p in stay]}",
+    )
+    for p in stay:
+        assert leaver_id not in {c["peerId"] for c in p.state()["connections"]}
+        assert p.page.locator(f"#grid .tile[data-id='{leaver_id}']").count() == 0
+    before = wait_flowing(stay, 15)
+    after = wait_until(lambda: media_growing(stay, before), 15, what="media still flowing among the three")
+    through_the_sfu(after)
+
+
+@pytest.mark.timeout(90)
+def test_screen_share_is_a_tile_of_its_own(
+    site: Site, people: list[Participant], console_log: list[str]
+) -> None:
+    ann, bob = join_all(site, people, console_log, site.room("screen"), ("Ann", "Bob"))
+    wait_flowing([ann, bob])
+    ann_id = ann.state()["selfId"]
+    screen_tile = f"#grid .tile.screen[data-id='{ann_id}:screen'] video"
+    # Sharing adds a third section to Ann's publish connection (a new publish); the camera stays.
+    ann.page.click("#ctl-screen")
+    wait_until(
+        lambda: sorted(ann.state()["sfu"]["sources"].values()) == ["camera", "microphone", "screen"],
+        10,
+        what=lambda: f"Ann publishing her screen: {ann.state()['sfu']['sources']}",
+    )
+    wait_until(
+        lambda: bob.page.evaluate(f"(document.querySelector({screen_tile!r}) || {{}}).videoWidth > 0"),
+        20,
+        what="Ann's screen on a tile of its own at Bob's",
+    )
+    camera = bob.page.locator(f"#grid .tile[data-id='{ann_id}']")
+    assert "screen" not in (camera.get_attribute("class") or ""), "the camera tile stays a camera tile"
+    assert camera.locator("video").evaluate("(v) => v.videoWidth > 0"), "the camera keeps playing"
+    bob.page.screenshot(path=str(site.workdir / "group-screen.png"))
+    ann.page.click("#ctl-screen")
+    wait_until(
+        lambda: sorted(ann.state()["sfu"]["sources"].values()) == ["camera", "microphone"],
+        10,
+        what="Ann's screen section gone",
+    )
+    bob.page.wait_for_selector(screen_tile, state="detached", timeout=15_000)
+    before = wait_flowing([ann, bob], 15)
+    wait_until(lambda: media_growing([ann, bob], before), 15, what="media still flowing after sharing")
