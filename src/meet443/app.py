@@ -112,9 +112,12 @@ def build_signaling_service(config: ServeConfig, store: MeetingStore) -> Signali
     )
 
 
-def _sfu_addresses(config: ServeConfig) -> tuple[tuple[str, int], ...]:
-    """The SFU's host candidates: the public address(es) on the main port (RFC 8445 §5.1.1.1)."""
+def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
+    """The SFU's host candidates (RFC 8445 §5.1.1.1): the public address on the main port, and on
+    the second UDP port, since browsers ignore candidates on ports below 1024 (such as 443)."""
     addresses = [(config.public_ip, config.port)]
+    if other_port is not None and other_port != config.port:
+        addresses.append((config.public_ip, other_port))
     if config.public_ipv6 is not None:
         addresses.append((config.public_ipv6, config.port))
     return tuple(addresses)
@@ -140,7 +143,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     store = MeetingStore.open(config.data_dir)
     signaling = build_signaling_service(config, store)
     sfu = SfuService(
-        _sfu_addresses(config),
+        _sfu_addresses(config, None),
         deliver=signaling.deliver,
         broadcast=signaling.broadcast,
         last_n=config.sfu_last_n,
@@ -154,8 +157,10 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         lambda: MainUdpProtocol(service, sfu), sock=udp_sock
     )
     other_port = await service.open_other_port(
-        config.listen, config.other_udp_port, fixed=config.other_udp_port_fixed
+        config.listen, config.other_udp_port, fixed=config.other_udp_port_fixed, sfu=sfu
     )
+    service.turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
+    sfu.conference.addresses = _sfu_addresses(config, other_port)
     service.start()
     sfu.start()
 

@@ -12,6 +12,8 @@ The router forwards between all three links, and its firewall decides what the c
       byte 0x16, remembered per connection)
   (c) TCP 443 and UDP 443                   → media over TURN UDP
   (d) everything                            → media flows directly, client to client
+  (e) a group room, only TLS on TCP 443     → both reach the SFU through TURN TLS (the relay's
+                                              hop to the SFU stays inside the server)
 
 Each participant runs in the Chromium inside its own client namespace; the page, the WebSocket and
 TURN all go to the one server address and port.
@@ -19,7 +21,10 @@ TURN all go to the one server address and port.
 
 from __future__ import annotations
 
+import datetime
 import itertools
+import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -231,3 +236,54 @@ def test_d_open_network_goes_direct(corp: Corp, session: list[Participant], cons
     session += people
     for kind, _ in paths(states):
         assert kind in ("host", "srflx", "prflx"), paths(states)
+
+
+def group_meeting(corp: Corp) -> str:
+    """``POST /v1/meetings`` with ``roomMode: group`` (an API key made for the purpose); its URL."""
+    data = corp.web.workdir / "data"
+    key = corp.srv.run([sys.executable, "-m", "meet443", "api-key", "create", "--data-dir", str(data)])
+    token = key.stdout.split()[0]  # the key is the first line; the rest is advice
+    end = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code = (
+        "import json, ssl, sys, urllib.request\n"
+        "ctx = ssl.create_default_context(cafile=sys.argv[2])\n"
+        "body = json.dumps({'endDate': sys.argv[3], 'roomMode': 'group'}).encode()\n"
+        "req = urllib.request.Request(sys.argv[1], body, {'Authorization': 'Bearer ' + sys.argv[4],"
+        " 'Content-Type': 'application/json'})\n"
+        "print(urllib.request.urlopen(req, context=ctx, timeout=10).read().decode())\n"
+    )
+    done = corp.srv.run(
+        [sys.executable, "-c", code, corp.web.origin + "/v1/meetings", str(corp.web.pki.ca), end, token]
+    )
+    return str(json.loads(done.stdout)["roomUrl"])
+
+
+@pytest.mark.timeout(150)
+def test_e_group_room_through_turn_tls(
+    corp: Corp, session: list[Participant], console_log: list[str]
+) -> None:
+    corp.apply(FirewallPolicy("tls443", tls_only=True))
+    url = group_meeting(corp)
+    for name, ns in (("Ann", corp.c1), ("Bob", corp.c2)):
+        p = Participant(corp.browsers.browser(ns), name, console_log)
+        session.append(p)
+        p.open(f"{url}?displayName={name}&autojoin=1")
+        p.wait_phase("in-call", 30)
+    states = wait_until(
+        lambda: media_flowing(session),
+        MEDIA_TIMEOUT_S,
+        what=lambda: (
+            "group media through TURN TLS; pairs: "
+            + json.dumps([p.target.evaluate("window.meet443.state({detail: true})")["sfu"] for p in session])
+        ),
+    )
+    for state in states:
+        assert state["mode"] == "group"
+        assert paths([state]) == [("relay", "tls")], paths([state])
+        assert (state["sfu"]["publishCandidateType"], state["sfu"]["publishRelayProtocol"]) == (
+            "relay",
+            "tls",
+        )
+    after = wait_until(lambda: media_growing(session, states), 15, what="group media still flowing")
+    assert all(c["framesDecoded"] > 0 for s in after for c in s["connections"])
+    assert nft_counter(corp.rt, TABLE, "tls_appdata") > 0

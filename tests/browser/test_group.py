@@ -42,7 +42,7 @@ from .lab_extra import (
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 SERVER_IP, CLIENT_IP = "10.200.61.1", "10.200.61.2"
-PORT = 8443
+PORT = 443  # production: browsers reach the SFU on the second UDP port (docs/signaling.md)
 MEDIA_TIMEOUT_S = 30
 PLAYING_REMOTE_TILES = (
     "[...document.querySelectorAll('#grid .tile:not(.self) video')].filter((v) => v.videoWidth > 0).length"

@@ -39,6 +39,10 @@ class SfuService:
         certificate = DtlsCertificate.generate(time.time(), os.urandom)
         self.conference = Conference(certificate, addresses, os.urandom, last_n=last_n, nack=nack)
         self.udp_transport: asyncio.DatagramTransport | None = None
+        #: The second UDP port, where browsers reach the SFU when the main port is below 1024.
+        self.other_transport: asyncio.DatagramTransport | None = None
+        #: Remote addresses whose checks came to the second port: answers leave from it too.
+        self._via_other: set[Address] = set()
         self._deliver = deliver
         self._broadcast = broadcast
         self._timer: asyncio.Task[None] | None = None
@@ -54,7 +58,7 @@ class SfuService:
 
     # -- from the UDP port ------------------------------------------------------------------------
 
-    def check(self, data: bytes, source: Address) -> bool:
+    def check(self, data: bytes, source: Address, *, other_port: bool = False) -> bool:
         """A STUN datagram: answer it if it is an ICE check for us; False leaves it to TURN."""
         try:
             message = Message.parse(data)
@@ -62,6 +66,10 @@ class SfuService:
             return False
         if not self.conference.owns_stun(message):
             return False
+        if other_port:
+            self._via_other.add(source)
+        elif source in self._via_other:
+            self._via_other.discard(source)
         self.apply(self.conference.receive_check(message, source, time.time()))
         return True
 
@@ -69,9 +77,11 @@ class SfuService:
         self.apply(self.conference.receive_datagram(data, source, time.time()))
 
     def apply(self, outputs: list[Output]) -> None:
-        transport = self.udp_transport
+        main, other, via_other = self.udp_transport, self.other_transport, self._via_other
         for output in outputs:
             if isinstance(output, SendDatagram):
+                # RFC 8445 §7.2.2: answer from the address the check was sent to.
+                transport = other if output.address in via_other else main
                 if transport is not None:
                     transport.sendto(output.data, output.address)
             elif isinstance(output, Signal):
@@ -91,6 +101,9 @@ class SfuService:
                 continue
             try:
                 self.apply(self.conference.handle_timer(time.time()))
+                if len(self._via_other) > len(self.conference.mux.sessions) * 4:
+                    # Forget the addresses of pairs that went away (each session has a few).
+                    self._via_other &= self.conference.mux.routed_addresses()
             except Exception:
                 # A bug in one room's timers must not stop every room's: log it and go on.
                 logger.exception("SFU timer failed")

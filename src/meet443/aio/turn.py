@@ -203,17 +203,31 @@ class MainUdpProtocol(asyncio.DatagramProtocol):
 
 
 class OtherUdpProtocol(asyncio.DatagramProtocol):
-    """The second UDP port (RFC 5780 "change port"): Binding requests only, never TURN."""
+    """The second UDP port: RFC 5780 "change port" Binding requests (never TURN), and the SFU for
+    browsers, which ignore ICE candidates on ports below 1024 such as a main port of 443."""
 
-    def __init__(self, service: TurnService) -> None:
+    def __init__(self, service: TurnService, sfu: SfuService | None = None) -> None:
         self.service = service
+        self.sfu = sfu
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.service.other_transport = cast(asyncio.DatagramTransport, transport)
+        if self.sfu is not None:
+            self.sfu.other_transport = self.service.other_transport
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         service = self.service
         address: Address = addr if len(addr) == 2 else addr[:2]
+        if not data:
+            return
+        sfu = self.sfu
+        kind = KIND_BY_FIRST_BYTE[data[0]]
+        if sfu is not None:
+            if kind is not _STUN:
+                sfu.datagram(data, address)
+                return
+            if sfu.check(data, address, other_port=True):
+                return
         if service.is_own_relay(address):
             service.turn.counters.drop("from_own_relay")
             return
@@ -307,7 +321,9 @@ class TurnService:
                 if port is not None:
                     port.sendto(output.data, output.address)
 
-    async def open_other_port(self, bind_host: str, port: int, *, fixed: bool = False) -> int:
+    async def open_other_port(
+        self, bind_host: str, port: int, *, fixed: bool = False, sfu: SfuService | None = None
+    ) -> int:
         """Bind the second UDP port (RFC 5780 "change port") and return its number.
 
         ``port`` 0, or a ``port`` that is taken when not ``fixed``, gives a random free port outside
@@ -335,7 +351,7 @@ class TurnService:
                     continue
                 raise
             sock.setblocking(False)
-            await loop.create_datagram_endpoint(lambda: OtherUdpProtocol(self), sock=sock)
+            await loop.create_datagram_endpoint(lambda: OtherUdpProtocol(self, sfu), sock=sock)
             self.other_port = candidate
             return candidate
         raise OSError(errno.EADDRINUSE, "no free UDP port for the second STUN port")

@@ -4,8 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { applyTracks, sfuConfiguration, tileSections } from '../../../src/meet443/web/static/js/sfu.js';
-import { rtcConfiguration } from '../../../src/meet443/web/static/js/ice.js';
+import { applyTracks, tileSections } from '../../../src/meet443/web/static/js/sfu.js';
 import { emptyInbound, inboundByParticipant } from '../../../src/meet443/web/static/js/stats.js';
 
 const OFFER_TRACKS = [
@@ -91,22 +90,4 @@ test('inbound streams are summed per participant: camera video, microphone audio
   assert.equal(byParticipant.get('p3').videoSource, 'screen');
   assert.equal(byParticipant.get('p3').framesDecoded, 20);
   assert.equal(byParticipant.get('p3').audioBytesReceived, 400);
-});
-
-test('TURN over UDP is left out towards the SFU, unless relaying is forced', () => {
-  const ice = [
-    {
-      urls: ['turn:10.0.0.1:443?transport=udp', 'turn:10.0.0.1:443?transport=tcp', 'turns:10.0.0.1:443?transport=tcp'],
-      username: 'u',
-      credential: 'p',
-    },
-  ];
-  const open = sfuConfiguration(rtcConfiguration(ice, 'all'));
-  assert.deepEqual(open.iceServers[0].urls, ['turn:10.0.0.1:443?transport=tcp', 'turns:10.0.0.1:443?transport=tcp']);
-  assert.equal(open.iceServers[0].username, 'u');
-  assert.equal(open.bundlePolicy, 'max-bundle');
-  assert.deepEqual(sfuConfiguration(rtcConfiguration(ice, 'all', 'udp')).iceServers[0].urls, [ice[0].urls[0]]);
-  assert.deepEqual(sfuConfiguration(rtcConfiguration(ice, 'relay')).iceServers[0].urls, ice[0].urls);
-  const udpOnly = [{ urls: 'turn:10.0.0.1:443', username: 'u', credential: 'p' }];
-  assert.deepEqual(sfuConfiguration(rtcConfiguration(udpOnly, 'all')).iceServers, []);
 });

@@ -381,6 +381,17 @@ class TestRfc8656Section9OwnAddresses:
         assert not policy.relay_allowed("10.0.0.5", 0)
         assert policy.relay_allowed("10.0.0.5", 49152)
 
+    def test_a_server_port_allowed_later_is_reachable(self) -> None:
+        """The second UDP port (the SFU for browsers) is bound after the policy is built."""
+        policy = PeerPolicy(server_addresses=["10.0.0.5"], main_port=443)
+        assert not policy.relay_allowed("10.0.0.5", 3478)
+        policy.allow_server_port(3478)
+        assert policy.relay_allowed("10.0.0.5", 3478)
+        assert not policy.relay_allowed("10.0.0.5", 3479)
+        assert not policy.relay_allowed("10.0.0.6", 3478)  # private, and not ours
+        with pytest.raises(ConfigError):
+            policy.allow_server_port(0)
+
     def test_mapped_server_address_is_normalised(self) -> None:
         policy = PeerPolicy(server_addresses=["::ffff:10.0.0.5"], main_port=3478)
         assert policy.relay_allowed("10.0.0.5", 3478)

@@ -306,6 +306,10 @@ class IceLiteMux:
             self.counters.drop("unknown-source")
         return session
 
+    def routed_addresses(self) -> set[Address]:
+        """The remote addresses of every validated pair (what :meth:`route` knows)."""
+        return set(self._by_address)
+
     def owns(self, message: Message) -> bool:
         """Whether a STUN message on the shared port is an ICE check for one of our sessions.
 

@@ -171,7 +171,8 @@ class PeerPolicy:
     ``allowed_networks`` are the operator's ``--allow-peer`` CIDRs: a destination inside one is
     allowed even if the default deny list (:data:`DEFAULT_DENIED_NETWORKS`) covers it.
     ``server_addresses`` are the addresses this server relays from and listens on;
-    ``main_port`` (0 for none) and ``relay_ports`` (inclusive) are the only ports of them that
+    ``main_port`` (0 for none), the ports given to :meth:`allow_server_port` (the second UDP port,
+    where browsers reach the SFU) and ``relay_ports`` (inclusive) are the only ports of them that
     relayed datagrams may reach. Raises :class:`~meet443.exceptions.ConfigError` for an invalid
     CIDR, server address or port.
 
@@ -187,6 +188,7 @@ class PeerPolicy:
         "_relay_high",
         "_relay_low",
         "_server_addresses",
+        "_server_ports",
     )
 
     def __init__(
@@ -208,9 +210,17 @@ class PeerPolicy:
             raise ConfigError(f"relay port range {low}-{high} is invalid")
         # Port 0 never names a real destination, so "no main port" must not match it.
         self._main_port = main_port if main_port else -1
+        self._server_ports: frozenset[int] = frozenset()
         self._relay_low = low
         self._relay_high = high
         self._cache: dict[str, _Verdict] = {}
+
+    def allow_server_port(self, port: int) -> None:
+        """Let relayed datagrams reach this port of the server's own addresses too (known only
+        once the port is bound)."""
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"server port {port} is out of range")
+        self._server_ports |= {port}
 
     def permission_allowed(self, ip: str) -> bool:
         """RFC 8656 §9: may a permission for ``ip`` be installed (CreatePermission §10, ChannelBind §12.2)?
@@ -234,7 +244,11 @@ class PeerPolicy:
         if verdict is _Verdict.ALLOWED:
             return True
         if verdict is _Verdict.SERVER:
-            return self._relay_low <= port <= self._relay_high or port == self._main_port
+            return (
+                self._relay_low <= port <= self._relay_high
+                or port == self._main_port
+                or port in self._server_ports
+            )
         return False
 
     def _decide_and_cache(self, ip: str) -> _Verdict:

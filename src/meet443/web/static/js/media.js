@@ -8,6 +8,12 @@ export const VIDEO_CONSTRAINTS = {
   height: { ideal: 360 },
   frameRate: { ideal: 24, max: 30 },
 };
+/** Group rooms: one upload to the SFU, which forwards smaller simulcast layers to whoever needs them. */
+export const GROUP_VIDEO_CONSTRAINTS = {
+  width: { ideal: 1280 },
+  height: { ideal: 720 },
+  frameRate: { ideal: 30, max: 30 },
+};
 const AUDIO_CONSTRAINTS = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 /** A getUserMedia failure as one of our error names. */
@@ -42,6 +48,7 @@ export class LocalMedia {
     this.onFallback = onFallback;
     this.lost = { audioinput: false, videoinput: false }; // the track ended without being asked to
     this.deviceWork = Promise.resolve(); // device changes run one after another
+    this.videoConstraints = VIDEO_CONSTRAINTS;
     this.audioTrack = null;
     this.cameraTrack = null;
     this.screenTrack = null;
@@ -77,7 +84,7 @@ export class LocalMedia {
     }
     const want = {
       audio: audio ? this.constraint('audioinput', AUDIO_CONSTRAINTS) : false,
-      video: video ? this.constraint('videoinput', VIDEO_CONSTRAINTS) : false,
+      video: video ? this.constraint('videoinput', this.videoConstraints) : false,
     };
     if (!want.audio && !want.video) return null;
     let stream = null;
@@ -146,6 +153,17 @@ export class LocalMedia {
     if (this.audioTrack) this.audioTrack.enabled = on;
     else if (on) return this.open({ audio: true, video: false });
     return Promise.resolve(null);
+  }
+
+  /** Capture size from now on, applied to the running camera too (no new track, no renegotiation). */
+  async useVideoConstraints(constraints) {
+    this.videoConstraints = constraints;
+    if (!this.cameraTrack) return;
+    try {
+      await this.cameraTrack.applyConstraints(constraints);
+    } catch (err) {
+      console.warn('camera kept its size', err); // an "ideal" size should never be refused
+    }
   }
 
   /** Camera off releases the camera (its light goes off); on opens it again. */

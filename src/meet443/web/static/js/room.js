@@ -3,7 +3,7 @@
 // the one state object (state.js); the view renders it.
 
 import { rtcConfiguration } from './ice.js';
-import { LocalMedia } from './media.js';
+import { GROUP_VIDEO_CONSTRAINTS, LocalMedia } from './media.js';
 import { cleanDisplayName, isValidRoomName, readParams, roomNameFromPath, shareableUrl } from './params.js';
 import { Mesh } from './peers.js';
 import { SfuSession } from './sfu.js';
@@ -554,6 +554,7 @@ function sfuTracks() {
 }
 
 function startSfu(config) {
+  media.useVideoConstraints(GROUP_VIDEO_CONSTRAINTS);
   sfu = new SfuSession({
     send: (msg) => signaling.send(msg),
     config,

@@ -8,7 +8,6 @@
 // Like the mesh, camera off, mute and device switches only swap sender tracks (replaceTrack);
 // adding or removing the screen section, and ICE restarts, are a new `publish`, one at a time.
 
-import { turnTransport } from './ice.js';
 import { inboundByParticipant, summarize } from './stats.js';
 
 /** Lowest first, as the SFU expects (docs/signaling.md); maxBitrate caps what each layer costs. */
@@ -20,24 +19,6 @@ export const SIMULCAST = [
 const DISCONNECTED_RESTART_MS = 5_000;
 const PUBLISH_RESEND_MS = 8_000;
 const PUBLISH_RESENDS = 4;
-
-/**
- * The SFU listens on the TURN server's own UDP address, and Chrome sends host-candidate checks and
- * TURN-over-UDP from one shared socket, handing every packet from a TURN server's address to its
- * TURN port: the SFU's answers to direct checks are dropped, and media detours through the relay
- * even where UDP reaches the server (seen in the lab: the direct pair stays "in-progress" while
- * the server answers every check). Wherever TURN over UDP could work, the SFU is reachable
- * directly on the same port, so that URI adds nothing here: drop it. TCP and TLS stay as the
- * fallback; relay-only configurations (?relay=, --force-relay) gather no host candidates and keep
- * what they asked for.
- */
-export function sfuConfiguration(config) {
-  if (config.iceTransportPolicy === 'relay') return config;
-  const iceServers = (config.iceServers || [])
-    .map((s) => ({ ...s, urls: (Array.isArray(s.urls) ? s.urls : [s.urls]).filter((u) => turnTransport(u) !== 'udp') }))
-    .filter((s) => s.urls.length > 0);
-  return { ...config, iceServers };
-}
 
 /**
  * mid -> {participantId, source, kind} after a `subscribe-offer` or `tracks` message. Merged, not
@@ -82,7 +63,7 @@ export class SfuSession {
    */
   constructor({ send, config, tracks, onMedia, onSpeaker, onState }) {
     this.send = send;
-    this.config = sfuConfiguration(config);
+    this.config = config;
     this.onMedia = onMedia;
     this.onSpeaker = onSpeaker;
     this.onState = onState;
@@ -322,7 +303,7 @@ export class SfuSession {
   }
 
   setConfiguration(config) {
-    this.config = sfuConfiguration(config);
+    this.config = config;
     for (const pc of [this.pub, this.sub]) {
       try {
         if (pc) pc.setConfiguration(this.config);
