@@ -275,3 +275,60 @@ class TestGroupCall:
         second = room.last(bob, SubscribeOffer)
         assert isinstance(second, SubscribeOffer)
         assert sfu_ice(second.sdp) != sfu_ice(first.sdp)
+
+
+AIORTC_VIDEO_SSRC = 2448158011
+
+
+def video_packet(seq: int, ssrc: int, *, key: bool, content: bytes = b"") -> bytes:
+    # RFC 7741 §4.2 descriptor (S bit, partition 0) and §4.3 payload header (P bit 0: keyframe).
+    payload = bytes((0x10, 0x00 if key else 0x01, 0, 0)) + content.ljust(200, b"\0")
+    return bytes(
+        RtpPacket(payload_type=97, sequence_number=seq, timestamp=3000 * seq, ssrc=ssrc, payload=payload)
+    )
+
+
+class TestLateJoiner:
+    def test_the_third_gets_each_video_on_the_section_the_offer_names(self, room: Room) -> None:
+        """The newcomer's first offer carries both others' sections at once (a0 a1 v0 v1): every
+        video section's SSRC carries the video of the participant its `tracks` entry names."""
+        alice, bob = room.join("alice", 40001), room.join("bob", 40002)
+        room.publish(alice)
+        room.publish(bob)
+        room.connect(alice, "publish")
+        room.connect(bob, "publish")
+        carol = room.join("carol", 40003)
+        offer = room.subscribe(carol)
+        room.connect(carol, "subscribe")
+        description = SessionDescription.parse(offer.sdp)
+        owner_of_ssrc = {}
+        for track in offer.tracks:
+            section = description.media_by_mid(track.mid)
+            assert section is not None
+            owner_of_ssrc[next(iter(section.ssrcs()))] = (track.participant_id, track.kind)
+        assert sorted(owner_of_ssrc.values()) == [
+            ("alice", "audio"),
+            ("alice", "video"),
+            ("bob", "audio"),
+            ("bob", "video"),
+        ]
+        mark = len(carol.received)
+        for seq in range(1, 40):
+            for sender in (alice, bob):
+                # The two publishers share aiortc's SSRCs (same offer): the SFU tells them apart.
+                packet = video_packet(seq, AIORTC_VIDEO_SSRC, key=seq % 10 == 1, content=sender.name.encode())
+                data = sender.srtp["publish"].protect(packet)
+                room.deliver(room.sfu.receive_datagram(data, sender.address, room.now))
+            room.now += 0.05
+            room.deliver(room.sfu.handle_timer(room.now))
+        srtp = carol.srtp["subscribe"]
+        got: dict[str, int] = {}
+        for datagram in carol.received[mark:]:
+            if 192 <= datagram[1] <= 223:
+                continue
+            packet = RtpPacket.parse(srtp.unprotect(datagram))
+            owner, kind = owner_of_ssrc.get(packet.ssrc, ("?", "?"))
+            if kind == "video":
+                assert packet.payload[4:].rstrip(b"\0").decode() == owner, "another's picture"
+            got[f"{owner}/{kind}"] = got.get(f"{owner}/{kind}", 0) + 1
+        assert got.get("alice/video", 0) > 20 and got.get("bob/video", 0) > 20, got

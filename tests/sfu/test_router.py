@@ -354,6 +354,15 @@ class TestRfc4585Feedback:
         assert unwrap_rtx(rtx.data, ssrc=slot.ssrc, payload_type=120) == sent[1]
         assert (room.router.counters.nacks_received, room.router.counters.retransmissions) == (1, 1)
 
+    def test_a_subscriber_connecting_asks_its_sources_for_keyframes(self) -> None:
+        """What was forwarded before its DTLS was up reached nobody: start it with keyframes."""
+        room = three_in_a_room()
+        room.rtp("alice", vp8(0xA1, 1, key=True))
+        room.run(1.0)  # past the keyframe requester's interval
+        [pli] = feedback(room.keep(room.router.subscriber_connected("bob", room.clock.now)), "alice")
+        assert isinstance(pli, PictureLossIndication) and pli.media_ssrc == 0xA1
+        assert room.router.subscriber_connected("nobody", room.clock.now) == []
+
     def test_nack_switched_off_is_not_answered(self) -> None:
         room = three_in_a_room(nack=False)
         out = room.rtp("alice", vp8(0xA1, 1, key=True))

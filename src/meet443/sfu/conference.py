@@ -17,6 +17,7 @@ randomness come from the caller".
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +61,9 @@ from meet443.sfu.router import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: A subscriber's keyframe requests are repeated this long after its connection came up.
+KEYFRAME_AGAIN_SECONDS = 1.0
 
 _STUN = PacketKind.STUN
 _DTLS = PacketKind.DTLS
@@ -156,6 +160,7 @@ class Conference:
         self._members: dict[tuple[str, str], _Member] = {}
         self._by_ice: dict[str, _PeerConnection] = {}
         self._connecting: set[_PeerConnection] = set()
+        self._keyframes_due: deque[tuple[float, _Member]] = deque()
         self._session_id = int.from_bytes(token_bytes(6), "big")
         self.counters = ConferenceCounters()
         self.router_counters = RouterCounters()
@@ -372,6 +377,8 @@ class Conference:
                 continue
             dtls.handle_timer(now)
             self._dtls_progress(connection, now)
+        while self._keyframes_due and self._keyframes_due[0][0] <= now:
+            self._start_subscriber(self._keyframes_due.popleft()[1], now)
         for room, router in list(self.routers.items()):
             self._handle(room, router.poll(now), now)
         return out
@@ -411,6 +418,11 @@ class Conference:
         self.mux.close_session(connection.ice_id)
         self._by_ice.pop(connection.ice_id, None)
 
+    def _start_subscriber(self, member: _Member, now: float) -> None:
+        router = self.routers.get(member.room)
+        if router is not None and self._members.get((member.room, member.id)) is member:
+            self._handle(member.room, router.subscriber_connected(member.id, now), now)
+
     def _dtls_progress(self, connection: _PeerConnection, now: float) -> None:
         dtls = connection.dtls
         assert dtls is not None
@@ -424,6 +436,11 @@ class Conference:
                 )
                 self.counters.dtls_handshakes += 1
                 logger.info("%s: DTLS-SRTP up (%s, %s)", connection.ice_id, event.cipher, profile.name)
+                if connection.role is PcRole.SUBSCRIBE:
+                    self._start_subscriber(connection.member, now)
+                    # Once more a moment later: some receivers (aiortc) set up their decoders only
+                    # after the handshake, and drop what arrives before.
+                    self._keyframes_due.append((now + KEYFRAME_AGAIN_SECONDS, connection.member))
             elif isinstance(event, HandshakeFailed):
                 logger.info("%s: DTLS failed: %s %s", connection.ice_id, event.reason.value, event.detail)
         if dtls.state is not DtlsState.CONNECTING and dtls.state is not DtlsState.NEW:

@@ -801,6 +801,17 @@ class Router:
                     pass  # RR, SDES, BYE, transport-cc: nothing the router acts on
         return out
 
+    def subscriber_connected(self, participant: str, now: float) -> list[Outgoing]:
+        """The subscriber's connection is up (or back): whatever was forwarded before reached
+        nobody, so every video it receives needs a keyframe to start from (RFC 4585 §6.3.1)."""
+        member = self._participants.get(participant)
+        if member is None:
+            return []
+        out: list[Outgoing] = []
+        for slot in member.slots:
+            out += self._subscriber_wants_keyframe(member, slot.ssrc, now)
+        return out
+
     def _subscriber_wants_keyframe(self, member: _Participant, ssrc: int, now: float) -> list[Outgoing]:
         slot = member.slot_by_ssrc.get(ssrc)
         track = slot.track if slot is not None else None
