@@ -332,6 +332,7 @@ class TestProcess:
             assert "meet443_turn_allocations 1" in text
             assert 'meet443_turn_packets_relayed_total{transport="udp"} 2' in text
             assert "meet443_signaling_connections 0" in text
+            assert "meet443_sfu_participants 0" in text and "meet443_sfu_packets_forwarded_total 0" in text
             with pytest.raises(urllib.error.HTTPError) as refused:
                 https_get(live, "/metrics")
             assert refused.value.code == 404
