@@ -23,6 +23,7 @@ from meet443.proto.rtp.srtp import SrtpProfile, SrtpSession
 from meet443.proto.sdp.description import SessionDescription
 from meet443.proto.sdp.negotiation import remote_transport
 from meet443.proto.signaling.messages import (
+    MAX_SDP_BYTES,
     ErrorMessage,
     Publish,
     PublishAnswer,
@@ -332,3 +333,18 @@ class TestLateJoiner:
                 assert packet.payload[4:].rstrip(b"\0").decode() == owner, "another's picture"
             got[f"{owner}/{kind}"] = got.get(f"{owner}/{kind}", 0) + 1
         assert got.get("alice/video", 0) > 20 and got.get("bob/video", 0) > 20, got
+
+
+class TestFiftyInARoom:
+    def test_the_offer_stays_small_with_49_others_publishing(self, room: Room) -> None:
+        """A bounded pool (16 audio, last-N 9 video + 2 screens) keeps every subscribe offer far
+        below the signaling limit however many publish; all 49 others still reach the newcomer."""
+        for i in range(49):
+            room.publish(room.join(f"p{i}", 41000 + i))
+        newcomer = room.join("last", 42000)
+        offer = room.last(newcomer, SubscribeOffer)
+        assert isinstance(offer, SubscribeOffer)
+        kinds = [t.kind for t in offer.tracks]
+        assert kinds.count("audio") == 16 and kinds.count("video") == 9
+        assert len(offer.sdp.encode()) < MAX_SDP_BYTES // 2, len(offer.sdp)
+        assert len({t.participant_id for t in offer.tracks}) >= 16
