@@ -231,3 +231,33 @@ def test_screen_share_is_a_tile_of_its_own(
     bob.page.wait_for_selector(screen_tile, state="detached", timeout=15_000)
     before = wait_flowing([ann, bob], 15)
     wait_until(lambda: media_growing([ann, bob], before), 15, what="media still flowing after sharing")
+
+
+HIDE_PAGE = (
+    "(hidden) => { Object.defineProperty(document, 'visibilityState', "
+    "{value: hidden ? 'hidden' : 'visible', configurable: true}); "
+    "document.dispatchEvent(new Event('visibilitychange')); }"
+)
+
+
+@pytest.mark.timeout(90)
+def test_a_hidden_page_pauses_its_videos_and_keeps_the_audio(
+    site: Site, people: list[Participant], console_log: list[str]
+) -> None:
+    """docs/signaling.md `pause`: a page nobody looks at needs no video; back in view, it resumes."""
+    ann, bob = join_all(site, people, console_log, site.room("pause"), ("Ann", "Bob"))
+    wait_flowing([ann, bob])
+
+    def received() -> tuple[int, int]:
+        (c,) = bob.state()["connections"]
+        return int(c["bytesReceived"]), int(c["audioBytesReceived"])
+
+    bob.page.evaluate(HIDE_PAGE, True)
+    time.sleep(2)  # what was in flight arrives
+    video, audio = received()
+    time.sleep(3)
+    video_later, audio_later = received()
+    assert video_later - video < 20_000, "the video kept coming to a hidden page"
+    assert audio_later - audio > 3_000, "the audio stopped too"  # Opus: a few kB a second
+    bob.page.evaluate(HIDE_PAGE, False)
+    wait_until(lambda: received()[0] > video_later + 50_000, 15, what="video again once visible")

@@ -553,6 +553,10 @@ function sfuTracks() {
   return { audio: media.audioTrack, camera: media.cameraTrack, screen: media.screenTrack };
 }
 
+document.addEventListener('visibilitychange', () => {
+  if (sfu) sfu.setHidden(document.visibilityState === 'hidden');
+});
+
 function startSfu(config) {
   media.useVideoConstraints(GROUP_VIDEO_CONSTRAINTS);
   sfu = new SfuSession({

@@ -70,6 +70,7 @@ export class SfuSession {
     this.closed = false;
     this.tracks = { audio: null, camera: null, screen: null };
     this.sections = new Map();
+    this.hidden = false;
     this.media = new Map(); // tile key -> MediaStream, kept so a <video> is not re-attached needlessly
     this.publishQueue = Promise.resolve();
     this.subscribeQueue = Promise.resolve(); // offers and `tracks`, strictly in arrival order
@@ -185,6 +186,7 @@ export class SfuSession {
     const mids = new Set(pc.getTransceivers().filter((t) => t.mid && !t.stopped).map((t) => t.mid));
     this.sections = applyTracks(this.sections, m.tracks, mids);
     this.syncMedia();
+    if (this.hidden) this.pauseVideos(); // new sections, or sections given to someone else
   }
 
   makeSubscriber() {
@@ -200,6 +202,20 @@ export class SfuSession {
     this.resubscribing = true;
     this.restarts.subscribe += 1;
     this.send({ type: 'resubscribe' });
+  }
+
+  /**
+   * The page is hidden (another tab, minimised): nobody sees the videos, so the SFU need not send
+   * them (docs/signaling.md `pause`); audio keeps flowing. Visible again: they resume with a keyframe.
+   */
+  setHidden(hidden) {
+    if (this.hidden === hidden) return;
+    this.hidden = hidden;
+    this.pauseVideos();
+  }
+
+  pauseVideos() {
+    for (const [mid, s] of this.sections) if (s.kind === 'video') this.pause(mid, this.hidden);
   }
 
   /** Stop (or resume) the video of a section no tile shows. */
@@ -264,6 +280,7 @@ export class SfuSession {
         this.subscribed(() => {
           this.sections = applyTracks(this.sections, m.tracks);
           this.syncMedia();
+          if (this.hidden) this.pauseVideos(); // the SFU resumes a section it gives to someone else
         });
         break;
       case 'speaker':
