@@ -278,6 +278,49 @@ class TestGroupCall:
         assert sfu_ice(second.sdp) != sfu_ice(first.sdp)
 
 
+class TestDataPath:
+    """Conference.receive_media (the adapter's per-packet path, plain ``(address, data)`` pairs)
+    against receive_datagram (typed outputs): the same packets reach the same subscribers."""
+
+    def test_pairs_and_typed_outputs_carry_one_stream(self, room: Room) -> None:
+        alice = room.join("alice", 40001)
+        subscribers = [room.join(name, port) for name, port in (("bob", 40002), ("carol", 40003))]
+        room.publish(alice)
+        for b in subscribers:
+            room.subscribe(b)
+        room.connect(alice, "publish")
+        for b in subscribers:
+            room.connect(b, "subscribe")
+        marks = {b.name: len(b.received) for b in subscribers}
+        protect = alice.srtp["publish"].protect
+        for seq in range(100, 104):
+            room.deliver(room.sfu.receive_datagram(protect(audio_packet(seq)), alice.address, room.now))
+        for seq in range(104, 108):
+            media = room.sfu.receive_media(protect(audio_packet(seq)), alice.address, room.now)
+            assert media is not None
+            datagrams, outputs = media
+            assert [address for address, _ in datagrams] == [b.address for b in subscribers]
+            room.deliver([*outputs, *(SendDatagram(address, data) for address, data in datagrams)])
+        for b in subscribers:
+            forwarded = [
+                RtpPacket.parse(b.srtp["subscribe"].unprotect(d))
+                for d in b.received[marks[b.name] :]
+                if 128 <= d[0] < 192 and not 192 <= d[1] <= 223
+            ]
+            seqs = [p.sequence_number for p in forwarded]
+            assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(8)], b.name
+            assert {p.payload for p in forwarded} == {b"\xfc" * 40}
+        assert room.sfu.router_counters.packets_forwarded == 16
+
+    def test_anything_but_srtp_is_left_to_receive_datagram(self, room: Room) -> None:
+        alice = room.join("alice", 40001)
+        room.publish(alice)
+        assert room.sfu.receive_media(b"\x16\xfe\xfd" + bytes(10), alice.address, room.now) is None
+        assert room.sfu.receive_media(b"", alice.address, room.now) is None
+        assert room.sfu.receive_media(b"\x80" + bytes(3), ("192.0.2.99", 1), room.now) == ([], [])
+        assert room.sfu.counters.dropped == {"unknown_source": 1}
+
+
 AIORTC_VIDEO_SSRC = 2448158011
 
 

@@ -272,32 +272,44 @@ class TestRfc8853Simulcast:
     def probes(self, out: list[Outgoing]) -> list[RtpPacket]:
         return [p for p in media(out, "bob") if p.padding and not p.payload]
 
-    def test_padding_probes_while_the_estimate_is_short_and_backs_off(self) -> None:
-        """A low REMB: padding on the RTX SSRC (RFC 3550 §5.1, RFC 4588 §4) with abs-send-time
-        for the estimator, for PROBE_DURATION; an estimate that did not grow doubles the pause."""
+    def second(self, room: Room, publisher: SimulcastPublisher) -> list[RtpPacket]:
+        """A second of frames; the padding probes bob got meanwhile."""
+        out: list[Outgoing] = []
+        for _ in range(30):
+            out += self.frame_out(room, publisher)
+        return self.probes(out)
+
+    def test_padding_tops_up_to_the_estimate_while_the_next_layer_does_not_fit(self) -> None:
+        """Padding on the RTX SSRC (RFC 3550 §5.1, RFC 4588 §4) with abs-send-time for the
+        estimator, filling what is forwarded (180p here) up to the subscriber's REMB."""
         room, publisher = self.simulcast_room()
         slot = room.slot("bob", "alice", "cam")
         for _ in range(30):
-            self.frame(room, publisher)
-        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 150_000, ()))
-        by_second: list[int] = []
-        for _second in range(8):
-            out: list[Outgoing] = []
-            for _ in range(30):
-                for _, packet in publisher.frame():
-                    out += room.rtp("alice", packet)
-                out += room.run(1 / 30)
-            pads = self.probes(out)
-            by_second.append(len(pads))
-            for pad in pads:
-                assert (pad.ssrc, pad.payload_type, pad.padding) == (slot.rtx_ssrc, 121, 240)
-                assert pad.extension_value(dict(PROFILE.extensions)[URI_ABS_SEND_TIME]) is not None
-        # Probe 2 s, pause 2 s (it did not help), probe 2 s, pause 4 s.
-        assert by_second[0] > 0 and by_second[1] > 0, by_second
-        assert by_second[2] == 0 and by_second[3] == 0, by_second
-        assert by_second[4] > 0 and by_second[5] > 0, by_second
-        assert by_second[6] == 0 and by_second[7] == 0, by_second
-        assert room.router.counters.probe_packets == sum(by_second)
+            self.frame_out(room, publisher)
+        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 400_000, ()))
+        self.second(room, publisher)  # the meters settle
+        pads = self.second(room, publisher)
+        for pad in pads:
+            assert (pad.ssrc, pad.payload_type, pad.padding) == (slot.rtx_ssrc, 121, 240)
+            assert pad.extension_value(dict(PROFILE.extensions)[URI_ABS_SEND_TIME]) is not None
+        padded_bps = sum(len(bytes(p)) for p in pads) * 8
+        forwarded_bps = 30 * 1000 * 8  # the 180p layer: one 1000-byte packet a frame
+        assert 0.7 * (400_000 - forwarded_bps) <= padded_bps <= 1.3 * (400_000 - forwarded_bps), padded_bps
+        assert room.router.counters.probe_packets >= len(pads)
+
+    def test_an_estimate_that_falls_back_pauses_probing(self) -> None:
+        """The browser saw queueing: the path is full. Pauses double (2 s, 4 s, ...)."""
+        room, publisher = self.simulcast_room()
+        for _ in range(30):
+            self.frame_out(room, publisher)
+        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 400_000, ()))
+        assert self.second(room, publisher) != []
+        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 300_000, ()))
+        seconds = [self.second(room, publisher) for _ in range(3)]
+        assert seconds[:2] == [[], []] and seconds[2] != [], "back after a 2 s pause"
+        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 250_000, ()))
+        seconds = [self.second(room, publisher) for _ in range(5)]
+        assert seconds[:4] == [[], [], [], []] and seconds[4] != [], "a 4 s pause the second time"
 
     def test_no_probing_once_the_estimate_covers_the_top_layer(self) -> None:
         room, publisher = self.simulcast_room()

@@ -74,7 +74,20 @@ class SfuService:
         return True
 
     def datagram(self, data: bytes, source: Address) -> None:
-        self.apply(self.conference.receive_datagram(data, source, time.time()))
+        now = time.time()
+        media = self.conference.receive_media(data, source, now)
+        if media is None:
+            self.apply(self.conference.receive_datagram(data, source, now))
+            return
+        datagrams, outputs = media
+        if outputs:
+            self.apply(outputs)
+        main, other, via_other = self.udp_transport, self.other_transport, self._via_other
+        for address, packet in datagrams:
+            # RFC 8445 §7.2.2: answer from the address the check was sent to.
+            transport = other if address in via_other else main
+            if transport is not None:
+                transport.sendto(packet, address)
 
     def apply(self, outputs: list[Output]) -> None:
         main, other, via_other = self.udp_transport, self.other_transport, self._via_other

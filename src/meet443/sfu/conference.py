@@ -96,6 +96,9 @@ class RoomSignal:
 
 
 Output = SendDatagram | Signal | RoomSignal
+#: The data path's form of :class:`SendDatagram`: ``(address, data)``, a tuple, no object per copy
+#: (``bench/sfu_datapath.py``). :meth:`Conference.receive_media` returns these.
+Datagram = tuple[Address, bytes]
 
 
 @dataclass
@@ -322,6 +325,11 @@ class Conference:
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> list[Output]:
         """DTLS or SRTP/SRTCP from a validated 5-tuple (RFC 7983); anything else is dropped."""
+        media = self.receive_media(data, source, now)
+        if media is not None:
+            datagrams, out = media
+            out.extend(SendDatagram(address, packet) for address, packet in datagrams)
+            return out
         out = self._out = []
         self.counters.datagrams_in += 1
         kind = KIND_BY_FIRST_BYTE[data[0]] if data else PacketKind.UNKNOWN
@@ -330,9 +338,7 @@ class Conference:
             self.counters.drop("unknown_source")
             return out
         connection = self._by_ice[session.id]
-        if kind is _RTP:
-            self._receive_media(connection, data, now)
-        elif kind is _DTLS:
+        if kind is _DTLS:
             dtls = connection.dtls
             if dtls is None:
                 self.counters.drop("dtls_before_description")
@@ -345,13 +351,33 @@ class Conference:
             self.counters.drop(f"udp_{kind.value}")
         return out
 
-    def _receive_media(self, connection: _PeerConnection, data: bytes, now: float) -> None:
+    def receive_media(
+        self, data: bytes, source: Address, now: float
+    ) -> tuple[list[Datagram], list[Output]] | None:
+        """RFC 7983 §7 SRTP/SRTCP for the adapter's data path: the copies for subscribers as
+        ``(address, protected packet)`` pairs, and what else the packet caused (RTCP to its
+        publisher, signaling) as outputs. Any other datagram gives None: use
+        :meth:`receive_datagram`, which returns the same packets as typed outputs.
+        """
+        if not data or KIND_BY_FIRST_BYTE[data[0]] is not _RTP:
+            return None
+        self._out = []
+        self.counters.datagrams_in += 1
+        session = self.mux.route(source)
+        if session is None:
+            self.counters.drop("unknown_source")
+            return [], self._out
+        return self._receive_media(self._by_ice[session.id], data, now), self._out
+
+    def _receive_media(self, connection: _PeerConnection, data: bytes, now: float) -> list[Datagram]:
+        """RFC 3711 §3.3/§3.4: unprotect, route, protect each copy with its subscriber's keys."""
         srtp = connection.srtp
         if srtp is None:
             self.counters.drop("media_before_keys")
-            return
+            return []
         member = connection.member
-        router = self.routers[member.room]
+        room = member.room
+        router = self.routers[room]
         # RFC 5761 §4: RTCP packet types 192-223 share the second byte's range with no RTP type
         # a browser uses (payload types 64-95 with the marker bit).
         rtcp = len(data) > 1 and 192 <= data[1] <= 223
@@ -359,11 +385,25 @@ class Conference:
             plain = srtp.unprotect_rtcp(data) if rtcp else srtp.unprotect(data)
         except ParseError:
             self.counters.drop("srtp_auth")
-            return
+            return []
         if rtcp:
-            self._handle(member.room, router.receive_rtcp(member.id, connection.role, plain, now), now)
-        else:
-            self._handle(member.room, router.receive_rtp(member.id, connection.role, plain, now), now)
+            self._handle(room, router.receive_rtcp(member.id, connection.role, plain, now), now)
+            return []
+        copies: list[tuple[str, bytes]] = []
+        self._handle(room, router.forward_rtp(member.id, connection.role, plain, now, copies), now)
+        datagrams: list[Datagram] = []
+        members = self._members
+        for name, packet in copies:
+            # As in _handle and _send: a subscriber who left is skipped, one not connected counted.
+            subscriber = members.get((room, name))
+            if subscriber is None:
+                continue
+            subscribe = subscriber.subscribe
+            if subscribe is None or subscribe.srtp is None or subscribe.remote is None:
+                self.counters.drop("not_connected")
+                continue
+            datagrams.append((subscribe.remote, subscribe.srtp.protect(packet)))
+        return datagrams
 
     # -- timers -----------------------------------------------------------------------------------
 

@@ -81,11 +81,11 @@ from meet443.sfu.speaker import ActiveSpeakerDetector
 REPORT_INTERVAL = 1.0
 #: How often measured layer bitrates reach the simulcast selectors (their up-switch hold is 2 s).
 LAYER_INTERVAL = 0.5
-#: Probing (:meth:`Router._probe`): one probe lasts this long; if the estimate did not grow by
-#: PROBE_GAIN meanwhile, the next waits twice as long as the last (MIN to MAX), else MIN.
-PROBE_DURATION = 2.0
-PROBE_GAIN = 1.1
-PROBE_MIN_BACKOFF = 1.0
+#: Probing (:meth:`Router._probe`): an estimate below PROBE_RETREAT of its peak stops it for a
+#: pause that doubles from MIN to MAX; growth beyond PROBE_GAIN of the peak resets the pause.
+PROBE_RETREAT = 0.9
+PROBE_GAIN = 1.05
+PROBE_MIN_BACKOFF = 2.0
 PROBE_MAX_BACKOFF = 16.0
 #: Padding per probe packet (RFC 3550 §5.1 allows 255) and per poll, and the highest probe rate.
 PROBE_PADDING_BYTES = 240
@@ -349,13 +349,13 @@ class _SlotState:
 class _Probe:
     """Bandwidth probing towards one subscriber (see :meth:`Router._probe`)."""
 
-    __slots__ = ("backoff", "last_sent", "rate", "resume_at", "start_estimate", "until")
+    __slots__ = ("active", "backoff", "last_sent", "peak", "rate", "resume_at")
 
     def __init__(self) -> None:
-        self.until = -math.inf
+        self.active = False
         self.resume_at = -math.inf
         self.backoff = PROBE_MIN_BACKOFF
-        self.start_estimate = 0.0
+        self.peak = 0.0
         self.rate = 0.0
         self.last_sent = -math.inf
 
@@ -539,6 +539,21 @@ class Router:
 
         Malformed packets are dropped and counted, never raised.
         """
+        return self.forward_rtp(participant, role, packet, now, None)
+
+    def forward_rtp(
+        self,
+        participant: str,
+        role: PcRole,
+        packet: bytes,
+        now: float,
+        copies: list[tuple[str, bytes]] | None,
+    ) -> list[Outgoing]:
+        """:meth:`receive_rtp` for the data path: the copies for subscribers' subscribe PCs go
+        into ``copies`` as ``(participant, plaintext RTP)`` pairs instead of :class:`Outgoing`
+        values (one object fewer per copy; ``bench/sfu_datapath.py``); what else the packet causes
+        (keyframe requests to its publisher) is returned. ``copies`` None: everything is returned.
+        """
         member = self._participants.get(participant)
         if member is None:
             self.counters.drop("unknown_participant")
@@ -547,12 +562,14 @@ class Router:
             self.counters.drop("rtp_on_subscribe_pc")
             return []
         try:
-            return self._forward(member, packet, now)
+            return self._forward(member, packet, now, copies)
         except ParseError:
             self.counters.drop("malformed_rtp")
             return []
 
-    def _forward(self, member: _Participant, packet: bytes, now: float) -> list[Outgoing]:
+    def _forward(
+        self, member: _Participant, packet: bytes, now: float, copies: list[tuple[str, bytes]] | None
+    ) -> list[Outgoing]:
         if is_rtcp(packet):
             self.counters.drop("rtcp_as_rtp")
             return []
@@ -608,6 +625,8 @@ class Router:
         extended = bool(packet[0] & 0x10)
         abs_value = round(now * 262144) & 0xFFFFFF  # abs-send-time: 6.18 fixed-point seconds
         templates: dict[tuple[bytes, bytes], bytes] = {}
+        payload_size = end - offset
+        forwarded = 0
         for slot in track.slots:
             rewriter = slot.rewriter
             selector = slot.selector
@@ -657,10 +676,16 @@ class Router:
                 out += self._layer_events(slot, selector.switched(source.layer, now), now)
             data = bytes(buffer)
             slot.buffer.store(out_seq, data, now)
-            slot.sender.sent(end - offset)
-            self.counters.packets_forwarded += 1
-            self.counters.bytes_forwarded += len(data)
-            out.append(Outgoing(slot.owner.name, PcRole.SUBSCRIBE, data, False))
+            slot.sender.sent(payload_size)
+            forwarded += 1
+            if copies is None:
+                out.append(Outgoing(slot.owner.name, PcRole.SUBSCRIBE, data, False))
+            else:
+                copies.append((slot.owner.name, data))
+        if forwarded:
+            counters = self.counters
+            counters.packets_forwarded += forwarded
+            counters.bytes_forwarded += forwarded * len(packet)
         return out
 
     def _learn(self, member: _Participant, packet: bytes, ssrc: int, pt: int) -> bool:
@@ -1074,24 +1099,42 @@ class Router:
 
     def _probe(self, member: _Participant, now: float) -> list[Outgoing]:
         """Padding on an RTX stream so a subscriber's receive-side estimate can grow past what it
-        receives now (its REMB never exceeds about 1.5 times the incoming rate), and a higher
-        simulcast layer can fit once the network allows it.
+        receives now, and a higher simulcast layer can fit once the network allows it.
 
-        A probe runs while some unpaused video slot has a higher active layer than its target and
-        the estimate is short of what the next layers need; it lasts ``PROBE_DURATION`` and fills
-        the gap between the forwarded rate and that need. A probe that did not raise the estimate
-        by ``PROBE_GAIN`` means the path is full: the next one waits, twice as long each time.
+        A browser's REMB grows at most about 8% a second and never beyond about 1.5 times what
+        it receives (draft-ietf-rmcat-gcc §5.5, Chromium's AIMD rate control). So while some
+        unpaused video slot has a higher active layer whose need the estimate does not cover, the
+        padding tops what is forwarded up to the estimate itself: the estimate then climbs at the
+        browser's own pace until the next layer fits. When the estimate falls back (by
+        ``PROBE_RETREAT``), the browser saw queueing or loss: the path is full, so probing stops
+        and resumes after a pause that doubles each time (and resets once the estimate grows).
         """
         probe = member.probe
-        if now < probe.until:
-            return self._padding(member, probe, now)
-        if probe.until > -math.inf:  # a probe just ended: did the path have room?
-            grew = (member.estimate or 0.0) >= probe.start_estimate * PROBE_GAIN
-            probe.backoff = PROBE_MIN_BACKOFF if grew else min(probe.backoff * 2, PROBE_MAX_BACKOFF)
-            probe.resume_at = now + probe.backoff
-            probe.until = -math.inf
-        if now < probe.resume_at or member.estimate is None:
+        estimate = member.estimate
+        if estimate is None or now < probe.resume_at:
             return []
+        wanted, forwarded = self._probe_need(member, now)
+        if wanted <= estimate or wanted <= forwarded:
+            probe.active = False
+            return []
+        if not probe.active:
+            probe.active, probe.peak, probe.last_sent = True, estimate, now
+        if estimate < probe.peak * PROBE_RETREAT:
+            probe.active = False
+            probe.resume_at = now + probe.backoff
+            probe.backoff = min(probe.backoff * 2, PROBE_MAX_BACKOFF)
+            return []
+        if estimate > probe.peak * PROBE_GAIN:
+            probe.backoff = PROBE_MIN_BACKOFF  # the path had room after all
+        probe.peak = max(probe.peak, estimate)
+        probe.rate = min(min(estimate, wanted) - forwarded, PROBE_MAX_BPS)
+        if probe.rate <= 0:
+            probe.last_sent = now
+            return []
+        return self._padding(member, probe, now)
+
+    def _probe_need(self, member: _Participant, now: float) -> tuple[float, float]:
+        """What the subscriber's slots would need with each video one layer up, and what they get."""
         forwarded = wanted = 0.0
         for slot in member.slots:
             track, selector = slot.track, slot.selector
@@ -1103,13 +1146,7 @@ class Router:
             forwarded += now_bps
             higher = [b for b in bitrates[(current if current is not None else -1) + 1 :] if b > 0]
             wanted += higher[0] * selector.up_margin if track.video and higher else now_bps
-        if wanted <= member.estimate or wanted <= forwarded:
-            return []
-        probe.until = now + PROBE_DURATION
-        probe.start_estimate = member.estimate
-        probe.rate = min(wanted - forwarded, PROBE_MAX_BPS)
-        probe.last_sent = now
-        return []
+        return wanted, forwarded
 
     def _padding(self, member: _Participant, probe: _Probe, now: float) -> list[Outgoing]:
         slot = next(

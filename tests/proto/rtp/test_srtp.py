@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 
+import pylibsrtp
 import pytest
 from aiortc import rtcdtlstransport
 from cryptography import x509
@@ -184,3 +185,29 @@ def _dtls_pair(profile: SrtpProfile) -> tuple[SSL.Connection, SSL.Connection]:
                 except SSL.WantReadError:
                     break
     return client, server
+
+
+class TestProtectThroughLibsrtpDirectly:
+    """SrtpSession.protect calls libsrtp itself (the per-copy path); pylibsrtp's own Session.protect
+    with the same keys is the oracle."""
+
+    @pytest.mark.parametrize("profile", PROFILES)
+    def test_same_bytes_as_pylibsrtp(self, profile: SrtpProfile) -> None:
+        material = SrtpKeyingMaterial.split(profile, bytes(range(profile.keying_material_length)))
+        ours = SrtpSession.from_keying_material(material, client=True)
+        oracle = pylibsrtp.Session(
+            ours._policy(material.master(client=True), pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        )
+        for seq, size in ((1, 1100), (2, 12), (3, 1356), (3, 1100)):
+            assert ours.protect(rtp(seq, size)) == oracle.protect(rtp(seq, size))
+
+    def test_too_long_for_the_buffer(self) -> None:
+        client, server = sessions(SrtpProfile.AEAD_AES_128_GCM)
+        assert server.unprotect(client.protect(rtp(1, 1356))) == rtp(1, 1356)
+        with pytest.raises(ValueError, match="too long"):
+            client.protect(rtp(2, 1357))
+
+    def test_a_libsrtp_error_raises(self) -> None:
+        client, _ = sessions(SrtpProfile.AEAD_AES_128_GCM)
+        with pytest.raises(pylibsrtp.Error):
+            client.protect(b"\x80")  # shorter than an RTP header: libsrtp refuses it
