@@ -19,7 +19,7 @@ from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.dtls.events import HandshakeCompleted
 from meet443.proto.dtls.session import DtlsRole, DtlsSrtpSession
 from meet443.proto.rtp.packet import RtpPacket
-from meet443.proto.rtp.srtp import SrtpProfile, SrtpSession
+from meet443.proto.rtp.srtp import SrtpSession
 from meet443.proto.sdp.description import SessionDescription
 from meet443.proto.sdp.negotiation import remote_transport
 from meet443.proto.signaling.messages import (
@@ -162,12 +162,7 @@ class Room:
                 del b.received[mark:]
         event = dtls.next_event()
         assert isinstance(event, HandshakeCompleted), event
-        keys = event.keys
-        b.srtp[role] = SrtpSession(
-            SrtpProfile.from_openssl_name(keys.profile.openssl_name),
-            local_master=keys.local_master,
-            remote_master=keys.remote_master,
-        )
+        b.srtp[role] = SrtpSession.from_keying_material(event.keys, client=True)
 
     def publish(self, b: Browser) -> PublishAnswer:
         self.deliver(

@@ -28,7 +28,7 @@ from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.dtls.events import HandshakeCompleted, HandshakeFailed
 from meet443.proto.dtls.session import DtlsRole, DtlsSrtpSession, DtlsState
 from meet443.proto.ice import ConsentExpired, IceLiteMux, IceState, IceStateChanged, PairNominated
-from meet443.proto.rtp.srtp import SrtpProfile, SrtpSession
+from meet443.proto.rtp.srtp import SrtpSession
 from meet443.proto.sdp.attributes import Fingerprint, SetupRole
 from meet443.proto.sdp.description import SessionDescription
 from meet443.proto.sdp.negotiation import LocalTransport, build_answer, remote_transport
@@ -469,10 +469,9 @@ class Conference:
         self._flush_dtls(connection)
         while (event := dtls.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
-                keys = event.keys
-                profile = SrtpProfile.from_openssl_name(keys.profile.openssl_name)
-                connection.srtp = SrtpSession(
-                    profile, local_master=keys.local_master, remote_master=keys.remote_master
+                profile = event.profile
+                connection.srtp = SrtpSession.from_keying_material(
+                    event.keys, client=dtls.role is DtlsRole.CLIENT
                 )
                 self.counters.dtls_handshakes += 1
                 logger.info("%s: DTLS-SRTP up (%s, %s)", connection.ice_id, event.cipher, profile.name)

@@ -24,8 +24,8 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.dtls.events import HandshakeCompleted
 from meet443.proto.dtls.session import DtlsRole, DtlsSrtpSession
-from meet443.proto.dtls.srtp import SrtpKeyingMaterial, SrtpProfile
 from meet443.proto.ice.events import IceState
+from meet443.proto.rtp.srtp import SrtpKeyingMaterial, SrtpProfile
 from meet443.proto.sdp.description import SessionDescription
 from meet443.proto.sdp.negotiation import (
     LocalTransport,
@@ -45,20 +45,21 @@ def run(test: Callable[[], Awaitable[None]], timeout: float = 40) -> None:
     asyncio.run(asyncio.wait_for(test(), timeout))
 
 
-def inbound(keys: SrtpKeyingMaterial) -> pylibsrtp.Session:
+def inbound(keys: SrtpKeyingMaterial, *, server: bool = True) -> pylibsrtp.Session:
+    """What our side (the DTLS server unless told otherwise) receives with."""
     return pylibsrtp.Session(
         pylibsrtp.Policy(
-            key=keys.remote_master,
+            key=keys.master(client=server),
             ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
             srtp_profile=LIBSRTP_PROFILES[keys.profile],
         )
     )
 
 
-def outbound(keys: SrtpKeyingMaterial) -> pylibsrtp.Session:
+def outbound(keys: SrtpKeyingMaterial, *, server: bool = True) -> pylibsrtp.Session:
     return pylibsrtp.Session(
         pylibsrtp.Policy(
-            key=keys.local_master,
+            key=keys.master(client=not server),
             ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
             srtp_profile=LIBSRTP_PROFILES[keys.profile],
         )

@@ -37,7 +37,7 @@ from meet443.proto.dtls.session import (
     pack_datagrams,
     split_records,
 )
-from meet443.proto.dtls.srtp import SrtpKeyingMaterial, SrtpProfile
+from meet443.proto.rtp.srtp import SrtpProfile
 from meet443.proto.sdp.attributes import Fingerprint, SetupRole, parse_attribute
 from tests.proto.turn.harness import FakeClock
 
@@ -145,10 +145,9 @@ class TestRfc5764Handshake:
         assert pair.client.state is pair.server.state is DtlsState.CONNECTED
         assert client_event.profile is server_event.profile is SrtpProfile.AEAD_AES_128_GCM
         client_keys, server_keys = client_event.keys, server_event.keys
-        assert client_keys.local_master == server_keys.remote_master
-        assert client_keys.remote_master == server_keys.local_master
-        assert client_keys.local_master != client_keys.remote_master
-        assert (len(client_keys.local_key), len(client_keys.local_salt)) == (16, 12)
+        assert client_keys == server_keys, "both cut the same exported block (RFC 5764 §4.2)"
+        assert client_keys.master(client=True) != client_keys.master(client=False)
+        assert (len(client_keys.client_write_key), len(client_keys.client_write_salt)) == (16, 12)
         assert pair.server.keys == server_keys
         assert client_event.version == "DTLSv1.2"
         assert "GCM" in client_event.cipher
@@ -168,8 +167,8 @@ class TestRfc5764Handshake:
             client_profiles=(SrtpProfile.AES128_CM_SHA1_80,)
         ).handshake()
         assert server_event.profile is SrtpProfile.AES128_CM_SHA1_80
-        assert (len(server_event.keys.local_key), len(server_event.keys.local_salt)) == (16, 14)
-        assert client_event.keys.local_master == server_event.keys.remote_master
+        assert (len(server_event.keys.server_write_key), len(server_event.keys.server_write_salt)) == (16, 14)
+        assert client_event.keys == server_event.keys
 
     def test_no_common_profile_fails_both_sides(self) -> None:
         pair = DtlsPair.create(
@@ -291,7 +290,7 @@ class TestRfc6347Retransmission:
         assert isinstance(client_event, HandshakeCompleted)
         server_keys = pair.server.keys
         assert server_keys is not None
-        assert client_event.keys.local_master == server_keys.remote_master
+        assert client_event.keys == server_keys
 
     def test_handle_timer_does_nothing_once_connected(self) -> None:
         pair = DtlsPair.create()
@@ -370,33 +369,14 @@ def test_garbage_before_the_handshake_never_raises(data: bytes) -> None:
         assert pair.server.state is DtlsState.CONNECTED
 
 
-class TestRfc5764KeySplit:
-    """RFC 5764 §4.2 (https://www.rfc-editor.org/rfc/rfc5764#section-4.2): client_write_key |
-    server_write_key | client_write_salt | server_write_salt."""
+class TestProfiles:
+    """The key split itself is tested with the SRTP sessions (tests/proto/rtp/test_srtp.py)."""
 
-    def test_aes_cm_layout(self) -> None:
-        material = bytes(range(60))
-        server = SrtpKeyingMaterial.split(SrtpProfile.AES128_CM_SHA1_80, material, is_server=True)
-        client = SrtpKeyingMaterial.split(SrtpProfile.AES128_CM_SHA1_80, material, is_server=False)
-        assert client.local_key == bytes(range(0, 16)) and server.local_key == bytes(range(16, 32))
-        assert client.local_salt == bytes(range(32, 46)) and server.local_salt == bytes(range(46, 60))
-        assert client.remote_master == server.local_master and client.local_master == server.remote_master
-        assert "local_key" not in repr(client)
-
-    def test_gcm_layout(self) -> None:
-        material = bytes(range(56))
-        client = SrtpKeyingMaterial.split(SrtpProfile.AEAD_AES_128_GCM, material, is_server=False)
-        assert client.local_salt == bytes(range(32, 44)) and client.remote_salt == bytes(range(44, 56))
-
-    def test_wrong_length(self) -> None:
-        with pytest.raises(ValueError):
-            SrtpKeyingMaterial.split(SrtpProfile.AEAD_AES_128_GCM, bytes(60), is_server=True)
-
-    def test_profiles(self) -> None:
+    def test_profile_ids_and_lengths(self) -> None:
         assert SrtpProfile.AES128_CM_SHA1_80.profile_id == 0x0001  # RFC 5764 §4.1.2
         assert SrtpProfile.AEAD_AES_128_GCM.profile_id == 0x0007  # RFC 7714 §14.2
-        assert SrtpProfile.AEAD_AES_128_GCM.material_length == 56
-        assert SrtpProfile.AES128_CM_SHA1_80.material_length == 60
+        assert SrtpProfile.AEAD_AES_128_GCM.keying_material_length == 56
+        assert SrtpProfile.AES128_CM_SHA1_80.keying_material_length == 60
 
 
 class TestCertificate:

@@ -2,7 +2,7 @@
 
 * :mod:`.certificate`: self-signed ECDSA certificate and RFC 8122 fingerprints;
 * :mod:`.session`: :class:`DtlsSrtpSession`, the sans-I/O handshake over OpenSSL memory BIOs;
-* :mod:`.srtp`: protection profiles and the RFC 5764 §4.2 key split;
+* protection profiles and the RFC 5764 §4.2 key split come from :mod:`meet443.proto.rtp.srtp`;
 * :mod:`.events`: what a session reports.
 """
 
@@ -16,7 +16,7 @@ from meet443.proto.dtls.events import (
     HandshakeFailed,
 )
 from meet443.proto.dtls.session import DtlsRole, DtlsSrtpSession, DtlsState
-from meet443.proto.dtls.srtp import SrtpKeyingMaterial, SrtpProfile
+from meet443.proto.rtp.srtp import SrtpKeyingMaterial, SrtpProfile
 
 __all__ = [
     "ApplicationData",

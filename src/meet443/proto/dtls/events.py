@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from meet443.proto.dtls.srtp import SrtpKeyingMaterial, SrtpProfile
+from meet443.proto.rtp.srtp import SrtpKeyingMaterial, SrtpProfile
 from meet443.proto.sdp.attributes import Fingerprint
 
 

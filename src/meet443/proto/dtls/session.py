@@ -49,7 +49,7 @@ from meet443.proto.dtls.events import (
     HandshakeCompleted,
     HandshakeFailed,
 )
-from meet443.proto.dtls.srtp import (
+from meet443.proto.rtp.srtp import (
     DEFAULT_PROFILES,
     EXPORTER_LABEL,
     SrtpKeyingMaterial,
@@ -296,8 +296,8 @@ class DtlsSrtpSession:
             self._shutdown()
             self._fail(DtlsFailure.NO_SRTP_PROFILE, selected.decode(errors="replace"))
             return
-        material = self._ssl.export_keying_material(EXPORTER_LABEL, profile.material_length)
-        self.keys = SrtpKeyingMaterial.split(profile, material, is_server=self.role is DtlsRole.SERVER)
+        material = self._ssl.export_keying_material(EXPORTER_LABEL, profile.keying_material_length)
+        self.keys = SrtpKeyingMaterial.split(profile, material)
         self._transition(Trigger.HANDSHAKE_DONE)
         self._events.append(
             HandshakeCompleted(

@@ -36,6 +36,11 @@ class SrtpProfile(enum.Enum):
     AEAD_AES_128_GCM = 0x0007
 
     @property
+    def profile_id(self) -> int:
+        """The ``SRTPProtectionProfile`` number on the wire (RFC 5764 §4.1.2, RFC 7714 §14.2)."""
+        return self.value
+
+    @property
     def key_length(self) -> int:
         return 16
 
@@ -67,6 +72,11 @@ class SrtpProfile(enum.Enum):
         if self is SrtpProfile.AES128_CM_SHA1_80:
             return int(pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80)
         return int(pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM)
+
+
+#: The SFU's preference: AEAD first (cheaper, and authenticates with a 16-byte tag), then the
+#: profile every WebRTC implementation must support (RFC 8827 §6.5).
+DEFAULT_PROFILES = (SrtpProfile.AEAD_AES_128_GCM, SrtpProfile.AES128_CM_SHA1_80)
 
 
 @dataclass(frozen=True, slots=True)
