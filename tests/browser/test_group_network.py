@@ -266,15 +266,6 @@ class Timeline:
         return "\n".join(text for _, text in sorted(events, key=lambda e: e[0]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 4, open: subscribers' REMB (Chromium's receive-side estimate) climbs ~8%/s to about "
-        "250 kbit/s and stalls below the lowest layer's own rate on this 2-core lab, so the selector "
-        "never sees room for the next layer and the padding probe has no gap to fill; needs "
-        "send-side estimation (transport-wide CC) in the SFU"
-    ),
-)
 @pytest.mark.timeout(200)
 def test_simulcast_follows_each_subscribers_bandwidth(
     net: Net, people: list[Participant], console_log: list[str]

@@ -46,6 +46,7 @@ from meet443.proto.rtp.rtcp import (
     PictureLossIndication,
     ReceiverReport,
     Remb,
+    ReportBlock,
     RtcpPacket,
     SenderReport,
     parse_rtcp,
@@ -81,11 +82,16 @@ from meet443.sfu.speaker import ActiveSpeakerDetector
 REPORT_INTERVAL = 1.0
 #: How often measured layer bitrates reach the simulcast selectors (their up-switch hold is 2 s).
 LAYER_INTERVAL = 0.5
-#: Probing (:meth:`Router._probe`): an estimate below PROBE_RETREAT of its peak stops it for a
-#: pause that doubles from MIN to MAX; growth beyond PROBE_GAIN of the peak resets the pause.
-PROBE_RETREAT = 0.9
-PROBE_GAIN = 1.05
-PROBE_MIN_BACKOFF = 2.0
+#: Probing (:meth:`Router._probe`): a probe pads up to what the next layers need for
+#: PROBE_DURATION; it fails on a loss fraction above PROBE_LOSS in a receiver report or on an
+#: estimate below PROBE_RETREAT of where it started, and the next one then waits a pause that
+#: doubles from MIN to MAX. A loss fraction above VERIFIED_LOSS withdraws what a probe showed.
+PROBE_DURATION = 2.0
+PROBE_HEADROOM = 1.3
+PROBE_LOSS = 0.02
+PROBE_RETREAT = 0.75
+VERIFIED_LOSS = 0.05
+PROBE_MIN_BACKOFF = 1.0
 PROBE_MAX_BACKOFF = 16.0
 #: Padding per probe packet (RFC 3550 §5.1 allows 255) and per poll, and the highest probe rate.
 PROBE_PADDING_BYTES = 240
@@ -349,13 +355,26 @@ class _SlotState:
 class _Probe:
     """Bandwidth probing towards one subscriber (see :meth:`Router._probe`)."""
 
-    __slots__ = ("active", "backoff", "last_sent", "peak", "rate", "resume_at")
+    __slots__ = (
+        "active",
+        "backoff",
+        "last_sent",
+        "lossy",
+        "rate",
+        "resume_at",
+        "start_estimate",
+        "target",
+        "until",
+    )
 
     def __init__(self) -> None:
         self.active = False
+        self.until = -math.inf
         self.resume_at = -math.inf
         self.backoff = PROBE_MIN_BACKOFF
-        self.peak = 0.0
+        self.target = 0.0
+        self.start_estimate = 0.0
+        self.lossy = False
         self.rate = 0.0
         self.last_sent = -math.inf
 
@@ -380,6 +399,7 @@ class _Participant:
         "slots",
         "sources",
         "tracks",
+        "verified",
     )
 
     def __init__(self, name: str, profile: SubscriberProfile, order: int, rtcp_ssrc: int) -> None:
@@ -401,6 +421,9 @@ class _Participant:
         self.slot_by_ssrc: dict[int, _SlotState] = {}
         #: The subscriber's latest REMB (bits per second), None before the first.
         self.estimate: float | None = None
+        #: What a padding probe showed the path carries without loss (bps; 0: nothing shown),
+        #: used where the REMB is lower (see Router._probe).
+        self.verified = 0.0
         self.probe = _Probe()
 
 
@@ -822,8 +845,10 @@ class Router:
                 case Remb(bitrate=bitrate):
                     member.estimate = float(bitrate)
                     out += self._distribute(member, now)
+                case ReceiverReport(reports=blocks):
+                    out += self._losses(member, blocks, now)
                 case _:
-                    pass  # RR, SDES, BYE, transport-cc: nothing the router acts on
+                    pass  # SDES, BYE, transport-cc: nothing the router acts on
         return out
 
     def subscriber_connected(self, participant: str, now: float) -> list[Outgoing]:
@@ -1081,7 +1106,7 @@ class Router:
                 out += self._layer_events(slot, selector.update(now, None, bitrates), now)
         shares: list[float | None] = [None] * len(video)
         if member.estimate is not None:
-            budget = max(0.0, member.estimate - audio_bps)
+            budget = max(0.0, max(member.estimate, member.verified) - audio_bps)
             for screen in (True, False):
                 group = [
                     i
@@ -1098,40 +1123,66 @@ class Router:
         return out
 
     def _probe(self, member: _Participant, now: float) -> list[Outgoing]:
-        """Padding on an RTX stream so a subscriber's receive-side estimate can grow past what it
-        receives now, and a higher simulcast layer can fit once the network allows it.
+        """Padding on an RTX stream to find out whether a subscriber's path carries the next
+        simulcast layers, which its REMB alone does not tell.
 
-        A browser's REMB grows at most about 8% a second and never beyond about 1.5 times what
-        it receives (draft-ietf-rmcat-gcc §5.5, Chromium's AIMD rate control). So while some
-        unpaused video slot has a higher active layer whose need the estimate does not cover, the
-        padding tops what is forwarded up to the estimate itself: the estimate then climbs at the
-        browser's own pace until the next layer fits. When the estimate falls back (by
-        ``PROBE_RETREAT``), the browser saw queueing or loss: the path is full, so probing stops
-        and resumes after a pause that doubles each time (and resets once the estimate grows).
+        A browser's REMB grows at most about 8% a second and never beyond about 1.5 times what it
+        receives (draft-ietf-rmcat-gcc §5.5, Chromium's AIMD rate control); under CPU load it
+        stalls below what already flows. So while some unpaused video slot has a higher active
+        layer whose need the estimate does not cover, a probe sends padding up to that need for
+        ``PROBE_DURATION``. If meanwhile no receiver report shows loss above ``PROBE_LOSS`` and the
+        REMB did not fall back (the browser's delay-based detector saw no queue), the path carries
+        it: the need becomes the subscriber's verified rate, which the layer choice uses where it is
+        above the REMB, and the layers go up. A failed probe means the path is full; the next one
+        waits a pause that doubles each time. Loss above ``VERIFIED_LOSS`` later withdraws the
+        verified rate (see :meth:`_losses`).
         """
         probe = member.probe
         estimate = member.estimate
-        if estimate is None or now < probe.resume_at:
+        if estimate is None:
+            return []
+        if probe.active:
+            failed = probe.lossy or estimate < probe.start_estimate * PROBE_RETREAT
+            if failed:
+                self._probe_failed(probe, now)
+                return []
+            if now < probe.until:
+                return self._padding(member, probe, now)
+            probe.active = False
+            probe.backoff = PROBE_MIN_BACKOFF
+            probe.resume_at = now + PROBE_MIN_BACKOFF  # let the new layers settle first
+            # Headroom: layer bitrates wander, and a switch must not undo itself on the next sample.
+            member.verified = max(member.verified, probe.target * PROBE_HEADROOM)
+            return self._distribute(member, now)
+        if now < probe.resume_at:
             return []
         wanted, forwarded = self._probe_need(member, now)
-        if wanted <= estimate or wanted <= forwarded:
-            probe.active = False
+        if wanted <= max(estimate, member.verified) or wanted <= forwarded:
             return []
-        if not probe.active:
-            probe.active, probe.peak, probe.last_sent = True, estimate, now
-        if estimate < probe.peak * PROBE_RETREAT:
-            probe.active = False
-            probe.resume_at = now + probe.backoff
-            probe.backoff = min(probe.backoff * 2, PROBE_MAX_BACKOFF)
-            return []
-        if estimate > probe.peak * PROBE_GAIN:
-            probe.backoff = PROBE_MIN_BACKOFF  # the path had room after all
-        probe.peak = max(probe.peak, estimate)
-        probe.rate = min(min(estimate, wanted) - forwarded, PROBE_MAX_BPS)
-        if probe.rate <= 0:
-            probe.last_sent = now
-            return []
-        return self._padding(member, probe, now)
+        probe.active, probe.lossy = True, False
+        probe.until = now + PROBE_DURATION
+        probe.target, probe.start_estimate = wanted, estimate
+        probe.rate = min(wanted - forwarded, PROBE_MAX_BPS)
+        probe.last_sent = now
+        return []
+
+    def _probe_failed(self, probe: _Probe, now: float) -> None:
+        probe.active = False
+        probe.resume_at = now + probe.backoff
+        probe.backoff = min(probe.backoff * 2, PROBE_MAX_BACKOFF)
+
+    def _losses(self, member: _Participant, blocks: Sequence[ReportBlock], now: float) -> list[Outgoing]:
+        """RFC 3550 §6.4.2: the subscriber's loss fraction on what the SFU sends it."""
+        lost = max((b.fraction_lost for b in blocks if b.ssrc in member.slot_by_ssrc), default=0) / 256
+        if lost > PROBE_LOSS:
+            member.probe.lossy = True
+        if lost > VERIFIED_LOSS and member.verified:
+            member.verified = 0.0  # the path no longer carries it: back to what the REMB says
+            return self._distribute(member, now)
+        if lost <= PROBE_LOSS and member.verified:
+            # What arrives without loss is carried: the verified rate follows the layers' own growth.
+            member.verified = max(member.verified, self._probe_need(member, now)[1])
+        return []
 
     def _probe_need(self, member: _Participant, now: float) -> tuple[float, float]:
         """What the subscriber's slots would need with each video one layer up, and what they get."""
