@@ -12,8 +12,8 @@ The router forwards between all three links, and its firewall decides what the c
       byte 0x16, remembered per connection)
   (c) TCP 443 and UDP 443                   → media over TURN UDP
   (d) everything                            → media flows directly, client to client
-  (e) a group room, only TLS on TCP 443     → both reach the SFU through TURN TLS (the relay's
-                                              hop to the SFU stays inside the server)
+  (e) a group room of four, only TLS on     → all reach the SFU through TURN TLS (the relay's
+      TCP 443                                 hop to the SFU stays inside the server)
 
 Each participant runs in the Chromium inside its own client namespace; the page, the WebSocket and
 TURN all go to the one server address and port.
@@ -262,12 +262,14 @@ def group_meeting(corp: Corp) -> str:
 def test_e_group_room_through_turn_tls(
     corp: Corp, session: list[Participant], console_log: list[str]
 ) -> None:
+    """Four people, two behind each client link, all through TURN TLS into the SFU."""
     corp.apply(FirewallPolicy("tls443", tls_only=True))
     url = group_meeting(corp)
-    for name, ns in (("Ann", corp.c1), ("Bob", corp.c2)):
+    for name, ns in (("Ann", corp.c1), ("Bob", corp.c2), ("Cy", corp.c1), ("Dee", corp.c2)):
         p = Participant(corp.browsers.browser(ns), name, console_log)
         session.append(p)
         p.open(f"{url}?displayName={name}&autojoin=1")
+    for p in session:
         p.wait_phase("in-call", 30)
     states = wait_until(
         lambda: media_flowing(session),
@@ -278,8 +280,8 @@ def test_e_group_room_through_turn_tls(
         ),
     )
     for state in states:
-        assert state["mode"] == "group"
-        assert paths([state]) == [("relay", "tls")], paths([state])
+        assert state["mode"] == "group" and len(state["connections"]) == 3, state["connections"]
+        assert paths([state]) == [("relay", "tls")] * 3, paths([state])
         assert (state["sfu"]["publishCandidateType"], state["sfu"]["publishRelayProtocol"]) == (
             "relay",
             "tls",
