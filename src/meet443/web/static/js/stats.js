@@ -47,12 +47,7 @@ export async function summarize(pc, { detail = false } = {}) {
     remoteCandidateType: null,
     localAddress: null,
     rtt: null,
-    framesDecoded: 0,
-    frameWidth: 0,
-    frameHeight: 0,
-    freezeCount: 0,
-    totalFreezesDuration: 0,
-    bytesReceived: 0,
+    ...videoNumbers({}),
     audioBytesReceived: 0,
     bytesSent: 0,
   };
@@ -71,14 +66,7 @@ export async function summarize(pc, { detail = false } = {}) {
   report.forEach((r) => {
     if (r.type === 'inbound-rtp' && r.kind === 'video') {
       // One video stream per peer; if a renegotiation left two, the busier one is the live one.
-      if ((r.bytesReceived || 0) >= out.bytesReceived) {
-        out.framesDecoded = r.framesDecoded || 0;
-        out.frameWidth = r.frameWidth || 0;
-        out.frameHeight = r.frameHeight || 0;
-        out.freezeCount = r.freezeCount || 0;
-        out.totalFreezesDuration = r.totalFreezesDuration || 0;
-        out.bytesReceived = r.bytesReceived || 0;
-      }
+      if ((r.bytesReceived || 0) >= out.bytesReceived) Object.assign(out, videoNumbers(r));
     } else if (r.type === 'inbound-rtp' && r.kind === 'audio') {
       out.audioBytesReceived += r.bytesReceived || 0;
     } else if (r.type === 'outbound-rtp') {
@@ -89,15 +77,22 @@ export async function summarize(pc, { detail = false } = {}) {
   return out;
 }
 
+/** The video numbers state() reports for a peer, from one inbound-rtp entry (zeros from `{}`). */
+function videoNumbers(r) {
+  return {
+    framesDecoded: r.framesDecoded || 0,
+    frameWidth: r.frameWidth || 0,
+    frameHeight: r.frameHeight || 0,
+    freezeCount: r.freezeCount || 0,
+    totalFreezesDuration: r.totalFreezesDuration || 0,
+    bytesReceived: r.bytesReceived || 0,
+  };
+}
+
 /** What a participant of a group room shows before any of its media arrived. */
 export function emptyInbound() {
   return {
-    framesDecoded: 0,
-    frameWidth: 0,
-    frameHeight: 0,
-    freezeCount: 0,
-    totalFreezesDuration: 0,
-    bytesReceived: 0,
+    ...videoNumbers({}),
     audioBytesReceived: 0,
     keyFramesDecoded: 0,
     pliCount: 0, // keyframe requests sent: a picture that never starts shows here
@@ -126,12 +121,7 @@ export function inboundByParticipant(report, sections, trackMids = new Map()) {
       if (section.source === 'microphone') e.audioBytesReceived += r.bytesReceived || 0;
     } else if (r.kind === 'video' && (section.source === 'camera' || e.videoSource !== 'camera')) {
       e.videoSource = section.source;
-      e.framesDecoded = r.framesDecoded || 0;
-      e.frameWidth = r.frameWidth || 0;
-      e.frameHeight = r.frameHeight || 0;
-      e.freezeCount = r.freezeCount || 0;
-      e.totalFreezesDuration = r.totalFreezesDuration || 0;
-      e.bytesReceived = r.bytesReceived || 0;
+      Object.assign(e, videoNumbers(r));
       e.keyFramesDecoded = r.keyFramesDecoded || 0;
       e.pliCount = r.pliCount || 0;
     }
