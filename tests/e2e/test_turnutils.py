@@ -63,7 +63,7 @@ def explain(run: UclientRun) -> str:
     if "channel bind: error 400" in run.output:
         text += (
             "\nhint: uclient picks random channel numbers in 0x4000-0x7FFF (RFC 5766 §11; coturn accepts"
-            " that range), while RFC 8656 §12 allows only 0x4000-0x4FFF."
+            " that range, and so must meet443), while RFC 8656 §12 allows only 0x4000-0x4FFF."
         )
     if "-S" in run.argv and "Total lost packets 0 " not in run.output:
         text += (

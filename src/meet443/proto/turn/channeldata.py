@@ -13,10 +13,10 @@ from typing import Self
 from meet443.exceptions import ParseError
 
 CHANNEL_MIN = 0x4000
-#: RFC 8656 §12 narrowed channels to 0x4000-0x4FFF, but RFC 5766 clients (coturn's turnutils among
-#: them) still pick up to 0x7FFE. Their first bytes 0x50-0x7F are unassigned in RFC 7983 §7, so
-#: accepting them costs the demultiplexer nothing.
-CHANNEL_MAX = 0x7FFE
+#: RFC 8656 §12 narrowed channels to 0x4000-0x4FFF, but RFC 5766 §11 allows 0x4000-0x7FFF and its
+#: clients (coturn's turnutils among them) pick from all of it; coturn accepts all of it. First bytes
+#: 0x50-0x7F are unassigned in RFC 7983 §7, so accepting them costs the demultiplexer nothing.
+CHANNEL_MAX = 0x7FFF
 _HEADER = struct.Struct("!HH")
 #: RFC 8656 §12.4: the largest ChannelData a client may send (the length field is 16 bits).
 MAX_CHANNEL_DATA = 4 + 0xFFFF
@@ -36,7 +36,7 @@ class ChannelData:
             raise ParseError("ChannelData shorter than its header")
         channel, length = _HEADER.unpack_from(data)
         if not CHANNEL_MIN <= channel <= CHANNEL_MAX:
-            raise ParseError(f"channel number {channel:#06x} outside 0x4000-0x7FFE")
+            raise ParseError(f"channel number {channel:#06x} outside 0x4000-0x7FFF")
         if not 4 + length <= len(data) <= 4 + length + 3:
             raise ParseError("ChannelData length does not match the data")
         return cls(channel, bytes(data[4 : 4 + length]))
