@@ -355,3 +355,66 @@ class TestProcess:
             assert live.peer_certificate_serial() == 2
         finally:
             stop_server(live)
+
+
+def websocket_handshake(server: Server, path: str, origin: str | None) -> tuple[bytes, dict[str, str], bytes]:
+    """A browser's opening handshake over TLS on the main port: the status line, headers and body."""
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {HOST}:{server.port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *([f"Origin: {origin}"] if origin is not None else []),
+    ]
+    with (
+        socket.create_connection((HOST, server.port), timeout=5) as raw,
+        server.tls_context().wrap_socket(raw) as tls,
+    ):
+        tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = tls.recv(4096)
+            assert chunk, reply
+            reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        status, *fields = head.decode().split("\r\n")
+        headers = {name.lower(): value.strip() for name, _, value in (f.partition(":") for f in fields)}
+        if status.startswith("HTTP/1.1 403"):
+            while len(body) < int(headers["content-length"]):
+                body += tls.recv(4096)
+    return status.encode(), headers, body
+
+
+class TestSignalingOrigin:
+    def test_foreign_and_embedding_origins_get_403(self, tmp_path: Path) -> None:
+        metrics_port = free_port()
+        live = start_server(
+            tmp_path,
+            "--embed-origin",
+            "https://intranet.example",
+            "--metrics-listen",
+            f"{HOST}:{metrics_port}",
+        )
+        try:
+            # An embedding site may frame the meeting page, whose socket then has our origin; the
+            # embedding page itself may not open one.
+            for origin in ("https://evil.example", "https://intranet.example", "null"):
+                status, headers, body = websocket_handshake(live, "/v1/ws?roomKey=do-not-log", origin)
+                assert status.startswith(b"HTTP/1.1 403"), (origin, status)
+                assert "upgrade" not in headers and "sec-websocket-accept" not in headers
+                assert headers["content-type"].startswith("text/plain")
+                assert "frame-ancestors https://intranet.example" in headers["content-security-policy"]
+                assert b"Origin" in body
+            # The public URL's origin (https://127.0.0.1:<port> by default, also the Host header's).
+            for own in (f"https://{HOST}:{live.port}", None):
+                status, headers, _ = websocket_handshake(live, "/v1/ws", own)
+                assert status.startswith(b"HTTP/1.1 101"), (own, status)
+            with urllib.request.urlopen(f"http://{HOST}:{metrics_port}/metrics", timeout=5) as response:
+                assert "meet443_signaling_origin_refusals_total 3" in response.read().decode()
+        finally:
+            stop_server(live)
+        log = live.log.read_text()
+        assert "refused /v1/ws from 127.0.0.1" in log and "'https://evil.example'" in log
+        assert "do-not-log" not in log and "roomKey" not in log

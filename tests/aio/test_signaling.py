@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,8 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+from yarl import URL
 
-from meet443.aio.signaling import MAX_MSG_SIZE, SignalingService
+from meet443.aio.signaling import MAX_MSG_SIZE, SignalingService, origin_host_port
 from meet443.config import turn_uris_for
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
 from meet443.proto.signaling.room import SignalingLimits
@@ -335,6 +338,174 @@ class TestAdapter:
                 assert await ada.closed() == 1001
 
         run(scenario())
+
+
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+async def refused(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> str:
+    """A browser-like handshake that must get 403 and no upgrade; its plain-text reason."""
+    async with session.get(url, headers={**UPGRADE, **headers}) as response:
+        assert response.status == 403, response
+        assert "Upgrade" not in response.headers and "Sec-WebSocket-Accept" not in response.headers
+        assert response.content_type == "text/plain"
+        return await response.text()
+
+
+async def joins(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> None:
+    peer = Peer(await session.ws_connect(url, headers=headers))
+    assert (await peer.join())["type"] == "joined"
+    await peer.ws.close()
+
+
+class TestOrigin:
+    """Cross-site WebSocket hijacking: a page on another site must not open the socket."""
+
+    @pytest.mark.parametrize(
+        "origin",
+        [
+            "https://evil.example",
+            "https://meet.example.test.evil.example",
+            "https://127.0.0.2",  # not the Host
+            "https://meet.example.test:8443",  # the public URL's host on another port
+            "http://meet.example.test",  # port 80
+            "https://[::1]",
+            "chrome-extension://abcdefghijklmnop",
+        ],
+    )
+    def test_foreign_origin_gets_403_and_no_socket(
+        self, origin: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def scenario() -> None:
+            async with serving() as (service, url, session):
+                with caplog.at_level(logging.INFO, "meet443.aio.signaling"):
+                    reason = await refused(session, url + "?roomKey=do-not-log", {"Origin": origin})
+                assert "Origin does not match" in reason
+                with pytest.raises(aiohttp.WSServerHandshakeError) as handshake:
+                    await session.ws_connect(url, origin=origin)
+                assert handshake.value.status == 403
+                assert service.core.connection_count == 0
+                assert service.core.counters.origin_refusals == 2
+                # Still open to everyone else.
+                await joins(session, url, {})
+
+        run(scenario())
+        (record, *_) = [r for r in caplog.records if r.name == "meet443.aio.signaling"]
+        assert "refused /v1/ws" in record.getMessage() and origin in record.getMessage()
+        assert "do-not-log" not in caplog.text and "roomKey" not in caplog.text
+
+    @pytest.mark.parametrize(
+        ("origin", "reason"),
+        [
+            ("null", "Origin null"),
+            ("", "malformed"),
+            ("https://meet.example.test/room?roomKey=do-not-log", "malformed"),
+            ("https://user@meet.example.test", "malformed"),
+            ("https://meet.example.test:99999", "malformed"),
+        ],
+    )
+    def test_null_and_malformed_origins_are_refused(
+        self, origin: str, reason: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def scenario() -> None:
+            async with serving() as (service, url, session):
+                with caplog.at_level(logging.INFO, "meet443.aio.signaling"):
+                    assert reason in await refused(session, url, {"Origin": origin})
+                assert service.core.counters.origin_refusals == 1
+
+        run(scenario())
+        assert "do-not-log" not in caplog.text
+
+    def test_two_origin_headers_are_refused(self) -> None:
+        async def scenario() -> None:
+            async with serving() as (_, url, session):
+                own = str(URL(url).origin()).replace("http://", "https://")
+                headers = CIMultiDict([*UPGRADE.items(), ("Origin", own), ("Origin", "https://evil.example")])
+                async with session.get(url, headers=headers) as response:
+                    assert response.status == 403
+
+        run(scenario())
+
+    def test_no_origin_is_a_non_browser_client(self) -> None:
+        async def scenario() -> None:
+            async with serving() as (_, url, session):
+                await joins(session, url, {})
+
+        run(scenario())
+
+    def test_the_host_headers_origin_opens_the_socket(self) -> None:
+        async def scenario() -> None:
+            async with serving() as (service, url, session):
+                authority = URL(url).raw_authority  # 127.0.0.1:<port>, as the Host header says
+                await joins(session, url, {"Origin": f"https://{authority}"})
+                await joins(session, url, {"Origin": f"HTTPS://{authority}"})
+                # The Host header, not the address connected to, names the server.
+                await joins(
+                    session, url, {"Host": "Meet.Other.Example", "Origin": "https://meet.other.example"}
+                )
+                assert service.core.counters.origin_refusals == 0
+
+        run(scenario())
+
+    def test_the_public_urls_origin_opens_the_socket(self) -> None:
+        async def scenario() -> None:
+            async with serving() as (service, url, session):
+                for origin in (PUBLIC_URL, "https://MEET.example.test", "https://meet.example.test:443"):
+                    await joins(session, url, {"Origin": origin})  # the Host header is 127.0.0.1:<port>
+                assert service.core.counters.origin_refusals == 0
+
+        run(scenario())
+
+    def test_default_port_443_is_normalised(self) -> None:
+        async def scenario() -> None:
+            async with serving() as (service, url, session):
+                for host, origin in [
+                    ("meet.other.example", "https://meet.other.example:443"),
+                    ("meet.other.example:443", "https://meet.other.example"),
+                    ("meet.other.example:443", "https://meet.other.example:443"),
+                    ("meet.other.example:8443", "https://meet.other.example:8443"),
+                ]:
+                    await joins(session, url, {"Host": host, "Origin": origin})
+                for host, origin in [
+                    ("meet.other.example:8443", "https://meet.other.example"),
+                    ("meet.other.example", "https://meet.other.example:8443"),
+                    ("meet.other.example", "http://meet.other.example"),  # http's default is 80
+                ]:
+                    await refused(session, url, {"Host": host, "Origin": origin})
+                assert service.core.counters.origin_refusals == 3
+
+        run(scenario())
+
+    def test_idna_and_ipv6_hosts(self) -> None:
+        async def scenario() -> None:
+            async with serving() as (_, url, session):
+                await joins(
+                    session, url, {"Host": "xn--bcher-kva.example", "Origin": "https://BÜCHER.example"}
+                )
+                await joins(
+                    session, url, {"Host": "[2001:DB8:0::1]:8443", "Origin": "https://[2001:db8::1]:8443"}
+                )
+                await refused(session, url, {"Host": "[2001:db8::1]", "Origin": "https://[2001:db8::2]"})
+
+        run(scenario())
+
+
+def test_origin_host_port() -> None:
+    assert origin_host_port("https://Meet.Example") == ("meet.example", 443)
+    assert origin_host_port("https://meet.example:443") == ("meet.example", 443)
+    assert origin_host_port("http://meet.example") == ("meet.example", 80)
+    assert origin_host_port("https://bücher.example") == ("xn--bcher-kva.example", 443)
+    assert origin_host_port("https://[2001:db8:0::1]:8443") == ("2001:db8::1", 8443)
+    assert origin_host_port("https://meet.example/") is None
+    assert origin_host_port("https://meet.example/", any_path=True) == ("meet.example", 443)
+    assert origin_host_port("https://meet.example/base", any_path=True) == ("meet.example", 443)
+    for bad in ("null", "", "https://", "ftp://meet.example", "https://a..b.ü", "https://[fe80::1%25eth0]"):
+        assert origin_host_port(bad) is None, bad
 
 
 @pytest.mark.parametrize("frame", [b'{"type":"ping"}'])

@@ -292,6 +292,13 @@ def render_metrics(
             "Sockets closed for abuse (1008).",
             {"": sc.abuse_closes},
         )
+        _metric(
+            lines,
+            "meet443_signaling_origin_refusals_total",
+            "counter",
+            "WebSocket handshakes refused (403) for a foreign Origin.",
+            {"": sc.origin_refusals},
+        )
         errors = {f'{{code="{c}"}}': n for c, n in sorted(sc.errors.items())}
         _metric(lines, "meet443_signaling_errors_total", "counter", "Error messages sent, by code.", errors)
     if sfu is not None:

@@ -14,6 +14,19 @@ would dominate the memory of an idle meeting, and SDP is small next to the media
 
 Heartbeats are the core's (the client's ``ping``, a 30 s silence limit), not WebSocket pings.
 
+Origin. Browsers send ``Origin`` on every WebSocket handshake but let any page open a socket to any
+host, so without a check a page on another site could run signaling from its visitors' browsers
+(cross-site WebSocket hijacking). A handshake that carries ``Origin`` must name this server: the host
+and port of ``https://`` + its ``Host`` header, or of the public URL (for a proxy that rewrites
+``Host``). Schemes are not compared, but each side's port defaults to its own scheme's, so
+``https://host`` and ``https://host:443`` are one origin; host names are compared case-insensitively
+in their IDNA (``xn--``) form. Embedding origins do not count: an embedded meeting page is served
+from our origin inside the iframe, so its socket's ``Origin`` is ours. ``Origin: null`` (sandboxed
+frames, ``file:`` pages) is refused. A handshake without ``Origin`` comes from no browser (tests,
+aiortc tools; ``meet443 check`` sends ours) and is let through: a same-origin check is about pages
+in browsers. A refusal is a 403 with a short reason before any upgrade, logged by path (never with
+the query string) and counted (``meet443_signaling_origin_refusals_total``).
+
 Outgoing frames go through a queue per socket drained by a short-lived writer task, so one slow
 reader never stalls the loop that serves the others; a socket whose queue passes
 :data:`MAX_QUEUED_BYTES` is closed.
@@ -23,10 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import logging
 import secrets
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -48,7 +63,7 @@ from meet443.proto.signaling.room import (
 )
 from meet443.proto.turn.credentials import rest_credentials
 
-__all__ = ["MAX_MSG_SIZE", "MAX_QUEUED_BYTES", "Directory", "SignalingService"]
+__all__ = ["MAX_MSG_SIZE", "MAX_QUEUED_BYTES", "Directory", "SignalingService", "origin_host_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +79,66 @@ SHUTDOWN_SECONDS = 2.0
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
+
+#: Default ports of the schemes a web page's origin (or the public URL) has; other schemes never match.
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+#: Characters that cannot be in a ``Host`` header's ``host[:port]``, but that ``urlsplit`` would
+#: read as the end of the authority or as user information.
+_NOT_IN_HOST = frozenset("/?#@\\ \t")
+
+
+def _normal_host(host: str) -> str | None:
+    """A host name lower-cased in its IDNA (``xn--``) form, an IPv6 address in its canonical form."""
+    host = host.lower()
+    if ":" in host:
+        if "%" in host:  # a zone: no browser origin carries one
+            return None
+        try:
+            return ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            return None
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    return host or None
+
+
+def _split_origin(origin: str, *, any_path: bool = False) -> tuple[str, str, int | None] | None:
+    """``(scheme, host, port)`` of ``scheme://host[:port]``, the port ``None`` when left out."""
+    try:
+        parts = urllib.parse.urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.scheme or parts.hostname is None or parts.username is not None or parts.password is not None:
+        return None
+    if not any_path and (parts.path or parts.query or parts.fragment or origin.endswith(("?", "#"))):
+        return None
+    host = _normal_host(parts.hostname)
+    return None if host is None else (parts.scheme, host, port)
+
+
+def origin_host_port(origin: str, *, any_path: bool = False) -> tuple[str, int] | None:
+    """``(host, port)`` of a serialized web origin ``http[s]://host[:port]`` (RFC 6454 §6.2), ``None``
+    for ``null`` or anything else; with ``any_path``, of a URL's origin whatever its path (the public
+    URL).
+
+    The port defaults to the scheme's, so ``https://Host`` and ``https://host:443`` are the same.
+    """
+    split = _split_origin(origin, any_path=any_path)
+    if split is None or split[0] not in _DEFAULT_PORTS:
+        return None
+    scheme, host, port = split
+    return host, _DEFAULT_PORTS[scheme] if port is None else port
+
+
+def _host_header_origin(host: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``https://`` + a ``Host`` header."""
+    if not host or any(c in _NOT_IN_HOST for c in host):
+        return None
+    return origin_host_port("https://" + host)
 
 
 class _Peer:
@@ -110,6 +185,7 @@ class SignalingService:
             max_participants=max_participants,
             limits=limits,
         )
+        self._public_origin = origin_host_port(public_url, any_path=True)
         self._directory = directory
         self._on_meeting_ended = on_meeting_ended
         #: Where group-room media requests go (the SFU); set after construction by ``app.py``.
@@ -158,7 +234,34 @@ class SignalingService:
     # ---------------------------------------------------------------------------------------------
     # The socket
 
+    def _refusal(self, request: web.Request) -> tuple[str, str] | None:
+        """Why this handshake may not open a socket, and its Origin as it may be logged; or ``None``."""
+        origins = request.headers.getall("Origin", [])
+        if not origins:
+            return None  # not a browser
+        if len(origins) > 1:
+            return "more than one Origin header", "(several)"
+        origin = origins[0].strip()
+        if origin == "null":
+            return "Origin null may not open the signaling socket", "null"
+        if _split_origin(origin) is None:  # with a path or query perhaps, which is never logged
+            return "malformed Origin header", "(malformed)"
+        found = origin_host_port(origin)  # None for the origin of an extension, say
+        if found is not None and found in (
+            self._public_origin,
+            _host_header_origin(request.headers.get("Host", "")),
+        ):
+            return None
+        return "cross-origin WebSocket refused: Origin does not match this server", repr(origin[:200])
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            reason, origin = refusal
+            self.core.counters.origin_refusals += 1
+            # The path only: query strings may carry room keys and are never logged.
+            logger.info("refused %s from %s: %s (Origin %s)", request.path, request.remote, reason, origin)
+            raise web.HTTPForbidden(text=reason + "\n")
         ws = web.WebSocketResponse(
             max_msg_size=MAX_MSG_SIZE, compress=False, autoping=True, heartbeat=None, decode_text=False
         )

@@ -254,6 +254,8 @@ class SignalingCounters:
     joins: int = 0
     resumes: int = 0
     abuse_closes: int = 0
+    #: WebSocket handshakes refused (403) for a foreign Origin; counted by the aiohttp adapter.
+    origin_refusals: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
 
