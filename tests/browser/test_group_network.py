@@ -218,6 +218,7 @@ class Sample:
         sent = " ".join(f"{rid}:{w}w/{b // 1000}kB" for rid, (w, b) in sorted(self.layers.items()))
         got = "  ".join(
             f"{name} {v['frameWidth']:>4}w {v['framesDecoded']:>5}f {v.get('pliCount', 0):>3}pli"
+            f" {v.get('bytesReceived', 0) // 1000:>5}kB"
             for name, v in (("s1", self.s1), ("s2", self.s2))
         )
         return f"{self.t:5.1f}s  {got}  pub {sent}"
@@ -307,9 +308,13 @@ def test_simulcast_follows_each_subscribers_bandwidth(
     limited_from = len(timeline.samples)
     time.sleep(5)
     held = timeline.sample()
-    assert held.s1["frameWidth"] <= 640, f"s1 went back up while limited\n{timeline}"
-    assert held.s1["framesDecoded"] > down.s1["framesDecoded"], f"s1 stopped decoding\n{timeline}"
-    assert held.s2["framesDecoded"] > down.s2["framesDecoded"], f"s2 stopped decoding\n{timeline}"
+    assert held.s1["frameWidth"] <= 640, f"s1 went back up while limited\n{timeline}\n{sfu_counters()}"
+    assert held.s1["framesDecoded"] > down.s1["framesDecoded"], (
+        f"s1 stopped decoding\n{timeline}\n{sfu_counters()}"
+    )
+    assert held.s2["framesDecoded"] > down.s2["framesDecoded"], (
+        f"s2 stopped decoding\n{timeline}\n{sfu_counters()}"
+    )
     limited = timeline.samples[limited_from:]
     assert all(s.s2["frameWidth"] >= TOP_WIDTH for s in limited), f"s2 left the top layer\n{timeline}"
 
