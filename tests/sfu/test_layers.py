@@ -151,6 +151,17 @@ class TestKeyframeRetry:
         assert selector.next_deadline() is None
         assert selector.poll(clock.advance(5.0)) == []
 
+    def test_no_request_for_a_layer_the_publisher_stopped(self) -> None:
+        """A camera turned off mid-switch: asking every second for a keyframe it cannot send only
+        costs the publisher; when the layer flows again, the retries resume."""
+        clock = FakeClock()
+        selector = SimulcastSelector(HEIGHTS, keyframe_retry=1.0)
+        selector.update(clock.now, 3_500_000, RATES)
+        selector.update(clock.advance(0.1), 3_500_000, (0.0, 0.0, 0.0))
+        assert [selector.poll(clock.advance(1.0)) for _ in range(5)] == [[]] * 5
+        selector.update(clock.advance(0.1), 3_500_000, RATES)
+        assert selector.poll(clock.advance(1.0)) == [KeyframeNeeded(2)]
+
 
 class TestProperties:
     @settings(deadline=None)

@@ -280,10 +280,10 @@ class TestRfc8853Simulcast:
             out += self.frame_out(room, publisher)
         return self.probes(out)
 
-    def rr(self, room: Room, lost: float) -> None:
+    def rr(self, room: Room, lost: float) -> list[Outgoing]:
         slot = room.slot("bob", "alice", "cam")
         block = ReportBlock(slot.ssrc, int(lost * 256), 0, 0, 0, 0, 0)
-        room.rtcp("bob", PcRole.SUBSCRIBE, ReceiverReport(0xB0B, (block,)))
+        return room.rtcp("bob", PcRole.SUBSCRIBE, ReceiverReport(0xB0B, (block,)))
 
     def test_a_probe_without_loss_lifts_the_layer_past_a_stalled_remb(self) -> None:
         """Padding on the RTX SSRC (RFC 3550 §5.1, RFC 4588 §4) with abs-send-time up to what the
@@ -324,6 +324,48 @@ class TestRfc8853Simulcast:
         assert len([q for q in media(out, "bob") if q.ssrc == slot.ssrc]) <= 30, "went up anyway"
         assert probing[0], probing
         assert probing.count(True) <= 5, f"probing did not back off: {probing}"
+
+    def test_heavy_loss_steps_down_at_once_though_the_remb_stays_high(self) -> None:
+        """draft-ietf-rmcat-gcc-02 §6: a report that lost 40% caps the budget at 80% of what was
+        sent, and every further lossy report cuts again, while the REMB (which a browser lowers
+        only over seconds) still covers the top layer; no probe pads into the full path meanwhile."""
+        room, publisher = self.simulcast_room()
+        slot = room.slot("bob", "alice", "cam")
+        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 50_000_000, ()))
+        for _ in range(120):
+            got = self.frame(room, publisher)
+        assert len([q for q in got if q.ssrc == slot.ssrc]) == 8, "not on the 720p layer"
+        per_frame: list[int] = []
+        probing = False
+        for _ in range(3):
+            self.deliver(self.rr(room, 0.4), publisher)  # the keyframe request for the lower layer
+            room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 50_000_000, ()))
+            for _ in range(30):
+                out = self.frame_out(room, publisher)
+                probing = probing or bool(self.probes(out))
+                per_frame.append(len([q for q in media(out, "bob") if q.ssrc == slot.ssrc]))
+        assert per_frame[-1] == 1, f"still above the 180p layer: {per_frame[::10]}"
+        assert min(i for i, n in enumerate(per_frame) if n < 8) < 30, "the first lossy report changed nothing"
+        assert not probing
+
+    def test_after_the_loss_clean_reports_and_a_probe_bring_the_top_layer_back(self) -> None:
+        room, publisher = self.simulcast_room()
+        slot = room.slot("bob", "alice", "cam")
+        room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 50_000_000, ()))
+        for _ in range(120):
+            self.frame(room, publisher)
+        for _ in range(3):
+            self.deliver(self.rr(room, 0.4), publisher)
+            for _ in range(30):
+                self.frame(room, publisher)
+        pads: list[RtpPacket] = []
+        for _ in range(12):
+            self.deliver(self.rr(room, 0.0), publisher)
+            room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 50_000_000, ()))
+            pads += self.second(room, publisher)
+        assert pads, "no probe lifted the loss cap"
+        got = self.frame(room, publisher)
+        assert len([q for q in got if q.ssrc == slot.ssrc]) == 8, "not back on the 720p layer"
 
     def test_no_probing_once_the_estimate_covers_the_top_layer(self) -> None:
         room, publisher = self.simulcast_room()

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from meet443.proto.rtp.packet import wrap_rtx
 
+#: The smallest burst :meth:`RetransmitBuffer.limit` allows: a few full-size packets, or a slow
+#: path could never resend one.
+MIN_BURST_BYTES = 4 * 1500
+
 
 @dataclass(frozen=True, slots=True)
 class RtxSettings:
@@ -134,6 +138,13 @@ class RetransmitBuffer:
             out.append(packet)
         self.resent += len(out)
         return out
+
+    def limit(self, bytes_per_second: float, burst_seconds: float) -> None:
+        """Resend at most ``bytes_per_second`` with bursts of ``burst_seconds`` of it: what the
+        subscriber's path can spare, so that repairs do not add to the congestion they repair."""
+        self.max_bytes_per_second = bytes_per_second
+        self.burst_bytes = max(int(bytes_per_second * burst_seconds), MIN_BURST_BYTES)
+        self._tokens = min(self._tokens, float(self.burst_bytes))
 
     def next_rtx_sequence(self) -> int:
         """The RTX stream's next sequence number, for a packet that is not a retransmission

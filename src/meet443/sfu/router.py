@@ -93,6 +93,24 @@ PROBE_RETREAT = 0.75
 VERIFIED_LOSS = 0.05
 PROBE_MIN_BACKOFF = 1.0
 PROBE_MAX_BACKOFF = 16.0
+#: Loss-based control (draft-ietf-rmcat-gcc-02 §6): a receiver report that lost more than
+#: CONGESTION_LOSS caps the subscriber's budget at what it was being sent times (1 - loss / 2), at
+#: once, where a browser's REMB would take seconds to come down; each report under PROBE_LOSS
+#: raises the cap by CAP_GROWTH until the REMB is the lower bound again (or a probe lifts it).
+#: After such a report no probe starts for CONGESTION_PAUSE: padding into a full path only adds loss.
+CONGESTION_LOSS = 0.10
+CAP_GROWTH = 1.05
+CONGESTION_PAUSE = 2.0
+#: Below this the cap goes no lower (bps): the lowest layer stays anyway (a frozen picture is worse
+#: than a blurry one), and a cap far below it would take minutes of clean reports to grow back.
+LOSS_CAP_FLOOR = 100_000.0
+#: Retransmissions (NACK answers, RFC 4588) to a subscriber take at most this share of what it may
+#: be sent, but no less than RETRANSMIT_MIN_BPS (a keyframe that lost a few packets in a shallow
+#: queue must still be repaired soon), in bursts of at most RETRANSMIT_BURST seconds of that: on a
+#: congested path, resending everything a receiver misses only adds to the loss.
+RETRANSMIT_SHARE = 0.25
+RETRANSMIT_MIN_BPS = 200_000.0
+RETRANSMIT_BURST = 0.25
 #: Padding per probe packet (RFC 3550 §5.1 allows 255) and per poll, and the highest probe rate.
 PROBE_PADDING_BYTES = 240
 PROBE_MAX_PACKETS_PER_POLL = 40
@@ -387,6 +405,7 @@ class _Participant:
         "estimate",
         "extensions",
         "keyframes",
+        "loss_cap",
         "mid_ids",
         "name",
         "order",
@@ -424,6 +443,8 @@ class _Participant:
         #: What a padding probe showed the path carries without loss (bps; 0: nothing shown),
         #: used where the REMB is lower (see Router._probe).
         self.verified = 0.0
+        #: The loss-based ceiling on that (bps; None: no loss seen lately), see Router._losses.
+        self.loss_cap: float | None = None
         self.probe = _Probe()
 
 
@@ -1105,8 +1126,13 @@ class Router:
                 audio_bps += sum(bitrates)
                 out += self._layer_events(slot, selector.update(now, None, bitrates), now)
         shares: list[float | None] = [None] * len(video)
-        if member.estimate is not None:
-            budget = max(0.0, max(member.estimate, member.verified) - audio_bps)
+        ceiling = _ceiling(member)
+        if ceiling is not None:
+            budget = max(0.0, ceiling - audio_bps)
+            repairs = max(ceiling * RETRANSMIT_SHARE, RETRANSMIT_MIN_BPS) / 8
+            shown = max(sum(1 for slot, *_ in video if not slot.paused), 1)
+            for slot, *_ in video:
+                slot.buffer.limit(repairs / shown, RETRANSMIT_BURST)
             for screen in (True, False):
                 group = [
                     i
@@ -1153,11 +1179,13 @@ class Router:
             probe.resume_at = now + PROBE_MIN_BACKOFF  # let the new layers settle first
             # Headroom: layer bitrates wander, and a switch must not undo itself on the next sample.
             member.verified = max(member.verified, probe.target * PROBE_HEADROOM)
+            member.loss_cap = None  # the path carried more than the cap without loss
             return self._distribute(member, now)
         if now < probe.resume_at:
             return []
         wanted, forwarded = self._probe_need(member, now)
-        if wanted <= max(estimate, member.verified) or wanted <= forwarded:
+        ceiling = _ceiling(member)
+        if ceiling is None or wanted <= ceiling or wanted <= forwarded:
             return []
         probe.active, probe.lossy = True, False
         probe.until = now + PROBE_DURATION
@@ -1172,10 +1200,24 @@ class Router:
         probe.backoff = min(probe.backoff * 2, PROBE_MAX_BACKOFF)
 
     def _losses(self, member: _Participant, blocks: Sequence[ReportBlock], now: float) -> list[Outgoing]:
-        """RFC 3550 §6.4.2: the subscriber's loss fraction on what the SFU sends it."""
+        """RFC 3550 §6.4.2: the subscriber's loss fraction on what the SFU sends it, and the
+        loss-based control of draft-ietf-rmcat-gcc-02 §6 (see ``CONGESTION_LOSS``)."""
         lost = max((b.fraction_lost for b in blocks if b.ssrc in member.slot_by_ssrc), default=0) / 256
         if lost > PROBE_LOSS:
             member.probe.lossy = True
+        if lost > CONGESTION_LOSS:
+            sent = self._probe_need(member, now)[1]
+            if member.loss_cap is not None:
+                sent = min(sent, member.loss_cap)
+            member.loss_cap = max(sent * (1 - lost / 2), LOSS_CAP_FLOOR)
+            member.verified = 0.0
+            member.probe.resume_at = max(member.probe.resume_at, now + CONGESTION_PAUSE)
+            return self._distribute(member, now)
+        if lost <= PROBE_LOSS and member.loss_cap is not None:
+            member.loss_cap *= CAP_GROWTH
+            if member.loss_cap >= max(member.estimate or 0.0, member.verified):
+                member.loss_cap = None
+            return self._distribute(member, now)
         if lost > VERIFIED_LOSS and member.verified:
             member.verified = 0.0  # the path no longer carries it: back to what the REMB says
             return self._distribute(member, now)
@@ -1263,6 +1305,15 @@ class Router:
 
 
 # --- header extensions, in place ---------------------------------------------------------------------
+
+
+def _ceiling(member: _Participant) -> float | None:
+    """What a subscriber may be sent (bps): its REMB or, above it, what a probe verified, under
+    the loss-based cap; None before its first REMB."""
+    if member.estimate is None:
+        return None
+    ceiling = max(member.estimate, member.verified)
+    return ceiling if member.loss_cap is None else min(ceiling, member.loss_cap)
 
 
 def _extension_table(published: Sequence[tuple[str, int]], negotiated: dict[str, int]) -> bytes:
