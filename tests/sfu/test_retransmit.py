@@ -78,6 +78,20 @@ class TestRfc4585NackFromBuffer:
         unlimited = filled(clock, range(100), max_bytes_per_second=None, max_per_nack=1000)
         assert len(unlimited.answer(range(100), clock.now)) == 100
 
+    def test_limit_follows_the_path(self) -> None:
+        """``limit``: the router's share of a subscriber's budget; a burst of that many seconds,
+        never less than a few packets, and a full bucket shrinks with it at once."""
+        clock = FakeClock()
+        buffer = filled(clock, range(1000), max_per_nack=1000)
+        buffer.limit(44_000, burst_seconds=0.25)  # 11,000-byte burst: 10 packets
+        assert len(buffer.answer(range(0, 100), clock.now)) == 10
+        assert len(buffer.answer(range(100, 200), clock.advance(0.125))) == 5
+        buffer.limit(1_000, burst_seconds=0.25)  # a 250-byte burst would never fit a packet
+        clock.advance(10.0)
+        for seq in range(200, 300):
+            buffer.store(seq, sent(seq), clock.now)
+        assert len(buffer.answer(range(200, 300), clock.now)) == 5  # MIN_BURST_BYTES: 6,000 bytes
+
     def test_get(self) -> None:
         clock = FakeClock()
         buffer = filled(clock, range(3))
