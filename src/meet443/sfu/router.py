@@ -13,6 +13,12 @@ conversation (last-N, dominant speaker) without renegotiation: the slot's
 a keyframe it asks the new source for. Only when every slot of a kind is busy does the pool grow
 (:class:`SlotsGrown`: the caller sends a new offer built from :meth:`Router.slots`).
 
+What each subscriber may be sent (:func:`_ceiling`, split among its videos by
+:meth:`Router._distribute`) comes from three signals: its REMB; a rate that padding probes showed
+its path carries (:meth:`Router._probe`), since a browser's REMB grows slowly and stalls; and a
+loss-based cap from its receiver reports (:meth:`Router._losses`), since the REMB falls only over
+seconds when a path shrinks. Retransmissions take at most a share of it.
+
 The per-packet path reads headers in place (``proto/rtp/packet.py``) and rewrites a copy of the
 packet without changing its length; everything per track and slot is precomputed at binding time.
 """
