@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -257,6 +258,21 @@ def nft_counter(ns: Namespace, table: str, name: str) -> int:
         if "counter" in item:
             return int(item["counter"]["packets"])
     raise LabError(f"no counter {name} in {table}")
+
+
+def prometheus(ns: Namespace, address: str) -> dict[str, float]:
+    """A server's Prometheus counters at ``address`` (its ``--metrics-listen``, reachable only inside
+    ``ns``): ``name{labels}`` -> value."""
+    code = (
+        "import sys, urllib.request\nprint(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n"
+    )
+    text = ns.run([sys.executable, "-c", code, f"http://{address}/metrics"]).stdout
+    values = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z0-9_]+(?:\{[^}]*\})?) ([0-9.eE+-]+)$", line)
+        if m:
+            values[m[1]] = float(m[2])
+    return values
 
 
 # --------------------------------------------------------------------------------------------------

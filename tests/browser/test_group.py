@@ -100,14 +100,20 @@ def people(site: Site, console_log: list[str], request: pytest.FixtureRequest) -
 
 
 def join_all(
-    site: Site, people: list[Participant], log: list[str], room: str, names: Sequence[str]
+    site: Site,
+    people: list[Participant],
+    log: list[str],
+    room: str,
+    names: Sequence[str],
+    **params: str | int,
 ) -> list[Participant]:
-    """Open every page first, then wait: the joins overlap instead of queueing one by one."""
+    """Open every page first, then wait: the joins overlap instead of queueing one by one.
+    `params` go into each page's URL (e.g. ``videoCodec="h264"``)."""
     joined = []
     for name in names:
         p = Participant(site.browsers.browser(site.cli), name, log)
         people.append(p)
-        p.open(site.web.room_url(room, displayName=name, autojoin=1))
+        p.open(site.web.room_url(room, displayName=name, autojoin=1, **params))
         joined.append(p)
     for p in joined:
         s = p.wait_phase("in-call")
@@ -123,11 +129,13 @@ def flow(people: Sequence[Participant]) -> str:
         sfu = s.get("sfu", {})
         links = [
             f"{c['peerId']}: {c['framesDecoded']} frames ({c['keyFramesDecoded']} key, {c['pliCount']} PLI, "
-            f"{c['bytesReceived']} B) {c['frameWidth']}w, {c['audioBytesReceived']} B audio"
+            f"{c['bytesReceived']} B) {c['frameWidth']}w {c['codec']}, {c['audioBytesReceived']} B audio"
             for c in s["connections"]
         ]
         sections = {x["mid"]: x["participantId"] for x in sfu.get("sections", [])}
-        layers = {x["rid"]: f"{x['framesSent']}f/{x['frameWidth']}w" for x in sfu.get("layers", [])}
+        layers = {
+            x["rid"]: f"{x['framesSent']}f/{x['frameWidth']}w/{x['codec']}" for x in sfu.get("layers", [])
+        }
         lines.append(
             f"{p.name} {s['selfId']} pub={sfu.get('publishIceState')} sub={sfu.get('subscribeIceState')} "
             f"layers={layers} sections={sections} | " + "; ".join(links)
@@ -167,6 +175,8 @@ def test_four_in_a_group_room_all_see_and_hear_each_other(
     through_the_sfu(after)
     for s in after:
         assert len(s["participants"]) == 4 and len(s["connections"]) == 3, s
+        # Without ?videoCodec= the camera goes as VP8 (the SFU's first choice).
+        assert {c["codec"] for c in s["connections"]} == {"video/VP8"}, s["connections"]
     # Each tile of the others plays video; the badge shows the path to the SFU.
     page = four[0].page
     wait_until(lambda: page.evaluate(PLAYING_REMOTE_TILES) == 3, 10, what="three remote tiles playing video")
@@ -261,3 +271,76 @@ def test_a_hidden_page_pauses_its_videos_and_keeps_the_audio(
     assert audio_later - audio > 3_000, "the audio stopped too"  # Opus: a few kB a second
     bob.page.evaluate(HIDE_PAGE, False)
     wait_until(lambda: received()[0] > video_later + 50_000, 15, what="video again once visible")
+
+
+# --------------------------------------------------------------------------------------------------
+# H.264 (?videoCodec=h264): the publisher offers only H.264 (and RTX) for its camera, in three
+# simulcast encodings; the SFU forwards it as is (payload type 102 in every subscribe offer).
+
+H264 = "video/H264"
+
+
+def sending_layers(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """rid -> outbound-rtp summary of the simulcast encodings that have sent frames."""
+    return {x["rid"]: x for x in state["sfu"]["layers"] if x["framesSent"] > 0}
+
+
+@pytest.mark.timeout(90)
+def test_h264_simulcast_is_decoded_by_everyone(
+    site: Site, people: list[Participant], console_log: list[str]
+) -> None:
+    """Three people publish H.264 with three simulcast encodings; each decodes the two others,
+    and what each receives really is H.264, one of the sender's layers."""
+    three = join_all(site, people, console_log, site.room("h264"), ("Ann", "Bob", "Cy"), videoCodec="h264")
+    before = wait_flowing(three)
+    after = wait_until(
+        lambda: media_growing(three, before), 15, what=lambda: f"media growing:\n{flow(three)}"
+    )
+    through_the_sfu(after)
+    by_id = {s["selfId"]: s for s in after}
+    for s in after:
+        # The publisher: three encodings, all H.264; the lowest ones at least are sending.
+        layers = s["sfu"]["layers"]
+        assert sorted(x["rid"] for x in layers) == ["f", "h", "q"], layers
+        assert {x["codec"] for x in layers} == {H264}, layers
+        sending = sending_layers(s)
+        assert {"q", "h"} <= set(sending), layers
+        assert sending["q"]["frameWidth"] < sending["h"]["frameWidth"], layers
+        # Its subscribers: H.264 decoded, at the width of one of its layers.
+        for c in s["connections"]:
+            assert c["codec"] == H264, f"{c['peerId']} -> {s['selfId']}:\n{flow(three)}"
+            widths = {x["frameWidth"] for x in sending_layers(by_id[c["peerId"]]).values()}
+            assert c["frameWidth"] in widths, (
+                f"{c['peerId']} -> {s['selfId']} at {c['frameWidth']}w: {widths}"
+            )
+
+
+@pytest.mark.timeout(90)
+def test_h264_subscribers_climb_to_the_top_layer(
+    site: Site, people: list[Participant], console_log: list[str]
+) -> None:
+    """Every subscriber starts on the lowest layer (docs/signaling.md "Group rooms") and, with
+    nothing limiting the path, is switched up to the widest layer its publisher sends.
+
+    Chromium's H.264 encoder undershoots its layer targets, and Chromium fills the gap with RTX
+    "payload padding" (old packets resent on one layer's RTX SSRC, ~700 kbit/s): the SFU must
+    not count it into that layer's bitrate, or a subscriber on the padded lowest layer seems to
+    get more than the next layer needs and is never probed up (tests/sfu/test_router.py).
+    """
+    two = join_all(site, people, console_log, site.room("h264-up"), ("Ann", "Bob"), videoCodec="h264")
+    wait_flowing(two)
+
+    def everyone_on_top() -> Any:
+        states = {s["selfId"]: s for s in (p.state() for p in two)}
+        for s in states.values():
+            for c in s["connections"]:
+                top = max(
+                    (x["frameWidth"] for x in sending_layers(states[c["peerId"]]).values()), default=1 << 16
+                )
+                if c["codec"] != H264 or c["frameWidth"] < top:
+                    return False
+        return states
+
+    wait_until(
+        everyone_on_top, 30, what=lambda: f"every subscriber on its publisher's top layer:\n{flow(two)}"
+    )

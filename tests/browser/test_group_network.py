@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from .lab_extra import (
     enable_forwarding,
     ipv4_only,
     lab_prefix,
+    prometheus,
     server_route_exists,
     wait_until,
 )
@@ -71,18 +71,7 @@ class Net:
         return f"{tag}-{next(_rooms)}-{int(time.time()) % 100000}"
 
     def metrics(self, web: Meet443Web) -> dict[str, float]:
-        """The server's Prometheus text, scraped from inside ``srv``: name{labels} -> value."""
-        code = (
-            "import sys, urllib.request\n"
-            "print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n"
-        )
-        text = web.ns.run([sys.executable, "-c", code, f"http://{METRICS}/metrics"]).stdout
-        values = {}
-        for line in text.splitlines():
-            m = re.match(r"^([a-zA-Z0-9_]+(?:\{[^}]*\})?) ([0-9.eE+-]+)$", line)
-            if m:
-                values[m[1]] = float(m[2])
-        return values
+        return prometheus(web.ns, METRICS)
 
     def shape_s1(self, rate: str) -> None:
         shape = ("rate", rate, "burst", "16kb", "latency", "200ms")

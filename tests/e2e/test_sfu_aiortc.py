@@ -8,7 +8,7 @@ that reaches the server over its own veth link and nothing else:
     c1 10.200.91.2 ── 10.200.91.1 srv (meet443: HTTPS, WSS, TURN and the SFU on port 443)
     c2 10.200.92.2 ── 10.200.92.1 srv (c2 routes to 10.200.91.1 through it)
 
-The participants decode what they receive (VP8 and Opus, through aiortc's receiver tracks) and
+The participants decode what they receive (VP8 or H.264, and Opus, through aiortc's receiver tracks) and
 read back the luma mark each publisher draws into its picture, so a test sees whose video arrives,
 at what size, and how much of it.
 """
@@ -77,6 +77,7 @@ class PeerSpec:
     publish: bool = True
     relay: bool = False
     publish_after: float = 0.0
+    video_codec: str | None = None  # offer only this codec for the camera (sfu_peer.py --video-codec)
 
 
 def run_peers(site: GroupSite, room: str, *specs: PeerSpec) -> dict[str, dict[str, Any]]:
@@ -88,6 +89,7 @@ def run_peers(site: GroupSite, room: str, *specs: PeerSpec) -> dict[str, dict[st
             "--room", room, "--name", spec.name, "--mark", str(spec.mark), "--duration", str(DURATION_S),
             *([] if spec.publish else ["--no-publish"]), *(["--relay"] if spec.relay else []),
             "--publish-after", str(spec.publish_after),
+            *(["--video-codec", spec.video_codec] if spec.video_codec else []),
         ]  # fmt: skip
         procs[spec.name] = spec.ns.spawn(argv, name=f"{room}-{spec.name}")
     deadline = time.monotonic() + DURATION_S + 40
@@ -109,7 +111,7 @@ def server_tail(site: GroupSite) -> str:
 
 REPORT_KEYS = (
     "error", "selfId", "publish", "subscribe", "tracks", "received", "byMid", "rtpBySsrc",
-    "signals", "errors",
+    "signals", "errors", "publishCodec", "videoCodecs",
 )  # fmt: skip
 
 
@@ -172,6 +174,28 @@ def test_two_publishers_both_ways(site: GroupSite) -> None:
     assert_clean(results)
     assert_receives(results, site, "bob", "alice", mark=60)
     assert_receives(results, site, "alice", "bob", mark=180)
+
+
+@pytest.mark.timeout(120)
+def test_h264_and_vp8_publishers_both_ways(site: GroupSite) -> None:
+    """alice offers only H.264 for her camera (aiortc's libx264 encoder), bob his default (VP8):
+    the SFU forwards each as it comes (payload types mapped to its own 102 and 96), and each
+    decodes the other's picture, in the other's codec."""
+    c1, c2 = site.clients
+    results = run_peers(
+        site,
+        "sfu-h264",
+        PeerSpec(c1, "alice", mark=90, video_codec="h264"),
+        PeerSpec(c2, "bob", mark=170),
+    )
+    assert_clean(results)
+    alice, bob = results["alice"], results["bob"]
+    assert alice["publishCodec"] == "H264", describe(results)
+    assert bob["publishCodec"] == "VP8", describe(results)
+    assert bob["videoCodecs"].get(alice["selfId"]) == ["H264"], describe(results)
+    assert alice["videoCodecs"].get(bob["selfId"]) == ["VP8"], describe(results)
+    assert_receives(results, site, "bob", "alice", mark=90)
+    assert_receives(results, site, "alice", "bob", mark=170)
 
 
 @pytest.mark.timeout(120)

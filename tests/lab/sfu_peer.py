@@ -8,8 +8,9 @@ It speaks docs/signaling.md "Group rooms" as an independent client would: ``join
 (sendonly microphone + camera: a synthetic moving pattern and aiortc's silent audio track) sent as
 ``publish`` with ``sources``; every ``subscribe-offer`` answered with ``subscribe-answer``; the
 ``tracks`` mapping kept per mid. Every frame that comes out of a subscribe track's ``recv()`` (VP8
-and Opus really decoded by aiortc) is counted against the participant the SFU says the section
-carries at that moment.
+or H.264, and Opus, really decoded by aiortc) is counted against the participant the SFU says the
+section carries at that moment. ``--video-codec h264`` offers only H.264 (and RTX) for the camera,
+so aiortc's H.264 encoder (libx264 through PyAV) is what it sends.
 
 Each published picture has a square in its top-left corner of luma ``--mark``: a subscriber reads
 it back from the decoded frames, which shows whose picture it decodes, not only that it decodes one.
@@ -42,6 +43,7 @@ from aiortc import (
     RTCIceServer,
     RTCIceTransportPolicy,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
@@ -170,6 +172,29 @@ def ice_ufrag(sdp: str) -> str | None:
     return found.group(1) if found else None
 
 
+def rtpmap(sdp: str) -> dict[int, str]:
+    """Payload type -> encoding name (``a=rtpmap``, RFC 8866 §6.6) of every section."""
+    return {int(pt): name for pt, name in re.findall(r"^a=rtpmap:(\d+) ([\w.-]+)/", sdp, re.MULTILINE)}
+
+
+def first_video_codec(sdp: str) -> str | None:
+    """The encoding name of the first format of the first video section: what a sender sends."""
+    found = re.search(r"^m=video \S+ \S+ (\d+)", sdp, re.MULTILINE)
+    return rtpmap(sdp).get(int(found.group(1))) if found else None
+
+
+def video_codec_preferences(name: str) -> list[Any]:
+    """aiortc's video capabilities of codec `name` (Constrained Baseline first for H.264), then
+    RTX: offering nothing else is what makes the SFU answer, and aiortc send, that codec."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    wanted = [c for c in codecs if c.mimeType.lower() == f"video/{name}"]
+    if name == "h264":
+        wanted.sort(key=lambda c: not str(c.parameters.get("profile-level-id", "")).startswith("42e0"))
+    if not wanted:
+        raise RuntimeError(f"aiortc cannot send {name}")
+    return wanted + [c for c in codecs if c.mimeType.lower() == "video/rtx"]
+
+
 class GroupPeer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -189,6 +214,10 @@ class GroupPeer:
         # Per incoming SSRC, before aiortc routes it: packets, VP8 keyframe starts, the section
         # aiortc's router hands it to. Tells a wrong SFU mapping from a receiver-side problem.
         self.ssrc_counts: dict[int, dict[str, Any]] = {}
+        self.subscribe_codecs: dict[int, str] = {}  # payload type -> name, from the SFU's offers
+        # Per remote participant: the video encodings of the packets its sections brought.
+        self.codecs_seen: dict[str, set[str]] = {}
+        self.publish_codec: str | None = None  # what our camera goes out as (the answer's first)
         self.ws: aiohttp.ClientWebSocketResponse | None = None
 
     # -- signaling ---------------------------------------------------------------------------------
@@ -238,6 +267,7 @@ class GroupPeer:
             elif kind == "publish-answer":
                 assert self.publisher is not None
                 await self.publisher.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+                self.publish_codec = first_video_codec(data["sdp"])
                 emit("signal", type=kind, **self._sdp(data["sdp"]))
             elif kind == "subscribe-offer":
                 await self._on_subscribe_offer(data)
@@ -285,6 +315,8 @@ class GroupPeer:
         video = pc.addTransceiver(
             PatternTrack(self.args.width, self.args.height, self.args.mark), direction="sendonly"
         )
+        if self.args.video_codec is not None:
+            video.setCodecPreferences(video_codec_preferences(self.args.video_codec))
         await pc.setLocalDescription(await pc.createOffer())
         sources = {audio.mid: "microphone", video.mid: "camera"}
         await self.send({"type": "publish", "sdp": pc.localDescription.sdp, "sources": sources})
@@ -304,6 +336,7 @@ class GroupPeer:
         self.subscribe_ufrag = ufrag
         pc = self.subscriber
         await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        self.subscribe_codecs.update(rtpmap(offer["sdp"]))
         for t in pc.getTransceivers():
             self._count_ssrcs(t.receiver.transport, pc)
         self._set_tracks(offer["tracks"])
@@ -319,19 +352,34 @@ class GroupPeer:
             return
         original = dtls._handle_rtp_data
         counts = self.ssrc_counts
+        codecs = self.codecs_seen
 
         async def counted(data: bytes, arrival_time_ms: int) -> None:
             ssrc = int.from_bytes(data[8:12], "big")
             c = counts.get(ssrc)
             if c is None:
-                c = counts[ssrc] = {"packets": 0, "vp8KeyStarts": 0, "pt": data[1] & 0x7F, "mid": None}
+                c = counts[ssrc] = {
+                    "packets": 0,
+                    "vp8KeyStarts": 0,
+                    "pt": data[1] & 0x7F,
+                    "pts": [],
+                    "mid": None,
+                }
                 with contextlib.suppress(Exception):
                     packet = RtpPacket.parse(data, dtls._rtp_header_extensions_map)
                     receiver = dtls._rtp_router.route_rtp(packet)
                     c["mid"] = next((t.mid for t in pc.getTransceivers() if t.receiver is receiver), None)
             c["packets"] += 1
-            if is_vp8_keyframe_start(data):
+            pt = data[1] & 0x7F
+            if pt not in c["pts"]:
+                c["pts"].append(pt)
+            name = self.subscribe_codecs.get(pt)
+            if name == "VP8" and is_vp8_keyframe_start(data):
                 c["vp8KeyStarts"] += 1
+            owner = self.owners.get(str(c["mid"]), {})
+            if owner.get("kind") == "video" and owner.get("participantId") and name != "rtx":
+                # Whose packet it is when it arrives: a section may change hands later.
+                codecs.setdefault(owner["participantId"], set()).add(name or str(pt))
             await original(data, arrival_time_ms)
 
         dtls._handle_rtp_data = counted
@@ -431,6 +479,8 @@ class GroupPeer:
             "subscribeOffers": self.subscribe_offers,
             "tracks": list(self.owners.values()),
             "received": {pid: r.as_json() for pid, r in self.received.items()},
+            "publishCodec": self.publish_codec,
+            "videoCodecs": {pid: sorted(names) for pid, names in self.codecs_seen.items()},
             "unownedFrames": self.unowned_frames,
             "byMid": {mid: r.as_json() for mid, r in self.by_mid.items()},
             "rtp": await self._rtp_counts(),
@@ -465,6 +515,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--publish-after", type=float, default=0.0, help="seconds between joined and publish")
     ap.add_argument("--relay", action="store_true", help="iceTransportPolicy relay: media only through TURN")
     ap.add_argument("--turn-transport", choices=["udp", "tcp"], default="udp")
+    ap.add_argument(
+        "--video-codec",
+        choices=["vp8", "h264"],
+        default=None,
+        help="offer only this codec (and RTX) for the camera; default: all aiortc has (VP8 first)",
+    )
     ap.add_argument("--mark", type=int, default=200, help="luma of the identifying square (16-235)")
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meet443.proto.rtp.codecs import Vp8PayloadDescriptor
-from meet443.proto.rtp.packet import HeaderExtension, OneByteExtensions, RtpPacket, unwrap_rtx
+from meet443.proto.rtp.packet import HeaderExtension, OneByteExtensions, RtpPacket, unwrap_rtx, wrap_rtx
 from meet443.proto.rtp.rtcp import (
     GenericNack,
     PictureLossIndication,
@@ -366,6 +366,37 @@ class TestRfc8853Simulcast:
         assert pads, "no probe lifted the loss cap"
         got = self.frame(room, publisher)
         assert len([q for q in got if q.ssrc == slot.ssrc]) == 8, "not back on the 720p layer"
+
+    def test_rtx_payload_padding_is_not_counted_into_the_layer(self) -> None:
+        """Chromium pads its uplink by resending old packets on a layer's RTX SSRC (RFC 4588 §4):
+        ~700 kbit/s on the lowest layer against ~100 kbit/s of its media with H.264, measured in
+        the browser lab. Counted into that layer, it looks bigger than the next one, no probe
+        starts (what bob gets seems to exceed what he would need), and bob stays on 180p."""
+        room = Room()
+        room.join("alice", "bob")
+        publisher = SimulcastPublisher()
+        low = publisher.layers[0]
+        rtx = {layer.ssrc: layer.ssrc + 1 for layer in publisher.layers}
+        track = PublishedTrack("cam", "video", "camera", (VP8,), tuple(rtx), rtx_ssrcs=tuple(rtx.items()))
+        room.publish("alice", track)
+        slot = room.slot("bob", "alice", "cam")
+        most = rtx_sequence = 0
+        for _ in range(10):
+            room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 300_000, ()))
+            for _ in range(30):
+                out: list[Outgoing] = []
+                for _, packet in publisher.frame():
+                    out += room.rtp("alice", packet)
+                for old in low.sent[-3:]:
+                    padding = wrap_rtx(old, sequence_number=rtx_sequence, ssrc=rtx[low.ssrc], payload_type=97)
+                    rtx_sequence += 1
+                    out += room.rtp("alice", padding)
+                out += room.run(1 / 30)
+                self.deliver(out, publisher)
+                most = max(most, len([q for q in media(out, "bob") if q.ssrc == slot.ssrc]))
+            self.deliver(self.rr(room, 0.0), publisher)
+        assert room.router.counters.probe_packets > 0, "no probe: the padding was measured as 180p"
+        assert most >= 3, "still on the 180p layer"
 
     def test_no_probing_once_the_estimate_covers_the_top_layer(self) -> None:
         room, publisher = self.simulcast_room()

@@ -629,6 +629,7 @@ class Router:
         if source is None and ssrc not in member.rtx_sources and not self._learn(member, packet, ssrc, pt):
             self.counters.drop("unknown_ssrc")
             return []
+        via_rtx = False
         if source is None:
             repaired = member.rtx_sources.get(ssrc)
             if repaired is not None:
@@ -645,6 +646,7 @@ class Router:
                 packet = unwrap_rtx(packet, ssrc=media.ssrc, payload_type=media_pt)
                 b1, seq, timestamp, ssrc, offset, end = rtp_header(packet)
                 pt = media_pt
+                via_rtx = True
             source = member.sources.get(ssrc)
             if source is None:
                 self.counters.drop("unknown_ssrc")
@@ -654,7 +656,10 @@ class Router:
             self.counters.drop("unknown_payload_type")
             return []
         source.stats.received(seq, timestamp, now)
-        source.meter.add(len(packet), now)
+        if not via_rtx:
+            # A browser probes its own uplink by resending old packets on RTX ("payload padding",
+            # several times a layer's own rate with H.264): that is not what the layer costs.
+            source.meter.add(len(packet), now)
         out: list[Outgoing] = []
         if source.nack is not None and source.nack.received(seq, now):
             out += self._request_keyframe(member, ssrc, now)  # too many lost to repair by NACK

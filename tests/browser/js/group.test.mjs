@@ -4,7 +4,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { applyTracks, tileSections } from '../../../src/meet443/web/static/js/sfu.js';
+import {
+  applyTracks,
+  preferVideoCodec,
+  preferredVideoCodecs,
+  tileSections,
+} from '../../../src/meet443/web/static/js/sfu.js';
 import { emptyInbound, inboundByParticipant } from '../../../src/meet443/web/static/js/stats.js';
 
 const OFFER_TRACKS = [
@@ -69,12 +74,21 @@ test('inbound streams are summed per participant: camera video, microphone audio
     [
       { type: 'inbound-rtp', kind: 'audio', mid: 'a0', bytesReceived: 900 },
       { type: 'inbound-rtp', kind: 'audio', mid: 'a1', bytesReceived: 400 },
-      { type: 'inbound-rtp', kind: 'video', mid: 'v0', bytesReceived: 5000, framesDecoded: 60, frameWidth: 640 },
+      {
+        type: 'inbound-rtp',
+        kind: 'video',
+        mid: 'v0',
+        bytesReceived: 5000,
+        framesDecoded: 60,
+        frameWidth: 640,
+        codecId: 'c102',
+      },
+      { id: 'c102', type: 'codec', mimeType: 'video/H264', payloadType: 102 },
       // No `mid` (older Chrome): found by the receiver's track instead.
       { type: 'inbound-rtp', kind: 'video', trackIdentifier: 'track-s0', bytesReceived: 7000, framesDecoded: 20 },
       { type: 'inbound-rtp', kind: 'video', mid: 'v1', bytesReceived: 99, framesDecoded: 1 }, // idle
       { type: 'outbound-rtp', kind: 'video', mid: 'v0', bytesSent: 1 },
-    ].map((r, i) => [`r${i}`, r]),
+    ].map((r, i) => [r.id || `r${i}`, r]),
   );
   const byParticipant = inboundByParticipant(report, sections, new Map([['track-s0', 's0']]));
   assert.deepEqual([...byParticipant.keys()].sort(), ['p2', 'p3']);
@@ -84,10 +98,69 @@ test('inbound streams are summed per participant: camera video, microphone audio
     bytesReceived: 5000,
     framesDecoded: 60,
     frameWidth: 640,
+    codec: 'video/H264',
     videoSource: 'camera',
   });
   // p3 sends no camera: its screen is what it shows.
   assert.equal(byParticipant.get('p3').videoSource, 'screen');
   assert.equal(byParticipant.get('p3').framesDecoded, 20);
   assert.equal(byParticipant.get('p3').audioBytesReceived, 400);
+  assert.equal(byParticipant.get('p3').codec, null, 'no codecId: no codec');
+});
+
+// What Chromium's RTCRtpSender.getCapabilities('video') lists (Chromium 156, Debian), abridged.
+const CAPABILITIES = [
+  { mimeType: 'video/VP8', clockRate: 90000 },
+  { mimeType: 'video/rtx', clockRate: 90000 },
+  { mimeType: 'video/H264', sdpFmtpLine: 'level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f' },
+  { mimeType: 'video/H264', sdpFmtpLine: 'level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f' },
+  { mimeType: 'video/H264', sdpFmtpLine: 'level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f' },
+  { mimeType: 'video/H264', sdpFmtpLine: 'level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f' },
+  { mimeType: 'video/H264', sdpFmtpLine: 'level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f' },
+  { mimeType: 'video/AV1', sdpFmtpLine: 'level-idx=5;profile=0;tier=0' },
+  { mimeType: 'video/VP9', sdpFmtpLine: 'profile-id=0' },
+  { mimeType: 'video/red' },
+  { mimeType: 'video/ulpfec' },
+];
+const describe = (codecs) =>
+  codecs.map((c) => `${c.mimeType.slice(6)}${/profile-level-id=(\w+)/.exec(c.sdpFmtpLine || '')?.[1] || ''}`);
+
+test('videoCodec=h264 offers packetization-mode 1 Constrained Baseline, then Baseline, and rtx', () => {
+  const ordered = preferredVideoCodecs(CAPABILITIES, 'h264');
+  // Nothing else: the SFU would answer VP8 first, and the browser would send that.
+  assert.deepEqual(describe(ordered), ['H26442e01f', 'H26442001f', 'rtx']);
+  assert.ok(ordered.every((c) => CAPABILITIES.includes(c)), 'only what the browser has');
+});
+
+test('videoCodec=vp8 offers VP8 and rtx; a codec the browser lacks gives null', () => {
+  assert.deepEqual(describe(preferredVideoCodecs(CAPABILITIES, 'vp8')), ['VP8', 'rtx']);
+  const vp8Only = CAPABILITIES.filter((c) => !c.mimeType.includes('H264'));
+  assert.equal(preferredVideoCodecs(vp8Only, 'h264'), null);
+  // packetization-mode 0 and the Main profile are no use: the SFU does not take them.
+  const unusable = CAPABILITIES.filter((c) => !/mode=1;profile-level-id=42/.test(c.sdpFmtpLine || ''));
+  assert.equal(preferredVideoCodecs(unusable, 'h264'), null);
+});
+
+test('preferVideoCodec falls back from the receive to the send capabilities', () => {
+  const saved = { receiver: globalThis.RTCRtpReceiver, sender: globalThis.RTCRtpSender };
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    globalThis.RTCRtpReceiver = { getCapabilities: () => ({ codecs: [{ mimeType: 'video/VP8' }] }) };
+    globalThis.RTCRtpSender = { getCapabilities: () => ({ codecs: CAPABILITIES }) };
+    const set = [];
+    assert.equal(preferVideoCodec({ setCodecPreferences: (c) => set.push(c) }, 'h264'), true);
+    assert.equal(set[0][0].sdpFmtpLine.endsWith('42e01f'), true);
+    const refusing = {
+      setCodecPreferences: () => {
+        throw new Error('InvalidModificationError');
+      },
+    };
+    assert.equal(preferVideoCodec(refusing, 'h264'), false);
+    assert.equal(preferVideoCodec({}, 'h264'), false, 'no setCodecPreferences (old browsers)');
+  } finally {
+    globalThis.RTCRtpReceiver = saved.receiver;
+    globalThis.RTCRtpSender = saved.sender;
+    console.warn = warn;
+  }
 });

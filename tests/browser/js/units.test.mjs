@@ -49,7 +49,7 @@ test('readParams strips the room key from the address and keeps the rest', () =>
   const loc = { search: '?displayName=Ann&roomKey=s3cret&autojoin=1&relay=TLS', pathname: '/r1', hash: '#x' };
   const history = { state: null, replaceState: (...args) => calls.push(args) };
   const p = readParams(loc, history);
-  assert.deepEqual(p, { displayName: 'Ann', autojoin: true, roomKey: 's3cret', relay: 'tls' });
+  assert.deepEqual(p, { displayName: 'Ann', autojoin: true, roomKey: 's3cret', relay: 'tls', videoCodec: 'vp8' });
   assert.equal(calls.length, 1);
   assert.equal(calls[0][2], '/r1?displayName=Ann&autojoin=1&relay=TLS#x');
   // Without a key the address is left alone; an unknown relay value is ignored.
@@ -57,6 +57,16 @@ test('readParams strips the room key from the address and keeps the rest', () =>
   assert.equal(none.relay, null);
   assert.equal(none.autojoin, false);
   assert.equal(calls.length, 1);
+});
+
+test('readParams: videoCodec is vp8 or h264, VP8 unless asked', () => {
+  const history = { state: null, replaceState: () => assert.fail('nothing to strip') };
+  const codec = (search) => readParams({ search, pathname: '/r1', hash: '' }, history).videoCodec;
+  assert.equal(codec(''), 'vp8');
+  assert.equal(codec('?videoCodec=h264'), 'h264');
+  assert.equal(codec('?videoCodec=H264'), 'h264');
+  assert.equal(codec('?videoCodec=VP8'), 'vp8');
+  assert.equal(codec('?videoCodec=av1'), 'vp8', 'what the SFU does not take falls back to the default');
 });
 
 test('turnTransport names the TURN transport of a URI', () => {

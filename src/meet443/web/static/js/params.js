@@ -4,12 +4,15 @@
 //   autojoin=1          skip the pre-join screen: join at once with camera and microphone
 //   roomKey=K           a host key; read once, then removed from the address bar and history
 //   relay=udp|tcp|tls   use only that TURN transport and nothing but relayed paths
+//   videoCodec=vp8|h264 group rooms: the codec the camera and screen share are sent in (vp8)
 
 export const ROOM_NAME = /^[a-z0-9][a-z0-9-]{0,63}$/;
 export const RESERVED_ROOM_NAMES = new Set([
   'check', 'healthz', 'v1', 'static', 'metrics', 'api', 'favicon.ico', 'robots.txt',
 ]);
 export const RELAY_TRANSPORTS = ['udp', 'tcp', 'tls'];
+/** What the SFU takes from a publisher (docs/signaling.md "Group rooms"); the first is the default. */
+export const VIDEO_CODECS = ['vp8', 'h264'];
 
 export function isValidRoomName(name) {
   return ROOM_NAME.test(name) && !RESERVED_ROOM_NAMES.has(name);
@@ -51,11 +54,13 @@ export function readParams(loc = window.location, history = window.history) {
   const query = new URLSearchParams(loc.search);
   const relay = (query.get('relay') || '').toLowerCase();
   const autojoin = (query.get('autojoin') || '').toLowerCase();
+  const videoCodec = (query.get('videoCodec') || '').toLowerCase();
   const params = {
     displayName: cleanDisplayName(query.get('displayName')),
     autojoin: autojoin === '1' || autojoin === 'true' || autojoin === 'yes',
     roomKey: query.get('roomKey') || null,
     relay: RELAY_TRANSPORTS.includes(relay) ? relay : null,
+    videoCodec: VIDEO_CODECS.includes(videoCodec) ? videoCodec : VIDEO_CODECS[0],
   };
   if (query.has('roomKey')) {
     query.delete('roomKey');

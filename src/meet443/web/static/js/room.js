@@ -563,6 +563,7 @@ function startSfu(config) {
     send: (msg) => signaling.send(msg),
     config,
     tracks: sfuTracks(),
+    videoCodec: params.videoCodec,
     onMedia(byTile) {
       for (const key of [...streams.keys()]) if (key !== 'self' && !byTile.has(key)) streams.delete(key);
       for (const [key, stream] of byTile) streams.set(key, stream);

@@ -8,14 +8,21 @@
 // Like the mesh, camera off, mute and device switches only swap sender tracks (replaceTrack);
 // adding or removing the screen section, and ICE restarts, are a new `publish`, one at a time.
 
-import { inboundByParticipant, summarize } from './stats.js';
+import { codecOf, inboundByParticipant, summarize } from './stats.js';
 
-/** Lowest first, as the SFU expects (docs/signaling.md); maxBitrate caps what each layer costs. */
+/**
+ * Lowest first, as the SFU expects (docs/signaling.md); maxBitrate caps what each layer costs, as
+ * far as the encoder can: at 320x180 VP8 overshoots its target about twice on busy pictures
+ * (measured with Chromium's fake camera: 336 kbit/s for a 148 kbit/s target), so the lowest layer
+ * also runs at 15 frames a second (as LiveKit's 180p preset does) to stay usable on a 300 kbit/s link.
+ */
 export const SIMULCAST = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000, maxFramerate: 15 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', maxBitrate: 1_500_000 },
 ];
+/** H.264 as the SFU takes it and every browser decodes it: Constrained Baseline, then Baseline. */
+const H264_PROFILES = ['42e0', '4200'];
 const DISCONNECTED_RESTART_MS = 5_000;
 const PUBLISH_RESEND_MS = 8_000;
 const PUBLISH_RESENDS = 4;
@@ -55,14 +62,73 @@ export function tileSections(sections) {
   return tiles;
 }
 
+/** "a=1;b=x" (an RTCRtpCodec's sdpFmtpLine) -> {a: '1', b: 'x'}. */
+function fmtpParameters(line) {
+  const out = {};
+  for (const part of (line || '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0) out[part.slice(0, eq).trim().toLowerCase()] = part.slice(eq + 1).trim().toLowerCase();
+  }
+  return out;
+}
+
+/**
+ * What RTCRtpTransceiver.setCodecPreferences should get from `codecs` (RTCRtpCodec capabilities)
+ * so that the browser sends `name` ('vp8' | 'h264'): that codec, then rtx (retransmissions), and
+ * nothing else; null when the browser has no such codec. H.264 only in the form the SFU takes
+ * (docs/signaling.md "Group rooms"): packetization-mode 1, Constrained Baseline (42e01f) before
+ * Baseline (42001f).
+ *
+ * The other codecs are left out, not put after: the SFU answers with the codecs it takes in its
+ * own order (VP8 before H.264) and a browser sends the first codec of the answer, so an H.264
+ * offer that still listed VP8 would send VP8.
+ */
+export function preferredVideoCodecs(codecs, name) {
+  const mimeType = `video/${name}`.toLowerCase();
+  const rank = (c) => {
+    if ((c.mimeType || '').toLowerCase() !== mimeType) return -1;
+    if (mimeType !== 'video/h264') return 0;
+    const fmtp = fmtpParameters(c.sdpFmtpLine);
+    if (fmtp['packetization-mode'] !== '1') return -1;
+    return H264_PROFILES.indexOf((fmtp['profile-level-id'] || '').slice(0, 4));
+  };
+  const wanted = codecs.filter((c) => rank(c) >= 0).sort((a, b) => rank(a) - rank(b));
+  if (wanted.length === 0) return null;
+  return [...wanted, ...codecs.filter((c) => (c.mimeType || '').toLowerCase() === 'video/rtx')];
+}
+
+/**
+ * Makes a sending video transceiver prefer `name` in the offers it takes part in. The spec checks
+ * preferences against the receive capabilities, older Chromium against the send ones: try both.
+ * Returns whether the preference took; without it the browser offers all it has, and the SFU picks
+ * VP8.
+ */
+export function preferVideoCodec(transceiver, name) {
+  if (!name || typeof transceiver.setCodecPreferences !== 'function') return false;
+  for (const side of [globalThis.RTCRtpReceiver, globalThis.RTCRtpSender]) {
+    const codecs = preferredVideoCodecs(side?.getCapabilities?.('video')?.codecs || [], name);
+    if (!codecs) continue;
+    try {
+      transceiver.setCodecPreferences(codecs);
+      return true;
+    } catch (err) {
+      console.warn(`setCodecPreferences(${name}) refused`, err);
+    }
+  }
+  console.warn(`this browser cannot send ${name}: sending its default video codec`);
+  return false;
+}
+
 export class SfuSession {
   /**
    * send(msg) to the server; config is the RTCConfiguration (ice.js); tracks {audio, camera,
    * screen}; onMedia(Map key -> MediaStream) whenever what a tile shows changed; onSpeaker(id|null);
-   * onState() when a connection's ICE state changed.
+   * onState() when a connection's ICE state changed; videoCodec ('vp8' | 'h264', params.js) is
+   * what the camera and the screen share are sent in.
    */
-  constructor({ send, config, tracks, onMedia, onSpeaker, onState }) {
+  constructor({ send, config, tracks, onMedia, onSpeaker, onState, videoCodec = 'vp8' }) {
     this.send = send;
+    this.videoCodec = videoCodec;
     this.config = config;
     this.onMedia = onMedia;
     this.onSpeaker = onSpeaker;
@@ -89,6 +155,7 @@ export class SfuSession {
       camera: this.pub.addTransceiver(tracks.camera || 'video', { direction: 'sendonly', sendEncodings: SIMULCAST }),
       screen: null,
     };
+    preferVideoCodec(this.transceivers.camera, this.videoCodec);
     this.tracks.audio = tracks.audio || null;
     this.tracks.camera = tracks.camera || null;
     this.pub.onnegotiationneeded = () => this.publish();
@@ -158,6 +225,7 @@ export class SfuSession {
     const t = this.transceivers.screen;
     if (screen && !t) {
       this.transceivers.screen = this.pub.addTransceiver(screen, { direction: 'sendonly' }); // → negotiationneeded
+      preferVideoCodec(this.transceivers.screen, this.videoCodec); // before the offer: that is a task later
     } else if (screen && t) {
       t.sender.replaceTrack(screen).catch((err) => console.warn(err));
     } else if (!screen && t) {
@@ -354,7 +422,11 @@ export class SfuSession {
           bytesSent: r.bytesSent || 0,
           framesSent: r.framesSent || 0,
           frameWidth: r.frameWidth || 0,
+          codec: codecOf(r, pubReport),
           qualityLimitationReason: r.qualityLimitationReason || null,
+          retransmittedBytesSent: r.retransmittedBytesSent || 0,
+          targetBitrate: r.targetBitrate || 0,
+          framesPerSecond: r.framesPerSecond || 0,
         });
       }
     });

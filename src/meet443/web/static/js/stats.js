@@ -66,7 +66,7 @@ export async function summarize(pc, { detail = false } = {}) {
   report.forEach((r) => {
     if (r.type === 'inbound-rtp' && r.kind === 'video') {
       // One video stream per peer; if a renegotiation left two, the busier one is the live one.
-      if ((r.bytesReceived || 0) >= out.bytesReceived) Object.assign(out, videoNumbers(r));
+      if ((r.bytesReceived || 0) >= out.bytesReceived) Object.assign(out, videoNumbers(r, report));
     } else if (r.type === 'inbound-rtp' && r.kind === 'audio') {
       out.audioBytesReceived += r.bytesReceived || 0;
     } else if (r.type === 'outbound-rtp') {
@@ -77,9 +77,19 @@ export async function summarize(pc, { detail = false } = {}) {
   return out;
 }
 
-/** The video numbers state() reports for a peer, from one inbound-rtp entry (zeros from `{}`). */
-function videoNumbers(r) {
+/** The MIME type ('video/VP8', 'video/H264') of an RTP stream's codec, from its getStats report. */
+export function codecOf(r, report) {
+  const codec = r.codecId && report ? report.get(r.codecId) : null;
+  return (codec && codec.mimeType) || null;
+}
+
+/**
+ * The video numbers state() reports for a peer, from one inbound-rtp entry (zeros from `{}`);
+ * `report` (the whole getStats report) resolves the codec.
+ */
+function videoNumbers(r, report = null) {
   return {
+    codec: codecOf(r, report),
     framesDecoded: r.framesDecoded || 0,
     frameWidth: r.frameWidth || 0,
     frameHeight: r.frameHeight || 0,
@@ -121,7 +131,7 @@ export function inboundByParticipant(report, sections, trackMids = new Map()) {
       if (section.source === 'microphone') e.audioBytesReceived += r.bytesReceived || 0;
     } else if (r.kind === 'video' && (section.source === 'camera' || e.videoSource !== 'camera')) {
       e.videoSource = section.source;
-      Object.assign(e, videoNumbers(r));
+      Object.assign(e, videoNumbers(r, report));
       e.keyFramesDecoded = r.keyFramesDecoded || 0;
       e.pliCount = r.pliCount || 0;
     }
