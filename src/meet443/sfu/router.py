@@ -121,9 +121,11 @@ RETRANSMIT_BURST = 0.25
 PROBE_PADDING_BYTES = 240
 PROBE_MAX_PACKETS_PER_POLL = 40
 PROBE_MAX_BPS = 3_000_000.0
-#: Ring sizes of the retransmission buffers: a bit more than ``max_age`` (1 s) of a 2.5 Mbit/s
-#: video stream, or of 50 audio packets a second; a slot holds ``capacity`` packets however busy.
-VIDEO_BUFFER_PACKETS = 512
+#: Ring sizes of the retransmission buffers: ``max_age`` (1 s) of the web client's top simulcast
+#: layer (1.5 Mbit/s, ~170 packets a second), ~0.6 s of a 2.5 Mbit/s screen share (a NACK comes
+#: within a round trip; Janus keeps 0.5 s), or 1 s of 50 audio packets a second. A slot holds
+#: ``capacity`` packets however busy: 256 of 1,100 bytes are most of a subscriber's memory.
+VIDEO_BUFFER_PACKETS = 256
 AUDIO_BUFFER_PACKETS = 64
 
 #: Header extensions never forwarded: a subscriber gets one layer on one SSRC (no RID, RFC 8852),
