@@ -126,7 +126,7 @@ class SimulcastSelector:
         if now < self._last_request + self.keyframe_retry:
             return []
         self._last_request = now
-        if self._bitrates and self._bitrates[self.target] <= 0:
+        if self._bitrates[self.target] <= 0:
             # The publisher stopped sending that layer (camera off, layer disabled): a keyframe
             # request cannot be met, and the publisher's encoder starts the layer with one anyway.
             return []

@@ -424,9 +424,6 @@ export class SfuSession {
           frameWidth: r.frameWidth || 0,
           codec: codecOf(r, pubReport),
           qualityLimitationReason: r.qualityLimitationReason || null,
-          retransmittedBytesSent: r.retransmittedBytesSent || 0,
-          targetBitrate: r.targetBitrate || 0,
-          framesPerSecond: r.framesPerSecond || 0,
         });
       }
     });
