@@ -149,11 +149,11 @@ class TestServe:
     def test_builds_config_from_flags_and_environment(
         self, tmp_path: Path, served: list[ServeConfig], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setenv("MEET443_WORKERS", "3")
+        monkeypatch.setenv("MEET443_SFU_LAST_N", "3")
         argv = ["serve", "--data-dir", str(tmp_path), "--listen", "127.0.0.1", "--port", "9443"]
         assert main(argv) == 0
         (config,) = served
-        assert (config.listen, config.port, config.workers) == ("127.0.0.1", 9443, 3)
+        assert (config.listen, config.port, config.sfu_last_n) == ("127.0.0.1", 9443, 3)
         assert config.public_url == "https://127.0.0.1:9443"
 
     def test_config_error_exits_2(

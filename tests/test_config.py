@@ -63,12 +63,10 @@ class TestDefaults:
         assert config.key is None
         assert config.data_dir == data_dir
         assert config.metrics_listen is None
-        assert config.workers == 1
         assert config.log_level == "info"
         assert config.max_allocations_per_user == 10
         assert config.max_allocations == 10_000
         assert config.allocation_bandwidth == 2_000_000
-        assert config.allocation_burst == 4_000_000
         assert config.unauth_rate == 20
         assert config.unauth_burst == 40
         assert config.max_pending_connections == 1024
@@ -184,9 +182,9 @@ class TestPrecedence:
         )
 
     def test_config_file_from_environment(self, tmp_path: Path, data_dir: Path) -> None:
-        config_file = write_toml(tmp_path, "workers = 3\n")
+        config_file = write_toml(tmp_path, "sfu_last_n = 3\n")
         config = load(data_dir, env={"MEET443_CONFIG": str(config_file)})
-        assert config.workers == 3
+        assert config.sfu_last_n == 3
         assert config.config_file == config_file
 
     def test_toml_underscore_keys(self, tmp_path: Path, data_dir: Path) -> None:
@@ -352,7 +350,7 @@ class TestErrors:
             (["--public-url", "https://"], r"--public-url: .* has no host"),
             (["--metrics-listen", "9100"], r"--metrics-listen: expected HOST:PORT"),
             (["--metrics-listen", "::1:9100"], r"--metrics-listen: put an IPv6 address in brackets"),
-            (["--workers", "0"], r"--workers: must be at least 1"),
+            (["--sfu-last-n", "0"], r"--sfu-last-n: must be at least 1"),
             (["--log-level", "loud"], r"--log-level: expected one of debug, info"),
             (["--unauth-rate", "-1"], r"--unauth-rate: must be a positive number"),
             (["--unauth-rate", "nan"], r"--unauth-rate: must be a positive number"),
@@ -371,8 +369,8 @@ class TestErrors:
             load(data_dir, *argv)
 
     def test_bad_environment_value_names_the_variable(self, data_dir: Path) -> None:
-        with pytest.raises(ConfigError, match=r"MEET443_WORKERS: expected an integer, got 'many'"):
-            load(data_dir, env={"MEET443_WORKERS": "many"})
+        with pytest.raises(ConfigError, match=r"MEET443_SFU_LAST_N: expected an integer, got 'many'"):
+            load(data_dir, env={"MEET443_SFU_LAST_N": "many"})
 
     def test_bad_toml_value_names_file_and_key(self, tmp_path: Path, data_dir: Path) -> None:
         config_file = write_toml(tmp_path, 'port = "eighty"\n')

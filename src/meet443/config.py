@@ -96,8 +96,6 @@ class Option:
     #: setting any member overrides every member set at lower levels.
     exclusive_group: str | None = None
     in_toml: bool = True
-    #: Relative paths from the TOML file are resolved against its directory.
-    is_path: bool = False
     #: A switch: ``--name`` / ``--no-name``, ``MEET443_NAME=1``, ``name = true``.
     boolean: bool = False
 
@@ -115,7 +113,7 @@ class Option:
 
 
 SERVE_OPTIONS: tuple[Option, ...] = (
-    Option("config", "FILE", "TOML file with values for the options below", in_toml=False, is_path=True),
+    Option("config", "FILE", "TOML file with values for the options below", in_toml=False),
     Option("listen", "HOST", "IP address to bind, TCP and UDP"),
     Option("port", "N", "port for TCP (HTTPS, WebSocket, TURN/TLS, TURN/TCP) and UDP"),
     Option(
@@ -146,10 +144,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "FILE",
         f"file holding the shared secret (default: <data-dir>/{SECRET_FILE_NAME}, generated on first run)",
         exclusive_group="turn-secret",
-        is_path=True,
     ),
     Option("turn-user", "USER:PASS", "static TURN user (repeatable)", repeatable=True),
-    Option("turn-users-file", "FILE", "file with one USER:PASS per line, # starts a comment", is_path=True),
+    Option("turn-users-file", "FILE", "file with one USER:PASS per line, # starts a comment"),
     Option(
         "allow-peer",
         "CIDR",
@@ -166,12 +163,10 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "cert",
         "PEM",
         "TLS certificate chain, with --key (default: a generated self-signed one)",
-        is_path=True,
     ),
-    Option("key", "PEM", "TLS private key (with --cert)", is_path=True),
-    Option("data-dir", "DIR", f"state directory (default {DEFAULT_DATA_DIR})", is_path=True),
+    Option("key", "PEM", "TLS private key (with --cert)"),
+    Option("data-dir", "DIR", f"state directory (default {DEFAULT_DATA_DIR})"),
     Option("metrics-listen", "HOST:PORT", "serve Prometheus metrics there (default: off)"),
-    Option("workers", "N", "media worker processes"),
     Option("log-level", "LEVEL", f"one of {', '.join(LOG_LEVELS)}"),
     Option("max-allocations-per-user", "N", "TURN allocations one user may hold"),
     Option("max-allocations", "N", "TURN allocations in total"),
@@ -319,7 +314,6 @@ class ServeConfig:
     key: Path | None = None
     data_dir: Path
     metrics_listen: tuple[str, int] | None = None
-    workers: int = 1
     log_level: str = "info"
     max_allocations_per_user: int = 10
     max_allocations: int = 10_000
@@ -353,11 +347,6 @@ class ServeConfig:
     def public_host(self) -> str:
         """The public URL's host, without IPv6 brackets."""
         return _url_host(self.public_url)
-
-    @property
-    def allocation_burst(self) -> int:
-        """Token bucket depth for :attr:`allocation_bandwidth`, in bytes."""
-        return 2 * self.allocation_bandwidth
 
     @property
     def unauth_burst(self) -> float:
@@ -974,7 +963,6 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         key=key,
         data_dir=data_dir,
         metrics_listen=values.one("metrics_listen", _parse_host_port),
-        workers=pick("workers", _int_parser(1, 1024)),
         log_level=pick("log_level", _parse_log_level),
         max_allocations_per_user=pick("max_allocations_per_user", _int_parser(1)),
         max_allocations=pick("max_allocations", _int_parser(1)),
