@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import importlib
-import json
 import os
 import pkgutil
 import ssl
@@ -23,6 +23,18 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import aiohttp
+
+import meet443
+from meet443.proto.stun.message import Message, StunClass
+from meet443.proto.turn.client import (
+    TurnClientSession,
+    binding_request,
+    describe_error,
+    mapped_address,
+    relayed_address,
+)
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -34,7 +46,6 @@ class StepFailed(Exception):
 
 def import_every_module() -> str:
     """Imports every module of the installed package: one needing a test-only package fails here."""
-    import meet443
 
     broken = []
     count = 0
@@ -57,7 +68,6 @@ def tls_context(data_dir: Path) -> ssl.SSLContext:
 
 
 async def https_get(port: int, path: str, context: ssl.SSLContext | None) -> tuple[int, str, bytes]:
-    import aiohttp
 
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session,
@@ -90,8 +100,6 @@ async def udp_exchange(port: int, request: bytes) -> bytes:
 
 
 async def stun_binding(port: int) -> str:
-    from meet443.proto.stun.message import Message, StunClass
-    from meet443.proto.turn.client import binding_request, mapped_address
 
     transaction = os.urandom(12)
     answer = Message.parse(await udp_exchange(port, binding_request(transaction)))
@@ -102,7 +110,7 @@ async def stun_binding(port: int) -> str:
 
 
 def create_api_key(meet443: Path) -> str:
-    made = subprocess.run(
+    made = subprocess.run(  # noqa: S603 (our own command, no shell)
         [str(meet443), "api-key", "create", "--label", "first-run"],
         capture_output=True,
         text=True,
@@ -115,9 +123,9 @@ def create_api_key(meet443: Path) -> str:
 
 
 async def create_group_meeting(port: int, context: ssl.SSLContext, key: str) -> str:
-    import aiohttp
 
-    body = {"endDate": "2099-01-01T00:00:00Z", "roomMode": "group"}
+    end = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    body = {"endDate": end.strftime("%Y-%m-%dT%H:%M:%SZ"), "roomMode": "group"}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session,
         session.post(
@@ -134,7 +142,6 @@ async def create_group_meeting(port: int, context: ssl.SSLContext, key: str) -> 
 
 
 async def join_group_room(port: int, context: ssl.SSLContext, room: str) -> dict[str, object]:
-    import aiohttp
 
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session,
@@ -159,8 +166,6 @@ def turn_credentials(joined: dict[str, object]) -> tuple[str, str]:
 
 
 async def turn_allocate(port: int, username: str, password: str) -> str:
-    from meet443.proto.stun.message import Message, StunClass
-    from meet443.proto.turn.client import TurnClientSession, describe_error, relayed_address
 
     session = TurnClientSession(username, password, os.urandom)
     _, request = session.allocate()
