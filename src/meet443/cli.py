@@ -351,7 +351,7 @@ def _firewall_rules(args: argparse.Namespace) -> int:
 def _serve(serve_argv: Sequence[str]) -> int:
     config = load_serve_config(serve_argv, os.environ)
     # Imported here so that `turn-credentials` and `--help` do not load the whole server.
-    from meet443.app import serve  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+    from meet443.app import serve  # noqa: PLC0415
 
     try:
         result = serve(config)

@@ -32,7 +32,7 @@ from lab.pki import LabPki
 try:
     from playwright.sync_api import sync_playwright
 except ImportError:  # reported by browser_tools_missing(); the tests then skip
-    sync_playwright = None
+    sync_playwright = None  # type: ignore[assignment]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = (

@@ -44,7 +44,7 @@ FIXTURES = Path(__file__).parents[1] / "proto" / "sdp" / "fixtures"
 AIORTC_AUDIO_SSRC = 631536170
 
 
-def seeded(seed: int):  # type: ignore[no-untyped-def]
+def seeded(seed: int):
     return random.Random(seed).randbytes
 
 
@@ -340,7 +340,7 @@ class TestLateJoiner:
         offer = room.subscribe(carol)
         room.connect(carol, "subscribe")
         description = SessionDescription.parse(offer.sdp)
-        owner_of_ssrc = {}
+        owner_of_ssrc: dict[int, tuple[str | None, str]] = {}
         for track in offer.tracks:
             section = description.media_by_mid(track.mid)
             assert section is not None
@@ -365,10 +365,10 @@ class TestLateJoiner:
         for datagram in carol.received[mark:]:
             if 192 <= datagram[1] <= 223:
                 continue
-            packet = RtpPacket.parse(srtp.unprotect(datagram))
-            owner, kind = owner_of_ssrc.get(packet.ssrc, ("?", "?"))
+            forwarded = RtpPacket.parse(srtp.unprotect(datagram))
+            owner, kind = owner_of_ssrc.get(forwarded.ssrc, ("?", "?"))
             if kind == "video":
-                assert packet.payload[4:].rstrip(b"\0").decode() == owner, "another's picture"
+                assert forwarded.payload[4:].rstrip(b"\0").decode() == owner, "another's picture"
             got[f"{owner}/{kind}"] = got.get(f"{owner}/{kind}", 0) + 1
         assert got.get("alice/video", 0) > 20 and got.get("bob/video", 0) > 20, got
 

@@ -14,7 +14,7 @@ FIXTURES = Path(__file__).parents[1] / "proto" / "sdp" / "fixtures"
 LOCAL = LocalTransport("sfuU", "s" * 24, Fingerprint("sha-256", bytes(range(32))), (("203.0.113.5", 443),))
 
 
-def negotiate(name: str, sources: dict[str, str]) -> list:  # type: ignore[type-arg]
+def negotiate(name: str, sources: dict[str, str]) -> list:
     offer = SessionDescription.parse((FIXTURES / name).read_bytes())
     answer = build_answer(offer, LOCAL, session_id=1, policy=PUBLISH_POLICY)
     return published_tracks(offer, answer, sources)

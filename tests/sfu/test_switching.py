@@ -122,7 +122,9 @@ def test_down_and_up_through_keyframes() -> None:
             assert step > 0
     # VP8 picture IDs count frames without a jump at the switches (RFC 7741 §4.2), wrapping at 2^15.
     pictures = [Vp8PayloadDescriptor.parse(p.payload)[0].picture_id for p in packets]
-    frames = [pid for pid, p in zip(pictures, packets, strict=True) if p.marker]
+    marked = [pid for pid, p in zip(pictures, packets, strict=True) if p.marker]
+    frames = [pid for pid in marked if pid is not None]
+    assert frames == marked, "every frame carries a picture ID"
     assert all(b == (a + 1) & 0x7FFF for a, b in itertools.pairwise(frames))
     assert 0 in frames
     # Every switch starts the subscriber's stream on a VP8 keyframe; the sequence wrapped on the way.

@@ -104,4 +104,4 @@ class TestRfc8852Identifiers:
         data = packet_with((1, value), two_byte=two_byte or not value)
         for read in (rtp_stream_id, media_id, audio_level, transport_sequence_number):
             with contextlib.suppress(ParseError):
-                read(data, 1)  # type: ignore[operator]
+                read(data, 1)

@@ -10,6 +10,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
+from meet443.exceptions import UnacceptableDescription
 from meet443.proto.sdp.attributes import (
     Candidate,
     Direction,
@@ -42,7 +43,6 @@ from meet443.proto.sdp.negotiation import (
     LocalTransport,
     MediaPolicy,
     SendSection,
-    UnacceptableDescription,
     build_answer,
     build_subscriber_offer,
     remote_transport,
