@@ -11,17 +11,18 @@ SRTP keys from it). The publisher then sends 1,100-byte VP8 packets (MID and abs
 extensions, 15-bit picture ID, a keyframe every 60 packets), SRTP-protected beforehand; the bench
 times what the server does with them. Rows, all per *outgoing* packet:
 
-- ``SfuService.datagram``: the adapter's entry (as ``MainUdpProtocol`` calls it) with transports
-  whose ``sendto`` does nothing, i.e. everything the server runs per packet except the system call.
+- ``NodeService.datagram``: the adapter's entry (as ``UdpPortProtocol`` calls it), through the node
+  core's routing, with transports whose ``sendto`` does nothing, i.e. everything the server runs per
+  packet except the system call.
 - ``Conference.receive_datagram``: the typed form alone (unprotect, router, protect, one
-  ``SendDatagram`` per copy), which the tests use.
+  ``ToClientFrom`` per copy), which the tests use.
 - ``router.receive_rtp``: the router alone on the plaintext (rewrite, buffer, ``Outgoing``).
 - ``unprotect`` (per incoming packet, divided by N) and ``protect`` (per copy):
   :class:`~meet443.proto.rtp.srtp.SrtpSession` alone.
 - ``sendto, uvloop``: one ``DatagramTransport.sendto`` of 1,100 bytes to a socket on 127.0.0.1
   (drained between runs): the system call the real server adds to each copy.
-- ``handle_timer``: one 20 ms tick of the room (``SfuService`` runs it 50 times a second), in µs
-  per tick.
+- ``handle_timer``: one 20 ms tick of the room (the node runs it 50 times a second while a group
+  room exists), in µs per tick.
 
 Best and median of ``--repeat`` runs. Every copy is checked once before timing: the subscriber can
 unprotect it and sees the payload the publisher sent.
@@ -51,10 +52,13 @@ sys.path.insert(0, str(REPO))
 import uvloop  # noqa: E402
 from tests.sfu.test_conference import AIORTC_VIDEO_SSRC, ROOM, SFU, SFU_CERT, Room, seeded  # noqa: E402
 
-import meet443.aio.sfu  # noqa: E402
-from meet443.aio.sfu import SfuService  # noqa: E402
+from meet443.aio.node import NodeService  # noqa: E402
+from meet443.node import NodeCore  # noqa: E402
+from meet443.proto.addresses import ServerPort  # noqa: E402
 from meet443.proto.rtp.codecs import Vp8PayloadDescriptor  # noqa: E402
 from meet443.proto.rtp.packet import HeaderExtension, OneByteExtensions, RtpPacket  # noqa: E402
+from meet443.proto.signaling.admission import Refusal  # noqa: E402
+from meet443.proto.signaling.room import SignalingServer  # noqa: E402
 from meet443.sfu.conference import Conference  # noqa: E402
 from meet443.sfu.router import PcRole  # noqa: E402
 
@@ -90,12 +94,12 @@ def video_stream(count: int) -> list[bytes]:
 
 
 class Clock:
-    """Stands in for the ``time`` module of ``meet443.aio.sfu``: the room lives at the tests' NOW."""
+    """The adapter's clock: the room lives at the tests' NOW."""
 
     def __init__(self, now: float) -> None:
         self.now = now
 
-    def time(self) -> float:
+    def __call__(self) -> float:
         return self.now
 
 
@@ -108,13 +112,18 @@ class NullTransport:
         self.sent += 1
 
 
-def adapter(sfu: Conference) -> SfuService:
-    """The asyncio adapter around ``sfu``, without a loop: only its datagram path is used."""
-    service = SfuService.__new__(SfuService)
-    service.conference = sfu
-    service._via_other = set()
-    service.udp_transport = NullTransport()  # type: ignore[assignment]
-    service.other_transport = None
+async def no_meetings(room: str, room_key: str | None, now: float) -> Refusal:
+    return Refusal.ROOM_NOT_FOUND
+
+
+def adapter(sfu: Conference, clock: Callable[[], float]) -> NodeService:
+    """The asyncio adapter around a node whose SFU is ``sfu``; only its datagram path is used, so
+    it needs no loop (the room's timers are due every 20 ms, no later than already armed)."""
+    signaling = SignalingServer(ice_servers=lambda participant, now: ([], 0), token=lambda n: "t")
+    node = NodeCore(signaling, None, sfu)
+    service = NodeService(node, None, directory=no_meetings, public_url="https://sfu.test", clock=clock)
+    service.udp[ServerPort.MAIN] = NullTransport()  # type: ignore[call-overload]
+    service._armed = float("-inf")  # nothing to arm: the bench runs no loop
     return service
 
 
@@ -169,9 +178,8 @@ def measure(subscribers: int, packets: int, repeat: int) -> dict[str, list[float
     base = KEYFRAME_EVERY
     rows: dict[str, list[float]] = {}
 
-    service = adapter(sfu)
     clock = Clock(room.now)
-    meet443.aio.sfu.time = clock  # type: ignore[assignment, attr-defined]
+    service = adapter(sfu, clock)
 
     def encrypted(offset: int) -> list[bytes]:
         # The same SRTP index may not come twice (replay window): every run gets fresh packets,
@@ -215,9 +223,9 @@ def measure(subscribers: int, packets: int, repeat: int) -> dict[str, list[float
 
     def through_adapter(data: bytes, t: float) -> None:
         clock.now = t
-        service.datagram(data, source)
+        service.datagram(ServerPort.MAIN, data, source)
 
-    rows["SfuService.datagram"] = timed_body(through_adapter)
+    rows["NodeService.datagram"] = timed_body(through_adapter)
     rows["Conference.receive_datagram"] = timed_body(lambda d, t: sfu.receive_datagram(d, source, t))
 
     router = sfu.routers[ROOM]
@@ -247,7 +255,7 @@ def measure(subscribers: int, packets: int, repeat: int) -> dict[str, list[float
         nonlocal now
         for _ in range(ticks):
             now += 0.02
-            service.apply(sfu.handle_timer(now))
+            service.dispatch(sfu.handle_timer(now))  # type: ignore[arg-type]
         return ticks
 
     rows["handle_timer (µs per 20 ms tick)"] = timed(tick, repeat)
@@ -294,14 +302,13 @@ def profile(subscribers: int, packets: int) -> None:
     check(room, stream, subscribers)
     alice = room.browsers["alice"]
     batch = [alice.srtp["publish"].protect(p) for p in stream[KEYFRAME_EVERY:]]
-    service = adapter(room.sfu)
     clock = Clock(room.now)
-    meet443.aio.sfu.time = clock  # type: ignore[assignment, attr-defined]
+    service = adapter(room.sfu, clock)
     profiler = cProfile.Profile()
     profiler.enable()
     for data in batch:
         clock.now += 0.0002
-        service.datagram(data, alice.address)
+        service.datagram(ServerPort.MAIN, data, alice.address)
     profiler.disable()
     stats = pstats.Stats(profiler)
     stats.sort_stats("tottime").print_stats(18)

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Signaling load: many WebSocket clients joining rooms on one SignalingService node.
+"""Signaling load: many WebSocket clients joining rooms on one node's signaling.
 
     .venv/bin/python bench/signaling_load.py                 # 2,000 clients in 500 rooms of 4
     .venv/bin/python bench/signaling_load.py --smoke         # 200 clients in 50 rooms, a few seconds
     .venv/bin/python bench/signaling_load.py --clients 4000 --rooms 1000 --in-flight 200
 
 Setup. The server is a subprocess (this file with ``--serve``) running a bare aiohttp app on
-127.0.0.1 with :class:`meet443.aio.signaling.SignalingService`, uvloop, and an in-memory directory
+127.0.0.1 with :class:`meet443.aio.node.NodeService` (signaling only), uvloop, and an in-memory directory
 that admits every room as an ad-hoc normal room (4 per room). Plain ``ws://`` (no TLS): this
 measures signaling, not the TLS stack. Every client connects from 127.0.0.1, so the per-address
 join and room-creation limits are lifted for the run (``--serve`` sets them to 10^6); everything
@@ -55,7 +55,9 @@ import aiohttp  # noqa: E402
 import uvloop  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from meet443.aio.signaling import SignalingService  # noqa: E402
+from meet443.aio.node import NodeService  # noqa: E402
+from meet443.app import build_signaling_server  # noqa: E402
+from meet443.node import NodeCore  # noqa: E402
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode  # noqa: E402
 from meet443.proto.signaling.room import SignalingLimits  # noqa: E402
 
@@ -72,16 +74,17 @@ async def serve(port: int) -> None:
         return RoomAdmission(room, RoomMode.NORMAL, api_created=False, end_ms=None, host_key_valid=False)
 
     limits = SignalingLimits(join_rate=1e6, join_burst=1e6, room_creation_rate=1e6, room_creation_burst=1e6)
-    service = SignalingService(
-        directory,
+    public_url = f"https://{HOST}:{port}"
+    signaling = build_signaling_server(
         turn_secret="bench-secret",
-        public_url=f"https://{HOST}:{port}",
+        public_url=public_url,
         turn_port=port,
         max_participants=100_000,
         limits=limits,
     )
+    service = NodeService(NodeCore(signaling), None, directory=directory, public_url=public_url)
     app = web.Application()
-    service.add_routes(app)
+    service.signaling.add_routes(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, HOST, port, backlog=4096).start()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import ssl
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
@@ -18,19 +20,22 @@ from aiohttp import web
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.http import HttpService, build_main_app, build_metrics_app
 from meet443.aio.network import NetworkEndpoints
-from meet443.aio.sfu import SfuService
-from meet443.aio.signaling import SignalingService
+from meet443.aio.node import Directory, NodeService
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
-from meet443.aio.turn import MainUdpProtocol, RelayPool, TurnService
-from meet443.config import ServeConfig
+from meet443.aio.turn import RelayPool, bind_other_port
+from meet443.config import ServeConfig, turn_uris_for
 from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
+from meet443.node import NodeCore
+from meet443.proto.addresses import ServerPort
+from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
-from meet443.proto.signaling.room import SignalingLimits
-from meet443.proto.turn.credentials import CredentialStore
+from meet443.proto.signaling.room import SignalingLimits, SignalingServer
+from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
+from meet443.sfu.conference import Conference
 
 logger = logging.getLogger("meet443")
 
@@ -46,7 +51,8 @@ def _own_addresses(config: ServeConfig) -> list[str]:
     return addresses
 
 
-def build_turn_service(config: ServeConfig) -> TurnService:
+def build_turn_server(config: ServeConfig, relays: RelayPool) -> TurnServer:
+    own = _own_addresses(config)
     settings = TurnSettings(
         realm=config.realm,
         max_allocations_per_user=config.max_allocations_per_user,
@@ -56,30 +62,55 @@ def build_turn_service(config: ServeConfig) -> TurnService:
         unauthenticated_burst=config.unauth_burst,
         ipv6_relay=config.public_ipv6 is not None,
         change_port=True,
-        server_addresses=frozenset(_own_addresses(config)),
+        server_addresses=frozenset(own),
     )
-    own = _own_addresses(config)
-
-    def make_turn(pool: RelayPool) -> TurnServer:
-        return TurnServer(
-            settings,
-            CredentialStore(config.turn_secret, config.turn_users),
-            PeerPolicy(
-                [str(n) for n in config.allow_peers],
-                server_addresses=own,
-                main_port=config.port,
-                relay_ports=config.relay_ports,
-            ),
-            pool,
-            os.urandom,
-        )
-
-    return TurnService(
-        make_turn, config.listen, config.public_ip, config.relay_ports, own, config.public_ipv6
+    return TurnServer(
+        settings,
+        CredentialStore(config.turn_secret, config.turn_users),
+        PeerPolicy(
+            [str(n) for n in config.allow_peers],
+            server_addresses=own,
+            main_port=config.port,
+            relay_ports=config.relay_ports,
+        ),
+        relays,
+        os.urandom,
     )
 
 
-def build_signaling_service(config: ServeConfig, store: MeetingStore) -> SignalingService:
+def build_signaling_server(
+    *,
+    turn_secret: str,
+    public_url: str,
+    turn_port: int,
+    credential_ttl: int = 3600,
+    force_relay: bool = False,
+    max_participants: int = 10000,
+    limits: SignalingLimits | None = None,
+    token: Callable[[int], str] = secrets.token_urlsafe,
+) -> SignalingServer:
+    """The signaling core, handing out TURN credentials for this server's TURN URIs."""
+    uris = turn_uris_for(public_url, turn_port)
+
+    def ice_servers(participant_id: str, now: float) -> tuple[list[dict[str, object]], int]:
+        # docs/signaling.md: username = expiry:participantId, for the TURN service on our port.
+        username, credential = rest_credentials(turn_secret, participant_id, credential_ttl, now)
+        return [{"urls": list(uris), "username": username, "credential": credential}], credential_ttl
+
+    return SignalingServer(
+        ice_servers=ice_servers,
+        token=token,
+        force_relay=force_relay,
+        max_participants=max_participants,
+        limits=limits,
+    )
+
+
+def meeting_directory(
+    config: ServeConfig, store: MeetingStore
+) -> tuple[Directory, Callable[[str], Awaitable[None]]]:
+    """The meeting store as the signaling adapter asks it: who may join a room, and an ended meeting."""
+
     async def directory(room: str, room_key: str | None, now: float) -> RoomAdmission | Refusal:
         # SQLite blocks; a thread keeps a slow disk from stalling media on the event loop.
         return await asyncio.to_thread(
@@ -94,8 +125,12 @@ def build_signaling_service(config: ServeConfig, store: MeetingStore) -> Signali
     async def meeting_ended(room: str) -> None:
         await asyncio.to_thread(store.end, room, int(time.time() * 1000))
 
-    return SignalingService(
-        directory,
+    return directory, meeting_ended
+
+
+def build_node(config: ServeConfig, relays: RelayPool) -> NodeCore:
+    """Every core of a single node: TURN, the SFU and signaling, composed."""
+    signaling = build_signaling_server(
         turn_secret=config.turn_secret,
         public_url=config.public_url,
         turn_port=config.port,
@@ -108,8 +143,15 @@ def build_signaling_service(config: ServeConfig, store: MeetingStore) -> Signali
             room_creation_rate=config.joins_per_minute / 120,
             room_creation_burst=float(config.joins_per_minute),
         ),
-        on_meeting_ended=meeting_ended,
     )
+    conference = Conference(
+        DtlsCertificate.generate(time.time(), os.urandom),
+        _sfu_addresses(config, None),
+        os.urandom,
+        last_n=config.sfu_last_n,
+        nack=config.sfu_nack,
+    )
+    return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
 def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
@@ -139,43 +181,39 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     cert, key = _tls_files(config)
     ssl_context = make_server_ssl_context(cert, key)
 
-    service = build_turn_service(config)
     store = MeetingStore.open(config.data_dir)
-    signaling = build_signaling_service(config, store)
-    sfu = SfuService(
-        _sfu_addresses(config, None),
-        deliver=signaling.deliver,
-        broadcast=signaling.broadcast,
-        last_n=config.sfu_last_n,
-        nack=config.sfu_nack,
+    relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
+    node = build_node(config, relays)
+    turn, conference = node.turn, node.conference
+    assert turn is not None and conference is not None
+    directory, meeting_ended = meeting_directory(config, store)
+    service = NodeService(
+        node, relays, directory=directory, public_url=config.public_url, on_meeting_ended=meeting_ended
     )
-    signaling.on_sfu = sfu.signaling_output
     udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
     enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
     udp_sock.bind((config.listen, config.port))
-    udp_transport, _ = await loop.create_datagram_endpoint(
-        lambda: MainUdpProtocol(service, sfu), sock=udp_sock
+    await service.listen_udp(ServerPort.MAIN, udp_sock)
+    other_sock = bind_other_port(
+        config.listen, config.other_udp_port, config.relay_ports, fixed=config.other_udp_port_fixed
     )
-    other_port = await service.open_other_port(
-        config.listen, config.other_udp_port, fixed=config.other_udp_port_fixed, sfu=sfu
-    )
-    service.turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
-    sfu.conference.addresses = _sfu_addresses(config, other_port)
-    service.start()
-    sfu.start()
+    other_port = other_sock.getsockname()[1]
+    await service.listen_udp(ServerPort.OTHER, other_sock)
+    turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
+    conference.addresses = _sfu_addresses(config, other_port)
 
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config),
         turn_secret=config.turn_secret,
         turn_uris=config.turn_uris(),
         relay_ports=config.relay_ports,
-        other_udp_port=lambda: service.other_port,
+        other_udp_port=lambda: other_port,
         check_rate_per_minute=config.check_rate,
     )
     app = build_main_app(
         config.public_url, embed_origins=config.embed_origins, meetings=store, network=network
     )
-    signaling.add_routes(app)
+    service.signaling.add_routes(app)
     http = HttpService(app)
     await http.start()
     tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, config.max_pending_connections)
@@ -196,9 +234,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
-        metrics_runner = web.AppRunner(
-            build_metrics_app(service, signaling.core, sfu.conference), access_log=None, handle_signals=False
-        )
+        metrics_runner = web.AppRunner(build_metrics_app(node), access_log=None, handle_signals=False)
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, *config.metrics_listen).start()
         logger.info("listening on tcp %s:%d: Prometheus metrics at /metrics", *config.metrics_listen)
@@ -220,9 +256,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         tcp.close()
-        await sfu.close()
-        udp_transport.close()
-        service.close()
+        await service.close()
         cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])
         try:
             await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)

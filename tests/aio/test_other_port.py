@@ -8,7 +8,12 @@ import socket
 
 import pytest
 
-from meet443.aio.turn import MainUdpProtocol, RelayPool, TurnService
+from meet443.aio.node import NodeService
+from meet443.aio.turn import RelayPool, bind_other_port
+from meet443.node import NodeCore
+from meet443.proto.addresses import ServerPort
+from meet443.proto.signaling.admission import Refusal
+from meet443.proto.signaling.room import SignalingServer
 from meet443.proto.stun.attributes import ChangeRequest, XorMappedAddress
 from meet443.proto.stun.message import Message, Method, StunClass
 from meet443.proto.turn.credentials import CredentialStore
@@ -18,12 +23,16 @@ from meet443.proto.turn.server import TurnServer, TurnSettings
 HOST = "127.0.0.1"
 
 
-def service() -> TurnService:
-    def make(pool: RelayPool) -> TurnServer:
-        settings = TurnSettings(realm="r", change_port=True, server_addresses=frozenset({HOST}))
-        return TurnServer(settings, CredentialStore("s", {}), PeerPolicy(), pool, os.urandom)
+def service() -> NodeService:
+    relays = RelayPool(HOST, HOST, (41000, 41999))
+    settings = TurnSettings(realm="r", change_port=True, server_addresses=frozenset({HOST}))
+    turn = TurnServer(settings, CredentialStore("s", {}), PeerPolicy(), relays, os.urandom)
+    signaling = SignalingServer(ice_servers=lambda participant, now: ([], 0), token=lambda n: "t")
+    return NodeService(NodeCore(signaling, turn), relays, directory=no_meetings, public_url=f"https://{HOST}")
 
-    return TurnService(make, HOST, HOST, (41000, 41999), [HOST])
+
+async def no_meetings(room: str, room_key: str | None, now: float) -> Refusal:
+    return Refusal.ROOM_NOT_FOUND
 
 
 def binding(*attributes: ChangeRequest) -> tuple[bytes, bytes]:
@@ -36,12 +45,11 @@ def test_a_taken_port_falls_back_unless_fixed() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
             taken.bind((HOST, 0))
             port = taken.getsockname()[1]
-            flexible = service()
-            chosen = await flexible.open_other_port(HOST, port)
+            with bind_other_port(HOST, port, (41000, 41999)) as flexible:
+                chosen = flexible.getsockname()[1]
             assert chosen != port and not 41000 <= chosen <= 41999 and chosen >= 1024
-            flexible.close()
             with pytest.raises(OSError):
-                await service().open_other_port(HOST, port, fixed=True)
+                bind_other_port(HOST, port, (41000, 41999), fixed=True)
 
     asyncio.run(scenario())
 
@@ -56,9 +64,11 @@ def test_answers_on_both_ports() -> None:
         main = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         main.bind((HOST, 0))
         main.setblocking(False)
-        main_transport, _ = await loop.create_datagram_endpoint(lambda: MainUdpProtocol(turn), sock=main)
+        await turn.listen_udp(ServerPort.MAIN, main)
         main_port = main.getsockname()[1]
-        other = await turn.open_other_port(HOST, 0)
+        other_sock = bind_other_port(HOST, 0, (41000, 41999))
+        other = other_sock.getsockname()[1]
+        await turn.listen_udp(ServerPort.OTHER, other_sock)
         client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         client.bind((HOST, 0))
         client.setblocking(False)
@@ -77,8 +87,7 @@ def test_answers_on_both_ports() -> None:
                 assert source == (HOST, source_port), (destination, attributes)
         finally:
             client.close()
-            turn.close()
-            main_transport.close()
+            await turn.close()
             await asyncio.sleep(0)  # let the transports finish closing inside the loop
 
     asyncio.run(scenario())

@@ -17,8 +17,11 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 from yarl import URL
 
-from meet443.aio.signaling import MAX_MSG_SIZE, SignalingService, origin_host_port
+from meet443.aio.node import NodeService
+from meet443.aio.signaling import MAX_MSG_SIZE, origin_host_port
+from meet443.app import build_signaling_server
 from meet443.config import turn_uris_for
+from meet443.node import NodeCore
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
 from meet443.proto.signaling.room import SignalingLimits
 from meet443.proto.turn.credentials import rest_password
@@ -40,11 +43,13 @@ async def always_ad_hoc(room: str, room_key: str | None, now: float) -> RoomAdmi
 async def serving(
     directory: Callable[[str, str | None, float], Awaitable[RoomAdmission | Refusal]] = always_ad_hoc,
     **kwargs: Any,
-) -> AsyncIterator[tuple[SignalingService, str, aiohttp.ClientSession]]:
+) -> AsyncIterator[tuple[NodeService, str, aiohttp.ClientSession]]:
     kwargs.setdefault("limits", SignalingLimits(join_burst=100))
-    service = SignalingService(directory, turn_secret=SECRET, public_url=PUBLIC_URL, turn_port=443, **kwargs)
+    adapter_kwargs = {name: kwargs.pop(name) for name in ("clock", "on_meeting_ended") if name in kwargs}
+    core = build_signaling_server(turn_secret=SECRET, public_url=PUBLIC_URL, turn_port=443, **kwargs)
+    service = NodeService(NodeCore(core), None, directory=directory, public_url=PUBLIC_URL, **adapter_kwargs)
     app = web.Application()
-    service.add_routes(app)
+    service.signaling.add_routes(app)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -154,7 +159,7 @@ class TestMesh:
                         await peer.send("offer", to=earlier.self_id, sdp=f"from {name}")
                         assert (await earlier.expect("offer"))["sdp"] == f"from {name}"
                     peers.append(peer)
-                assert service.core.participant_count == 3
+                assert service.node.signaling.participant_count == 3
                 ada, bob, cy = peers
                 await cy.send("leave")
                 for peer in (ada, bob):
@@ -199,7 +204,7 @@ class TestResume:
                 await bob.quiet()  # no participant-left or participant-joined
                 await again.send("chat", text="before", clientMessageId="a1")  # a resend
                 await bob.quiet()
-                assert service.core.participant_count == 2
+                assert service.node.signaling.participant_count == 2
 
         run(scenario())
 
@@ -389,8 +394,8 @@ class TestOrigin:
                 with pytest.raises(aiohttp.WSServerHandshakeError) as handshake:
                     await session.ws_connect(url, origin=origin)
                 assert handshake.value.status == 403
-                assert service.core.connection_count == 0
-                assert service.core.counters.origin_refusals == 2
+                assert service.node.signaling.connection_count == 0
+                assert service.node.signaling.counters.origin_refusals == 2
                 # Still open to everyone else.
                 await joins(session, url, {})
 
@@ -416,7 +421,7 @@ class TestOrigin:
             async with serving() as (service, url, session):
                 with caplog.at_level(logging.INFO, "meet443.aio.signaling"):
                     assert reason in await refused(session, url, {"Origin": origin})
-                assert service.core.counters.origin_refusals == 1
+                assert service.node.signaling.counters.origin_refusals == 1
 
         run(scenario())
         assert "do-not-log" not in caplog.text
@@ -448,7 +453,7 @@ class TestOrigin:
                 await joins(
                     session, url, {"Host": "Meet.Other.Example", "Origin": "https://meet.other.example"}
                 )
-                assert service.core.counters.origin_refusals == 0
+                assert service.node.signaling.counters.origin_refusals == 0
 
         run(scenario())
 
@@ -457,7 +462,7 @@ class TestOrigin:
             async with serving() as (service, url, session):
                 for origin in (PUBLIC_URL, "https://MEET.example.test", "https://meet.example.test:443"):
                     await joins(session, url, {"Origin": origin})  # the Host header is 127.0.0.1:<port>
-                assert service.core.counters.origin_refusals == 0
+                assert service.node.signaling.counters.origin_refusals == 0
 
         run(scenario())
 
@@ -477,7 +482,7 @@ class TestOrigin:
                     ("meet.other.example", "http://meet.other.example"),  # http's default is 80
                 ]:
                     await refused(session, url, {"Host": host, "Origin": origin})
-                assert service.core.counters.origin_refusals == 3
+                assert service.node.signaling.counters.origin_refusals == 3
 
         run(scenario())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from meet443.proto.addresses import Address
+from meet443.proto.addresses import Address, ServerPort, ToClientFrom
 from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.dtls.events import HandshakeCompleted
 from meet443.proto.dtls.session import DtlsRole, DtlsSrtpSession
@@ -34,7 +34,7 @@ from meet443.proto.signaling.messages import (
 from meet443.proto.stun.attributes import IceControlling, Priority, UseCandidate, Username
 from meet443.proto.stun.keys import short_term_key
 from meet443.proto.stun.message import Message, Method, StunClass
-from meet443.sfu.conference import Conference, Output, SendDatagram, Signal
+from meet443.sfu.conference import Conference, Output, Signal
 
 NOW = 1_800_000_000.0
 SFU: Address = ("203.0.113.1", 443)
@@ -131,7 +131,8 @@ class Room:
         for output in outputs:
             if isinstance(output, Signal):
                 self.browsers[output.participant].inbox.append(output.message)
-            elif isinstance(output, SendDatagram):
+            elif isinstance(output, ToClientFrom):
+                assert output.port is ServerPort.MAIN  # every check of these browsers came there
                 browser = self.by_address[output.address]
                 browser.received.append(output.data)
 
@@ -294,8 +295,10 @@ class TestDataPath:
             media = room.sfu.receive_media(protect(audio_packet(seq)), alice.address, room.now)
             assert media is not None
             datagrams, outputs = media
-            assert [address for address, _ in datagrams] == [b.address for b in subscribers]
-            room.deliver([*outputs, *(SendDatagram(address, data) for address, data in datagrams)])
+            assert [(port, address) for port, address, _ in datagrams] == [
+                (ServerPort.MAIN, b.address) for b in subscribers
+            ]
+            room.deliver([*outputs, *(ToClientFrom(*datagram) for datagram in datagrams)])
         for b in subscribers:
             forwarded = [
                 RtpPacket.parse(b.srtp["subscribe"].unprotect(d))

@@ -23,11 +23,12 @@ from aiohttp import web
 
 from meet443.aio.api import add_api_routes
 from meet443.aio.network import NetworkEndpoints, add_network_routes
-from meet443.aio.turn import TurnService
 from meet443.config import parse_origin, parse_public_url
 from meet443.meetings import MeetingStore
+from meet443.node import NodeCore
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.room import SignalingServer
+from meet443.proto.turn.server import TurnServer
 from meet443.sfu.conference import Conference
 
 logger = logging.getLogger(__name__)
@@ -223,10 +224,9 @@ def _metric(lines: list[str], name: str, kind: str, help_text: str, samples: Map
 
 
 def render_metrics(
-    service: TurnService, signaling: SignalingServer | None = None, sfu: Conference | None = None
+    turn: TurnServer, signaling: SignalingServer | None = None, sfu: Conference | None = None
 ) -> str:
     """Prometheus text exposition (no per-user or per-room labels)."""
-    turn = service.turn
     counters = turn.counters
     lines: list[str] = []
     _metric(
@@ -334,11 +334,13 @@ def _sfu_metrics(lines: list[str], sfu: Conference) -> None:
     _metric(lines, "meet443_sfu_dropped_total", "counter", "SFU packets dropped, by reason.", samples)
 
 
-def build_metrics_app(
-    service: TurnService, signaling: SignalingServer | None = None, sfu: Conference | None = None
-) -> web.Application:
+def build_metrics_app(node: NodeCore) -> web.Application:
+    """The metrics of every core of ``node``, on their own listener (``--metrics-listen``)."""
+    turn = node.turn
+    assert turn is not None
+
     async def metrics(request: web.Request) -> web.Response:
-        text = render_metrics(service, signaling, sfu)
+        text = render_metrics(turn, node.signaling, node.conference)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     app = web.Application()

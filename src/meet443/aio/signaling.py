@@ -1,8 +1,8 @@
 """``GET /v1/ws``: the signaling WebSocket of docs/signaling.md around the sans-I/O core.
 
-Every decision is :class:`~meet443.proto.signaling.room.SignalingServer`'s; this module only moves
-frames, asks the meeting directory when the core says :class:`LookupRoom`, ticks the core's timer
-once a second and writes TURN credentials with the server's shared secret.
+Every decision is :class:`~meet443.proto.signaling.room.SignalingServer`'s, reached through the
+node (:class:`~meet443.aio.node.NodeService`); this module checks the handshake, reads frames into
+the node and writes the frames the node sends.
 
 Frame size. The contract answers a frame over 64 KiB with ``too-large`` and keeps the socket, so
 aiohttp's own limit (``max_msg_size``, which closes the socket with 1009) is set to twice that:
@@ -35,48 +35,29 @@ reader never stalls the loop that serves the others; a socket whose queue passes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import itertools
 import logging
-import secrets
-import time
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from meet443.config import turn_uris_for
-from meet443.proto.signaling.admission import Refusal, RoomAdmission
-from meet443.proto.signaling.messages import MAX_FRAME_BYTES, ServerMessage
-from meet443.proto.signaling.room import (
-    Close,
-    LeftSfu,
-    LookupRoom,
-    MeetingEnded,
-    Output,
-    Send,
-    SignalingLimits,
-    SignalingServer,
-    ToSfu,
-)
-from meet443.proto.turn.credentials import rest_credentials
+from meet443.proto.signaling.messages import MAX_FRAME_BYTES
+from meet443.proto.signaling.room import Close
 
-__all__ = ["MAX_MSG_SIZE", "MAX_QUEUED_BYTES", "Directory", "SignalingService", "origin_host_port"]
+if TYPE_CHECKING:
+    from meet443.aio.node import NodeService
+
+__all__ = ["MAX_MSG_SIZE", "MAX_QUEUED_BYTES", "SignalingEndpoint", "origin_host_port"]
 
 logger = logging.getLogger(__name__)
-
-#: Asked on every join that is not a resume: ``(room, room_key, now)``.
-Directory = Callable[[str, str | None, float], Awaitable[RoomAdmission | Refusal]]
 
 MAX_MSG_SIZE = 2 * MAX_FRAME_BYTES
 #: A socket that cannot take this much of what we send it is gone in all but name.
 MAX_QUEUED_BYTES = 1 << 20
-TIMER_INTERVAL = 1.0
 SHUTDOWN_SECONDS = 2.0
-#: RFC 6455 §7.4.1: the server hit an unexpected condition (the directory failed).
-CLOSE_INTERNAL_ERROR = 1011
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 
@@ -152,81 +133,23 @@ class _Peer:
         self.closing = False
 
 
-class SignalingService:
-    """The signaling endpoint of one node; :meth:`add_routes` puts it on the main aiohttp app."""
+class SignalingEndpoint:
+    """The signaling WebSockets of one node; :meth:`add_routes` puts them on the main aiohttp app."""
 
-    def __init__(
-        self,
-        directory: Directory,
-        *,
-        turn_secret: str,
-        public_url: str,
-        turn_port: int,
-        credential_ttl: int = 3600,
-        force_relay: bool = False,
-        max_participants: int = 10000,
-        limits: SignalingLimits | None = None,
-        on_meeting_ended: Callable[[str], Awaitable[None]] | None = None,
-        on_sfu: Callable[[ToSfu | LeftSfu], None] | None = None,
-        clock: Callable[[], float] = time.time,
-        token: Callable[[int], str] = secrets.token_urlsafe,
-    ) -> None:
-        uris = turn_uris_for(public_url, turn_port)
-
-        def ice_servers(participant_id: str, now: float) -> tuple[list[dict[str, object]], int]:
-            # docs/signaling.md: username = expiry:participantId, for the TURN service on our port.
-            username, credential = rest_credentials(turn_secret, participant_id, credential_ttl, now)
-            return [{"urls": list(uris), "username": username, "credential": credential}], credential_ttl
-
-        self.core = SignalingServer(
-            ice_servers=ice_servers,
-            token=token,
-            force_relay=force_relay,
-            max_participants=max_participants,
-            limits=limits,
-        )
+    def __init__(self, service: NodeService, public_url: str) -> None:
+        self._service = service
         self._public_origin = origin_host_port(public_url, any_path=True)
-        self._directory = directory
-        self._on_meeting_ended = on_meeting_ended
-        #: Where group-room media requests go (the SFU); set after construction by ``app.py``.
-        self.on_sfu = on_sfu
-        self._clock = clock
         self._ids = itertools.count(1)
         self._peers: dict[int, _Peer] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.Task[None] | None = None
-
-    # ---------------------------------------------------------------------------------------------
-    # Life cycle
 
     def add_routes(self, app: web.Application) -> None:
-        """Register ``GET /v1/ws`` and start/stop the timer with the app."""
+        """Register ``GET /v1/ws``; its sockets close with the node (:meth:`NodeService.close`)."""
         app.router.add_get("/v1/ws", self.handle)
-        app.on_startup.append(self._on_startup)
-        app.on_shutdown.append(self._on_shutdown)
-
-    async def _on_startup(self, app: web.Application) -> None:
-        self.start()
-
-    async def _on_shutdown(self, app: web.Application) -> None:
-        await self.close()
-
-    def start(self) -> None:
-        """Start the 1-second timer (idempotent; ``add_routes`` does it on app start-up)."""
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().create_task(self._tick())
 
     async def close(self) -> None:
-        """Stop the timer and close every socket with 1001 (going away)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
-        for task in list(self._tasks):
-            task.cancel()
+        """Close every socket with 1001 (going away)."""
         for conn in list(self._peers):
-            self._enqueue(conn, Close(conn, CLOSE_GOING_AWAY, "server shutting down"))
+            self.enqueue(conn, Close(conn, CLOSE_GOING_AWAY, "server shutting down"))
         writers = [p.writer for p in self._peers.values() if p.writer is not None]
         if writers:
             await asyncio.wait(writers, timeout=SHUTDOWN_SECONDS)
@@ -258,7 +181,7 @@ class SignalingService:
         refusal = self._refusal(request)
         if refusal is not None:
             reason, origin = refusal
-            self.core.counters.origin_refusals += 1
+            self._service.node.signaling.counters.origin_refusals += 1
             # The path only: query strings may carry room keys and are never logged.
             logger.info("refused %s from %s: %s (Origin %s)", request.path, request.remote, reason, origin)
             raise web.HTTPForbidden(text=reason + "\n")
@@ -268,68 +191,24 @@ class SignalingService:
         await ws.prepare(request)
         conn = next(self._ids)
         self._peers[conn] = _Peer(ws)
-        self._apply(self.core.connect(conn, request.remote or "", self._clock()))
+        service = self._service
+        service.signaling_connect(conn, request.remote or "")
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    self._apply(self.core.receive(conn, message.data, self._clock()))
+                    service.signaling_message(conn, message.data)
         finally:
-            self._apply(self.core.disconnected(conn, self._clock()))
+            service.signaling_closed(conn)
             peer = self._peers.pop(conn, None)
             if peer is not None and peer.writer is not None and not peer.closing:
                 peer.writer.cancel()
         return ws
 
-    def _apply(self, outputs: list[Output]) -> None:
-        for output in outputs:
-            if isinstance(output, Send):
-                self._enqueue(output.conn, output.payload)
-            elif isinstance(output, Close):
-                self._enqueue(output.conn, output)
-            elif isinstance(output, LookupRoom):
-                self._spawn(self._lookup(output))
-            elif isinstance(output, MeetingEnded):
-                if self._on_meeting_ended is not None:
-                    self._spawn(self._on_meeting_ended(output.room))
-            elif self.on_sfu is not None:
-                self.on_sfu(output)
-
-    def deliver(self, room: str, participant: str, message: ServerMessage) -> None:
-        """A message from the SFU to one participant."""
-        self._apply(self.core.deliver(room, participant, message))
-
-    def broadcast(self, room: str, message: ServerMessage) -> None:
-        """A message from the SFU to a whole room."""
-        self._apply(self.core.broadcast(room, message))
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _lookup(self, lookup: LookupRoom) -> None:
-        try:
-            answer = await self._directory(lookup.room, lookup.room_key, self._clock())
-        except Exception:
-            # The room key is never logged; the traceback carries no arguments.
-            logger.exception("conn %d: directory lookup for room %s failed", lookup.conn, lookup.room)
-            self._enqueue(lookup.conn, Close(lookup.conn, CLOSE_INTERNAL_ERROR, "directory unavailable"))
-            return
-        self._apply(self.core.admit(lookup.conn, answer, self._clock()))
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(TIMER_INTERVAL)
-            try:
-                self._apply(self.core.handle_timer(self._clock()))
-            except Exception:
-                # A bug in one expiry must not stop heartbeats and credential refresh for all.
-                logger.exception("signaling timer failed")
-
     # ---------------------------------------------------------------------------------------------
     # Writing
 
-    def _enqueue(self, conn: int, item: bytes | Close) -> None:
+    def enqueue(self, conn: int, item: bytes | Close) -> None:
+        """Send a frame (or close) on ``conn`` after everything queued before it."""
         peer = self._peers.get(conn)
         if peer is None or peer.closing:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 #: ``(ip, port)``; IPv6 addresses are plain strings without scope or flow info.
 Address = tuple[str, int]
@@ -18,3 +19,24 @@ class Transport(enum.Enum):
     @property
     def is_stream(self) -> bool:
         return self is not Transport.UDP
+
+
+class ServerPort(enum.IntEnum):
+    """The server's two UDP ports. The main one carries STUN, TURN, ChannelData and the SFU's
+    media; the other one answers Binding requests (RFC 5780 CHANGE-REQUEST, "change port") and is
+    the SFU's second host candidate, for browsers that ignore candidates below port 1024.
+
+    An int, so that an adapter finds a port's socket by indexing a tuple.
+    """
+
+    MAIN = 0
+    OTHER = 1
+
+
+class ToClientFrom(NamedTuple):
+    """A datagram for ``address`` that must leave from our UDP ``port``: a Binding answer (RFC 5780
+    §6.1), or SFU traffic on the candidate pair it belongs to (RFC 8445 §7.2.2)."""
+
+    port: ServerPort
+    address: Address
+    data: bytes

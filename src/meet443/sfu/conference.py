@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from meet443.exceptions import ParseError, ProtocolError
-from meet443.proto.addresses import Address
+from meet443.proto.addresses import Address, ServerPort, ToClientFrom
 from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
 from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.dtls.events import HandshakeCompleted, HandshakeFailed
@@ -64,18 +64,13 @@ logger = logging.getLogger(__name__)
 
 #: A subscriber's keyframe requests are repeated this long after its connection came up.
 KEYFRAME_AGAIN_SECONDS = 1.0
+#: Group rooms' timers (NACK answers, keyframe requests, reports) run on this tick; 20 ms is below
+#: a frame interval.
+TICK_SECONDS = 0.02
 
 _STUN = PacketKind.STUN
 _DTLS = PacketKind.DTLS
 _RTP = PacketKind.RTP
-
-
-@dataclass(frozen=True, slots=True)
-class SendDatagram:
-    """Send ``data`` from the main UDP port to ``address``."""
-
-    address: Address
-    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +90,11 @@ class RoomSignal:
     message: ServerMessage
 
 
-Output = SendDatagram | Signal | RoomSignal
-#: The data path's form of :class:`SendDatagram`: ``(address, data)``, a tuple, no object per copy
-#: (``bench/sfu_datapath.py``). :meth:`Conference.receive_media` returns these.
-Datagram = tuple[Address, bytes]
+#: Datagrams leave from the port of their candidate pair (:class:`ToClientFrom`).
+Output = ToClientFrom | Signal | RoomSignal
+#: The data path's form of :class:`ToClientFrom`: ``(port, address, data)``, a plain tuple, no
+#: object per copy (``bench/sfu_datapath.py``). :meth:`Conference.receive_media` returns these.
+Datagram = tuple[ServerPort, Address, bytes]
 
 
 @dataclass
@@ -115,7 +111,7 @@ class ConferenceCounters:
 class _PeerConnection:
     """One peer connection of a participant: ICE session, DTLS association, SRTP keys."""
 
-    __slots__ = ("dtls", "ice_id", "member", "remote", "role", "srtp")
+    __slots__ = ("dtls", "ice_id", "member", "port", "remote", "role", "srtp")
 
     def __init__(self, member: _Member, role: PcRole, ice_id: str) -> None:
         self.member = member
@@ -123,8 +119,9 @@ class _PeerConnection:
         self.ice_id = ice_id
         self.dtls: DtlsSrtpSession | None = None
         self.srtp: SrtpSession | None = None
-        #: Where to send: the nominated pair's remote address (RFC 8445 §8.1.1).
+        #: Where to send: the nominated pair's remote address (RFC 8445 §8.1.1), from its local port.
         self.remote: Address | None = None
+        self.port = ServerPort.MAIN
 
 
 @dataclass(eq=False)
@@ -168,6 +165,7 @@ class Conference:
         self.counters = ConferenceCounters()
         self.router_counters = RouterCounters()
         self._out: list[Output] = []
+        self._ticked_at = 0.0
 
     @property
     def participant_count(self) -> int:
@@ -314,12 +312,15 @@ class Conference:
         """Is this STUN message on the shared port an ICE check for a group-room connection?"""
         return self.mux.owns(message)
 
-    def receive_check(self, message: Message, source: Address, now: float) -> list[Output]:
-        """RFC 8445 §7.3: a connectivity check (parsed once by the port, see :meth:`owns_stun`)."""
+    def receive_check(
+        self, message: Message, source: Address, now: float, local: ServerPort = ServerPort.MAIN
+    ) -> list[Output]:
+        """RFC 8445 §7.3: a connectivity check that arrived on our port ``local`` (parsed once by
+        the node, see :meth:`owns_stun`); RFC 8445 §7.2.2: the answer leaves from that port."""
         out = self._out = []
-        reply = self.mux.handle_binding(message, source, now)
+        reply = self.mux.handle_binding(message, source, now, local)
         if reply is not None:
-            out.append(SendDatagram(source, reply))
+            out.append(ToClientFrom(local, source, reply))
         self._ice_events(now)
         return out
 
@@ -328,7 +329,7 @@ class Conference:
         media = self.receive_media(data, source, now)
         if media is not None:
             datagrams, out = media
-            out.extend(SendDatagram(address, packet) for address, packet in datagrams)
+            out.extend(ToClientFrom(port, address, packet) for port, address, packet in datagrams)
             return out
         out = self._out = []
         self.counters.datagrams_in += 1
@@ -344,7 +345,8 @@ class Conference:
                 self.counters.drop("dtls_before_description")
                 return out
             if connection.remote is None:
-                connection.remote = source
+                # DTLS before nomination: answer on the validated pair it came in on.
+                connection.remote, connection.port = source, session.pairs[source].local
             dtls.receive_datagram(data, now)
             self._dtls_progress(connection, now)
         else:
@@ -355,7 +357,7 @@ class Conference:
         self, data: bytes, source: Address, now: float
     ) -> tuple[list[Datagram], list[Output]] | None:
         """RFC 7983 §7 SRTP/SRTCP for the adapter's data path: the copies for subscribers as
-        ``(address, protected packet)`` pairs, and what else the packet caused (RTCP to its
+        ``(port, address, protected packet)`` triples, and what else the packet caused (RTCP to its
         publisher, signaling) as outputs. Any other datagram gives None: use
         :meth:`receive_datagram`, which returns the same packets as typed outputs.
         """
@@ -402,13 +404,30 @@ class Conference:
             if subscribe is None or subscribe.srtp is None or subscribe.remote is None:
                 self.counters.drop("not_connected")
                 continue
-            datagrams.append((subscribe.remote, subscribe.srtp.protect(packet)))
+            datagrams.append((subscribe.port, subscribe.remote, subscribe.srtp.protect(packet)))
         return datagrams
 
     # -- timers -----------------------------------------------------------------------------------
 
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` should run: every :data:`TICK_SECONDS` while any group room
+        exists, else at the earliest ICE, DTLS or keyframe deadline (None: nothing to do).
+
+        A room's router has deadlines everywhere (NACKs per source, keyframe requests, layer
+        choice per slot, probes, reports), due every few milliseconds while media flows: a tick is
+        cheaper than finding the earliest after every packet, and O(1) to answer.
+        """
+        if self.routers:
+            return self._ticked_at + TICK_SECONDS
+        deadlines = [c.dtls.get_timer() for c in self._connecting if c.dtls is not None]
+        deadlines.append(self.mux.get_timer())
+        if self._keyframes_due:
+            deadlines.append(self._keyframes_due[0][0])
+        return min((d for d in deadlines if d is not None), default=None)
+
     def handle_timer(self, now: float) -> list[Output]:
         out = self._out = []
+        self._ticked_at = now
         self.mux.handle_timer(now)
         self._ice_events(now)
         for connection in list(self._connecting):
@@ -492,7 +511,7 @@ class Conference:
         datagrams = dtls.datagrams_to_send()
         if datagrams and connection.remote is not None:
             for datagram in datagrams:
-                self._out.append(SendDatagram(connection.remote, datagram))
+                self._out.append(ToClientFrom(connection.port, connection.remote, datagram))
 
     def _ice_events(self, now: float) -> None:
         while (event := self.mux.next_event()) is not None:
@@ -500,7 +519,8 @@ class Conference:
             if connection is None:
                 continue
             if isinstance(event, PairNominated):
-                connection.remote = event.remote
+                session = self.mux.sessions[event.session_id]
+                connection.remote, connection.port = event.remote, session.pairs[event.remote].local
                 if connection.dtls is not None:
                     self._flush_dtls(connection)  # a DTLS client's first flight waited for this
             elif isinstance(event, ConsentExpired) and event.selected:
@@ -533,7 +553,7 @@ class Conference:
             return
         srtp = connection.srtp
         data = srtp.protect_rtcp(outgoing.data) if outgoing.rtcp else srtp.protect(outgoing.data)
-        self._out.append(SendDatagram(connection.remote, data))
+        self._out.append(ToClientFrom(connection.port, connection.remote, data))
 
     def _signal(self, member: _Member, message: ServerMessage) -> None:
         self._out.append(Signal(member.room, member.id, message))

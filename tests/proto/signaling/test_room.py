@@ -1028,7 +1028,7 @@ class TestMeetingEnd:
         end_ms = int((T0 + 60) * 1000)
         h.meetings["board"] = RoomAdmission("board", RoomMode.NORMAL, True, end_ms, False)
         ada = h.joined("board")
-        assert h.server.next_timer() == T0 + 30  # ada's heartbeat deadline comes first
+        assert h.server.get_timer() == T0 + 30  # ada's heartbeat deadline comes first
         for _ in range(5):
             h.tick(10)
             ada.send("ping")
@@ -1158,12 +1158,12 @@ class TestLifecycle:
         assert idle.closed == (1001, "heartbeat timeout")
         assert h.server.connection_count == 0
 
-    def test_next_timer_sees_every_deadline(self, h: Harness) -> None:
+    def test_get_timer_sees_every_deadline(self, h: Harness) -> None:
         ada = h.joined()
         h.clock.advance(20)
         h.connect()
         h.drop(ada)
-        assert h.server.next_timer() == T0 + 20 + 30  # the resume window and the new socket
+        assert h.server.get_timer() == T0 + 20 + 30  # the resume window and the new socket
         assert h.server.room_of(ada.conn) is None
 
     def test_participant_ids_never_collide(self) -> None:
@@ -1180,7 +1180,7 @@ class TestLifecycle:
         assert h.server.room_count == 1
         h.tick(31)
         assert h.server.room_count == 0
-        assert h.server.next_timer() is None
+        assert h.server.get_timer() is None
 
 
 class TestIceServers:
@@ -1216,12 +1216,12 @@ class TestIceServers:
         assert cy.last_error() == "not-joined"
         assert len(h.ice_calls) == calls
 
-    def test_next_timer(self, h: Harness) -> None:
-        assert h.server.next_timer() is None
+    def test_get_timer(self, h: Harness) -> None:
+        assert h.server.get_timer() is None
         h.joined()
-        assert h.server.next_timer() == T0 + 30
+        assert h.server.get_timer() == T0 + 30
         h.tick(20)
-        assert h.server.next_timer() == T0 + 30
+        assert h.server.get_timer() == T0 + 30
 
 
 class TestLogging:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meet443.proto.addresses import Address, Transport
+from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
 from meet443.proto.stun.attributes import (
     ChangeRequest,
     ChannelNumber,
@@ -33,7 +33,7 @@ from meet443.proto.turn.client import (
     relayed_address,
 )
 from meet443.proto.turn.credentials import rest_credentials
-from meet443.proto.turn.server import ServerPort, ToClient, ToClientFrom, ToPeer, TurnServer, TurnSettings
+from meet443.proto.turn.server import ToClient, ToPeer, TurnServer, TurnSettings
 
 from .harness import REALM, SERVER_IP, FakeClock, TurnClient, error_code, make_server
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from meet443.exceptions import ParseError
-from meet443.proto.addresses import Address
+from meet443.proto.addresses import Address, ServerPort
 from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
 from meet443.proto.ice.events import (
     ConsentExpired,
@@ -121,13 +121,16 @@ del S, T
 
 @dataclass(slots=True)
 class CandidatePair:
-    """A validated pair: our host candidate (the mux's port) and ``remote`` (RFC 8445 §6.1.2)."""
+    """A validated pair: our host candidate ``local`` (one of the server's UDP ports) and ``remote``
+    (RFC 8445 §6.1.2)."""
 
     remote: Address
     last_check: float
     #: PRIORITY of the latest check: the remote's peer-reflexive priority (RFC 8445 §7.1.1).
     priority: int
     nominated: bool = False
+    #: The port the latest check arrived on: answers and media leave from it (RFC 8445 §7.2.2).
+    local: ServerPort = ServerPort.MAIN
 
 
 class _SessionLog(logging.LoggerAdapter[logging.Logger]):
@@ -329,8 +332,11 @@ class IceLiteMux:
             return None
         return self.handle_binding(message, source, now)
 
-    def handle_binding(self, request: Message, source: Address, now: float) -> bytes | None:
-        """RFC 8445 §7.3 (lite): answer a connectivity check; return the response or None."""
+    def handle_binding(
+        self, request: Message, source: Address, now: float, local: ServerPort = ServerPort.MAIN
+    ) -> bytes | None:
+        """RFC 8445 §7.3 (lite): answer a connectivity check that arrived on ``local``; return the
+        response (to send from ``local``) or None."""
         if request.method != Method.BINDING:
             self.counters.drop("not-binding")
             return None
@@ -374,7 +380,7 @@ class IceLiteMux:
             self.counters.drop("session-failed")
             return None
 
-        self._learn(session, source, priority.value, request.get(UseCandidate) is not None, now)
+        self._learn(session, source, local, priority.value, request.get(UseCandidate) is not None, now)
         self.counters.responses += 1
         response = Message(
             Method.BINDING, StunClass.SUCCESS, request.transaction_id, [XorMappedAddress(source)]
@@ -399,7 +405,13 @@ class IceLiteMux:
         return response.encode(key, sha256=request.uses_sha256, fingerprint=True)
 
     def _learn(
-        self, session: IceLiteSession, source: Address, priority: int, nominate: bool, now: float
+        self,
+        session: IceLiteSession,
+        source: Address,
+        local: ServerPort,
+        priority: int,
+        nominate: bool,
+        now: float,
     ) -> None:
         pair = session.pairs.get(source)
         if pair is None:
@@ -415,6 +427,7 @@ class IceLiteMux:
             session.log.debug("pair validated")
         pair.last_check = now
         pair.priority = priority
+        pair.local = local
         if nominate and session.selected != source:
             previous = session.selected
             if previous is not None and previous in session.pairs:

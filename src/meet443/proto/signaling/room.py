@@ -522,7 +522,7 @@ class SignalingServer:
                 del self._ended_meetings[name]
         return out
 
-    def next_timer(self) -> float | None:
+    def get_timer(self) -> float | None:
         """The earliest time :meth:`handle_timer` has something to do, or ``None``."""
         limits = self.limits
         deadlines = [c.last_seen + limits.heartbeat_timeout for c in self._connections.values()]

@@ -90,6 +90,15 @@ class Allocation:
             binding.expires = now + CHANNEL_LIFETIME
         self.install_permission(peer[0], now)
 
+    def next_expiry(self) -> float:
+        """When :meth:`expire` (or the allocation's own end) next has something to do."""
+        return min(
+            self.expires,
+            min(self.permissions.values(), default=self.expires),
+            min((b.expires for b in self.channels.values()), default=self.expires),
+            min(self.quarantine.values(), default=self.expires),
+        )
+
     def expire(self, now: float) -> None:
         """Drop permissions and channel bindings whose time has passed."""
         for ip in [ip for ip, expiry in self.permissions.items() if expiry <= now]:

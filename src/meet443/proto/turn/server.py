@@ -19,7 +19,6 @@ headers in place; the tests check them against :class:`~meet443.proto.turn.chann
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import logging
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from meet443.exceptions import ParseError, StunErrorResponse
-from meet443.proto.addresses import Address, Transport
+from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
 from meet443.proto.ratelimit import KeyedRateLimiter, TokenBucket
 from meet443.proto.stun.attributes import (
     AdditionalAddressFamily,
@@ -82,22 +81,6 @@ class ToClient(NamedTuple):
 class ToPeer(NamedTuple):
     relay: Address
     peer: Address
-    data: bytes
-
-
-class ServerPort(enum.Enum):
-    """The server's two UDP ports: the main one (STUN, TURN, ChannelData) and the other one, which
-    only answers Binding requests, for RFC 5780 CHANGE-REQUEST ("change port")."""
-
-    MAIN = "main"
-    OTHER = "other"
-
-
-class ToClientFrom(NamedTuple):
-    """A Binding answer over UDP that must leave from ``port`` (RFC 5780 §6.1: "change port")."""
-
-    port: ServerPort
-    address: Address
     data: bytes
 
 
@@ -182,6 +165,8 @@ class TurnServer:
         )
         self.allocations: dict[ClientFlow, Allocation] = {}
         self.by_relay: dict[Address, Allocation] = {}
+        #: Relay port numbers in use (an IPv4 and an IPv6 relay may share one): see is_own_relay.
+        self._relay_ports: dict[int, int] = {}
         #: UDP allocations by client address alone: the per-datagram lookup then builds no ClientFlow.
         self.udp_allocations: dict[Address, Allocation] = {}
         self._per_user: dict[str, int] = {}
@@ -214,6 +199,11 @@ class TurnServer:
         except ParseError:
             self.counters.drop("malformed_stun")
             return []
+        return self.receive_stun(message, flow, now)
+
+    def receive_stun(self, message: Message, flow: ClientFlow, now: float) -> list[Output]:
+        """A STUN message from a client, parsed once by whoever told it from other traffic on a
+        shared port (RFC 7983); :meth:`receive` parses it itself."""
         if message.klass == StunClass.INDICATION:
             return self._indication(message, flow, now)
         if message.klass != StunClass.REQUEST:
@@ -238,6 +228,10 @@ class TurnServer:
         except ParseError:
             self.counters.drop("malformed_stun")
             return []
+        return self.receive_binding_on_other_port(message, address, now)
+
+    def receive_binding_on_other_port(self, message: Message, address: Address, now: float) -> list[Output]:
+        """:meth:`receive_on_other_port` for a message parsed once by the node (RFC 7983)."""
         if message.method != Method.BINDING or message.klass != StunClass.REQUEST:
             self.counters.drop("other_port_not_binding")
             return []
@@ -294,8 +288,22 @@ class TurnServer:
         if allocation is not None:
             self._delete(allocation, "connection closed")
 
+    def is_own_relay(self, address: Address) -> bool:
+        """Did this datagram come from one of our relay sockets? (Not merely from a port in the
+        relay range: clients on the server's own host use ephemeral ports in that range too.)"""
+        return address[0] in self.settings.server_addresses and address[1] in self._relay_ports
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` next has something to expire (RFC 8656 §6-§12 lifetimes, cached
+        answers, reservations), or None. It looks at every allocation: ask after :meth:`handle_timer`,
+        not after every message (an input only adds deadlines tens of seconds ahead)."""
+        deadlines = [allocation.next_expiry() for allocation in self.allocations.values()]
+        deadlines += [expiry for expiry, _ in self._responses.values()]
+        deadlines += [expiry for _, expiry in self._reservations.values()]
+        return min(deadlines, default=None)
+
     def handle_timer(self, now: float) -> None:
-        """Expire everything whose lifetime has passed; call about once a second."""
+        """Expire everything whose lifetime has passed."""
         for allocation in [a for a in self.allocations.values() if a.expires <= now]:
             self._delete(allocation, "expired")
         for allocation in self.allocations.values():
@@ -570,6 +578,7 @@ class TurnServer:
         if flow.transport is Transport.UDP:
             self.udp_allocations[flow.address] = allocation
         self.by_relay[relay] = allocation
+        self._relay_ports[relay[1]] = self._relay_ports.get(relay[1], 0) + 1
         self._per_user[username] = self._per_user.get(username, 0) + 1
         if check:
             self._check_allocations.add(allocation)
@@ -690,6 +699,11 @@ class TurnServer:
         if allocation.flow.transport is Transport.UDP:
             del self.udp_allocations[allocation.flow.address]
         del self.by_relay[allocation.relay]
+        port = allocation.relay[1]
+        if self._relay_ports[port] > 1:
+            self._relay_ports[port] -= 1
+        else:
+            del self._relay_ports[port]
         self._check_allocations.discard(allocation)
         left = self._per_user[allocation.username] - 1
         if left:

@@ -1,0 +1,239 @@
+"""asyncio adapter for :class:`~meet443.node.NodeCore`: it moves bytes and arms one timer.
+
+Every socket of the node feeds the core through here (the two UDP ports, the relay sockets, TURN
+over TCP/TLS, the signaling WebSockets), and everything the core returns leaves through
+:meth:`NodeService.dispatch`. The timer is one ``loop.call_at`` at the core's deadline, re-armed
+when it moves earlier; nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+from meet443.aio.signaling import SignalingEndpoint
+from meet443.aio.turn import RelayPool, StreamTurnProtocol, UdpPortProtocol
+from meet443.node import NodeCore, Output
+from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
+from meet443.proto.signaling.admission import Refusal, RoomAdmission
+from meet443.proto.signaling.room import Close, LookupRoom, MeetingEnded, Send
+from meet443.proto.turn.allocation import ClientFlow
+from meet443.proto.turn.server import ToClient, ToPeer
+
+logger = logging.getLogger(__name__)
+
+#: Asked on every join that is not a resume: ``(room, room_key, now)``.
+Directory = Callable[[str, str | None, float], Awaitable[RoomAdmission | Refusal]]
+
+#: A slow TCP/TLS client must not make us buffer media without bound: past this, packets drop.
+STREAM_WRITE_LIMIT = 1 << 20
+#: RFC 6455 §7.4.1: the server hit an unexpected condition (the directory failed).
+CLOSE_INTERNAL_ERROR = 1011
+#: After a timer raised (a bug), when to run the timers again: the SFU's tick.
+RETRY_AFTER_FAILURE = 0.02
+_UDP = Transport.UDP
+
+
+class NodeService:
+    """One node's sockets around its :class:`NodeCore`."""
+
+    def __init__(
+        self,
+        node: NodeCore,
+        relays: RelayPool | None,
+        *,
+        directory: Directory,
+        public_url: str,
+        on_meeting_ended: Callable[[str], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.relays = relays
+        self.node = node
+        if relays is not None and node.turn is not None:
+            # The pool is made before the TURN core that uses it, so it learns its listeners here.
+            relays.receive = self._from_peer
+            relays.drop = node.turn.counters.drop
+        self.signaling = SignalingEndpoint(self, public_url)
+        #: The UDP ports' transports, by :class:`ServerPort`.
+        self.udp: list[asyncio.DatagramTransport | None] = [None, None]
+        #: TURN over TCP/TLS, by the connection id in its :class:`ClientFlow`.
+        self.streams: dict[int, asyncio.Transport] = {}
+        self._connection_ids = 0
+        self._directory = directory
+        self._on_meeting_ended = on_meeting_ended
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed = float("inf")
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def datagram(self, port: ServerPort, data: bytes, source: Address) -> None:
+        """A datagram on one of our UDP ports."""
+        self.dispatch(self.node.receive_datagram(port, data, source, self._clock()))
+
+    def _from_peer(self, relay: Address, peer: Address, data: bytes) -> None:
+        out = self.node.receive_from_peer(relay, peer, data, self._clock())
+        if out is not None:
+            self.to_client(out.flow, out.data)
+
+    def stream_opened(self, transport: asyncio.Transport, kind: Transport) -> ClientFlow:
+        """A TURN client's TCP or TLS connection: its flow, for :meth:`stream_message`."""
+        peer = transport.get_extra_info("peername")
+        self._connection_ids += 1
+        flow = ClientFlow(kind, (str(peer[0]), int(peer[1])), self._connection_ids)
+        self.streams[flow.connection] = transport
+        return flow
+
+    def stream_message(self, flow: ClientFlow, message: bytes) -> None:
+        self.dispatch(self.node.receive_stream(flow, message, self._clock()))
+
+    def stream_closed(self, flow: ClientFlow) -> None:
+        self.streams.pop(flow.connection, None)
+        self.node.stream_closed(flow, self._clock())
+
+    def drop(self, reason: str) -> None:
+        """A datagram or stream the sockets themselves lost, counted with TURN's drops."""
+        turn = self.node.turn
+        if turn is not None:
+            turn.counters.drop(reason)
+
+    def stream_protocol(self, kind: Transport) -> StreamTurnProtocol:
+        return StreamTurnProtocol(self, kind)
+
+    def signaling_connect(self, conn: int, remote_ip: str) -> None:
+        self.dispatch(self.node.connect(conn, remote_ip, self._clock()))
+
+    def signaling_message(self, conn: int, data: bytes | str) -> None:
+        self.dispatch(self.node.receive_signaling(conn, data, self._clock()))
+
+    def signaling_closed(self, conn: int) -> None:
+        self.dispatch(self.node.disconnected(conn, self._clock()))
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def dispatch(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if output.__class__ is tuple:  # the SFU's data path: (port, address, data)
+                # Unpacked without a cast: this runs once per forwarded copy.
+                port, address, payload = output  # type: ignore[misc]
+                transport = self.udp[port]  # type: ignore[index]
+                if transport is not None:
+                    transport.sendto(payload, address)
+            else:
+                self._dispatch_one(output)
+        if self.node.deadline < self._armed:
+            self._arm()
+
+    def _dispatch_one(self, output: Output) -> None:
+        if isinstance(output, ToPeer):
+            assert self.relays is not None  # TURN, which sends these, has its relay pool
+            self.relays.send(output.relay, output.peer, output.data)
+        elif isinstance(output, ToClientFrom):
+            transport = self.udp[output.port]
+            if transport is not None:
+                transport.sendto(output.data, output.address)
+        elif isinstance(output, ToClient):
+            self.to_client(output.flow, output.data)
+        elif isinstance(output, Send):
+            self.signaling.enqueue(output.conn, output.payload)
+        elif isinstance(output, Close):
+            self.signaling.enqueue(output.conn, output)
+        elif isinstance(output, LookupRoom):
+            self._spawn(self._lookup(output))
+        elif isinstance(output, MeetingEnded) and self._on_meeting_ended is not None:
+            self._spawn(self._on_meeting_ended(output.room))
+
+    def to_client(self, flow: ClientFlow, data: bytes) -> None:
+        if flow.transport is _UDP:
+            transport = self.udp[ServerPort.MAIN]
+            if transport is not None:
+                transport.sendto(data, flow.address)
+            return
+        stream = self.streams.get(flow.connection)
+        if stream is None or stream.is_closing():
+            return
+        if stream.get_write_buffer_size() > STREAM_WRITE_LIMIT:
+            turn = self.node.turn
+            assert turn is not None
+            turn.counters.drop("stream_backlog")
+            return
+        stream.write(data)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lookup(self, lookup: LookupRoom) -> None:
+        try:
+            answer = await self._directory(lookup.room, lookup.room_key, self._clock())
+        except Exception:
+            # The room key is never logged; the traceback carries no arguments.
+            logger.exception("conn %d: directory lookup for room %s failed", lookup.conn, lookup.room)
+            self.signaling.enqueue(
+                lookup.conn, Close(lookup.conn, CLOSE_INTERNAL_ERROR, "directory unavailable")
+            )
+            return
+        self.dispatch(self.node.admit(lookup.conn, answer, self._clock()))
+
+    # -- the timer ------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """One ``call_at`` at the core's deadline. The core's clock is ``time.time()``; the loop's
+        is monotonic, so the deadline is taken as a delay from now."""
+        if self._timer is not None:
+            self._timer.cancel()
+        deadline = self.node.deadline
+        self._armed = deadline
+        if deadline == float("inf"):
+            self._timer = None
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + max(0.0, deadline - self._clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._armed = float("inf")
+        try:
+            self.dispatch(self.node.handle_timer(self._clock()))
+        except Exception:
+            # A bug in one core's expiry must not stop the others' timers: log it, try again soon.
+            logger.exception("timer failed")
+            self._armed = self._clock() + RETRY_AFTER_FAILURE
+            self._timer = asyncio.get_running_loop().call_later(RETRY_AFTER_FAILURE, self._on_timer)
+            return
+        if self._timer is None and self.node.deadline != float("inf"):
+            self._arm()
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def listen_udp(self, port: ServerPort, sock: socket.socket) -> None:
+        """Serve ``port`` on the bound ``sock``."""
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: UdpPortProtocol(self, port), sock=sock)
+
+    def attach_udp(self, port: ServerPort, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDPTransport does not subclass asyncio.DatagramTransport, so no isinstance here.
+        self.udp[port] = cast(asyncio.DatagramTransport, transport)
+
+    async def close(self) -> None:
+        """Stop the timer, close every signaling socket (1001) and every TURN connection and relay."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks):
+            task.cancel()
+        await self.signaling.close()
+        for port in (ServerPort.OTHER, ServerPort.MAIN):
+            transport = self.udp[port]
+            if transport is not None:
+                transport.close()
+        for stream in list(self.streams.values()):
+            stream.close()
+        if self.relays is not None:
+            self.relays.close_all()

@@ -1,0 +1,271 @@
+"""One node's protocol cores composed sans I/O: what a datagram or a signaling message does.
+
+:class:`NodeCore` sits on :class:`~meet443.proto.turn.server.TurnServer`,
+:class:`~meet443.sfu.conference.Conference` and
+:class:`~meet443.proto.signaling.room.SignalingServer` the way aioquic's ``H3Connection`` sits on
+``QuicConnection``: it decides which core gets what arrives, hands what one core says to another,
+and returns only what must leave the process. Bytes and ``now`` in, outputs out; the asyncio layer
+(:mod:`meet443.aio.node`) moves them and arms one timer from :meth:`NodeCore.get_timer`.
+
+Datagrams (RFC 7983 §7, first byte):
+
+* main port: STUN is parsed once; an ICE check for a group-room connection goes to the SFU, any
+  other STUN to TURN. ChannelData goes to TURN's relay, DTLS and SRTP/SRTCP to the SFU.
+* the other port (:attr:`ServerPort.OTHER`): ICE checks, DTLS and SRTP for the SFU (browsers ignore
+  candidates below port 1024, so with ``--port 443`` they reach the SFU here); any other STUN is an
+  RFC 5780 Binding for TURN's change-port answers, never a TURN request.
+* from one of our own relay sockets (a client behind a firewall reaching the SFU through TURN): the
+  SFU only. A relay never reaches TURN itself: no TURN-through-TURN chaining.
+
+Signaling: a group-room request goes to the SFU, and the SFU's answers and offers go back to the
+room's participants through the signaling core, all within one call.
+
+Timers. Each core tells its next deadline (``get_timer``) and handles it (``handle_timer``); the
+node's deadline is the earliest it has armed for any core. TURN and signaling look at every
+allocation and socket to find theirs (1.9 ms for 2,000 sockets), so the node asks them only after
+they handled their timer; a message can only add deadlines seconds ahead (a heartbeat, a resume
+window, a permission), so after one the node wakes that core within :data:`SWEEP_SECONDS` at most,
+as the once-a-second tick did. The SFU answers in O(1) (see :meth:`Conference.get_timer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from meet443.exceptions import ParseError
+from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
+from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
+from meet443.proto.signaling.admission import Refusal, RoomAdmission
+from meet443.proto.signaling.room import LeftSfu, SignalingServer, ToSfu
+from meet443.proto.signaling.room import Output as SignalingOutput
+from meet443.proto.stun.message import Message
+from meet443.proto.turn.allocation import ClientFlow
+from meet443.proto.turn.server import Output as TurnOutput
+from meet443.proto.turn.server import ToClient, ToPeer, TurnServer
+from meet443.sfu.conference import Conference, RoomSignal, Signal
+from meet443.sfu.conference import Output as ConferenceOutput
+
+logger = logging.getLogger(__name__)
+
+#: How late a TURN or signaling deadline added by a message may be served (see the module docstring).
+SWEEP_SECONDS = 1.0
+
+_STUN = PacketKind.STUN
+_CHANNEL_DATA = PacketKind.CHANNEL_DATA
+_MAIN = ServerPort.MAIN
+_UDP = Transport.UDP
+_NEVER = math.inf
+
+#: What leaves the node: datagrams from our UDP ports (:class:`ToClientFrom`; on the SFU's data
+#: path plain ``(port, address, data)`` tuples), from a relay socket (:class:`ToPeer`), to a TURN
+#: client on any transport (:class:`ToClient`), and the signaling core's frames, closes and lookups.
+Output = TurnOutput | ConferenceOutput | SignalingOutput | tuple[ServerPort, Address, bytes]
+
+
+@dataclass
+class NodeCounters:
+    """Datagrams the node itself dropped, by reason (the cores count their own)."""
+
+    dropped: dict[str, int]
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+class NodeCore:
+    """The cores of one node and the routing between them; see the module docstring."""
+
+    def __init__(
+        self,
+        signaling: SignalingServer,
+        turn: TurnServer | None = None,
+        conference: Conference | None = None,
+    ) -> None:
+        self.signaling = signaling
+        self.turn = turn
+        self.conference = conference
+        self.counters = NodeCounters({})
+        #: Drops are counted where the single port's adapter counted them before: as TURN's.
+        self._drop = (turn.counters if turn is not None else self.counters).drop
+        #: When each core's handle_timer is due (inf: nothing armed).
+        self._turn_due = _NEVER
+        self._signaling_due = _NEVER
+        self._conference_due = _NEVER
+        #: The earliest of the three: what the adapter arms. Read it after every call.
+        self.deadline = _NEVER
+
+    # -- datagrams ------------------------------------------------------------------------------
+
+    def receive_datagram(self, port: ServerPort, data: bytes, source: Address, now: float) -> list[Output]:
+        """A datagram on one of our UDP ports (RFC 7983); anything unwanted is dropped and counted."""
+        if not data:
+            self.counters.drop("empty")
+            return []
+        kind = KIND_BY_FIRST_BYTE[data[0]]
+        turn, conference = self.turn, self.conference
+        if kind is _CHANNEL_DATA and port is _MAIN and turn is not None:
+            # Our relay sockets hold no allocation of their own: from them this is dropped too.
+            allocation = turn.udp_allocations.get(source)
+            if allocation is None:
+                turn.counters.drop("channel_data_without_allocation")
+                return []
+            sent = turn.relay_channel_data(allocation, data, now)
+            return [ToPeer(allocation.relay, sent[0], sent[1])] if sent is not None else []
+        if kind is not _STUN:
+            if conference is None:
+                self._drop(f"udp_{kind.value}" if port is _MAIN else "other_port_not_stun")
+                return []
+            media = conference.receive_media(data, source, now)
+            if media is None:  # DTLS, or anything else the SFU drops and counts
+                return self._conference_outputs(conference.receive_datagram(data, source, now), now)
+            datagrams, outputs = media
+            if outputs:
+                datagrams.extend(self._conference_outputs(outputs, now))  # type: ignore[arg-type]
+            return datagrams  # type: ignore[return-value]
+        return self._receive_stun(port, data, source, now)
+
+    def _receive_stun(self, port: ServerPort, data: bytes, source: Address, now: float) -> list[Output]:
+        """RFC 7983 §7 STUN: parsed once, then an ICE check for the SFU or a request for TURN."""
+        try:
+            message = Message.parse(data)
+        except ParseError:
+            self._drop("malformed_stun")
+            return []
+        conference, turn = self.conference, self.turn
+        if conference is not None and conference.owns_stun(message):
+            outputs = conference.receive_check(message, source, now, port)
+            return self._conference_outputs(outputs, now)
+        if turn is None:
+            self._drop("stun_without_turn")
+            return []
+        if turn.is_own_relay(source):
+            # No TURN-through-TURN chaining: our relays may reach the SFU's connections only.
+            self._drop("from_own_relay")
+            return []
+        self._touch_turn(now)
+        if port is _MAIN:
+            return list(turn.receive_stun(message, ClientFlow(_UDP, source, 0), now))
+        return list(turn.receive_binding_on_other_port(message, source, now))
+
+    def receive_from_peer(self, relay: Address, peer: Address, data: bytes, now: float) -> ToClient | None:
+        """RFC 8656 §10.3/§12.7: a peer's datagram on one of our relay sockets."""
+        assert self.turn is not None
+        return self.turn.receive_from_peer(relay, peer, data, now)
+
+    def receive_stream(self, flow: ClientFlow, message: bytes, now: float) -> list[Output]:
+        """One framed STUN message or ChannelData from a TURN client over TCP or TLS (RFC 8656 §3.1)."""
+        assert self.turn is not None
+        if message[:1] and KIND_BY_FIRST_BYTE[message[0]] is _STUN:
+            self._touch_turn(now)
+        return list(self.turn.receive(message, flow, now))
+
+    def stream_closed(self, flow: ClientFlow, now: float) -> None:
+        """RFC 8656 §6.2: a TURN client's TCP or TLS connection ended, and its allocation with it."""
+        assert self.turn is not None
+        self.turn.connection_closed(flow, now)
+
+    # -- signaling ------------------------------------------------------------------------------
+
+    def connect(self, conn: int, remote_ip: str, now: float) -> list[Output]:
+        """A signaling WebSocket was accepted."""
+        return self._signaling_outputs(self.signaling.connect(conn, remote_ip, now), now)
+
+    def receive_signaling(self, conn: int, data: bytes | str, now: float) -> list[Output]:
+        """One text frame of a signaling WebSocket."""
+        return self._signaling_outputs(self.signaling.receive(conn, data, now), now)
+
+    def admit(self, conn: int, admission: RoomAdmission | Refusal, now: float) -> list[Output]:
+        """The meeting directory's answer to a :class:`~meet443.proto.signaling.room.LookupRoom`."""
+        return self._signaling_outputs(self.signaling.admit(conn, admission, now), now)
+
+    def disconnected(self, conn: int, now: float) -> list[Output]:
+        """A signaling WebSocket closed."""
+        return self._signaling_outputs(self.signaling.disconnected(conn, now), now)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` should run next, or None."""
+        return None if self.deadline == _NEVER else self.deadline
+
+    def handle_timer(self, now: float) -> list[Output]:
+        """Runs every core whose deadline has come, then asks each for its next one."""
+        out: list[Output] = []
+        turn, conference = self.turn, self.conference
+        if turn is not None and self._turn_due <= now:
+            turn.handle_timer(now)
+            self._turn_due = _or_never(turn.get_timer())
+        if self._signaling_due <= now:
+            out += self._signaling_outputs(self.signaling.handle_timer(now), now, input_=False)
+            self._signaling_due = _or_never(self.signaling.get_timer())
+        if conference is not None and self._conference_due <= now:
+            out += self._conference_outputs(conference.handle_timer(now), now)
+            self._conference_due = _or_never(conference.get_timer())
+        self._rearm()
+        return out
+
+    def _touch_turn(self, now: float) -> None:
+        """A TURN request may add a deadline (≥ 30 s ahead): have it looked at within a sweep."""
+        due = now + SWEEP_SECONDS
+        if due < self._turn_due:
+            self._turn_due = due
+            self.deadline = min(self.deadline, due)
+
+    def _rearm(self) -> None:
+        self.deadline = min(self._turn_due, self._signaling_due, self._conference_due)
+
+    # -- composition ----------------------------------------------------------------------------
+
+    def _signaling_outputs(
+        self, outputs: Iterable[SignalingOutput], now: float, *, input_: bool = True
+    ) -> list[Output]:
+        """Signaling's outputs: group-room requests go to the SFU, whose answers come back.
+
+        After an input (not a timer) the signaling core is looked at within a sweep.
+        """
+        out: list[Output] = []
+        for output in outputs:
+            if isinstance(output, ToSfu | LeftSfu):
+                out += self._to_conference(output, now)
+            else:
+                out.append(output)
+        if input_ and now + SWEEP_SECONDS < self._signaling_due:
+            self._signaling_due = now + SWEEP_SECONDS
+            self._rearm()
+        return out
+
+    def _to_conference(self, request: ToSfu | LeftSfu, now: float) -> list[Output]:
+        conference = self.conference
+        if conference is None:
+            logger.warning("room %s: a group-room request, but this node runs no SFU", request.room)
+            return []
+        if isinstance(request, ToSfu):
+            outputs = conference.request(request.room, request.participant, request.message, now)
+        else:
+            outputs = conference.leave(request.room, request.participant, now)
+        return self._conference_outputs(outputs, now)
+
+    def _conference_outputs(self, outputs: list[ConferenceOutput], now: float) -> list[Output]:
+        """The SFU's outputs: datagrams leave; signaling goes to the room's participants."""
+        out: list[Output] = []
+        for output in outputs:
+            if isinstance(output, ToClientFrom):
+                out.append(output)
+            elif isinstance(output, Signal):
+                out += self.signaling.deliver(output.room, output.participant, output.message)
+            elif isinstance(output, RoomSignal):
+                out += self.signaling.broadcast(output.room, output.message)
+        conference = self.conference
+        assert conference is not None
+        due = _or_never(conference.get_timer())
+        if due < self._conference_due:
+            self._conference_due = due
+            self._rearm()
+        return out
+
+
+def _or_never(deadline: float | None) -> float:
+    return _NEVER if deadline is None else deadline
