@@ -504,7 +504,9 @@ class Conference:
                 if connection.dtls is not None:
                     self._flush_dtls(connection)  # a DTLS client's first flight waited for this
             elif isinstance(event, ConsentExpired) and event.selected:
+                # RFC 7675 §5.1: nothing more goes to that address until a check nominates one.
                 logger.info("%s: consent expired for %s", connection.ice_id, event.remote)
+                connection.remote = None
             elif isinstance(event, IceStateChanged) and event.state is IceState.FAILED:
                 logger.info("%s: ICE failed", connection.ice_id)
 
