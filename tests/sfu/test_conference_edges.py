@@ -4,6 +4,7 @@ leaves mid-handshake), and the signaling a client may send at the wrong time."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -100,6 +101,13 @@ class TestSignalingOrder:
         assert (room.sfu.participant_count, room.sfu.track_count) == (2, 2)  # aiortc: audio and video
         room.deliver(room.sfu.leave(ROOM, "alice", room.now))
         assert (room.sfu.participant_count, room.sfu.track_count) == (1, 0)
+
+    def test_a_repeated_join_changes_nothing(self, room: Room) -> None:
+        alice, bob = room.join("alice", 40001), room.join("bob", 40002)
+        room.publish(alice)
+        offers = len(bob.inbox)
+        assert room.sfu.request(ROOM, "bob", None, room.now) == []
+        assert room.sfu.participant_count == 2 and len(bob.inbox) == offers
 
     def test_requests_of_someone_gone_are_ignored(self, room: Room) -> None:
         alice = room.join("alice", 40001)
@@ -267,6 +275,17 @@ class TestDtlsAndIce:
         assert room.sfu.receive_datagram(hello, ("192.0.2.99", 9), room.now) == []
         assert room.sfu.receive_datagram(b"\x10" + bytes(20), alice.address, room.now) == []  # ZRTP
         assert room.sfu.counters.dropped == {"unknown_source": 1, "udp_zrtp": 1}
+
+    def test_no_nomination_in_time_is_logged_as_ice_failure(
+        self, room: Room, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """RFC 8445 §8.1: a browser that never completes ICE; the operator's log says so."""
+        alice = room.join("alice", 40001)
+        room.publish(alice)
+        with caplog.at_level(logging.INFO, logger="meet443.sfu.conference"):
+            room.deliver(room.sfu.handle_timer(room.now + 31))
+        assert f"{ROOM}/alice/publish: ICE failed" in caplog.messages
+        assert alice.received == []
 
     def test_consent_lost_stops_media_to_that_address(self, room: Room) -> None:
         """RFC 7675 §5.1: no check for 30 s from the subscriber's selected pair: nothing more is
