@@ -22,6 +22,7 @@ from meet443.proto.rtp.rtcp import (
 )
 from meet443.sfu.router import DominantSpeaker, PcRole, PublishedTrack, Router, SubscriberProfile
 
+from . import test_router
 from .harness import SimulcastPublisher
 from .test_router import (
     PROFILE,
@@ -302,6 +303,29 @@ class TestBandwidthEdges:
                 "bob", PcRole.SUBSCRIBE, ReceiverReport(0xB0B, (ReportBlock(slot.ssrc, 0, 0, 0, 0, 0, 0),))
             )
         assert padding == 0 and room.router.counters.probe_packets == 0
+
+
+class TestVerifiedRate:
+    def test_moderate_loss_withdraws_what_a_probe_showed(self) -> None:
+        """A probe lifted bob above his stalled REMB; later reports lose 7% (above VERIFIED_LOSS,
+        below the congestion threshold): the path no longer carries it, so the REMB rules again
+        and bob goes back to the layer it covers."""
+        sim = test_router.TestRfc8853Simulcast()
+        room, publisher = sim.simulcast_room()
+        slot = room.slot("bob", "alice", "cam")
+
+        def packets_per_frame(seconds: int, lost: float) -> int:
+            most = 0
+            for _ in range(seconds):
+                room.rtcp("bob", PcRole.SUBSCRIBE, Remb(0xB0B, 300_000, ()))
+                for _ in range(30):
+                    got = media(sim.frame_out(room, publisher), "bob")
+                    most = len([q for q in got if q.ssrc == slot.ssrc])
+                sim.deliver(sim.rr(room, lost), publisher)
+            return most
+
+        assert packets_per_frame(10, 0.0) >= 3, "the probe did not lift the layer"
+        assert packets_per_frame(3, 0.07) == 1, "still above what the REMB covers"
 
 
 class TestRfc8285TwoByteExtensions:
