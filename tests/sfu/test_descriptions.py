@@ -43,6 +43,25 @@ def test_aiortc_publish_with_rtx_ssrcs() -> None:
     assert video.rtx_ssrcs == ((2448158011, 4206014739),)
 
 
+def test_ssrc_simulcast_publish_lists_the_sim_group_low_to_high() -> None:
+    """SSRC simulcast (an RFC 5576 SIM group, the pre-RID way, which Chromium still honours when
+    an application writes it into the SDP): the group's order is the layer order; FID pairs name
+    each layer's RTX (RFC 4588 §8.2)."""
+    offer = (FIXTURES / "aiortc_offer.sdp").read_text()
+    cname = "cname:c4bc9adb-318a-4c3d-80f6-ba1bd40e2739"
+    extra = "".join(f"a=ssrc:{ssrc} {cname}\n" for ssrc in (11, 12, 21, 22))
+    offer = offer.replace(
+        "a=ssrc-group:FID 2448158011 4206014739\n",
+        "a=ssrc-group:SIM 11 21 2448158011\na=ssrc-group:FID 2448158011 4206014739\n"
+        "a=ssrc-group:FID 11 12\na=ssrc-group:FID 21 22\n" + extra,
+    )
+    description = SessionDescription.parse(offer)
+    answer = build_answer(description, LOCAL, session_id=1, policy=PUBLISH_POLICY)
+    _, video = published_tracks(description, answer, {})
+    assert video.ssrcs == (11, 21, 2448158011)
+    assert set(video.rtx_ssrcs) == {(11, 12), (21, 22), (2448158011, 4206014739)}
+
+
 def test_subscriber_offer_uses_the_sfu_numbers() -> None:
     slots = [
         Slot("a0", "audio", 1111, None, "p2", "0", "microphone"),

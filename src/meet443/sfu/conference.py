@@ -221,11 +221,9 @@ class Conference:
         for connection in (member.publish, member.subscribe):
             if connection is not None:
                 self._close(connection, now)
-        router = self.routers.get(room)
-        if router is not None:
-            self._handle(room, router.remove_participant(participant, now), now)
-            if not any(key[0] == room for key in self._members):
-                del self.routers[room]
+        self._handle(room, self.routers[room].remove_participant(participant, now), now)
+        if not any(key[0] == room for key in self._members):
+            del self.routers[room]
         return out
 
     def _on_publish(self, member: _Member, message: Publish, now: float) -> None:
@@ -396,11 +394,8 @@ class Conference:
         datagrams: list[Datagram] = []
         members = self._members
         for name, packet in copies:
-            # As in _handle and _send: a subscriber who left is skipped, one not connected counted.
-            subscriber = members.get((room, name))
-            if subscriber is None:
-                continue
-            subscribe = subscriber.subscribe
+            # As in _send: a subscriber not connected (yet, or any more) is counted.
+            subscribe = members[room, name].subscribe
             if subscribe is None or subscribe.srtp is None or subscribe.remote is None:
                 self.counters.drop("not_connected")
                 continue
@@ -432,8 +427,7 @@ class Conference:
         self._ice_events(now)
         for connection in list(self._connecting):
             dtls = connection.dtls
-            if dtls is None:
-                continue
+            assert dtls is not None  # only _dtls() adds to _connecting, with the session it makes
             dtls.handle_timer(now)
             self._dtls_progress(connection, now)
         while self._keyframes_due and self._keyframes_due[0][0] <= now:
@@ -448,8 +442,6 @@ class Conference:
         self, member: _Member, role: PcRole, remote_ufrag: str | None, now: float
     ) -> _PeerConnection:
         ice_id = f"{member.room}/{member.id}/{role.value}"
-        if ice_id in self.mux.sessions:  # a participant id is never reused, but be safe
-            self._close(self._by_ice[ice_id], now)
         self.mux.create_session(ice_id, now, remote_ufrag=remote_ufrag)
         connection = _PeerConnection(member, role, ice_id)
         self._by_ice[ice_id] = connection
@@ -472,7 +464,7 @@ class Conference:
     def _close(self, connection: _PeerConnection, now: float) -> None:
         if connection.dtls is not None:
             connection.dtls.close(now)
-            self._flush_dtls(connection)
+            self._flush_dtls(connection, connection.dtls)
         self._connecting.discard(connection)
         self.mux.close_session(connection.ice_id)
         self._by_ice.pop(connection.ice_id, None)
@@ -485,7 +477,7 @@ class Conference:
     def _dtls_progress(self, connection: _PeerConnection, now: float) -> None:
         dtls = connection.dtls
         assert dtls is not None
-        self._flush_dtls(connection)
+        self._flush_dtls(connection, dtls)
         while (event := dtls.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
                 profile = event.profile
@@ -504,10 +496,7 @@ class Conference:
         if dtls.state is not DtlsState.CONNECTING and dtls.state is not DtlsState.NEW:
             self._connecting.discard(connection)
 
-    def _flush_dtls(self, connection: _PeerConnection) -> None:
-        dtls = connection.dtls
-        if dtls is None:
-            return
+    def _flush_dtls(self, connection: _PeerConnection, dtls: DtlsSrtpSession) -> None:
         datagrams = dtls.datagrams_to_send()
         if datagrams and connection.remote is not None:
             for datagram in datagrams:
@@ -521,28 +510,26 @@ class Conference:
             if isinstance(event, PairNominated):
                 session = self.mux.sessions[event.session_id]
                 connection.remote, connection.port = event.remote, session.pairs[event.remote].local
-                if connection.dtls is not None:
-                    self._flush_dtls(connection)  # a DTLS client's first flight waited for this
+                if connection.dtls is not None:  # a DTLS client's first flight waited for this
+                    self._flush_dtls(connection, connection.dtls)
             elif isinstance(event, ConsentExpired) and event.selected:
+                # RFC 7675 §5.1: nothing more goes to that address until a check nominates one.
                 logger.info("%s: consent expired for %s", connection.ice_id, event.remote)
+                connection.remote = None
             elif isinstance(event, IceStateChanged) and event.state is IceState.FAILED:
                 logger.info("%s: ICE failed", connection.ice_id)
 
     def _handle(self, room: str, results: Iterable[Outgoing | RouterEvent], now: float) -> None:
+        # The router names only its participants, and a member leaves both at once (leave());
+        # slots exist only after a SlotsGrown, whose offer made the subscribe connection.
         members = self._members
         for result in results:
             if isinstance(result, Outgoing):
-                member = members.get((room, result.participant))
-                if member is not None:
-                    self._send(member, result)
+                self._send(members[room, result.participant], result)
             elif isinstance(result, SlotsGrown):
-                member = members.get((room, result.participant))
-                if member is not None:
-                    self._offer(member, now)
+                self._offer(members[room, result.participant], now)
             elif isinstance(result, SlotsAssigned):
-                member = members.get((room, result.participant))
-                if member is not None and member.subscribe is not None:
-                    self._signal(member, Tracks(_tracks(result.slots)))
+                self._signal(members[room, result.participant], Tracks(_tracks(result.slots)))
             elif isinstance(result, DominantSpeaker):
                 self._out.append(RoomSignal(room, Speaker(result.participant)))
 
