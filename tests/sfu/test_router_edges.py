@@ -46,7 +46,7 @@ from .test_router import (
 )
 
 
-def plis(out: list, name: str) -> list[int]:  # type: ignore[type-arg]
+def plis(out: list, name: str) -> list[int]:
     return [p.media_ssrc for p in feedback(out, name) if isinstance(p, PictureLossIndication)]
 
 

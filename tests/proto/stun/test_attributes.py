@@ -9,6 +9,7 @@ import pytest
 
 from meet443.exceptions import ParseError
 from meet443.proto.stun.attributes import (
+    MAGIC_COOKIE,
     AddressErrorCode,
     Attribute,
     ChangeRequest,
@@ -31,7 +32,7 @@ from meet443.proto.stun.attributes import (
     Username,
     XorMappedAddress,
 )
-from meet443.proto.stun.message import MAGIC_COOKIE, Message, Method, StunClass
+from meet443.proto.stun.message import Message, Method, StunClass
 
 
 def with_attribute(kind: type[Attribute], value: bytes) -> bytes:
