@@ -102,7 +102,7 @@ class NodeCore:
     def receive_datagram(self, port: ServerPort, data: bytes, source: Address, now: float) -> list[Output]:
         """A datagram on one of our UDP ports (RFC 7983); anything unwanted is dropped and counted."""
         if not data:
-            self.counters.drop("empty")
+            self._drop("empty")
             return []
         kind = KIND_BY_FIRST_BYTE[data[0]]
         turn, conference = self.turn, self.conference
