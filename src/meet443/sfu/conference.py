@@ -410,7 +410,9 @@ class Conference:
 
         A room's router has deadlines everywhere (NACKs per source, keyframe requests, layer
         choice per slot, probes, reports), due every few milliseconds while media flows: a tick is
-        cheaper than finding the earliest after every packet, and O(1) to answer.
+        cheaper than finding the earliest after every packet. Measured (``bench/sfu_datapath.py``
+        rooms, timeit): the router's exact deadline takes 36 µs in a 1 → 10 room and 654 µs in a
+        1 → 40 room, against 0.05 µs for this answer, and a packet's whole forwarding ~60-250 µs.
         """
         if self.routers:
             return self._ticked_at + TICK_SECONDS
