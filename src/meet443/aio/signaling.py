@@ -56,6 +56,7 @@ from meet443.proto.signaling.room import (
     LookupRoom,
     MeetingEnded,
     Output,
+    RevokeTurn,
     Send,
     SignalingLimits,
     SignalingServer,
@@ -190,6 +191,9 @@ class SignalingService:
         self._on_meeting_ended = on_meeting_ended
         #: Where group-room media requests go (the SFU); set after construction by ``app.py``.
         self.on_sfu = on_sfu
+        #: Where revocations of departed participants' TURN credentials go (the TURN core);
+        #: set by ``app.py``.
+        self.on_turn_revoked: Callable[[RevokeTurn], None] | None = None
         self._clock = clock
         self._ids = itertools.count(1)
         self._peers: dict[int, _Peer] = {}
@@ -291,6 +295,9 @@ class SignalingService:
             elif isinstance(output, MeetingEnded):
                 if self._on_meeting_ended is not None:
                     self._spawn(self._on_meeting_ended(output.room))
+            elif isinstance(output, RevokeTurn):
+                if self.on_turn_revoked is not None:
+                    self.on_turn_revoked(output)
             elif self.on_sfu is not None:
                 self.on_sfu(output)
 

@@ -20,6 +20,7 @@ from meet443.proto.signaling.room import (
     LookupRoom,
     MeetingEnded,
     Output,
+    RevokeTurn,
     Send,
     SignalingLimits,
     SignalingServer,
@@ -62,6 +63,7 @@ class Harness:
         self.lookups: list[LookupRoom] = []
         self.ended: list[str] = []
         self.sfu: list[ToSfu | LeftSfu] = []
+        self.revoked: list[RevokeTurn] = []
         self.conns = itertools.count(1)
         self.ice_calls: list[tuple[str, float]] = []
 
@@ -100,6 +102,8 @@ class Harness:
                     self.answer(output)
             elif isinstance(output, ToSfu | LeftSfu):
                 self.sfu.append(output)
+            elif isinstance(output, RevokeTurn):
+                self.revoked.append(output)
             else:
                 assert isinstance(output, MeetingEnded)
                 self.ended.append(output.room)
@@ -1216,12 +1220,63 @@ class TestIceServers:
         assert cy.last_error() == "not-joined"
         assert len(h.ice_calls) == calls
 
+    def test_refresh_is_rate_limited(self, h: Harness) -> None:
+        """Each ``ice-refresh`` mints a credential: a burst of 3, then one per 10 s."""
+        ada = h.joined()
+        ada.take()
+        minted = 0
+        for _ in range(30):  # 30 asks in 3 s: the issue's figure, 30 credentials before
+            h.clock.advance(0.1)
+            ada.send("ice-refresh")
+            minted += sum(m["type"] == "ice-servers" for m in ada.inbox)
+            ada.take()
+        assert minted == 3
+        ada.send("ice-refresh")
+        assert ada.last_error() == "rate-limited"
+        assert ada.inbox[-1]["ref"] == "ice-refresh"
+        assert ada.closed is None
+        h.clock.advance(10)
+        ada.send("ice-refresh")
+        assert ada.inbox[-1]["type"] == "ice-servers"
+
     def test_next_timer(self, h: Harness) -> None:
         assert h.server.next_timer() is None
         h.joined()
         assert h.server.next_timer() == T0 + 30
         h.tick(20)
         assert h.server.next_timer() == T0 + 30
+
+
+class TestTurnRevocation:
+    """A participant that leaves its meeting for good has its TURN credentials revoked, until the
+    last one handed to it expires; one that only lost its socket keeps them (it may resume)."""
+
+    def test_leave_kick_timeout_and_end(self, h: Harness) -> None:
+        ada = h.joined()
+        bob = h.joined(name="Bob")
+        cy = h.joined(name="Cy")
+        dee = h.joined(name="Dee")
+        h.clock.advance(100)
+        bob.send("ice-refresh")  # the last credential handed to bob expires 100 s later
+        bob.send("leave")
+        assert [(r.participant, r.until) for r in h.revoked] == [(bob.self_id, T0 + 100 + TTL)]
+        ada.send("kick", participantId=cy.self_id)
+        assert h.revoked[-1].participant == cy.self_id
+        h.drop(dee)
+        for _ in range(3):
+            assert len(h.revoked) == 2  # awaiting resume: its call may go on
+            h.tick(10)
+            ada.send("ping")
+        assert h.revoked[-1].participant == dee.self_id
+        ada.send("end")
+        assert [r.participant for r in h.revoked] == [bob.self_id, cy.self_id, dee.self_id, ada.self_id]
+
+    def test_knockers_have_nothing_to_revoke(self, h: Harness) -> None:
+        ada = h.joined()
+        ada.send("lock", locked=True)
+        h.connect().join(name="Cy")
+        ada.send("end")
+        assert [r.participant for r in h.revoked] == [ada.self_id]
 
 
 class TestLogging:

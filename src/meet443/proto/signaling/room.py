@@ -9,10 +9,11 @@ Connections are plain integers chosen by the adapter. Bytes and ``now`` go in, o
 * ``handle_timer(now)``: heartbeats, resume windows, TURN credential refresh, meeting end times.
 
 Outputs are :class:`Send`, :class:`Close`, :class:`LookupRoom` (join is two-phase: the directory
-is I/O) and :class:`MeetingEnded`. ``now`` is wall-clock seconds (UNIX time), because chat
-timestamps, meeting end times and TURN REST usernames are all wall-clock values. Randomness
-(participant ids, resume tokens) comes from the injected ``token(nbytes) -> str`` and TURN
-credentials from the injected ``ice_servers(participant_id, now) -> (servers, ttl)``.
+is I/O), :class:`MeetingEnded` and :class:`RevokeTurn` (for the TURN core). ``now`` is wall-clock
+seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames are all
+wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
+``token(nbytes) -> str`` and TURN credentials from the injected
+``ice_servers(participant_id, now) -> (servers, ttl)``.
 
 State, in one place:
 
@@ -30,7 +31,6 @@ connections of participants and knockers of the same room.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import logging
 import math
 from collections import OrderedDict, deque
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from meet443.exceptions import SignalingError
+from meet443.proto.addresses import address_key
 from meet443.proto.ratelimit import KeyedRateLimiter, TokenBucket
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode, is_valid_room_name
 from meet443.proto.signaling.messages import (
@@ -98,6 +99,7 @@ __all__ = [
     "MeetingEnded",
     "Output",
     "ParticipantState",
+    "RevokeTurn",
     "Send",
     "SignalingCounters",
     "SignalingLimits",
@@ -203,7 +205,16 @@ class LeftSfu:
     participant: str
 
 
-Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu
+@dataclass(frozen=True, slots=True)
+class RevokeTurn:
+    """A participant left its room for good: the TURN core deletes its allocations and refuses its
+    credentials (REST usernames ``expiry:participant``) until ``until``, when the last expires."""
+
+    participant: str
+    until: float
+
+
+Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,6 +255,9 @@ class SignalingLimits:
     max_connections: int | None = None
     #: API meetings ended by a host, remembered to refuse joins until their end time.
     max_ended_meetings: int = 10000
+    #: ``ice-refresh`` per participant: each mints TURN credentials, so one per 10 s, burst 3.
+    ice_refresh_rate: float = 0.1
+    ice_refresh_burst: float = 3.0
 
 
 @dataclass(slots=True)
@@ -324,6 +338,9 @@ class _Participant:
     screen: bool = False
     disconnected_at: float = 0.0
     ice_due: float = math.inf
+    #: When the last TURN credential handed to this participant expires.
+    turn_until: float = 0.0
+    ice_refreshes: TokenBucket | None = None
     #: clientMessageId → seq, oldest first.
     chat_ids: OrderedDict[str, int] = field(default_factory=OrderedDict)
     #: Relayed messages that arrived while awaiting resume, delivered after ``joined``.
@@ -356,19 +373,6 @@ class _Connection:
     limited_since: float | None = None
     last_refusal: float = -math.inf
     last_limit_reply: float = -math.inf
-
-
-def address_key(remote_ip: str) -> str:
-    """The per-address rate-limit key: IPv4 as is, IPv6 by its /64 (one subscriber's prefix)."""
-    try:
-        address = ipaddress.ip_address(remote_ip.partition("%")[0])
-    except ValueError:
-        return remote_ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -762,8 +766,7 @@ class SignalingServer:
         self._resume_tokens[p.resume_token] = p
         p.conn, p.state = c.conn, ParticipantState.CONNECTED
         c.participant, c.state = p, ConnectionState.JOINED
-        servers, ttl = self._ice_servers(p.id, now)
-        p.ice_due = now + ttl / 2
+        servers, _ = self._mint_ice_servers(p, now)
         self._send(
             c.conn,
             Joined(
@@ -814,6 +817,7 @@ class SignalingServer:
             del self._resume_tokens[p.resume_token]
             p.resume_token = None
         p.backlog.clear()
+        self._revoke_turn(p)
         logger.info("participant %s left room %s (%s)", p.id, room.name, reason)
         self._broadcast(room, ParticipantLeft(p.id, reason))
         if room.mode is RoomMode.GROUP:
@@ -878,6 +882,7 @@ class SignalingServer:
             if p.resume_token is not None:
                 del self._resume_tokens[p.resume_token]
             self._participant_count -= 1
+            self._revoke_turn(p)
             c = self._connections.get(p.conn) if p.conn is not None else None
             if c is not None:
                 c.participant = None
@@ -1065,15 +1070,35 @@ class SignalingServer:
         logger.info("room %s: %s ends the meeting", p.room.name, p.id)
         self._end_room(p.room, now, by_host=True)
 
-    def _send_ice_servers(self, p: _Participant, now: float) -> None:
-        assert p.conn is not None
+    def _mint_ice_servers(self, p: _Participant, now: float) -> tuple[list[dict[str, object]], int]:
         servers, ttl = self._ice_servers(p.id, now)
         # Half the lifetime: a fresh credential arrives long before the old one expires.
         p.ice_due = now + ttl / 2
+        p.turn_until = max(p.turn_until, now + ttl)
+        return servers, ttl
+
+    def _send_ice_servers(self, p: _Participant, now: float) -> None:
+        assert p.conn is not None
+        servers, ttl = self._mint_ice_servers(p, now)
         self._send(p.conn, IceServersMessage(servers, ttl))
 
+    def _revoke_turn(self, p: _Participant) -> None:
+        if p.turn_until:
+            self._out.append(RevokeTurn(p.id, p.turn_until))
+
     def _on_ice_refresh(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
-        """docs/signaling.md ``ice-refresh``: fresh TURN credentials now."""
+        """docs/signaling.md ``ice-refresh``: fresh TURN credentials now, at most once per 10 s
+        after a burst of 3 (the TURN quota is per participant, so refreshing buys no allocations)."""
+        limits = self.limits
+        if p.ice_refreshes is None:
+            p.ice_refreshes = TokenBucket(limits.ice_refresh_rate, limits.ice_refresh_burst)
+        if not p.ice_refreshes.take(now):
+            errors = self.counters.errors
+            errors["rate-limited"] = errors.get("rate-limited", 0) + 1
+            self._send(
+                c.conn, ErrorMessage("rate-limited", "ice-refresh at most once per 10 s", "ice-refresh")
+            )
+            return
         self._send_ice_servers(p, now)
 
     def _on_ping(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
