@@ -175,7 +175,11 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         check_rate_per_minute=config.check_rate,
     )
     app = build_main_app(
-        config.public_url, embed_origins=config.embed_origins, meetings=store, network=network
+        config.public_url,
+        embed_origins=config.embed_origins,
+        meetings=store,
+        network=network,
+        on_meeting_deleted=signaling.end_meeting,
     )
     signaling.add_routes(app)
     http = HttpService(app)

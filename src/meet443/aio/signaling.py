@@ -301,6 +301,10 @@ class SignalingService:
             elif self.on_sfu is not None:
                 self.on_sfu(output)
 
+    def end_meeting(self, room: str) -> None:
+        """The meeting of ``room`` was deleted through the API: send everyone in it away."""
+        self._apply(self.core.end_meeting(room, self._clock()))
+
     def deliver(self, room: str, participant: str, message: ServerMessage) -> None:
         """A message from the SFU to one participant."""
         self._apply(self.core.deliver(room, participant, message))

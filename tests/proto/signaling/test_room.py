@@ -1051,6 +1051,50 @@ class TestMeetingEnd:
         assert ada.last_error() == "meeting-ended"
 
 
+class TestMeetingDeleted:
+    """Issue 10 §4: a meeting deleted through the API ends for everyone, and nobody resumes into it."""
+
+    def test_end_meeting(self, h: Harness) -> None:
+        h.meetings["board"] = RoomAdmission("board", RoomMode.NORMAL, True, int((T0 + 3600) * 1000), False)
+        ada = h.joined("board")
+        bob = h.joined("board", name="Bob")
+        h.drop(bob)
+        ada.take()
+        h.process(h.server.end_meeting("board", h.clock.now))
+        assert ada.take() == [{"type": "ended"}]
+        assert ada.closed == (1000, "ended")
+        assert h.server.room_count == 0
+        assert {r.participant for r in h.revoked} == {ada.self_id, bob.self_id}
+        assert h.ended == []  # the directory deleted it itself
+        # The directory would still answer from its cache or a lagging replica: the room stays shut.
+        back = h.connect()
+        assert back.join("board", name="Bob", resumeToken=bob.resume_token)["code"] == "meeting-ended"
+        assert back.closed == (1000, "meeting-ended")
+        h.process(h.server.end_meeting("nowhere", h.clock.now))  # no such room: nothing to do
+
+    def test_resume_asks_the_directory(self, h: Harness) -> None:
+        """Deleted by another process: the resume finds out from the directory and ends the room."""
+        h.meetings["board"] = RoomAdmission("board", RoomMode.NORMAL, True, None, False)
+        ada = h.joined("board")
+        bob = h.joined("board", name="Bob")
+        h.drop(bob)
+        ada.take()
+        h.meetings["board"] = Refusal.MEETING_ENDED
+        back = h.connect()
+        assert back.join("board", name="Bob", resumeToken=bob.resume_token)["code"] == "meeting-ended"
+        assert ada.take() == [{"type": "ended"}]
+        assert h.server.room_count == 0
+
+    def test_resume_still_works(self, h: Harness) -> None:
+        ada = h.joined()
+        h.drop(ada)
+        lookups = len(h.lookups)
+        back = h.connect()
+        reply = back.join(name="Ada", resumeToken=ada.resume_token)
+        assert reply["resumed"] is True and reply["selfId"] == ada.self_id
+        assert len(h.lookups) == lookups + 1
+
+
 class TestLifecycle:
     """docs/signaling.md "Connection lifecycle" 4-6: heartbeat, resume, leave."""
 

@@ -6,6 +6,7 @@ Connections are plain integers chosen by the adapter. Bytes and ``now`` go in, o
 * ``receive(conn, data, now)``: one text frame;
 * ``admit(conn, admission, now)``: the directory's answer to a :class:`LookupRoom` output;
 * ``disconnected(conn, now)``: the socket is gone (the participant may resume for 30 s);
+* ``end_meeting(room, now)``: the meeting was deleted through the API; everyone in it is sent away;
 * ``handle_timer(now)``: heartbeats, resume windows, TURN credential refresh, meeting end times.
 
 Outputs are :class:`Send`, :class:`Close`, :class:`LookupRoom` (join is two-phase: the directory
@@ -22,7 +23,8 @@ State, in one place:
 * a participant is ``KNOCKING`` (waiting for a host of a locked room), ``CONNECTED`` or
   ``AWAITING_RESUME`` (its socket dropped less than 30 s ago; it keeps its id and its slot);
 * a room exists while it has participants or knockers and is forgotten when it empties; API-room
-  facts (end time) come from the directory on every join.
+  facts (end time) come from the directory on every join, resumes included: a directory that says
+  a live room's meeting is over ends it for everyone.
 
 Nothing leaves a room: every :class:`Send` caused by a participant goes to its own connection or to
 connections of participants and knockers of the same room.
@@ -147,6 +149,9 @@ _RESUME_TOKEN_BYTES = 16
 IceServerSource = Callable[[str, float], tuple[list[dict[str, object]], int]]
 TokenSource = Callable[[int], str]
 LeaveReason = Literal["left", "timeout", "kicked"]
+#: Why a room ended: a host's ``end``, its end time, or its meeting deleted (or found ended by the
+#: directory, which another process may have told first).
+EndReason = Literal["by a host", "end time", "deleted"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -498,6 +503,15 @@ class SignalingServer:
             self._drop(c, now, "socket closed")
         return out
 
+    def end_meeting(self, room: str, now: float) -> list[Output]:
+        """The meeting of ``room`` was deleted: ``ended`` and close 1000 for everyone in it, and no
+        resume into it (docs/signaling.md ``ended``)."""
+        out = self._out = []
+        r = self._rooms.get(room)
+        if r is not None:
+            self._end_room(r, now, "deleted")
+        return out
+
     def handle_timer(self, now: float) -> list[Output]:
         """Expire silent sockets, resume windows and meetings; refresh TURN credentials."""
         out = self._out = []
@@ -513,7 +527,7 @@ class SignalingServer:
         for room in list(self._rooms.values()):
             if room.end_ms is not None and now_ms >= room.end_ms:
                 logger.info("room %s: meeting reached its end time", room.name)
-                self._end_room(room, now, by_host=False)
+                self._end_room(room, now, "end time")
                 continue
             for p in list(room.participants.values()):
                 if p.state is ParticipantState.AWAITING_RESUME:
@@ -672,25 +686,29 @@ class SignalingServer:
             raise SignalingError(
                 "too-many-joins", "too many joins, try later", close_code=CLOSE_TRY_AGAIN_LATER, ref="join"
             )
-        if join.resume_token is not None:
-            p = self._resume_tokens.get(join.resume_token)
-            if p is not None and p.room.name == join.room:
-                self._resume(c, p, join, now)
-                return
+        # A resume too asks the directory: the meeting may have been deleted or ended meanwhile.
         c.state, c.pending = ConnectionState.LOOKING_UP, join
         self._out.append(LookupRoom(c.conn, join.room, join.room_key))
 
     def _admit(self, c: _Connection, join: Join, admission: RoomAdmission | Refusal, now: float) -> None:
+        name = join.room
         if isinstance(admission, Refusal):
+            live = self._rooms.get(name)
+            if admission is Refusal.MEETING_ENDED and live is not None:
+                self._end_room(live, now, "deleted")
             raise SignalingError(
                 admission.value, _REFUSAL_TEXT[admission], close_code=CLOSE_NORMAL, ref="join"
             )
-        name = join.room
         ended = admission.end_ms is not None and now * 1000 >= admission.end_ms
         if ended or (admission.api_created and name in self._ended_meetings):
             raise SignalingError(
                 "meeting-ended", "this meeting has ended", close_code=CLOSE_NORMAL, ref="join"
             )
+        if join.resume_token is not None:
+            p = self._resume_tokens.get(join.resume_token)
+            if p is not None and p.room.name == name:
+                self._resume(c, p, join, now)
+                return
         if self._participant_count >= self.max_participants:
             logger.warning("conn %d refused: server at %d participants", c.conn, self._participant_count)
             raise SignalingError(
@@ -875,7 +893,7 @@ class SignalingServer:
         self._join(kc, k, None, now, resumed=False)
         self._broadcast(room, ParticipantJoined(k.info()), exclude=k)
 
-    def _end_room(self, room: _Room, now: float, *, by_host: bool) -> None:
+    def _end_room(self, room: _Room, now: float, why: EndReason) -> None:
         """docs/signaling.md ``end``: everyone gets ``ended``; sockets close with 1000."""
         payload = encode(Ended())
         for p in [*room.participants.values(), *room.knockers.values()]:
@@ -892,13 +910,14 @@ class SignalingServer:
         room.participants.clear()
         room.knockers.clear()
         del self._rooms[room.name]
-        logger.info("room %s ended (%s)", room.name, "by a host" if by_host else "end time")
-        if by_host and room.api_created:
+        logger.info("room %s ended (%s)", room.name, why)
+        if why != "end time" and room.api_created:
             self._ended_meetings[room.name] = room.end_ms
             self._ended_meetings.move_to_end(room.name)
             while len(self._ended_meetings) > self.limits.max_ended_meetings:
                 self._ended_meetings.popitem(last=False)
-            self._out.append(MeetingEnded(room.name))
+            if why == "by a host":
+                self._out.append(MeetingEnded(room.name))
 
     # ---------------------------------------------------------------------------------------------
     # Messages of a joined participant (docs/signaling.md "Client → server")
@@ -1068,7 +1087,7 @@ class SignalingServer:
         """docs/signaling.md ``end`` (host only)."""
         self._require_host(p, message)
         logger.info("room %s: %s ends the meeting", p.room.name, p.id)
-        self._end_room(p.room, now, by_host=True)
+        self._end_room(p.room, now, "by a host")
 
     def _mint_ice_servers(self, p: _Participant, now: float) -> tuple[list[dict[str, object]], int]:
         servers, ttl = self._ice_servers(p.id, now)
