@@ -218,6 +218,15 @@ class TestMeetings:
         assert store.delete(meeting.meeting_id, created_by="k1") == meeting
 
 
+class TestServerEpoch:
+    def test_grows_across_reopen(self, tmp_path: Path) -> None:
+        """Issue 10 §5: each server start takes an epoch from the data dir, never one seen before."""
+        with MeetingStore.open(tmp_path) as store:
+            assert [store.next_epoch(), store.next_epoch()] == [1, 2]
+        with MeetingStore.open(tmp_path) as store:
+            assert store.next_epoch() == 3
+
+
 class TestMigration:
     def test_version_1_store(self, tmp_path: Path) -> None:
         """A store made before scoped keys: its keys become ordinary keys that keep their meetings."""

@@ -109,6 +109,8 @@ def build_signaling_service(config: ServeConfig, store: MeetingStore) -> Signali
             room_creation_burst=float(config.joins_per_minute),
         ),
         on_meeting_ended=meeting_ended,
+        # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
+        server_epoch=store.next_epoch(),
     )
 
 

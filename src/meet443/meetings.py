@@ -1,4 +1,5 @@
-"""Meetings made through ``POST /v1/meetings``, and the API keys allowed to make them, in SQLite.
+"""Meetings made through ``POST /v1/meetings``, the API keys allowed to make them, and the server
+epoch (:meth:`MeetingStore.next_epoch`), in SQLite.
 
 The store lives in ``<data-dir>/meetings.sqlite3`` (WAL, schema version in ``PRAGMA user_version``) and
 survives restarts. It is synchronous on purpose: the asyncio adapters call it through
@@ -106,10 +107,16 @@ _MIGRATIONS: tuple[str, ...] = (
         revoked_ms INTEGER
     ) STRICT;
     """,
-    # 2: admin keys see and delete every meeting; the others only those they created.
+    # 2: admin keys see and delete every meeting; the others only those they created. The server
+    # epoch numbers each start of a server on this store (chat ids, see :meth:`MeetingStore.next_epoch`).
     """
     ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX meetings_created_by ON meetings (created_by);
+    CREATE TABLE server_epoch (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO server_epoch (id, epoch) VALUES (1, 0);
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -351,6 +358,15 @@ class MeetingStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def next_epoch(self) -> int:
+        """A number no earlier call on this store returned, larger than all of them: a server takes
+        one when it starts, so the chat ids of its rooms (docs/signaling.md ``chat``) never repeat
+        those of an earlier run. Durable before it is returned (synchronous=FULL)."""
+        with self._db.transaction() as db:
+            (epoch,) = db.execute("UPDATE server_epoch SET epoch = epoch + 1 RETURNING epoch").fetchone()
+        assert isinstance(epoch, int)
+        return epoch
 
     def __enter__(self) -> MeetingStore:
         return self

@@ -169,6 +169,7 @@ class SignalingService:
         limits: SignalingLimits | None = None,
         on_meeting_ended: Callable[[str], Awaitable[None]] | None = None,
         on_sfu: Callable[[ToSfu | LeftSfu], None] | None = None,
+        server_epoch: int = 0,
         clock: Callable[[], float] = time.time,
         token: Callable[[int], str] = secrets.token_urlsafe,
     ) -> None:
@@ -185,6 +186,7 @@ class SignalingService:
             force_relay=force_relay,
             max_participants=max_participants,
             limits=limits,
+            server_epoch=server_epoch,
         )
         self._public_origin = origin_host_port(public_url, any_path=True)
         self._directory = directory

@@ -46,7 +46,9 @@ class FakeClock:
 class Harness:
     """One server, an in-memory directory and the frames each connection has received."""
 
-    def __init__(self, *, force_relay: bool = False, max_participants: int = 1000, **limits: Any) -> None:
+    def __init__(
+        self, *, force_relay: bool = False, max_participants: int = 1000, server_epoch: int = 0, **limits: Any
+    ) -> None:
         self.clock = FakeClock()
         counter = itertools.count(1)
         self.server = SignalingServer(
@@ -55,6 +57,7 @@ class Harness:
             force_relay=force_relay,
             max_participants=max_participants,
             limits=SignalingLimits(**limits),
+            server_epoch=server_epoch,
         )
         self.inbox: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.closed: dict[int, tuple[int, str]] = {}
@@ -698,6 +701,7 @@ class TestChat:
             "text": "hello",
             "ts": int((T0 + 1.5) * 1000),
             "clientMessageId": "a1",
+            "epoch": 0,
         }
         assert ada.take() == [expected]  # the sender's copy is its acknowledgement
         assert bob.take() == [expected]
@@ -747,6 +751,31 @@ class TestChat:
         again.send("chat", text="three", clientMessageId="a3")
         bob_chat = [(m["seq"], m["text"]) for m in bob.take() if m["type"] == "chat"]
         assert bob_chat == [(1, "one"), (2, "two"), (3, "while you were away"), (4, "three")]
+
+    def test_epochs(self) -> None:
+        """Issue 10 §5: ``(epoch, seq)`` never repeats: not after a restart (a new server epoch),
+        nor when a room empties and is made again (seq counts from 1 in a new epoch)."""
+        ids = []
+        for server_epoch in (1, 2):  # two runs of a server on one data dir
+            h = Harness(server_epoch=server_epoch)
+            for _ in range(2):  # the room made, emptied, made again
+                ada = h.joined()
+                ada.send("chat", text="hi", clientMessageId="a1")
+                ids += [(m["epoch"], m["seq"]) for m in ada.take() if m["type"] == "chat"]
+                ada.send("leave")
+        assert ids == [(1 << 32, 1), ((1 << 32) + 1, 1), (2 << 32, 1), ((2 << 32) + 1, 1)]
+
+    def test_last_chat_seq_of_another_epoch_is_ignored(self) -> None:
+        """A client that saw seq 5 before a restart still gets messages 1 and 2 of the new run."""
+        h = Harness(server_epoch=2)
+        ada = h.joined()
+        for i in range(2):
+            ada.send("chat", text=str(i), clientMessageId=str(i))
+        epoch = ada.take()[-1]["epoch"]
+        stale = h.connect().join(name="Bob", lastChatSeq=5, lastChatEpoch=epoch - 1)
+        assert [(m["epoch"], m["seq"]) for m in stale["chat"]] == [(epoch, 1), (epoch, 2)]
+        current = h.connect().join(name="Cy", lastChatSeq=1, lastChatEpoch=epoch)
+        assert [m["seq"] for m in current["chat"]] == [2]
 
     def test_knocker_gets_no_chat(self, h: Harness) -> None:
         ada = h.joined()

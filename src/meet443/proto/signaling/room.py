@@ -117,6 +117,10 @@ NORMAL_ROOM_CAPACITY = 4
 GROUP_ROOM_CAPACITY = 50
 #: docs/signaling.md "Server → client": ``joined.chat`` is the last 50 without ``lastChatSeq``.
 CHAT_ON_JOIN = 50
+#: Chat epochs of one server run are ``server_epoch * ROOMS_PER_RUN`` + 0, 1, 2, ... (one per room
+#: made), so two runs never share one while ``server_epoch`` comes from disk, and ids stay below
+#: 2**53, exact in JavaScript, for 2**21 runs.
+ROOMS_PER_RUN = 1 << 32
 #: docs/signaling.md: "more than 20 errors in a minute" closes the socket with 1008.
 ABUSE_ERRORS = 20
 ABUSE_ERROR_WINDOW = 60.0
@@ -307,6 +311,9 @@ class _Room:
     #: when an ad-hoc room loses its last host.
     participants: dict[str, _Participant] = field(default_factory=dict)
     knockers: dict[str, _Participant] = field(default_factory=dict)
+    #: Chat ids are ``(chat_epoch, seq)``: a room made again (after a restart, or after it emptied)
+    #: counts ``seq`` from 1 in a new, larger epoch, so clients never mistake new messages for old.
+    chat_epoch: int = 0
     chat_seq: int = 0
 
     @property
@@ -316,8 +323,8 @@ class _Room:
     def info(self) -> RoomInfo:
         return RoomInfo(self.name, self.mode.value, self.locked, self.capacity)
 
-    def chat_after(self, seq: int | None) -> list[ChatMessage]:
-        if seq is None:
+    def chat_after(self, seq: int | None, epoch: int | None) -> list[ChatMessage]:
+        if seq is None or (epoch is not None and epoch != self.chat_epoch):
             return list(self.history)[-CHAT_ON_JOIN:]
         return [m for m in self.history if m.seq > seq]
 
@@ -395,8 +402,11 @@ class SignalingServer:
         force_relay: bool = False,
         max_participants: int = 10000,
         limits: SignalingLimits | None = None,
+        server_epoch: int = 0,
     ) -> None:
+        """``server_epoch``: a number no earlier run of this server had (``MeetingStore.next_epoch``)."""
         self._ice_servers = ice_servers
+        self._next_chat_epoch = server_epoch * ROOMS_PER_RUN
         self._token = token
         self._policy: Literal["all", "relay"] = "relay" if force_relay else "all"
         self.max_participants = max_participants
@@ -729,7 +739,9 @@ class SignalingServer:
                 admission.api_created,
                 admission.end_ms,
                 history=deque(maxlen=self.limits.chat_history),
+                chat_epoch=self._next_chat_epoch,
             )
+            self._next_chat_epoch += 1
             self._rooms[name] = room
             logger.info(
                 "room %s created (%s, %s)", name, room.mode.value, "api" if room.api_created else "ad hoc"
@@ -752,7 +764,7 @@ class SignalingServer:
         logger.info(
             "conn %d: participant %s joined room %s%s", c.conn, p.id, name, " as host" if host else ""
         )
-        self._join(c, p, join.last_chat_seq, now, resumed=False)
+        self._join(c, p, join, now, resumed=False)
         self._broadcast(room, ParticipantJoined(p.info()), exclude=p)
 
     def _new_participant(
@@ -772,9 +784,7 @@ class SignalingServer:
         self._send(c.conn, Knocking())
         self._to_hosts(room, Knock(p.id, p.display_name))
 
-    def _join(
-        self, c: _Connection, p: _Participant, last_chat_seq: int | None, now: float, *, resumed: bool
-    ) -> None:
+    def _join(self, c: _Connection, p: _Participant, join: Join | None, now: float, *, resumed: bool) -> None:
         """Send ``joined`` (and what the participant missed); ``p`` is in ``room.participants``."""
         room = p.room
         if p.resume_token is not None:
@@ -785,6 +795,7 @@ class SignalingServer:
         p.conn, p.state = c.conn, ParticipantState.CONNECTED
         c.participant, c.state = p, ConnectionState.JOINED
         servers, _ = self._mint_ice_servers(p, now)
+        last_seq, last_epoch = (None, None) if join is None else (join.last_chat_seq, join.last_chat_epoch)
         self._send(
             c.conn,
             Joined(
@@ -796,7 +807,7 @@ class SignalingServer:
                 participants=[o.info() for o in room.participants.values() if o is not p],
                 ice_servers=servers,
                 ice_transport_policy=self._policy,
-                chat=room.chat_after(last_chat_seq),
+                chat=room.chat_after(last_seq, last_epoch),
             ),
         )
         if p.host:
@@ -816,7 +827,7 @@ class SignalingServer:
             self._out.append(Close(old.conn, CLOSE_NORMAL, "resumed on another socket"))
         was_connected = p.state is ParticipantState.CONNECTED
         logger.info("conn %d: participant %s of room %s resumed", c.conn, p.id, p.room.name)
-        self._join(c, p, join.last_chat_seq, now, resumed=True)
+        self._join(c, p, join, now, resumed=True)
         if not was_connected:
             self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
         while p.backlog:
@@ -991,7 +1002,13 @@ class SignalingServer:
             return
         room.chat_seq += 1
         chat = ChatMessage(
-            room.chat_seq, p.id, p.display_name, message.text, int(now * 1000), message.client_message_id
+            room.chat_seq,
+            p.id,
+            p.display_name,
+            message.text,
+            int(now * 1000),
+            message.client_message_id,
+            room.chat_epoch,
         )
         room.history.append(chat)
         p.chat_ids[message.client_message_id] = chat.seq
