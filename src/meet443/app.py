@@ -153,7 +153,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     )
     signaling.on_sfu = sfu.signaling_output
     # A participant gone from its meeting loses its TURN allocations and credentials at once.
-    signaling.on_turn_revoked = lambda r: service.turn.revoke(r.participant, r.until, time.time())
+    signaling.on_turn_revoked = lambda r: service.turn.revoke(r.participant, r.until)
     udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
     enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
     udp_sock.bind((config.listen, config.port))

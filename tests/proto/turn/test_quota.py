@@ -88,7 +88,7 @@ class TestRevocation:
             assert client.allocate().klass == StunClass.SUCCESS
         relays = [server.allocations[c.flow].relay for c in gone]
 
-        server.revoke("p1", clock.now + 3600, clock.now)
+        server.revoke("p1", clock.now + 3600)
 
         assert [c.flow in server.allocations for c in gone] == [False, False, False]
         assert not any(r in server.by_relay for r in relays)
@@ -113,7 +113,7 @@ class TestRevocation:
         assert client.allocate().klass == StunClass.SUCCESS
         for _ in range(12):  # two hours, refreshing every ten minutes, the credential long expired
             clock.advance(600)
-            server.revoke("p9", clock.now + 60, clock.now)
+            server.revoke("p9", clock.now + 60)
             assert client.request(Method.REFRESH, [Lifetime(900)]).klass == StunClass.SUCCESS
             server.handle_timer(clock.now)
         assert client.flow in server.allocations
@@ -177,7 +177,7 @@ class TestWithSignaling:
                     admission = RoomAdmission(output.room, RoomMode.NORMAL, False, None, False)
                     route(signaling.admit(output.conn, admission, clock.now))
                 elif isinstance(output, RevokeTurn):
-                    turn.revoke(output.participant, output.until, clock.now)
+                    turn.revoke(output.participant, output.until)
             return outputs
 
         def join(conn: int, name: str) -> str:

@@ -7,7 +7,7 @@ Bytes and ``now`` go in, bytes and their destinations come out:
   answers Binding requests (RFC 5780 NAT behaviour discovery, see :meth:`TurnServer._binding`);
 * ``receive_from_peer(relay, peer, data, now)``: a datagram that arrived on a relay port;
 * ``connection_closed(flow, now)``: a TCP/TLS client went away (its allocation goes too);
-* ``revoke(user, until, now)``: a participant left its meeting; its allocations go and its
+* ``revoke(user, until)``: a participant left its meeting; its allocations go and its
   credentials stop working (the signaling core says so, through ``app.py``);
 * ``handle_timer(now)``: expire allocations, permissions, channels, reservations and cached answers.
 
@@ -306,7 +306,7 @@ class TurnServer:
         if allocation is not None:
             self._delete(allocation, "connection closed")
 
-    def revoke(self, user: str, until: float, now: float) -> None:
+    def revoke(self, user: str, until: float) -> None:
         """A participant left (or was removed from) its meeting: delete its allocations now and
         refuse every request made with its credentials until ``until``, when the last of them
         expires. ``user`` is the user part of its REST usernames (``expiry:user``)."""
@@ -490,9 +490,6 @@ class TurnServer:
             self.counters.auth_failures += 1
             return self._unauthenticated_error(request, flow, now, 401, "Unauthenticated", challenge=True)
         password, expired = found
-        if self.ledger.is_revoked(quota_user(username.value), now):
-            self.counters.auth_failures += 1
-            return self._unauthenticated_error(request, flow, now, 401, "Credentials revoked", challenge=True)
         # An expired REST username may keep using the allocation it already holds (a long call is
         # never cut at the credential TTL), but it cannot create a new one.
         if expired and (allocation is None or allocation.username != username.value):
@@ -505,6 +502,9 @@ class TurnServer:
         if not key or not request.check_integrity(key):
             self.counters.auth_failures += 1
             return self._unauthenticated_error(request, flow, now, 401, "Unauthenticated", challenge=True)
+        if self.ledger.is_revoked(quota_user(username.value), now):
+            self.counters.auth_failures += 1
+            return self._unauthenticated_error(request, flow, now, 401, "Credentials revoked", challenge=True)
         return username.value, key
 
     def _answer(
