@@ -2,11 +2,11 @@
 // rooms, the SFU session), stats and the view together. Server messages and user actions change
 // the one state object (state.js); the view renders it.
 
+import { withChatMessage } from './chat.js';
 import { rtcConfiguration } from './ice.js';
 import { GROUP_VIDEO_CONSTRAINTS, LocalMedia } from './media.js';
 import { cleanDisplayName, isValidRoomName, readParams, roomNameFromPath, shareableUrl } from './params.js';
 import { Mesh } from './peers.js';
-import { withChatMessage } from './chat.js';
 import { SfuSession } from './sfu.js';
 import { SignalingClient, TERMINAL_ERRORS, signalingUrl } from './signaling.js';
 import { notify, onRender, state, streams, update } from './state.js';
