@@ -109,6 +109,8 @@ def build_signaling_service(config: ServeConfig, store: MeetingStore) -> Signali
             room_creation_burst=float(config.joins_per_minute),
         ),
         on_meeting_ended=meeting_ended,
+        # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
+        server_epoch=store.next_epoch(),
     )
 
 
@@ -150,6 +152,8 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         nack=config.sfu_nack,
     )
     signaling.on_sfu = sfu.signaling_output
+    # A participant gone from its meeting loses its TURN allocations and credentials at once.
+    signaling.on_turn_revoked = lambda r: service.turn.revoke(r.participant, r.until)
     udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
     enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
     udp_sock.bind((config.listen, config.port))
@@ -173,7 +177,11 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         check_rate_per_minute=config.check_rate,
     )
     app = build_main_app(
-        config.public_url, embed_origins=config.embed_origins, meetings=store, network=network
+        config.public_url,
+        embed_origins=config.embed_origins,
+        meetings=store,
+        network=network,
+        on_meeting_deleted=signaling.end_meeting,
     )
     signaling.add_routes(app)
     http = HttpService(app)

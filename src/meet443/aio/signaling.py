@@ -56,6 +56,7 @@ from meet443.proto.signaling.room import (
     LookupRoom,
     MeetingEnded,
     Output,
+    RevokeTurn,
     Send,
     SignalingLimits,
     SignalingServer,
@@ -168,6 +169,7 @@ class SignalingService:
         limits: SignalingLimits | None = None,
         on_meeting_ended: Callable[[str], Awaitable[None]] | None = None,
         on_sfu: Callable[[ToSfu | LeftSfu], None] | None = None,
+        server_epoch: int = 0,
         clock: Callable[[], float] = time.time,
         token: Callable[[int], str] = secrets.token_urlsafe,
     ) -> None:
@@ -184,12 +186,16 @@ class SignalingService:
             force_relay=force_relay,
             max_participants=max_participants,
             limits=limits,
+            server_epoch=server_epoch,
         )
         self._public_origin = origin_host_port(public_url, any_path=True)
         self._directory = directory
         self._on_meeting_ended = on_meeting_ended
         #: Where group-room media requests go (the SFU); set after construction by ``app.py``.
         self.on_sfu = on_sfu
+        #: Where revocations of departed participants' TURN credentials go (the TURN core);
+        #: set by ``app.py``.
+        self.on_turn_revoked: Callable[[RevokeTurn], None] | None = None
         self._clock = clock
         self._ids = itertools.count(1)
         self._peers: dict[int, _Peer] = {}
@@ -291,8 +297,15 @@ class SignalingService:
             elif isinstance(output, MeetingEnded):
                 if self._on_meeting_ended is not None:
                     self._spawn(self._on_meeting_ended(output.room))
+            elif isinstance(output, RevokeTurn):
+                if self.on_turn_revoked is not None:
+                    self.on_turn_revoked(output)
             elif self.on_sfu is not None:
                 self.on_sfu(output)
+
+    def end_meeting(self, room: str) -> None:
+        """The meeting of ``room`` was deleted through the API: send everyone in it away."""
+        self._apply(self.core.end_meeting(room, self._clock()))
 
     def deliver(self, room: str, participant: str, message: ServerMessage) -> None:
         """A message from the SFU to one participant."""
