@@ -74,7 +74,8 @@ class TestFile:
             key_id, api_key = store.api_keys.create("ci", now_ms=NOW)
         with MeetingStore.open(tmp_path) as store:
             assert store.get(created.meeting.meeting_id) == created.meeting
-            assert store.api_keys.verify(api_key).key_id == key_id
+            verified = store.api_keys.verify(api_key)
+            assert verified is not None and verified.key_id == key_id
             answer = admit(store, created.meeting.room_name, created.host_room_key)
             assert isinstance(answer, RoomAdmission)
             assert answer.host_key_valid
@@ -323,7 +324,8 @@ class TestApiKeys:
         match = API_KEY.fullmatch(api_key)
         assert match is not None
         assert match.group(1) == key_id
-        assert store.api_keys.verify(api_key).key_id == key_id
+        verified = store.api_keys.verify(api_key)
+        assert verified is not None and verified.key_id == key_id
         (listed,) = store.api_keys.list()
         assert (listed.key_id, listed.label, listed.created_ms, listed.revoked_ms) == (
             key_id,
@@ -367,7 +369,8 @@ class TestApiKeys:
         assert revoked is not None
         assert revoked.revoked_ms == NOW + 5
         assert store.api_keys.verify(api_key) is None
-        assert store.api_keys.verify(kept_key).key_id == kept_id
+        verified = store.api_keys.verify(kept_key)
+        assert verified is not None and verified.key_id == kept_id
         # Revoking again keeps the first time.
         again = store.api_keys.revoke(key_id, now_ms=NOW + 9)
         assert again is not None

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meet443.proto.addresses import address_key
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
 from meet443.proto.signaling.messages import CLIENT_TYPES, Pause, Publish, Speaker, SubscribeOffer
 from meet443.proto.signaling.room import (
@@ -25,7 +26,6 @@ from meet443.proto.signaling.room import (
     SignalingLimits,
     SignalingServer,
     ToSfu,
-    address_key,
 )
 
 T0 = 1_800_000_000.0
