@@ -54,10 +54,8 @@ PROBE_MAX_BPS = 3_000_000.0
 
 
 class Probing(enum.Enum):
-    """What :meth:`SubscriberBudget.probe` asks of the router at this poll."""
+    """What :meth:`SubscriberBudget.probe` asks of the router at this poll (``None``: nothing)."""
 
-    #: Nothing: no estimate yet, a pause after a failed probe or congestion, or the probe just failed.
-    NONE = enum.auto()
     #: A probe runs: send the padding due (:meth:`SubscriberBudget.padding_due`).
     PADDING = enum.auto()
     #: A probe just succeeded: the ceiling rose, share it out again.
@@ -120,7 +118,7 @@ class SubscriberBudget:
         ceiling = max(self.estimate, self.verified)
         return ceiling if self.loss_cap is None else min(ceiling, self.loss_cap)
 
-    def probe(self, now: float) -> Probing:
+    def probe(self, now: float) -> Probing | None:
         """Padding on an RTX stream finds out whether the subscriber's path carries the next
         simulcast layers, which its REMB alone does not tell.
 
@@ -134,17 +132,20 @@ class SubscriberBudget:
         uses where it is above the REMB, and the layers go up. A failed probe means the path is
         full; the next one waits a pause that doubles each time. Loss above ``VERIFIED_LOSS``
         later withdraws the verified rate (see :meth:`receiver_report`).
+
+        ``None`` (nothing to do) when there is no estimate yet, during a pause after a failed
+        probe or congestion, and when the probe just failed.
         """
         probe = self._probe
         estimate = self.estimate
         if estimate is None:
-            return Probing.NONE
+            return None
         if probe.active:
             if probe.lossy or estimate < probe.start_estimate * PROBE_RETREAT:
                 probe.active = False
                 probe.resume_at = now + probe.backoff
                 probe.backoff = min(probe.backoff * 2, PROBE_MAX_BACKOFF)
-                return Probing.NONE
+                return None
             if now < probe.until:
                 return Probing.PADDING
             probe.active = False
@@ -155,7 +156,7 @@ class SubscriberBudget:
             self.loss_cap = None  # the path carried more than the cap without loss
             return Probing.VERIFIED
         if now < probe.resume_at:
-            return Probing.NONE
+            return None
         return Probing.MAY_START
 
     def start_probe(self, now: float, wanted: float, forwarded: float) -> bool:

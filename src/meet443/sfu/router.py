@@ -810,7 +810,9 @@ class Router:
             for member in self._participants.values():
                 out += self._distribute(member, now)
         for member in self._participants.values():
-            out += self._probe(member, now)
+            step = member.budget.probe(now)
+            if step is not None:  # mostly None: one call per subscriber and tick, as before the split
+                out += self._probe(member, step, now)
         if self._next_report is not None and now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL
             for member in self._participants.values():
@@ -990,16 +992,14 @@ class Router:
             out += self._layer_events(slot, selector.update(now, share, bitrates), now)
         return out
 
-    def _probe(self, member: _Participant, now: float) -> list[Outgoing]:
-        """Padding probes towards the subscriber (:meth:`~meet443.sfu.budget.SubscriberBudget.probe`)."""
-        budget = member.budget
-        step = budget.probe(now)
+    def _probe(self, member: _Participant, step: Probing, now: float) -> list[Outgoing]:
+        """What :meth:`~meet443.sfu.budget.SubscriberBudget.probe` asked for: padding, the
+        verified rate shared out, or what the slots need to decide on a new probe."""
         if step is Probing.PADDING:
             return self._padding(member, now)
         if step is Probing.VERIFIED:
             return self._distribute(member, now)
-        if step is Probing.MAY_START:
-            budget.start_probe(now, *self._probe_need(member, now))
+        member.budget.start_probe(now, *self._probe_need(member, now))
         return []
 
     def _losses(self, member: _Participant, blocks: Sequence[ReportBlock], now: float) -> list[Outgoing]:
