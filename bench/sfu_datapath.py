@@ -60,7 +60,7 @@ from meet443.proto.rtp.packet import HeaderExtension, OneByteExtensions, RtpPack
 from meet443.proto.signaling.admission import Refusal  # noqa: E402
 from meet443.proto.signaling.room import SignalingServer  # noqa: E402
 from meet443.sfu.conference import Conference  # noqa: E402
-from meet443.sfu.router import PcRole  # noqa: E402
+from meet443.sfu.tracks import PcRole  # noqa: E402
 
 SIZE = 1100
 VP8_PT = 97  # aiortc's offer (tests/proto/sdp/fixtures/aiortc_offer.sdp)

@@ -209,7 +209,8 @@ class TestApiKey:
         key_id, api_key = self.create(capsys, "--label", "ci bot", *data_dir)
         other_id, _ = self.create(capsys, *data_dir)
         with MeetingStore.open(tmp_path / "data") as store:
-            assert store.api_keys.verify(api_key) == key_id
+            verified = store.api_keys.verify(api_key)
+            assert verified is not None and verified.key_id == key_id
         lines = self.list_keys(capsys, *data_dir)
         assert len(lines) == 2
         assert re.fullmatch(rf"{key_id}  created \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ  active  ci bot", lines[0])
@@ -221,6 +222,19 @@ class TestApiKey:
         with MeetingStore.open(tmp_path / "data") as store:
             assert store.api_keys.verify(api_key) is None
         assert " revoked " in self.list_keys(capsys, *data_dir)[0]
+
+    def test_admin_key(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        data_dir = ["--data-dir", str(tmp_path / "data")]
+        admin_id, api_key = self.create(capsys, "--admin", "--label", "ops", *data_dir)
+        scoped_id, scoped_key = self.create(capsys, *data_dir)
+        with MeetingStore.open(tmp_path / "data") as store:
+            verified = store.api_keys.verify(api_key)
+            assert verified is not None and verified.scope is None
+            verified = store.api_keys.verify(scoped_key)
+            assert verified is not None and verified.scope == scoped_id
+        lines = self.list_keys(capsys, *data_dir)
+        assert lines[0].startswith(admin_id) and lines[0].endswith("  active admin  ops")
+        assert lines[1].endswith("  active")
 
     def test_revoke_unknown_key(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["api-key", "revoke", "feedfeedfeed", "--data-dir", str(tmp_path)]) == 1

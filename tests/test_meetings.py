@@ -15,6 +15,7 @@ import pytest
 
 from meet443.exceptions import ConfigError
 from meet443.meetings import (
+    _MIGRATIONS,
     DB_FILE_NAME,
     MAX_MEETING_MS,
     MAX_ROOM_NAME_PREFIX,
@@ -73,7 +74,8 @@ class TestFile:
             key_id, api_key = store.api_keys.create("ci", now_ms=NOW)
         with MeetingStore.open(tmp_path) as store:
             assert store.get(created.meeting.meeting_id) == created.meeting
-            assert store.api_keys.verify(api_key) == key_id
+            verified = store.api_keys.verify(api_key)
+            assert verified is not None and verified.key_id == key_id
             answer = admit(store, created.meeting.room_name, created.host_room_key)
             assert isinstance(answer, RoomAdmission)
             assert answer.host_key_valid
@@ -203,10 +205,50 @@ class TestMeetings:
 
     def test_delete(self, store: MeetingStore) -> None:
         meeting = store.create(end_ms=NOW + HOUR, mode=RoomMode.NORMAL, now_ms=NOW).meeting
-        assert store.delete(meeting.meeting_id)
+        assert store.delete(meeting.meeting_id) == meeting
         assert store.get(meeting.meeting_id) is None
-        assert not store.delete(meeting.meeting_id)
-        assert not store.delete("nope")
+        assert store.delete(meeting.meeting_id) is None
+        assert store.delete("nope") is None
+
+    def test_scoped_to_the_creating_key(self, store: MeetingStore) -> None:
+        meeting = store.create(end_ms=NOW + HOUR, mode=RoomMode.NORMAL, now_ms=NOW, created_by="k1").meeting
+        assert store.get(meeting.meeting_id, created_by="k2") is None
+        assert store.delete(meeting.meeting_id, created_by="k2") is None
+        assert store.get(meeting.meeting_id, created_by="k1") == meeting
+        assert store.get(meeting.meeting_id) == meeting  # an admin key's scope
+        assert store.delete(meeting.meeting_id, created_by="k1") == meeting
+
+
+class TestServerEpoch:
+    def test_grows_across_reopen(self, tmp_path: Path) -> None:
+        """Issue 10 §5: each server start takes an epoch from the data dir, never one seen before."""
+        with MeetingStore.open(tmp_path) as store:
+            assert [store.next_epoch(), store.next_epoch()] == [1, 2]
+        with MeetingStore.open(tmp_path) as store:
+            assert store.next_epoch() == 3
+
+
+class TestMigration:
+    def test_version_1_store(self, tmp_path: Path) -> None:
+        """A store made before scoped keys: its keys become ordinary keys that keep their meetings."""
+        path = tmp_path / DB_FILE_NAME
+        db = sqlite3.connect(path)
+        db.executescript(_MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        db.execute(
+            "INSERT INTO meetings VALUES ('m1', 'room-aaaaaaaaaaaaaaaa', 'normal', ?, ?, x'00', 'k1', 0)",
+            (NOW, NOW + HOUR),
+        )
+        db.execute("INSERT INTO api_keys VALUES ('k1', 'old', x'00', ?, NULL)", (NOW,))
+        db.commit()
+        db.close()
+        with MeetingStore(path) as store:
+            (key,) = store.api_keys.list()
+            assert (key.key_id, key.admin, key.scope) == ("k1", False, "k1")
+            assert store.get("m1", created_by=key.scope) is not None
+            assert store.get("m1", created_by="k2") is None
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        db.close()
 
 
 class TestAdmission:
@@ -282,7 +324,8 @@ class TestApiKeys:
         match = API_KEY.fullmatch(api_key)
         assert match is not None
         assert match.group(1) == key_id
-        assert store.api_keys.verify(api_key) == key_id
+        verified = store.api_keys.verify(api_key)
+        assert verified is not None and verified.key_id == key_id
         (listed,) = store.api_keys.list()
         assert (listed.key_id, listed.label, listed.created_ms, listed.revoked_ms) == (
             key_id,
@@ -326,7 +369,8 @@ class TestApiKeys:
         assert revoked is not None
         assert revoked.revoked_ms == NOW + 5
         assert store.api_keys.verify(api_key) is None
-        assert store.api_keys.verify(kept_key) == kept_id
+        verified = store.api_keys.verify(kept_key)
+        assert verified is not None and verified.key_id == kept_id
         # Revoking again keeps the first time.
         again = store.api_keys.revoke(key_id, now_ms=NOW + 9)
         assert again is not None

@@ -87,6 +87,7 @@ def build_signaling_server(
     force_relay: bool = False,
     max_participants: int = 10000,
     limits: SignalingLimits | None = None,
+    server_epoch: int = 0,
     token: Callable[[int], str] = secrets.token_urlsafe,
 ) -> SignalingServer:
     """The signaling core, handing out TURN credentials for this server's TURN URIs."""
@@ -103,6 +104,7 @@ def build_signaling_server(
         force_relay=force_relay,
         max_participants=max_participants,
         limits=limits,
+        server_epoch=server_epoch,
     )
 
 
@@ -128,7 +130,7 @@ def meeting_directory(
     return directory, meeting_ended
 
 
-def build_node(config: ServeConfig, relays: RelayPool) -> NodeCore:
+def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> NodeCore:
     """Every core of a single node: TURN, the SFU and signaling, composed."""
     signaling = build_signaling_server(
         turn_secret=config.turn_secret,
@@ -143,6 +145,8 @@ def build_node(config: ServeConfig, relays: RelayPool) -> NodeCore:
             room_creation_rate=config.joins_per_minute / 120,
             room_creation_burst=float(config.joins_per_minute),
         ),
+        # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
+        server_epoch=server_epoch,
     )
     conference = Conference(
         DtlsCertificate.generate(time.time(), os.urandom),
@@ -152,6 +156,19 @@ def build_node(config: ServeConfig, relays: RelayPool) -> NodeCore:
         nack=config.sfu_nack,
     )
     return NodeCore(signaling, build_turn_server(config, relays), conference)
+
+
+def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
+    """The node of ``meet443 serve`` in its adapter, before any socket is bound."""
+    relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
+    directory, meeting_ended = meeting_directory(config, store)
+    return NodeService(
+        build_node(config, relays, store.next_epoch()),
+        relays,
+        directory=directory,
+        public_url=config.public_url,
+        on_meeting_ended=meeting_ended,
+    )
 
 
 def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
@@ -182,14 +199,10 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     ssl_context = make_server_ssl_context(cert, key)
 
     store = MeetingStore.open(config.data_dir)
-    relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
-    node = build_node(config, relays)
+    service = build_service(config, store)
+    node = service.node
     turn, conference = node.turn, node.conference
     assert turn is not None and conference is not None
-    directory, meeting_ended = meeting_directory(config, store)
-    service = NodeService(
-        node, relays, directory=directory, public_url=config.public_url, on_meeting_ended=meeting_ended
-    )
     udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
     enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
     udp_sock.bind((config.listen, config.port))
@@ -211,7 +224,11 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         check_rate_per_minute=config.check_rate,
     )
     app = build_main_app(
-        config.public_url, embed_origins=config.embed_origins, meetings=store, network=network
+        config.public_url,
+        embed_origins=config.embed_origins,
+        meetings=store,
+        network=network,
+        on_meeting_deleted=service.end_meeting,
     )
     service.signaling.add_routes(app)
     http = HttpService(app)

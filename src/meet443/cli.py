@@ -144,6 +144,11 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_argument_type(_label, "label"),
         help="a note saying who or what uses the key",
     )
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        help="the key sees and deletes every meeting, not only those it created",
+    )
     listing = actions.add_parser(
         "list", help="list keys (never their secrets)", description="List API keys.", allow_abbrev=False
     )
@@ -277,13 +282,15 @@ def _iso(ms: int) -> str:
 
 def _key_line(key: ApiKey) -> str:
     state = "active" if key.revoked_ms is None else f"revoked {_iso(key.revoked_ms)}"
+    if key.admin:
+        state += " admin"
     return f"{key.key_id}  created {_iso(key.created_ms)}  {state}  {key.label}".rstrip()
 
 
 def _api_key(args: argparse.Namespace) -> int:
     with MeetingStore.open(load_data_dir(args, os.environ)) as store:
         if args.api_key_command == "create":
-            key_id, secret_key = store.api_keys.create(args.label, now_ms=_now_ms())
+            key_id, secret_key = store.api_keys.create(args.label, now_ms=_now_ms(), admin=args.admin)
             # The key alone on stdout, so that `KEY=$(meet443 api-key create)` works.
             print(secret_key)
             print(f"API key {key_id} created; store it now, it cannot be shown again", file=sys.stderr)

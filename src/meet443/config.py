@@ -168,7 +168,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("data-dir", "DIR", f"state directory (default {DEFAULT_DATA_DIR})"),
     Option("metrics-listen", "HOST:PORT", "serve Prometheus metrics there (default: off)"),
     Option("log-level", "LEVEL", f"one of {', '.join(LOG_LEVELS)}"),
-    Option("max-allocations-per-user", "N", "TURN allocations one user may hold"),
+    Option("max-allocations-per-user", "N", "TURN allocations one participant (or static user) may hold"),
     Option("max-allocations", "N", "TURN allocations in total"),
     Option(
         "allocation-bandwidth",

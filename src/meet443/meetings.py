@@ -1,4 +1,5 @@
-"""Meetings made through ``POST /v1/meetings``, and the API keys allowed to make them, in SQLite.
+"""Meetings made through ``POST /v1/meetings``, the API keys allowed to make them, and the server
+epoch (:meth:`MeetingStore.next_epoch`), in SQLite.
 
 The store lives in ``<data-dir>/meetings.sqlite3`` (WAL, schema version in ``PRAGMA user_version``) and
 survives restarts. It is synchronous on purpose: the asyncio adapters call it through
@@ -9,6 +10,10 @@ Secrets are stored only as SHA-256 digests and compared with :func:`hmac.compare
 host room key (256 random bits, shown once in ``hostRoomUrl``) and an API key (``m443_<id>_<secret>``,
 256 random bits, printed once by ``meet443 api-key create``). Plain SHA-256 is enough because both are
 random, not chosen by people: there is no dictionary to try.
+
+API keys are scoped: a key sees and deletes only the meetings it created (``created_by``), unless it
+is an admin key (``meet443 api-key create --admin``). Keys made before schema version 2 are not
+admin keys; they keep the meetings they created.
 
 A deleted or ended meeting stays in the table as a tombstone, so its room name keeps refusing joins
 with ``meeting-ended`` and never turns into an ad-hoc room that anyone holding an old link could enter.
@@ -57,7 +62,7 @@ __all__ = [
 ]
 
 DB_FILE_NAME = "meetings.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: A meeting may end at most this far in the future.
 MAX_MEETING_MS = 365 * 86_400_000
 #: 80 random bits: 16 base32 characters, out of reach of guessing at any join rate limit.
@@ -101,6 +106,17 @@ _MIGRATIONS: tuple[str, ...] = (
         created_ms INTEGER NOT NULL,
         revoked_ms INTEGER
     ) STRICT;
+    """,
+    # 2: admin keys see and delete every meeting; the others only those they created. The server
+    # epoch numbers each start of a server on this store (chat ids, see :meth:`MeetingStore.next_epoch`).
+    """
+    ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX meetings_created_by ON meetings (created_by);
+    CREATE TABLE server_epoch (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO server_epoch (id, epoch) VALUES (1, 0);
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -180,6 +196,13 @@ class ApiKey:
     label: str
     created_ms: int
     revoked_ms: int | None
+    #: Sees and deletes every meeting, not only those it created.
+    admin: bool = False
+
+    @property
+    def scope(self) -> str | None:
+        """The ``created_by`` of the meetings this key may see, or None for all of them."""
+        return None if self.admin else self.key_id
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,7 +266,7 @@ class ApiKeys:
         self._db = database
         self._random_bytes = random_bytes
 
-    def create(self, label: str, *, now_ms: int) -> tuple[str, str]:
+    def create(self, label: str, *, now_ms: int, admin: bool = False) -> tuple[str, str]:
         """Return ``(key_id, api_key)``; the key is not stored and cannot be shown again."""
         check_api_key_label(label)
         for _ in range(_INSERT_ATTEMPTS):
@@ -252,8 +275,9 @@ class ApiKeys:
             try:
                 with self._db.transaction() as db:
                     db.execute(
-                        "INSERT INTO api_keys (key_id, label, key_sha256, created_ms) VALUES (?, ?, ?, ?)",
-                        (key_id, label, _sha256(api_key), now_ms),
+                        "INSERT INTO api_keys (key_id, label, key_sha256, created_ms, admin) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (key_id, label, _sha256(api_key), now_ms, int(admin)),
                     )
             except sqlite3.IntegrityError:  # a key id repeated: draw again
                 continue
@@ -263,9 +287,10 @@ class ApiKeys:
     def list(self) -> list[ApiKey]:
         with self._db.reading() as db:
             rows = db.execute(
-                "SELECT key_id, label, created_ms, revoked_ms FROM api_keys ORDER BY created_ms, key_id"
+                "SELECT key_id, label, created_ms, revoked_ms, admin FROM api_keys "
+                "ORDER BY created_ms, key_id"
             ).fetchall()
-        return [ApiKey(*row) for row in rows]
+        return [_api_key(row) for row in rows]
 
     def revoke(self, key_id: str, *, now_ms: int) -> ApiKey | None:
         """Revoke a key (at once, for every later request); returns it, or None if there is no such key.
@@ -277,12 +302,13 @@ class ApiKeys:
                 "UPDATE api_keys SET revoked_ms = ? WHERE key_id = ? AND revoked_ms IS NULL", (now_ms, key_id)
             )
             row = db.execute(
-                "SELECT key_id, label, created_ms, revoked_ms FROM api_keys WHERE key_id = ?", (key_id,)
+                "SELECT key_id, label, created_ms, revoked_ms, admin FROM api_keys WHERE key_id = ?",
+                (key_id,),
             ).fetchone()
-        return None if row is None else ApiKey(*row)
+        return None if row is None else _api_key(row)
 
-    def verify(self, api_key: str) -> str | None:
-        """The key id of a valid, unrevoked ``api_key``, else None; compared in constant time."""
+    def verify(self, api_key: str) -> ApiKey | None:
+        """The valid, unrevoked ``api_key``, else None; compared in constant time."""
         if len(api_key) > MAX_API_KEY_LENGTH:
             return None
         prefix, _, rest = api_key.partition("_")
@@ -291,11 +317,21 @@ class ApiKeys:
             return None
         with self._db.reading() as db:
             row = db.execute(
-                "SELECT key_sha256, revoked_ms FROM api_keys WHERE key_id = ?", (key_id,)
+                "SELECT key_sha256, key_id, label, created_ms, revoked_ms, admin FROM api_keys "
+                "WHERE key_id = ?",
+                (key_id,),
             ).fetchone()
-        expected, revoked_ms = row if row is not None else (_NO_DIGEST, None)
+        expected = row[0] if row is not None else _NO_DIGEST
         matches = hmac.compare_digest(_sha256(api_key), expected)
-        return key_id if matches and row is not None and revoked_ms is None else None
+        if not matches or row is None:
+            return None
+        found = _api_key(row[1:])
+        return found if found.revoked_ms is None else None
+
+
+def _api_key(row: tuple[str, str, int, int | None, int]) -> ApiKey:
+    key_id, label, created_ms, revoked_ms, admin = row
+    return ApiKey(key_id, label, created_ms, revoked_ms, bool(admin))
 
 
 class MeetingStore:
@@ -322,6 +358,15 @@ class MeetingStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def next_epoch(self) -> int:
+        """A number no earlier call on this store returned, larger than all of them: a server takes
+        one when it starts, so the chat ids of its rooms (docs/signaling.md ``chat``) never repeat
+        those of an earlier run. Durable before it is returned (synchronous=FULL)."""
+        with self._db.transaction() as db:
+            (epoch,) = db.execute("UPDATE server_epoch SET epoch = epoch + 1 RETURNING epoch").fetchone()
+        assert isinstance(epoch, int)
+        return epoch
 
     def __enter__(self) -> MeetingStore:
         return self
@@ -385,26 +430,32 @@ class MeetingStore:
             return NewMeeting(meeting, host_room_key)
         raise RuntimeError("could not draw an unused room name")  # only with a broken random source
 
-    def get(self, meeting_id: str) -> Meeting | None:
-        """The meeting, ended or not; None if it never existed or was deleted."""
+    def get(self, meeting_id: str, *, created_by: str | None = None) -> Meeting | None:
+        """The meeting, ended or not; None if it never existed, was deleted, or (with
+        ``created_by``, an API key's :attr:`ApiKey.scope`) was created by another key."""
         with self._db.reading() as db:
-            row = db.execute(
-                "SELECT meeting_id, room_name, room_mode, start_ms, end_ms FROM meetings "
-                "WHERE meeting_id = ? AND deleted = 0",
-                (meeting_id,),
-            ).fetchone()
+            return self._get(db, meeting_id, created_by)
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, meeting_id: str, created_by: str | None) -> Meeting | None:
+        row = db.execute(
+            "SELECT meeting_id, room_name, room_mode, start_ms, end_ms FROM meetings "
+            "WHERE meeting_id = ? AND deleted = 0 AND (? IS NULL OR created_by = ?)",
+            (meeting_id, created_by, created_by),
+        ).fetchone()
         if row is None:
             return None
         meeting_id, room_name, mode, start_ms, end_ms = row
         return Meeting(meeting_id, room_name, RoomMode(mode), start_ms, end_ms)
 
-    def delete(self, meeting_id: str) -> bool:
-        """Delete a meeting: its room refuses every later join. False if there was none to delete."""
+    def delete(self, meeting_id: str, *, created_by: str | None = None) -> Meeting | None:
+        """Delete a meeting: its room refuses every later join. Returns what was deleted, or None
+        if there was none to delete (``created_by`` as for :meth:`get`)."""
         with self._db.transaction() as db:
-            cursor = db.execute(
-                "UPDATE meetings SET deleted = 1 WHERE meeting_id = ? AND deleted = 0", (meeting_id,)
-            )
-        return cursor.rowcount == 1
+            meeting = self._get(db, meeting_id, created_by)
+            if meeting is not None:
+                db.execute("UPDATE meetings SET deleted = 1 WHERE meeting_id = ?", (meeting_id,))
+        return meeting
 
     def end(self, room_name: str, now_ms: int) -> bool:
         """A host ended the meeting for all: it admits nobody from now on, across restarts too."""

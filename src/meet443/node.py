@@ -18,7 +18,8 @@ Datagrams (RFC 7983 §7, first byte):
   SFU only. A relay never reaches TURN itself: no TURN-through-TURN chaining.
 
 Signaling: a group-room request goes to the SFU, and the SFU's answers and offers go back to the
-room's participants through the signaling core, all within one call.
+room's participants through the signaling core, all within one call. A participant gone from its
+meeting for good has its TURN allocations deleted and its credentials refused at once.
 
 Timers. Each core tells its next deadline (``get_timer``) and handles it (``handle_timer``); the
 node's deadline is the earliest it has armed for any core. TURN and signaling look at every
@@ -39,7 +40,7 @@ from meet443.exceptions import ParseError
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
 from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
-from meet443.proto.signaling.room import LeftSfu, SignalingServer, ToSfu
+from meet443.proto.signaling.room import LeftSfu, RevokeTurn, SignalingServer, ToSfu
 from meet443.proto.signaling.room import Output as SignalingOutput
 from meet443.proto.stun.message import Message
 from meet443.proto.turn.allocation import ClientFlow
@@ -185,6 +186,10 @@ class NodeCore:
         """A signaling WebSocket closed."""
         return self._signaling_outputs(self.signaling.disconnected(conn, now), now)
 
+    def end_meeting(self, room: str, now: float) -> list[Output]:
+        """The meeting of ``room`` was deleted (REST API): everyone in it is sent away."""
+        return self._signaling_outputs(self.signaling.end_meeting(room, now), now)
+
     # -- timers ---------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
@@ -230,6 +235,10 @@ class NodeCore:
         for output in outputs:
             if isinstance(output, ToSfu | LeftSfu):
                 out += self._to_conference(output, now)
+            elif isinstance(output, RevokeTurn):
+                if self.turn is not None:
+                    self.turn.revoke(output.participant, output.until)
+                    self._touch_turn(now)
             else:
                 out.append(output)
         if input_ and now + SWEEP_SECONDS < self._signaling_due:

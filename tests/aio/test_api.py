@@ -16,8 +16,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from meet443.aio.api import CreateMeetingRequest, FailedAuthLimit, add_api_routes, openapi_document
+from meet443.aio.node import NodeService
+from meet443.app import build_signaling_server
 from meet443.meetings import MeetingStore
+from meet443.node import NodeCore
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
+from tests.aio.test_signaling import Peer
 
 PUBLIC_URL = "https://meet.example.org"
 NOW_S = 1_900_000_000.0  # 2030-03-17T17:46:40Z
@@ -304,12 +308,27 @@ class TestAuthentication:
                 response = await client.get("/v1/meetings/" + "0" * 32, headers=wrong)
                 assert await error_of(response, 429) == "rate-limited"
                 assert response.headers["Retry-After"] == "2"
-                # Shut out: not even a valid key is looked at.
-                response = await client.get("/v1/meetings/" + "0" * 32, headers=bearer(api_key))
+                # Shut out: invalid keys get 429 until a token refills.
+                clock.now += 1
+                response = await client.get("/v1/meetings/" + "0" * 32, headers=wrong)
                 assert await error_of(response, 429) == "rate-limited"
-                clock.now += 2
-                response = await client.get("/v1/meetings/" + "0" * 32, headers=bearer(api_key))
-                assert await error_of(response, 404) == "not-found"
+                clock.now += 1
+                assert await error_of(await client.get("/v1/meetings/" + "0" * 32, headers=wrong), 401)
+
+        run(scenario())
+
+    def test_bad_keys_do_not_lock_out_a_valid_key(self, store: MeetingStore, api_key: str) -> None:
+        """Issue 10 §4: 10 bad keys from an address made its next valid request 429; now 201."""
+
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                wrong = bearer("m443_000000000000_" + "a" * 52)
+                statuses = [
+                    (await client.get("/v1/meetings/" + "0" * 32, headers=wrong)).status for _ in range(11)
+                ]
+                assert statuses == [401] * 10 + [429]
+                await create(client, api_key)
+                assert (await client.get("/v1/meetings/" + "0" * 32, headers=wrong)).status == 429
 
         run(scenario())
 
@@ -380,6 +399,81 @@ class TestGetAndDelete:
                     default_mode=RoomMode.NORMAL,
                 )
                 assert answer is Refusal.MEETING_ENDED
+
+        run(scenario())
+
+
+class TestScopedKeys:
+    """A key sees and deletes only the meetings it created; an admin key sees them all."""
+
+    def test_other_keys_meetings_are_not_found(self, store: MeetingStore, api_key: str) -> None:
+        other = store.api_keys.create("other", now_ms=int(NOW_S * 1000))[1]
+        admin = store.api_keys.create("ops", now_ms=int(NOW_S * 1000), admin=True)[1]
+
+        async def scenario() -> None:
+            async with api_client(store) as client:
+                mine = await create(client, api_key)
+                theirs = await create(client, other)
+                path = f"/v1/meetings/{mine['meetingId']}"
+                for method in (client.get, client.delete):
+                    assert await error_of(await method(path, headers=bearer(other)), 404) == "not-found"
+                assert (await client.get(path, headers=bearer(api_key))).status == 200
+                assert (await client.get(path, headers=bearer(admin))).status == 200
+                assert (await client.delete(path, headers=bearer(admin))).status == 204
+                theirs_path = f"/v1/meetings/{theirs['meetingId']}"
+                assert (await client.delete(theirs_path, headers=bearer(other))).status == 204
+
+        run(scenario())
+
+
+class TestDeleteEndsTheMeeting:
+    """Issue 10 §4: ``DELETE`` ends the meeting: ``ended`` and close 1000 for everyone, no resume."""
+
+    def test_participants_are_sent_away(self, store: MeetingStore, api_key: str) -> None:
+        async def directory(room: str, room_key: str | None, now: float) -> RoomAdmission | Refusal:
+            return await asyncio.to_thread(
+                store.admission,
+                room,
+                room_key,
+                int(now * 1000),
+                require_api_key=True,
+                default_mode=RoomMode.NORMAL,
+            )
+
+        async def scenario() -> None:
+            core = build_signaling_server(turn_secret="s", public_url=PUBLIC_URL, turn_port=443)
+            service = NodeService(
+                NodeCore(core), None, directory=directory, public_url=PUBLIC_URL, clock=lambda: NOW_S
+            )
+            app = web.Application()
+            service.signaling.add_routes(app)
+            add_api_routes(
+                app, store, PUBLIC_URL, clock=lambda: NOW_S, on_meeting_deleted=service.end_meeting
+            )
+            async with TestClient(TestServer(app)) as client:
+                created = await create(client, api_key)
+                room = created["roomName"]
+                url = str(client.make_url("/v1/ws"))
+                ada = Peer(await client.session.ws_connect(url))
+                bob = Peer(await client.session.ws_connect(url))
+                assert (await ada.join(room))["type"] == "joined"
+                assert (await bob.join(room, "Bob"))["type"] == "joined"
+                await ada.expect("participant-joined")
+                token = bob.resume_token
+                await bob.ws.close()  # bob's socket drops: he may resume for 30 s
+                assert (await ada.expect("participant-updated"))["participant"]["connected"] is False
+
+                response = await client.delete(
+                    f"/v1/meetings/{created['meetingId']}", headers=bearer(api_key)
+                )
+                assert response.status == 204
+                assert await ada.recv() == {"type": "ended"}
+                assert await ada.closed() == 1000
+
+                bob = Peer(await client.session.ws_connect(url))
+                answer = await bob.join(room, "Bob", resumeToken=token)
+                assert answer["type"] == "error" and answer["code"] == "meeting-ended", answer
+                assert await bob.closed() == 1000
 
         run(scenario())
 

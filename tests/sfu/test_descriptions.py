@@ -8,7 +8,7 @@ from meet443.proto.sdp.attributes import Direction, Fingerprint, SetupRole
 from meet443.proto.sdp.description import SessionDescription
 from meet443.proto.sdp.negotiation import URI_MID, URI_RID, URI_TRANSPORT_CC, LocalTransport, build_answer
 from meet443.sfu.descriptions import PUBLISH_POLICY, SUBSCRIBER_PROFILE, published_tracks, subscriber_offer
-from meet443.sfu.router import Slot, TrackCodec
+from meet443.sfu.tracks import Slot, TrackCodec
 
 FIXTURES = Path(__file__).parents[1] / "proto" / "sdp" / "fixtures"
 LOCAL = LocalTransport("sfuU", "s" * 24, Fingerprint("sha-256", bytes(range(32))), (("203.0.113.5", 443),))

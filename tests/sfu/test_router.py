@@ -32,19 +32,9 @@ from meet443.proto.sdp.negotiation import (
     URI_RID,
     URI_TRANSPORT_CC,
 )
-from meet443.sfu.router import (
-    DominantSpeaker,
-    Outgoing,
-    PcRole,
-    PublishedTrack,
-    Router,
-    RouterEvent,
-    Slot,
-    SlotsAssigned,
-    SlotsGrown,
-    SubscriberProfile,
-    TrackCodec,
-)
+from meet443.sfu.events import DominantSpeaker, RouterEvent, SlotsAssigned, SlotsGrown
+from meet443.sfu.router import Router
+from meet443.sfu.tracks import Outgoing, PcRole, PublishedTrack, Slot, SubscriberProfile, TrackCodec
 
 from .harness import FakeClock, SimulcastPublisher
 

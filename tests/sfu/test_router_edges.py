@@ -20,7 +20,9 @@ from meet443.proto.rtp.rtcp import (
     SenderReport,
     SourceDescription,
 )
-from meet443.sfu.router import DominantSpeaker, PcRole, PublishedTrack, Router, SubscriberProfile
+from meet443.sfu.events import DominantSpeaker
+from meet443.sfu.router import Router
+from meet443.sfu.tracks import PcRole, PublishedTrack, SubscriberProfile
 
 from . import test_router
 from .harness import SimulcastPublisher

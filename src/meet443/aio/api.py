@@ -4,13 +4,16 @@
 
     POST   /v1/meetings             {"endDate", "roomMode", "roomNamePrefix"?}  201 meeting + hostRoomUrl
     GET    /v1/meetings/{meetingId}                                             200 meeting
-    DELETE /v1/meetings/{meetingId}                                             204
+    DELETE /v1/meetings/{meetingId}                                             204, the meeting ends
     GET    /v1/openapi.json                                                     200 the OpenAPI 3.1 document
 
 The network endpoints (``/v1/network``, :mod:`meet443.aio.network`) use this module's authentication
 and are described in the same OpenAPI document when ``network=True``.
 
-Requests carry ``Authorization: Bearer m443_<id>_<secret>`` (``meet443 api-key create``). Errors are
+Requests carry ``Authorization: Bearer m443_<id>_<secret>`` (``meet443 api-key create``). A key sees
+and deletes only the meetings it created, unless it is an admin key (``--admin``); another key's
+meeting is a 404, as if it did not exist. Deleting a meeting ends it for everyone in it (the
+``on_meeting_deleted`` callback, which ``app.py`` points at the signaling service). Errors are
 ``{"error": {"code", "message"}}``. Every URL in an answer is built from the configured public URL, never
 from the request's ``Host`` header, which the client controls. The SQLite store is synchronous; its
 calls run in a worker thread.
@@ -35,6 +38,7 @@ from aiohttp import web
 from meet443.config import parse_public_url
 from meet443.meetings import (
     MAX_ROOM_NAME_PREFIX,
+    ApiKey,
     Meeting,
     MeetingStore,
     NewMeeting,
@@ -80,9 +84,11 @@ class FailedAuthLimit:
     """Per-address budget of failed API-key checks.
 
     Failures spend tokens of a :class:`KeyedRateLimiter`. When an address has none left, it is shut out
-    until one token has refilled, and while shut out its requests get 429 before its key is looked at:
-    that bounds the rate of guesses per address, not only the rate of 401 answers. Memory is bounded by
-    ``max_addresses`` in both tables (least recently used entries go first).
+    until one token has refilled, and while shut out its invalid keys get 429 instead of 401. A valid
+    key is always let in: people and a CRM behind one NAT address share it with whoever is guessing,
+    and guessing a key (256 random bits) is hopeless anyway; the budget bounds how fast an address
+    learns that its guesses fail. Memory is bounded by ``max_addresses`` in both tables (least
+    recently used entries go first).
     """
 
     def __init__(
@@ -158,8 +164,10 @@ class MeetingsApi:
         monotonic: Callable[[], float] = time.monotonic,
         failed_auth: FailedAuthLimit | None = None,
         network: bool = False,
+        on_meeting_deleted: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_meeting_deleted = on_meeting_deleted
         self.public_url = parse_public_url(public_url)
         self._clock = clock
         self._monotonic = monotonic
@@ -185,18 +193,19 @@ class MeetingsApi:
         body["hostRoomUrl"] = f"{body['roomUrl']}?roomKey={key}"
         return body
 
-    async def authenticate(self, request: web.Request) -> str:
-        """The key id of the request's valid API key; raises 401, or 429 for an address over its budget."""
+    async def authenticate(self, request: web.Request) -> ApiKey:
+        """The request's valid API key; raises 401, or 429 for an invalid one from an address over
+        its budget."""
         address = request.remote or ""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        key = None
+        if scheme.lower() == "bearer" and token.strip():
+            key = await asyncio.to_thread(self.store.api_keys.verify, token.strip())
+        if key is not None:
+            return key
         retry_after = self.failed_auth.retry_after(address, self._monotonic())
         if retry_after is not None:
             raise self._rate_limited(retry_after)
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        key_id = None
-        if scheme.lower() == "bearer" and token.strip():
-            key_id = await asyncio.to_thread(self.store.api_keys.verify, token.strip())
-        if key_id is not None:
-            return key_id
         if not self.failed_auth.failed(address, self._monotonic()):
             raise self._rate_limited(self.failed_auth.retry_after(address, self._monotonic()) or 1.0)
         # RFC 6750 §3: say which scheme is expected, and that a token that was sent is not valid.
@@ -225,7 +234,7 @@ class MeetingsApi:
         return meeting_id
 
     async def create_meeting(self, request: web.Request) -> web.Response:
-        key_id = await self.authenticate(request)
+        key = await self.authenticate(request)
         body = await request.read()
         if len(body) > MAX_BODY_BYTES:
             raise web.HTTPRequestEntityTooLarge(
@@ -260,7 +269,7 @@ class MeetingsApi:
             mode=wanted.room_mode,
             now_ms=now_ms,
             room_name_prefix=wanted.room_name_prefix,
-            created_by=key_id,
+            created_by=key.key_id,
         )
         return web.json_response(
             self._created_body(created),
@@ -272,16 +281,19 @@ class MeetingsApi:
         )
 
     async def get_meeting(self, request: web.Request) -> web.Response:
-        await self.authenticate(request)
-        meeting = await asyncio.to_thread(self.store.get, self._meeting_id(request))
+        key = await self.authenticate(request)
+        meeting = await asyncio.to_thread(self.store.get, self._meeting_id(request), created_by=key.scope)
         if meeting is None:
             raise _error(web.HTTPNotFound, "not-found", "no such meeting")
         return web.json_response(self._meeting_body(meeting), headers={"Cache-Control": "no-store"})
 
     async def delete_meeting(self, request: web.Request) -> web.Response:
-        await self.authenticate(request)
-        if not await asyncio.to_thread(self.store.delete, self._meeting_id(request)):
+        key = await self.authenticate(request)
+        deleted = await asyncio.to_thread(self.store.delete, self._meeting_id(request), created_by=key.scope)
+        if deleted is None:
             raise _error(web.HTTPNotFound, "not-found", "no such meeting")
+        if self._on_meeting_deleted is not None:
+            self._on_meeting_deleted(deleted.room_name)
         return web.Response(status=204, headers={"Cache-Control": "no-store"})
 
     async def openapi(self, request: web.Request) -> web.Response:
@@ -313,14 +325,22 @@ def add_api_routes(
     monotonic: Callable[[], float] = time.monotonic,
     failed_auth: FailedAuthLimit | None = None,
     network: bool = False,
+    on_meeting_deleted: Callable[[str], None] | None = None,
 ) -> MeetingsApi:
     """Register the API on ``app``; ``public_url`` is the only source of the URLs in answers.
 
     ``network``: the caller also registers :func:`meet443.aio.network.add_network_routes`, so the
-    OpenAPI document describes those paths too.
+    OpenAPI document describes those paths too. ``on_meeting_deleted(room_name)``: a meeting was
+    deleted; whoever is in it must be sent away.
     """
     api = MeetingsApi(
-        store, public_url, clock=clock, monotonic=monotonic, failed_auth=failed_auth, network=network
+        store,
+        public_url,
+        clock=clock,
+        monotonic=monotonic,
+        failed_auth=failed_auth,
+        network=network,
+        on_meeting_deleted=on_meeting_deleted,
     )
     meetings = app.router.add_resource(MEETINGS_PATH)
     meetings.add_route("POST", api.create_meeting)
@@ -484,7 +504,9 @@ def _meetings_document(public_url: str) -> dict[str, Any]:
             "title": "meet443 meetings API",
             "version": "1",
             "description": "Create meetings with unguessable room names that exist until their end date. "
-            "Authenticate with an API key from `meet443 api-key create`.",
+            "Authenticate with an API key from `meet443 api-key create`. A key sees and deletes only "
+            "the meetings it created (others are `404`), unless it is an admin key "
+            "(`meet443 api-key create --admin`).",
         },
         "servers": [{"url": public_url}],
         "security": [{"apiKey": []}],
@@ -520,9 +542,12 @@ def _meetings_document(public_url: str) -> dict[str, Any]:
                 },
                 "delete": {
                     "operationId": "deleteMeeting",
-                    "summary": "Delete a meeting; its room then refuses every join with `meeting-ended`",
+                    "summary": "Delete a meeting, which ends it",
+                    "description": "Everyone in the meeting gets the signaling message `ended` and their "
+                    "sockets close with 1000; nobody can resume into it, and its room refuses every "
+                    "later join with `meeting-ended`.",
                     "responses": {
-                        "204": {"description": "Deleted"},
+                        "204": {"description": "Deleted and ended"},
                         **{s: refs[s] for s in ("401", "404", "429")},
                     },
                 },
@@ -618,14 +643,16 @@ def _meetings_document(public_url: str) -> dict[str, Any]:
                     "No valid API key (`unauthorized`)",
                     {"WWW-Authenticate": {"schema": {"type": "string"}}},
                 ),
-                "NotFound": _error_response("No such meeting, or it was deleted (`not-found`)"),
+                "NotFound": _error_response(
+                    "No such meeting, it was deleted, or another (non-admin) API key created it (`not-found`)"
+                ),
                 "TooLarge": _error_response(f"The body is over {MAX_BODY_BYTES} bytes (`too-large`)"),
                 "Invalid": _error_response(
                     "The body has the wrong shape, or endDate or roomNamePrefix is not allowed "
                     "(`invalid-request`)"
                 ),
                 "RateLimited": _error_response(
-                    "Too many invalid API keys from this address (`rate-limited`)",
+                    "Too many invalid API keys from this address (`rate-limited`); valid keys still work",
                     {"Retry-After": {"schema": {"type": "integer"}}},
                 ),
             },

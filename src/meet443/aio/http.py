@@ -135,9 +135,11 @@ def build_main_app(
     meetings: MeetingStore | None = None,
     web_dir: Path = WEB_DIR,
     network: NetworkEndpoints | None = None,
+    on_meeting_deleted: Callable[[str], None] | None = None,
 ) -> web.Application:
     """The app on the main port: the web client, ``/healthz``, and with ``meetings`` the meetings API
     (and with ``network`` too, ``/v1/network``, whose API keys are the meetings API's).
+    ``on_meeting_deleted(room_name)`` ends a meeting deleted through the API for everyone in it.
 
     ``embed_origins`` are ``https://host[:port]`` origins (as :func:`meet443.config.parse_origin`
     accepts; checked again here because they go into headers).
@@ -194,7 +196,9 @@ def build_main_app(
     # Last: one path segment that no other route took. /v1/... has two and never lands here.
     app.router.add_get("/{room}", room)
     if meetings is not None:
-        api = add_api_routes(app, meetings, public_url, network=network is not None)
+        api = add_api_routes(
+            app, meetings, public_url, network=network is not None, on_meeting_deleted=on_meeting_deleted
+        )
         if network is not None:
             add_network_routes(app, network, api)
     return app

@@ -114,6 +114,10 @@ class NodeService:
     def signaling_closed(self, conn: int) -> None:
         self.dispatch(self.node.disconnected(conn, self._clock()))
 
+    def end_meeting(self, room: str) -> None:
+        """The meeting of ``room`` was deleted through the API: send everyone in it away."""
+        self.dispatch(self.node.end_meeting(room, self._clock()))
+
     # -- outputs --------------------------------------------------------------------------------
 
     def dispatch(self, outputs: list[Output]) -> None:

@@ -143,8 +143,12 @@ class SignalingEndpoint:
         self._peers: dict[int, _Peer] = {}
 
     def add_routes(self, app: web.Application) -> None:
-        """Register ``GET /v1/ws``; its sockets close with the node (:meth:`NodeService.close`)."""
+        """Register ``GET /v1/ws``; its sockets close (1001) when the app shuts down."""
         app.router.add_get("/v1/ws", self.handle)
+        app.on_shutdown.append(self._on_shutdown)
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        await self.close()
 
     async def close(self) -> None:
         """Close every socket with 1001 (going away)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 from typing import NamedTuple
 
 #: ``(ip, port)``; IPv6 addresses are plain strings without scope or flow info.
@@ -40,3 +41,16 @@ class ToClientFrom(NamedTuple):
     port: ServerPort
     address: Address
     data: bytes
+
+
+def address_key(remote_ip: str) -> str:
+    """The key of a per-address limit or share: IPv4 as is, IPv6 by its /64 (one subscriber's prefix)."""
+    try:
+        address = ipaddress.ip_address(remote_ip.partition("%")[0])
+    except ValueError:
+        return remote_ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

@@ -9,8 +9,12 @@ or draws random numbers (initial sequence numbers and timestamps are parameters)
 - :mod:`.keyframes`: PLI/FIR towards publishers, aggregated and throttled (RFC 4585, RFC 5104)
 - :mod:`.layers`: the simulcast layer a subscriber gets, from its bandwidth and its wishes
 - :mod:`.speaker`: the dominant speaker from RFC 6464 audio levels
+- :mod:`.slots`: last-N, which tracks a subscriber's slots carry
+- :mod:`.budget`: what a subscriber may be sent (REMB, probes, loss-based cap of
+  draft-ietf-rmcat-gcc-02 §6)
 - :mod:`.nack`: NACKs towards publishers for packets lost on the way in
 - :mod:`.reports`: RFC 3550 reception statistics (RR) and sender statistics (SR)
 - :mod:`.bitrate`: measured bitrates of incoming layers
+- :mod:`.tracks`: the track and slot values the router takes and gives
 - :mod:`.events`: what these state machines tell the caller
 """

@@ -48,17 +48,9 @@ from meet443.proto.signaling.messages import (
 )
 from meet443.proto.stun.message import Message
 from meet443.sfu.descriptions import PUBLISH_POLICY, SUBSCRIBER_PROFILE, published_tracks, subscriber_offer
-from meet443.sfu.router import (
-    DominantSpeaker,
-    Outgoing,
-    PcRole,
-    Router,
-    RouterCounters,
-    RouterEvent,
-    Slot,
-    SlotsAssigned,
-    SlotsGrown,
-)
+from meet443.sfu.events import DominantSpeaker, RouterEvent, SlotsAssigned, SlotsGrown
+from meet443.sfu.router import Router, RouterCounters
+from meet443.sfu.tracks import Outgoing, PcRole, Slot
 
 logger = logging.getLogger(__name__)
 

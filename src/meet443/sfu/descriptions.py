@@ -30,7 +30,7 @@ from meet443.proto.sdp.negotiation import (
     SendSection,
     build_subscriber_offer,
 )
-from meet443.sfu.router import PublishedTrack, Slot, SubscriberProfile, TrackCodec
+from meet443.sfu.tracks import PublishedTrack, Slot, SubscriberProfile, TrackCodec
 
 _VIDEO_FEEDBACK: tuple[tuple[str, str | None], ...] = (
     ("goog-remb", None),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from meet443.sfu.tracks import Slot
+
 K = TypeVar("K")
 
 
@@ -49,3 +51,30 @@ class SpeakingChanged(Generic[K]):
 
     source: K
     speaking: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsGrown:
+    """The subscriber's pool got new slots: send it a new offer built from
+    :meth:`~meet443.sfu.router.Router.slots`."""
+
+    participant: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsAssigned:
+    """What the subscriber's slots carry changed (no renegotiation: tell the client by signaling)."""
+
+    participant: str
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DominantSpeaker:
+    """The room's dominant speaker (from RFC 6464 audio levels), ``None`` when they left."""
+
+    participant: str | None
+
+
+#: What :class:`~meet443.sfu.router.Router` tells its caller besides packets to send.
+RouterEvent = SlotsGrown | SlotsAssigned | DominantSpeaker

@@ -8,16 +8,16 @@ SRTP-protect and send) and small events. Random initial values come from ``token
 
 A subscriber receives on a pool of *slots*, one per m-section of its subscribe connection, each
 with a fixed outgoing SSRC (and RTX SSRC). Which publisher's track a slot carries changes with the
-conversation (last-N, dominant speaker) without renegotiation: the slot's
+conversation (last-N, dominant speaker: :mod:`.slots`) without renegotiation: the slot's
 :class:`~meet443.sfu.rewrite.StreamRewriter` continues one sequence across sources, switching at
 a keyframe it asks the new source for. Only when every slot of a kind is busy does the pool grow
-(:class:`SlotsGrown`: the caller sends a new offer built from :meth:`Router.slots`).
+(:class:`~meet443.sfu.events.SlotsGrown`: the caller sends a new offer built from
+:meth:`Router.slots`).
 
-What each subscriber may be sent (:func:`_ceiling`, split among its videos by
-:meth:`Router._distribute`) comes from three signals: its REMB; a rate that padding probes showed
-its path carries (:meth:`Router._probe`), since a browser's REMB grows slowly and stalls; and a
-loss-based cap from its receiver reports (:meth:`Router._losses`), since the REMB falls only over
-seconds when a path shrinks. Retransmissions take at most a share of it.
+What each subscriber may be sent is its :class:`~meet443.sfu.budget.SubscriberBudget` (REMB,
+what padding probes verified, the loss-based cap of draft-ietf-rmcat-gcc-02 §6), split among its
+videos by :meth:`Router._distribute`; the router feeds it the subscriber's RTCP and sends the
+probes' padding.
 
 The per-packet path reads headers in place (``proto/rtp/packet.py``) and rewrites a copy of the
 packet without changing its length; everything per track and slot is precomputed at binding time.
@@ -25,8 +25,6 @@ packet without changing its length; everything per track and slot is precomputed
 
 from __future__ import annotations
 
-import enum
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -67,11 +65,23 @@ from meet443.proto.sdp.negotiation import (
     URI_TRANSPORT_CC,
 )
 from meet443.sfu.bitrate import BitrateMeter
+from meet443.sfu.budget import (
+    PROBE_PADDING_BYTES,
+    RETRANSMIT_BURST,
+    Probing,
+    SubscriberBudget,
+    repair_rate,
+    share_out,
+)
 from meet443.sfu.events import (
+    DominantSpeaker,
     DominantSpeakerChanged,
     KeyframeNeeded,
     LayerSwitched,
     LayerTargetChanged,
+    RouterEvent,
+    SlotsAssigned,
+    SlotsGrown,
     SpeakingChanged,
 )
 from meet443.sfu.keyframes import KeyframeRequester
@@ -81,46 +91,15 @@ from meet443.sfu.nack import NackGenerator
 from meet443.sfu.reports import ReceptionStatistics, SenderStatistics
 from meet443.sfu.retransmit import RetransmitBuffer, RtxSettings
 from meet443.sfu.rewrite import StreamRewriter, Vp8PictureRewriter
+from meet443.sfu.slots import LastN, fill
 from meet443.sfu.speaker import ActiveSpeakerDetector
+from meet443.sfu.tracks import Outgoing, PcRole, PublishedTrack, Slot, SubscriberProfile
 
 #: RFC 3550 §6.2 suggests 5 s for RTCP; browsers' bandwidth estimation and lip sync settle faster
 #: with one report a second, which is still far below 5% of any video stream's bitrate.
 REPORT_INTERVAL = 1.0
 #: How often measured layer bitrates reach the simulcast selectors (their up-switch hold is 2 s).
 LAYER_INTERVAL = 0.5
-#: Probing (:meth:`Router._probe`): a probe pads up to what the next layers need for
-#: PROBE_DURATION; it fails on a loss fraction above PROBE_LOSS in a receiver report or on an
-#: estimate below PROBE_RETREAT of where it started, and the next one then waits a pause that
-#: doubles from MIN to MAX. A loss fraction above VERIFIED_LOSS withdraws what a probe showed.
-PROBE_DURATION = 2.0
-PROBE_HEADROOM = 1.3
-PROBE_LOSS = 0.02
-PROBE_RETREAT = 0.75
-VERIFIED_LOSS = 0.05
-PROBE_MIN_BACKOFF = 1.0
-PROBE_MAX_BACKOFF = 16.0
-#: Loss-based control (draft-ietf-rmcat-gcc-02 §6): a receiver report that lost more than
-#: CONGESTION_LOSS caps the subscriber's budget at what it was being sent times (1 - loss / 2), at
-#: once, where a browser's REMB would take seconds to come down; each report under PROBE_LOSS
-#: raises the cap by CAP_GROWTH until the REMB is the lower bound again (or a probe lifts it).
-#: After such a report no probe starts for CONGESTION_PAUSE: padding into a full path only adds loss.
-CONGESTION_LOSS = 0.10
-CAP_GROWTH = 1.05
-CONGESTION_PAUSE = 2.0
-#: Below this the cap goes no lower (bps): the lowest layer stays anyway (a frozen picture is worse
-#: than a blurry one), and a cap far below it would take minutes of clean reports to grow back.
-LOSS_CAP_FLOOR = 100_000.0
-#: Retransmissions (NACK answers, RFC 4588) to a subscriber take at most this share of what it may
-#: be sent, but no less than RETRANSMIT_MIN_BPS (a keyframe that lost a few packets in a shallow
-#: queue must still be repaired soon), in bursts of at most RETRANSMIT_BURST seconds of that: on a
-#: congested path, resending everything a receiver misses only adds to the loss.
-RETRANSMIT_SHARE = 0.25
-RETRANSMIT_MIN_BPS = 200_000.0
-RETRANSMIT_BURST = 0.25
-#: Padding per probe packet (RFC 3550 §5.1 allows 255) and per poll, and the highest probe rate.
-PROBE_PADDING_BYTES = 240
-PROBE_MAX_PACKETS_PER_POLL = 40
-PROBE_MAX_BPS = 3_000_000.0
 #: Ring sizes of the retransmission buffers: ``max_age`` (1 s) of the web client's top simulcast
 #: layer (1.5 Mbit/s, ~170 packets a second), ~0.6 s of a 2.5 Mbit/s screen share (a NACK comes
 #: within a round trip; Janus keeps 0.5 s), or 1 s of 50 audio packets a second. A slot holds
@@ -132,94 +111,6 @@ AUDIO_BUFFER_PACKETS = 64
 #: and transport-wide numbers belong to the publisher's transport; without them the subscriber's
 #: browser estimates receive-side and sends REMB, which is what the SFU listens to.
 _NEVER_FORWARDED = frozenset({URI_RID, URI_REPAIRED_RID, URI_TRANSPORT_CC})
-
-
-class PcRole(enum.Enum):
-    """Which of a participant's two peer connections a packet came in on or goes out on."""
-
-    PUBLISH = "publish"
-    SUBSCRIBE = "subscribe"
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One plaintext packet for the caller to SRTP(C)-protect and send on ``participant``'s ``role`` PC."""
-
-    participant: str
-    role: PcRole
-    data: bytes
-    rtcp: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TrackCodec:
-    """One codec a publisher negotiated for a track (lower-case name, its PT and RTX PT)."""
-
-    name: str
-    payload_type: int
-    clock_rate: int
-    rtx_payload_type: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PublishedTrack:
-    """One m-section a publisher sends: SSRCs from SDP (RFC 5576), or RIDs learnt from packets."""
-
-    track_id: str
-    kind: str
-    source: str
-    codecs: tuple[TrackCodec, ...]
-    ssrcs: tuple[int, ...] = ()
-    rtx_ssrcs: tuple[tuple[int, int], ...] = ()
-    rids: tuple[str, ...] = ()
-    extensions: tuple[tuple[str, int], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriberProfile:
-    """What a subscribe PC negotiated: ``(codec, PT, RTX PT)`` and ``(extension URI, id)``."""
-
-    payload_types: tuple[tuple[str, int, int | None], ...]
-    extensions: tuple[tuple[str, int], ...]
-    rtx: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """One receiving m-section of a subscriber and what it carries now (``participant`` None: idle)."""
-
-    mid: str
-    kind: str
-    ssrc: int
-    rtx_ssrc: int | None
-    participant: str | None
-    track_id: str | None
-    source: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SlotsGrown:
-    """The subscriber's pool got new slots: send it a new offer built from :meth:`Router.slots`."""
-
-    participant: str
-
-
-@dataclass(frozen=True, slots=True)
-class SlotsAssigned:
-    """What the subscriber's slots carry changed (no renegotiation: tell the client by signaling)."""
-
-    participant: str
-    slots: tuple[Slot, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DominantSpeaker:
-    """The room's dominant speaker (from RFC 6464 audio levels), ``None`` when they left."""
-
-    participant: str | None
-
-
-RouterEvent = SlotsGrown | SlotsAssigned | DominantSpeaker
 
 
 @dataclass(slots=True)
@@ -378,46 +269,17 @@ class _SlotState:
         )
 
 
-class _Probe:
-    """Bandwidth probing towards one subscriber (see :meth:`Router._probe`)."""
-
-    __slots__ = (
-        "active",
-        "backoff",
-        "last_sent",
-        "lossy",
-        "rate",
-        "resume_at",
-        "start_estimate",
-        "target",
-        "until",
-    )
-
-    def __init__(self) -> None:
-        self.active = False
-        self.until = -math.inf
-        self.resume_at = -math.inf
-        self.backoff = PROBE_MIN_BACKOFF
-        self.target = 0.0
-        self.start_estimate = 0.0
-        self.lossy = False
-        self.rate = 0.0
-        self.last_sent = -math.inf
-
-
 class _Participant:
     """Both roles of one participant: its published tracks and its pool of slots."""
 
     __slots__ = (
+        "budget",
         "codecs",
-        "estimate",
         "extensions",
         "keyframes",
-        "loss_cap",
         "mid_ids",
         "name",
         "order",
-        "probe",
         "profile",
         "rtcp_ssrc",
         "rtx_pts",
@@ -426,7 +288,6 @@ class _Participant:
         "slots",
         "sources",
         "tracks",
-        "verified",
     )
 
     def __init__(self, name: str, profile: SubscriberProfile, order: int, rtcp_ssrc: int) -> None:
@@ -446,14 +307,7 @@ class _Participant:
         self.mid_ids: tuple[int, ...] = ()
         self.slots: list[_SlotState] = []
         self.slot_by_ssrc: dict[int, _SlotState] = {}
-        #: The subscriber's latest REMB (bits per second), None before the first.
-        self.estimate: float | None = None
-        #: What a padding probe showed the path carries without loss (bps; 0: nothing shown),
-        #: used where the REMB is lower (see Router._probe).
-        self.verified = 0.0
-        #: The loss-based ceiling on that (bps; None: no loss seen lately), see Router._losses.
-        self.loss_cap: float | None = None
-        self.probe = _Probe()
+        self.budget = SubscriberBudget()
 
 
 # --- the router ---------------------------------------------------------------------------------------
@@ -473,16 +327,14 @@ class Router:
         nack: bool = True,
     ) -> None:
         self._token_bytes = token_bytes
-        self.last_n = last_n
-        self.max_audio_slots = max_audio_slots
-        self.max_screen_slots = max_screen_slots
         self.publisher_max_bitrate = publisher_max_bitrate
         self.nack = nack
         self.counters = RouterCounters()
         self._participants: dict[str, _Participant] = {}
         self._speakers: ActiveSpeakerDetector[str] = ActiveSpeakerDetector()
-        #: When each participant last started or stopped speaking: last-N prefers recent speakers.
-        self._last_spoke: dict[str, float] = {}
+        self._last_n = LastN(
+            last_n=last_n, max_audio_slots=max_audio_slots, max_screen_slots=max_screen_slots
+        )
         self._ssrcs: set[int] = set()
         self._order = 0
         self._next_report: float | None = None
@@ -522,7 +374,7 @@ class Router:
         self._ssrcs.discard(member.rtcp_ssrc)
         del self._participants[participant]
         before.pop(participant, None)
-        self._last_spoke.pop(participant, None)
+        self._last_n.forget(participant)
         was_dominant = self._speakers.dominant == participant
         self._speakers.remove(participant)
         if was_dominant:
@@ -877,7 +729,7 @@ class Router:
                     for entry in entries:
                         out += self._subscriber_wants_keyframe(member, entry.ssrc, now)
                 case Remb(bitrate=bitrate):
-                    member.estimate = float(bitrate)
+                    member.budget.remb(bitrate)
                     out += self._distribute(member, now)
                 case ReceiverReport(reports=blocks):
                     out += self._losses(member, blocks, now)
@@ -933,11 +785,11 @@ class Router:
         for event in self._speakers.poll(now):
             match event:
                 case DominantSpeakerChanged(speaker=speaker):
-                    self._last_spoke[speaker] = now
+                    self._last_n.spoke(speaker, now)
                     out.append(DominantSpeaker(speaker))
                     ranking_changed = True
                 case SpeakingChanged(source=speaker):
-                    self._last_spoke[speaker] = now
+                    self._last_n.spoke(speaker, now)
                     ranking_changed = True
         if ranking_changed:
             out += self._reassign(self._views(), now)
@@ -958,7 +810,9 @@ class Router:
             for member in self._participants.values():
                 out += self._distribute(member, now)
         for member in self._participants.values():
-            out += self._probe(member, now)
+            step = member.budget.probe(now)
+            if step is not None:  # mostly None: one call per subscriber and tick, as before the split
+                out += self._probe(member, step, now)
         if self._next_report is not None and now >= self._next_report:
             self._next_report = now + REPORT_INTERVAL
             for member in self._participants.values():
@@ -1023,52 +877,27 @@ class Router:
         return out
 
     def _assign(self, member: _Participant) -> bool:
-        """Last-N: which of the other participants' tracks this subscriber receives; True if grown.
-
-        Audio: every other microphone up to ``max_audio_slots``, recent speakers first. Video:
-        screen shares first (up to ``max_screen_slots``), then cameras up to ``last_n`` with the
-        dominant speaker and the most recent speakers first.
-        """
-        others = [
+        """Last-N (:class:`~meet443.sfu.slots.LastN`): which of the other participants' tracks
+        this subscriber receives; True if its pool grew."""
+        others = (
             track
             for other in self._participants.values()
             if other is not member
             for track in other.tracks.values()
-        ]
-        dominant = self._speakers.dominant
-
-        def recency(track: _Track) -> float:
-            return -self._last_spoke.get(track.key[0], -math.inf)
-
-        audio = sorted((t for t in others if not t.video), key=lambda t: (recency(t), t.order))
-        screens = sorted((t for t in others if t.video and t.info.source == "screen"), key=lambda t: t.order)
-        cameras = sorted(
-            (t for t in others if t.video and t.info.source != "screen"),
-            key=lambda t: (t.key[0] != dominant, recency(t), t.order),
         )
-        grown = self._fill(member, "audio", audio[: self.max_audio_slots])
-        return self._fill(member, "video", screens[: self.max_screen_slots] + cameras[: self.last_n]) or grown
+        audio, video = self._last_n.choose(others, self._speakers.dominant)
+        grown = self._fill(member, "audio", audio)
+        return self._fill(member, "video", video) or grown
 
     def _fill(self, member: _Participant, kind: str, wanted: list[_Track]) -> bool:
-        """Keep slots that carry a wanted track, free the others, bind idle slots; grow if needed."""
-        keep = set(wanted)
+        """Apply :func:`~meet443.sfu.slots.fill` to the subscriber's pool of ``kind``; True if grown."""
         pool = [slot for slot in member.slots if slot.kind == kind]
-        for slot in pool:
-            if slot.track is not None and slot.track not in keep:
-                self._bind(slot, None)
-        bound = {slot.track for slot in pool}
-        idle = [slot for slot in pool if slot.track is None]
-        grown = False
-        for track in wanted:
-            if track in bound:
-                continue
-            if idle:
-                slot = idle.pop(0)
-            else:
-                slot = self._grow(member, kind)
-                grown = True
-            self._bind(slot, track)
-        return grown
+        plan = fill([slot.track for slot in pool], wanted)
+        for position in plan.freed:
+            self._bind(pool[position], None)
+        for position, track in plan.bound:
+            self._bind(pool[position] if position < len(pool) else self._grow(member, kind), track)
+        return plan.grows(len(pool))
 
     def _grow(self, member: _Participant, kind: str) -> _SlotState:
         video = kind == "video"
@@ -1119,11 +948,13 @@ class Router:
         slot.selector = SimulcastSelector(tuple(range(1, len(track.layers) + 1)))
 
     def _distribute(self, member: _Participant, now: float) -> list[Outgoing]:
-        """Split the subscriber's REMB among its unpaused video slots, screen shares first.
+        """Split the subscriber's budget (its ceiling) among its unpaused video slots, screen
+        shares first.
 
         Audio is served first at its measured rate; then screens, then cameras, each group by
-        water-filling: a slot needs its best layer's bitrate plus the selector's up-switch margin,
-        and what one slot does not need is shared by the others.
+        water-filling (:func:`~meet443.sfu.budget.share_out`): a slot needs its best layer's
+        bitrate plus the selector's up-switch margin, and what one slot does not need is shared by
+        the others.
         """
         out: list[Outgoing] = []
         audio_bps = 0.0
@@ -1139,104 +970,44 @@ class Router:
                 audio_bps += sum(bitrates)
                 out += self._layer_events(slot, selector.update(now, None, bitrates), now)
         shares: list[float | None] = [None] * len(video)
-        ceiling = _ceiling(member)
+        ceiling = member.budget.ceiling()
         if ceiling is not None:
-            budget = max(0.0, ceiling - audio_bps)
-            repairs = max(ceiling * RETRANSMIT_SHARE, RETRANSMIT_MIN_BPS) / 8
+            repairs = repair_rate(ceiling)
             shown = max(sum(1 for slot, *_ in video if not slot.paused), 1)
             for slot, *_ in video:
                 slot.buffer.limit(repairs / shown, RETRANSMIT_BURST)
-            for screen in (True, False):
-                group = [
+            groups = [
+                [
                     i
                     for i, (slot, _, track, _) in enumerate(video)
                     if not slot.paused and (track.info.source == "screen") == screen
                 ]
-                needs = [max(video[i][3]) * video[i][1].up_margin for i in group]
-                given = _water_fill(budget, needs)
+                for screen in (True, False)
+            ]
+            needs = [[max(video[i][3]) * video[i][1].up_margin for i in group] for group in groups]
+            for group, given in zip(groups, share_out(max(0.0, ceiling - audio_bps), needs), strict=True):
                 for i, amount in zip(group, given, strict=True):
                     shares[i] = amount
-                budget -= sum(given)
         for (slot, selector, _, bitrates), share in zip(video, shares, strict=True):
             out += self._layer_events(slot, selector.update(now, share, bitrates), now)
         return out
 
-    def _probe(self, member: _Participant, now: float) -> list[Outgoing]:
-        """Padding on an RTX stream to find out whether a subscriber's path carries the next
-        simulcast layers, which its REMB alone does not tell.
-
-        A browser's REMB grows at most about 8% a second and never beyond about 1.5 times what it
-        receives (draft-ietf-rmcat-gcc §5.5, Chromium's AIMD rate control); under CPU load it
-        stalls below what already flows. So while some unpaused video slot has a higher active
-        layer whose need the estimate does not cover, a probe sends padding up to that need for
-        ``PROBE_DURATION``. If meanwhile no receiver report shows loss above ``PROBE_LOSS`` and the
-        REMB did not fall back (the browser's delay-based detector saw no queue), the path carries
-        it: the need becomes the subscriber's verified rate, which the layer choice uses where it is
-        above the REMB, and the layers go up. A failed probe means the path is full; the next one
-        waits a pause that doubles each time. Loss above ``VERIFIED_LOSS`` later withdraws the
-        verified rate (see :meth:`_losses`).
-        """
-        probe = member.probe
-        estimate = member.estimate
-        if estimate is None:
-            return []
-        if probe.active:
-            failed = probe.lossy or estimate < probe.start_estimate * PROBE_RETREAT
-            if failed:
-                self._probe_failed(probe, now)
-                return []
-            if now < probe.until:
-                return self._padding(member, probe, now)
-            probe.active = False
-            probe.backoff = PROBE_MIN_BACKOFF
-            probe.resume_at = now + PROBE_MIN_BACKOFF  # let the new layers settle first
-            # Headroom: layer bitrates wander, and a switch must not undo itself on the next sample.
-            member.verified = max(member.verified, probe.target * PROBE_HEADROOM)
-            member.loss_cap = None  # the path carried more than the cap without loss
+    def _probe(self, member: _Participant, step: Probing, now: float) -> list[Outgoing]:
+        """What :meth:`~meet443.sfu.budget.SubscriberBudget.probe` asked for: padding, the
+        verified rate shared out, or what the slots need to decide on a new probe."""
+        if step is Probing.PADDING:
+            return self._padding(member, now)
+        if step is Probing.VERIFIED:
             return self._distribute(member, now)
-        if now < probe.resume_at:
-            return []
-        wanted, forwarded = self._probe_need(member, now)
-        ceiling = _ceiling(member)
-        if ceiling is None or wanted <= ceiling or wanted <= forwarded:
-            return []
-        probe.active, probe.lossy = True, False
-        probe.until = now + PROBE_DURATION
-        probe.target, probe.start_estimate = wanted, estimate
-        probe.rate = min(wanted - forwarded, PROBE_MAX_BPS)
-        probe.last_sent = now
+        member.budget.start_probe(now, *self._probe_need(member, now))
         return []
 
-    def _probe_failed(self, probe: _Probe, now: float) -> None:
-        probe.active = False
-        probe.resume_at = now + probe.backoff
-        probe.backoff = min(probe.backoff * 2, PROBE_MAX_BACKOFF)
-
     def _losses(self, member: _Participant, blocks: Sequence[ReportBlock], now: float) -> list[Outgoing]:
-        """RFC 3550 §6.4.2: the subscriber's loss fraction on what the SFU sends it, and the
-        loss-based control of draft-ietf-rmcat-gcc-02 §6 (see ``CONGESTION_LOSS``)."""
+        """RFC 3550 §6.4.2: the subscriber's loss fraction on what the SFU sends it, for the
+        loss-based control of draft-ietf-rmcat-gcc-02 §6 in its budget."""
         lost = max((b.fraction_lost for b in blocks if b.ssrc in member.slot_by_ssrc), default=0) / 256
-        if lost > PROBE_LOSS:
-            member.probe.lossy = True
-        if lost > CONGESTION_LOSS:
-            sent = self._probe_need(member, now)[1]
-            if member.loss_cap is not None:
-                sent = min(sent, member.loss_cap)
-            member.loss_cap = max(sent * (1 - lost / 2), LOSS_CAP_FLOOR)
-            member.verified = 0.0
-            member.probe.resume_at = max(member.probe.resume_at, now + CONGESTION_PAUSE)
+        if member.budget.receiver_report(lost, lambda: self._probe_need(member, now)[1], now):
             return self._distribute(member, now)
-        if lost <= PROBE_LOSS and member.loss_cap is not None:
-            member.loss_cap *= CAP_GROWTH
-            if member.loss_cap >= max(member.estimate or 0.0, member.verified):
-                member.loss_cap = None
-            return self._distribute(member, now)
-        if lost > VERIFIED_LOSS and member.verified:
-            member.verified = 0.0  # the path no longer carries it: back to what the REMB says
-            return self._distribute(member, now)
-        if lost <= PROBE_LOSS and member.verified:
-            # What arrives without loss is carried: the verified rate follows the layers' own growth.
-            member.verified = max(member.verified, self._probe_need(member, now)[1])
         return []
 
     def _probe_need(self, member: _Participant, now: float) -> tuple[float, float]:
@@ -1254,7 +1025,9 @@ class Router:
             wanted += higher[0] * selector.up_margin if track.video and higher else now_bps
         return wanted, forwarded
 
-    def _padding(self, member: _Participant, probe: _Probe, now: float) -> list[Outgoing]:
+    def _padding(self, member: _Participant, now: float) -> list[Outgoing]:
+        """RFC 3550 §5.1 padding-only packets on an RTX stream (RFC 4588) with abs-send-time, at
+        the running probe's rate."""
         slot = next(
             (s for s in member.slots if s.kind == "video" and s.rtx_ssrc is not None and s.buffer.rtx),
             None,
@@ -1262,11 +1035,9 @@ class Router:
         abs_id = member.extensions.get(URI_ABS_SEND_TIME, 0)
         if slot is None or slot.buffer.rtx is None or not 1 <= abs_id <= 14:
             return []  # without RTX or abs-send-time, padding would not reach the estimator
-        size = PROBE_PADDING_BYTES + HEADER_SIZE + 8
-        count = min(int(probe.rate / 8 * (now - probe.last_sent) / size), PROBE_MAX_PACKETS_PER_POLL)
+        count = member.budget.padding_due(now, PROBE_PADDING_BYTES + HEADER_SIZE + 8)
         if count <= 0:
             return []
-        probe.last_sent = now
         abs_value = round(now * 262144) & 0xFFFFFF
         extension = bytes((abs_id << 4 | 2,)) + abs_value.to_bytes(3, "big")
         timestamp = slot.rewriter.timestamp_at(now)
@@ -1318,15 +1089,6 @@ class Router:
 
 
 # --- header extensions, in place ---------------------------------------------------------------------
-
-
-def _ceiling(member: _Participant) -> float | None:
-    """What a subscriber may be sent (bps): its REMB or, above it, what a probe verified, under
-    the loss-based cap; None before its first REMB."""
-    if member.estimate is None:
-        return None
-    ceiling = max(member.estimate, member.verified)
-    return ceiling if member.loss_cap is None else min(ceiling, member.loss_cap)
 
 
 def _extension_table(published: Sequence[tuple[str, int]], negotiated: dict[str, int]) -> bytes:
@@ -1399,14 +1161,3 @@ def _rewrite_extensions(
             if ext_id == abs_send_time_id and length == 3:
                 buffer[value : value + 3] = abs_send_time.to_bytes(3, "big")
         pos = stop
-
-
-def _water_fill(budget: float, needs: Sequence[float]) -> list[float]:
-    """Max-min fair shares of ``budget``: nobody gets more than it needs, the rest split evenly."""
-    shares = [0.0] * len(needs)
-    left = len(needs)
-    for i in sorted(range(len(needs)), key=needs.__getitem__):
-        shares[i] = min(needs[i], max(0.0, budget) / left)
-        budget -= shares[i]
-        left -= 1
-    return shares

@@ -107,6 +107,7 @@ test('a dropped socket reconnects with the resume token and the last chat seq', 
   ws.open();
   assert.deepEqual(ws.sent[0], {
     type: 'join', v: 1, room: 'r', displayName: 'Ann', roomKey: 'k', resumeToken: 'tok-1', lastChatSeq: 7,
+    lastChatEpoch: 0,
   });
   ws.receive(joined({ resumed: true, resumeToken: 'tok-2' }));
   assert.deepEqual(ws.sent.slice(1), [{ type: 'candidate', to: 'p', candidate: null }]);

@@ -299,7 +299,7 @@ class TestServerMessages:
                         {"urls": ["turn:h:443?transport=udp"], "username": "1:p2", "credential": "c"}
                     ],
                     ice_transport_policy="all",
-                    chat=[ChatMessage(1, "p1", "Ada", "hi", 5, "m1")],
+                    chat=[ChatMessage(1, "p1", "Ada", "hi", 5, "m1", 7)],
                 )
             )
         )
@@ -332,6 +332,7 @@ class TestServerMessages:
                     "text": "hi",
                     "ts": 5,
                     "clientMessageId": "m1",
+                    "epoch": 7,
                 }
             ],
         }

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from meet443.proto.addresses import address_key
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
 from meet443.proto.signaling.messages import CLIENT_TYPES, Pause, Publish, Speaker, SubscribeOffer
 from meet443.proto.signaling.room import (
@@ -20,11 +21,11 @@ from meet443.proto.signaling.room import (
     LookupRoom,
     MeetingEnded,
     Output,
+    RevokeTurn,
     Send,
     SignalingLimits,
     SignalingServer,
     ToSfu,
-    address_key,
 )
 
 T0 = 1_800_000_000.0
@@ -45,7 +46,9 @@ class FakeClock:
 class Harness:
     """One server, an in-memory directory and the frames each connection has received."""
 
-    def __init__(self, *, force_relay: bool = False, max_participants: int = 1000, **limits: Any) -> None:
+    def __init__(
+        self, *, force_relay: bool = False, max_participants: int = 1000, server_epoch: int = 0, **limits: Any
+    ) -> None:
         self.clock = FakeClock()
         counter = itertools.count(1)
         self.server = SignalingServer(
@@ -54,6 +57,7 @@ class Harness:
             force_relay=force_relay,
             max_participants=max_participants,
             limits=SignalingLimits(**limits),
+            server_epoch=server_epoch,
         )
         self.inbox: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.closed: dict[int, tuple[int, str]] = {}
@@ -62,6 +66,7 @@ class Harness:
         self.lookups: list[LookupRoom] = []
         self.ended: list[str] = []
         self.sfu: list[ToSfu | LeftSfu] = []
+        self.revoked: list[RevokeTurn] = []
         self.conns = itertools.count(1)
         self.ice_calls: list[tuple[str, float]] = []
 
@@ -100,6 +105,8 @@ class Harness:
                     self.answer(output)
             elif isinstance(output, ToSfu | LeftSfu):
                 self.sfu.append(output)
+            elif isinstance(output, RevokeTurn):
+                self.revoked.append(output)
             else:
                 assert isinstance(output, MeetingEnded)
                 self.ended.append(output.room)
@@ -694,6 +701,7 @@ class TestChat:
             "text": "hello",
             "ts": int((T0 + 1.5) * 1000),
             "clientMessageId": "a1",
+            "epoch": 0,
         }
         assert ada.take() == [expected]  # the sender's copy is its acknowledgement
         assert bob.take() == [expected]
@@ -743,6 +751,31 @@ class TestChat:
         again.send("chat", text="three", clientMessageId="a3")
         bob_chat = [(m["seq"], m["text"]) for m in bob.take() if m["type"] == "chat"]
         assert bob_chat == [(1, "one"), (2, "two"), (3, "while you were away"), (4, "three")]
+
+    def test_epochs(self) -> None:
+        """Issue 10 §5: ``(epoch, seq)`` never repeats: not after a restart (a new server epoch),
+        nor when a room empties and is made again (seq counts from 1 in a new epoch)."""
+        ids = []
+        for server_epoch in (1, 2):  # two runs of a server on one data dir
+            h = Harness(server_epoch=server_epoch)
+            for _ in range(2):  # the room made, emptied, made again
+                ada = h.joined()
+                ada.send("chat", text="hi", clientMessageId="a1")
+                ids += [(m["epoch"], m["seq"]) for m in ada.take() if m["type"] == "chat"]
+                ada.send("leave")
+        assert ids == [(1 << 32, 1), ((1 << 32) + 1, 1), (2 << 32, 1), ((2 << 32) + 1, 1)]
+
+    def test_last_chat_seq_of_another_epoch_is_ignored(self) -> None:
+        """A client that saw seq 5 before a restart still gets messages 1 and 2 of the new run."""
+        h = Harness(server_epoch=2)
+        ada = h.joined()
+        for i in range(2):
+            ada.send("chat", text=str(i), clientMessageId=str(i))
+        epoch = ada.take()[-1]["epoch"]
+        stale = h.connect().join(name="Bob", lastChatSeq=5, lastChatEpoch=epoch - 1)
+        assert [(m["epoch"], m["seq"]) for m in stale["chat"]] == [(epoch, 1), (epoch, 2)]
+        current = h.connect().join(name="Cy", lastChatSeq=1, lastChatEpoch=epoch)
+        assert [m["seq"] for m in current["chat"]] == [2]
 
     def test_knocker_gets_no_chat(self, h: Harness) -> None:
         ada = h.joined()
@@ -1047,6 +1080,50 @@ class TestMeetingEnd:
         assert ada.last_error() == "meeting-ended"
 
 
+class TestMeetingDeleted:
+    """Issue 10 §4: a meeting deleted through the API ends for everyone, and nobody resumes into it."""
+
+    def test_end_meeting(self, h: Harness) -> None:
+        h.meetings["board"] = RoomAdmission("board", RoomMode.NORMAL, True, int((T0 + 3600) * 1000), False)
+        ada = h.joined("board")
+        bob = h.joined("board", name="Bob")
+        h.drop(bob)
+        ada.take()
+        h.process(h.server.end_meeting("board", h.clock.now))
+        assert ada.take() == [{"type": "ended"}]
+        assert ada.closed == (1000, "ended")
+        assert h.server.room_count == 0
+        assert {r.participant for r in h.revoked} == {ada.self_id, bob.self_id}
+        assert h.ended == []  # the directory deleted it itself
+        # The directory would still answer from its cache or a lagging replica: the room stays shut.
+        back = h.connect()
+        assert back.join("board", name="Bob", resumeToken=bob.resume_token)["code"] == "meeting-ended"
+        assert back.closed == (1000, "meeting-ended")
+        h.process(h.server.end_meeting("nowhere", h.clock.now))  # no such room: nothing to do
+
+    def test_resume_asks_the_directory(self, h: Harness) -> None:
+        """Deleted by another process: the resume finds out from the directory and ends the room."""
+        h.meetings["board"] = RoomAdmission("board", RoomMode.NORMAL, True, None, False)
+        ada = h.joined("board")
+        bob = h.joined("board", name="Bob")
+        h.drop(bob)
+        ada.take()
+        h.meetings["board"] = Refusal.MEETING_ENDED
+        back = h.connect()
+        assert back.join("board", name="Bob", resumeToken=bob.resume_token)["code"] == "meeting-ended"
+        assert ada.take() == [{"type": "ended"}]
+        assert h.server.room_count == 0
+
+    def test_resume_still_works(self, h: Harness) -> None:
+        ada = h.joined()
+        h.drop(ada)
+        lookups = len(h.lookups)
+        back = h.connect()
+        reply = back.join(name="Ada", resumeToken=ada.resume_token)
+        assert reply["resumed"] is True and reply["selfId"] == ada.self_id
+        assert len(h.lookups) == lookups + 1
+
+
 class TestLifecycle:
     """docs/signaling.md "Connection lifecycle" 4-6: heartbeat, resume, leave."""
 
@@ -1216,12 +1293,63 @@ class TestIceServers:
         assert cy.last_error() == "not-joined"
         assert len(h.ice_calls) == calls
 
+    def test_refresh_is_rate_limited(self, h: Harness) -> None:
+        """Each ``ice-refresh`` mints a credential: a burst of 3, then one per 10 s."""
+        ada = h.joined()
+        ada.take()
+        minted = 0
+        for _ in range(30):  # 30 asks in 3 s: the issue's figure, 30 credentials before
+            h.clock.advance(0.1)
+            ada.send("ice-refresh")
+            minted += sum(m["type"] == "ice-servers" for m in ada.inbox)
+            ada.take()
+        assert minted == 3
+        ada.send("ice-refresh")
+        assert ada.last_error() == "rate-limited"
+        assert ada.inbox[-1]["ref"] == "ice-refresh"
+        assert ada.closed is None
+        h.clock.advance(10)
+        ada.send("ice-refresh")
+        assert ada.inbox[-1]["type"] == "ice-servers"
+
     def test_get_timer(self, h: Harness) -> None:
         assert h.server.get_timer() is None
         h.joined()
         assert h.server.get_timer() == T0 + 30
         h.tick(20)
         assert h.server.get_timer() == T0 + 30
+
+
+class TestTurnRevocation:
+    """A participant that leaves its meeting for good has its TURN credentials revoked, until the
+    last one handed to it expires; one that only lost its socket keeps them (it may resume)."""
+
+    def test_leave_kick_timeout_and_end(self, h: Harness) -> None:
+        ada = h.joined()
+        bob = h.joined(name="Bob")
+        cy = h.joined(name="Cy")
+        dee = h.joined(name="Dee")
+        h.clock.advance(100)
+        bob.send("ice-refresh")  # the last credential handed to bob expires 100 s later
+        bob.send("leave")
+        assert [(r.participant, r.until) for r in h.revoked] == [(bob.self_id, T0 + 100 + TTL)]
+        ada.send("kick", participantId=cy.self_id)
+        assert h.revoked[-1].participant == cy.self_id
+        h.drop(dee)
+        for _ in range(3):
+            assert len(h.revoked) == 2  # awaiting resume: its call may go on
+            h.tick(10)
+            ada.send("ping")
+        assert h.revoked[-1].participant == dee.self_id
+        ada.send("end")
+        assert [r.participant for r in h.revoked] == [bob.self_id, cy.self_id, dee.self_id, ada.self_id]
+
+    def test_knockers_have_nothing_to_revoke(self, h: Harness) -> None:
+        ada = h.joined()
+        ada.send("lock", locked=True)
+        h.connect().join(name="Cy")
+        ada.send("end")
+        assert [r.participant for r in h.revoked] == [ada.self_id]
 
 
 class TestLogging:

@@ -33,6 +33,7 @@ from meet443.proto.stun.attributes import (
 from meet443.proto.stun.message import Message, Method, StunClass
 from meet443.proto.turn.channeldata import ChannelData
 from meet443.proto.turn.credentials import rest_credentials
+from meet443.proto.turn.quota import MemoryLedger
 from meet443.proto.turn.server import ToClient, ToPeer, TurnSettings
 
 from .harness import (
@@ -216,7 +217,7 @@ class TestRfc8656Section7Allocate:
         data = message.encode(client.key)
         client.server.allocations.clear()  # a fresh server state for this transaction
         client.server.by_relay.clear()
-        client.server._per_user.clear()
+        client.server.ledger = MemoryLedger()
         first = client.send_raw(data)
         clock.advance(1.5)
         again = client.send_raw(data)

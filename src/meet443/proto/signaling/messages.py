@@ -132,6 +132,8 @@ class Join(_ClientBase, tag="join", frozen=True, omit_defaults=True):
     room_key: Annotated[str, Meta(max_length=_MAX_ROOM_KEY_CHARS)] | None = None
     resume_token: Annotated[str, Meta(max_length=_MAX_RESUME_TOKEN_CHARS)] | None = None
     last_chat_seq: Annotated[int, Meta(ge=0, le=_MAX_SAFE_INTEGER)] | None = None
+    #: The ``epoch`` of the message ``lastChatSeq`` counts in; another epoch's seq means nothing here.
+    last_chat_epoch: Annotated[int, Meta(ge=0, le=_MAX_SAFE_INTEGER)] | None = None
 
     def __post_init__(self) -> None:
         name = clean_display_name(self.display_name)
@@ -389,12 +391,16 @@ class _ServerBase(Struct, tag_field="type", rename="camel", frozen=True):
 
 
 class ChatMessage(_ServerBase, tag="chat", frozen=True):
+    """A chat message; ``(epoch, seq)`` is its id: ``seq`` counts from 1 in each room, ``epoch``
+    changes (grows) whenever a room's chat starts again, after a server restart included."""
+
     seq: int
     sender: str = msgspec.field(name="from")
     display_name: str
     text: str
     ts: int
     client_message_id: str
+    epoch: int
 
 
 class Joined(_ServerBase, tag="joined", frozen=True):

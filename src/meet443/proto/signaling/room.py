@@ -6,13 +6,15 @@ Connections are plain integers chosen by the adapter. Bytes and ``now`` go in, o
 * ``receive(conn, data, now)``: one text frame;
 * ``admit(conn, admission, now)``: the directory's answer to a :class:`LookupRoom` output;
 * ``disconnected(conn, now)``: the socket is gone (the participant may resume for 30 s);
+* ``end_meeting(room, now)``: the meeting was deleted through the API; everyone in it is sent away;
 * ``handle_timer(now)``: heartbeats, resume windows, TURN credential refresh, meeting end times.
 
 Outputs are :class:`Send`, :class:`Close`, :class:`LookupRoom` (join is two-phase: the directory
-is I/O) and :class:`MeetingEnded`. ``now`` is wall-clock seconds (UNIX time), because chat
-timestamps, meeting end times and TURN REST usernames are all wall-clock values. Randomness
-(participant ids, resume tokens) comes from the injected ``token(nbytes) -> str`` and TURN
-credentials from the injected ``ice_servers(participant_id, now) -> (servers, ttl)``.
+is I/O), :class:`MeetingEnded` and :class:`RevokeTurn` (for the TURN core). ``now`` is wall-clock
+seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames are all
+wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
+``token(nbytes) -> str`` and TURN credentials from the injected
+``ice_servers(participant_id, now) -> (servers, ttl)``.
 
 State, in one place:
 
@@ -21,7 +23,8 @@ State, in one place:
 * a participant is ``KNOCKING`` (waiting for a host of a locked room), ``CONNECTED`` or
   ``AWAITING_RESUME`` (its socket dropped less than 30 s ago; it keeps its id and its slot);
 * a room exists while it has participants or knockers and is forgotten when it empties; API-room
-  facts (end time) come from the directory on every join.
+  facts (end time) come from the directory on every join, resumes included: a directory that says
+  a live room's meeting is over ends it for everyone.
 
 Nothing leaves a room: every :class:`Send` caused by a participant goes to its own connection or to
 connections of participants and knockers of the same room.
@@ -30,7 +33,6 @@ connections of participants and knockers of the same room.
 from __future__ import annotations
 
 import enum
-import ipaddress
 import logging
 import math
 from collections import OrderedDict, deque
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from meet443.exceptions import SignalingError
+from meet443.proto.addresses import address_key
 from meet443.proto.ratelimit import KeyedRateLimiter, TokenBucket
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode, is_valid_room_name
 from meet443.proto.signaling.messages import (
@@ -98,6 +101,7 @@ __all__ = [
     "MeetingEnded",
     "Output",
     "ParticipantState",
+    "RevokeTurn",
     "Send",
     "SignalingCounters",
     "SignalingLimits",
@@ -113,6 +117,10 @@ NORMAL_ROOM_CAPACITY = 4
 GROUP_ROOM_CAPACITY = 50
 #: docs/signaling.md "Server → client": ``joined.chat`` is the last 50 without ``lastChatSeq``.
 CHAT_ON_JOIN = 50
+#: Chat epochs of one server run are ``server_epoch * ROOMS_PER_RUN`` + 0, 1, 2, ... (one per room
+#: made), so two runs never share one while ``server_epoch`` comes from disk, and ids stay below
+#: 2**53, exact in JavaScript, for 2**21 runs.
+ROOMS_PER_RUN = 1 << 32
 #: docs/signaling.md: "more than 20 errors in a minute" closes the socket with 1008.
 ABUSE_ERRORS = 20
 ABUSE_ERROR_WINDOW = 60.0
@@ -145,6 +153,9 @@ _RESUME_TOKEN_BYTES = 16
 IceServerSource = Callable[[str, float], tuple[list[dict[str, object]], int]]
 TokenSource = Callable[[int], str]
 LeaveReason = Literal["left", "timeout", "kicked"]
+#: Why a room ended: a host's ``end``, its end time, or its meeting deleted (or found ended by the
+#: directory, which another process may have told first).
+EndReason = Literal["by a host", "end time", "deleted"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,7 +214,16 @@ class LeftSfu:
     participant: str
 
 
-Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu
+@dataclass(frozen=True, slots=True)
+class RevokeTurn:
+    """A participant left its room for good: the TURN core deletes its allocations and refuses its
+    credentials (REST usernames ``expiry:participant``) until ``until``, when the last expires."""
+
+    participant: str
+    until: float
+
+
+Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,6 +264,9 @@ class SignalingLimits:
     max_connections: int | None = None
     #: API meetings ended by a host, remembered to refuse joins until their end time.
     max_ended_meetings: int = 10000
+    #: ``ice-refresh`` per participant: each mints TURN credentials, so one per 10 s, burst 3.
+    ice_refresh_rate: float = 0.1
+    ice_refresh_burst: float = 3.0
 
 
 @dataclass(slots=True)
@@ -288,6 +311,9 @@ class _Room:
     #: when an ad-hoc room loses its last host.
     participants: dict[str, _Participant] = field(default_factory=dict)
     knockers: dict[str, _Participant] = field(default_factory=dict)
+    #: Chat ids are ``(chat_epoch, seq)``: a room made again (after a restart, or after it emptied)
+    #: counts ``seq`` from 1 in a new, larger epoch, so clients never mistake new messages for old.
+    chat_epoch: int = 0
     chat_seq: int = 0
 
     @property
@@ -297,8 +323,8 @@ class _Room:
     def info(self) -> RoomInfo:
         return RoomInfo(self.name, self.mode.value, self.locked, self.capacity)
 
-    def chat_after(self, seq: int | None) -> list[ChatMessage]:
-        if seq is None:
+    def chat_after(self, seq: int | None, epoch: int | None) -> list[ChatMessage]:
+        if seq is None or (epoch is not None and epoch != self.chat_epoch):
             return list(self.history)[-CHAT_ON_JOIN:]
         return [m for m in self.history if m.seq > seq]
 
@@ -324,6 +350,9 @@ class _Participant:
     screen: bool = False
     disconnected_at: float = 0.0
     ice_due: float = math.inf
+    #: When the last TURN credential handed to this participant expires.
+    turn_until: float = 0.0
+    ice_refreshes: TokenBucket | None = None
     #: clientMessageId → seq, oldest first.
     chat_ids: OrderedDict[str, int] = field(default_factory=OrderedDict)
     #: Relayed messages that arrived while awaiting resume, delivered after ``joined``.
@@ -358,19 +387,6 @@ class _Connection:
     last_limit_reply: float = -math.inf
 
 
-def address_key(remote_ip: str) -> str:
-    """The per-address rate-limit key: IPv4 as is, IPv6 by its /64 (one subscriber's prefix)."""
-    try:
-        address = ipaddress.ip_address(remote_ip.partition("%")[0])
-    except ValueError:
-        return remote_ip
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
-
-
 # --------------------------------------------------------------------------------------------------
 # The server
 
@@ -386,8 +402,11 @@ class SignalingServer:
         force_relay: bool = False,
         max_participants: int = 10000,
         limits: SignalingLimits | None = None,
+        server_epoch: int = 0,
     ) -> None:
+        """``server_epoch``: a number no earlier run of this server had (``MeetingStore.next_epoch``)."""
         self._ice_servers = ice_servers
+        self._next_chat_epoch = server_epoch * ROOMS_PER_RUN
         self._token = token
         self._policy: Literal["all", "relay"] = "relay" if force_relay else "all"
         self.max_participants = max_participants
@@ -494,6 +513,15 @@ class SignalingServer:
             self._drop(c, now, "socket closed")
         return out
 
+    def end_meeting(self, room: str, now: float) -> list[Output]:
+        """The meeting of ``room`` was deleted: ``ended`` and close 1000 for everyone in it, and no
+        resume into it (docs/signaling.md ``ended``)."""
+        out = self._out = []
+        r = self._rooms.get(room)
+        if r is not None:
+            self._end_room(r, now, "deleted")
+        return out
+
     def handle_timer(self, now: float) -> list[Output]:
         """Expire silent sockets, resume windows and meetings; refresh TURN credentials."""
         out = self._out = []
@@ -509,7 +537,7 @@ class SignalingServer:
         for room in list(self._rooms.values()):
             if room.end_ms is not None and now_ms >= room.end_ms:
                 logger.info("room %s: meeting reached its end time", room.name)
-                self._end_room(room, now, by_host=False)
+                self._end_room(room, now, "end time")
                 continue
             for p in list(room.participants.values()):
                 if p.state is ParticipantState.AWAITING_RESUME:
@@ -668,25 +696,29 @@ class SignalingServer:
             raise SignalingError(
                 "too-many-joins", "too many joins, try later", close_code=CLOSE_TRY_AGAIN_LATER, ref="join"
             )
-        if join.resume_token is not None:
-            p = self._resume_tokens.get(join.resume_token)
-            if p is not None and p.room.name == join.room:
-                self._resume(c, p, join, now)
-                return
+        # A resume too asks the directory: the meeting may have been deleted or ended meanwhile.
         c.state, c.pending = ConnectionState.LOOKING_UP, join
         self._out.append(LookupRoom(c.conn, join.room, join.room_key))
 
     def _admit(self, c: _Connection, join: Join, admission: RoomAdmission | Refusal, now: float) -> None:
+        name = join.room
         if isinstance(admission, Refusal):
+            live = self._rooms.get(name)
+            if admission is Refusal.MEETING_ENDED and live is not None:
+                self._end_room(live, now, "deleted")
             raise SignalingError(
                 admission.value, _REFUSAL_TEXT[admission], close_code=CLOSE_NORMAL, ref="join"
             )
-        name = join.room
         ended = admission.end_ms is not None and now * 1000 >= admission.end_ms
         if ended or (admission.api_created and name in self._ended_meetings):
             raise SignalingError(
                 "meeting-ended", "this meeting has ended", close_code=CLOSE_NORMAL, ref="join"
             )
+        if join.resume_token is not None:
+            p = self._resume_tokens.get(join.resume_token)
+            if p is not None and p.room.name == name:
+                self._resume(c, p, join, now)
+                return
         if self._participant_count >= self.max_participants:
             logger.warning("conn %d refused: server at %d participants", c.conn, self._participant_count)
             raise SignalingError(
@@ -707,7 +739,9 @@ class SignalingServer:
                 admission.api_created,
                 admission.end_ms,
                 history=deque(maxlen=self.limits.chat_history),
+                chat_epoch=self._next_chat_epoch,
             )
+            self._next_chat_epoch += 1
             self._rooms[name] = room
             logger.info(
                 "room %s created (%s, %s)", name, room.mode.value, "api" if room.api_created else "ad hoc"
@@ -730,7 +764,7 @@ class SignalingServer:
         logger.info(
             "conn %d: participant %s joined room %s%s", c.conn, p.id, name, " as host" if host else ""
         )
-        self._join(c, p, join.last_chat_seq, now, resumed=False)
+        self._join(c, p, join, now, resumed=False)
         self._broadcast(room, ParticipantJoined(p.info()), exclude=p)
 
     def _new_participant(
@@ -750,9 +784,7 @@ class SignalingServer:
         self._send(c.conn, Knocking())
         self._to_hosts(room, Knock(p.id, p.display_name))
 
-    def _join(
-        self, c: _Connection, p: _Participant, last_chat_seq: int | None, now: float, *, resumed: bool
-    ) -> None:
+    def _join(self, c: _Connection, p: _Participant, join: Join | None, now: float, *, resumed: bool) -> None:
         """Send ``joined`` (and what the participant missed); ``p`` is in ``room.participants``."""
         room = p.room
         if p.resume_token is not None:
@@ -762,8 +794,8 @@ class SignalingServer:
         self._resume_tokens[p.resume_token] = p
         p.conn, p.state = c.conn, ParticipantState.CONNECTED
         c.participant, c.state = p, ConnectionState.JOINED
-        servers, ttl = self._ice_servers(p.id, now)
-        p.ice_due = now + ttl / 2
+        servers, _ = self._mint_ice_servers(p, now)
+        last_seq, last_epoch = (None, None) if join is None else (join.last_chat_seq, join.last_chat_epoch)
         self._send(
             c.conn,
             Joined(
@@ -775,7 +807,7 @@ class SignalingServer:
                 participants=[o.info() for o in room.participants.values() if o is not p],
                 ice_servers=servers,
                 ice_transport_policy=self._policy,
-                chat=room.chat_after(last_chat_seq),
+                chat=room.chat_after(last_seq, last_epoch),
             ),
         )
         if p.host:
@@ -795,7 +827,7 @@ class SignalingServer:
             self._out.append(Close(old.conn, CLOSE_NORMAL, "resumed on another socket"))
         was_connected = p.state is ParticipantState.CONNECTED
         logger.info("conn %d: participant %s of room %s resumed", c.conn, p.id, p.room.name)
-        self._join(c, p, join.last_chat_seq, now, resumed=True)
+        self._join(c, p, join, now, resumed=True)
         if not was_connected:
             self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
         while p.backlog:
@@ -814,6 +846,7 @@ class SignalingServer:
             del self._resume_tokens[p.resume_token]
             p.resume_token = None
         p.backlog.clear()
+        self._revoke_turn(p)
         logger.info("participant %s left room %s (%s)", p.id, room.name, reason)
         self._broadcast(room, ParticipantLeft(p.id, reason))
         if room.mode is RoomMode.GROUP:
@@ -871,13 +904,14 @@ class SignalingServer:
         self._join(kc, k, None, now, resumed=False)
         self._broadcast(room, ParticipantJoined(k.info()), exclude=k)
 
-    def _end_room(self, room: _Room, now: float, *, by_host: bool) -> None:
+    def _end_room(self, room: _Room, now: float, why: EndReason) -> None:
         """docs/signaling.md ``end``: everyone gets ``ended``; sockets close with 1000."""
         payload = encode(Ended())
         for p in [*room.participants.values(), *room.knockers.values()]:
             if p.resume_token is not None:
                 del self._resume_tokens[p.resume_token]
             self._participant_count -= 1
+            self._revoke_turn(p)
             c = self._connections.get(p.conn) if p.conn is not None else None
             if c is not None:
                 c.participant = None
@@ -887,13 +921,14 @@ class SignalingServer:
         room.participants.clear()
         room.knockers.clear()
         del self._rooms[room.name]
-        logger.info("room %s ended (%s)", room.name, "by a host" if by_host else "end time")
-        if by_host and room.api_created:
+        logger.info("room %s ended (%s)", room.name, why)
+        if why != "end time" and room.api_created:
             self._ended_meetings[room.name] = room.end_ms
             self._ended_meetings.move_to_end(room.name)
             while len(self._ended_meetings) > self.limits.max_ended_meetings:
                 self._ended_meetings.popitem(last=False)
-            self._out.append(MeetingEnded(room.name))
+            if why == "by a host":
+                self._out.append(MeetingEnded(room.name))
 
     # ---------------------------------------------------------------------------------------------
     # Messages of a joined participant (docs/signaling.md "Client → server")
@@ -967,7 +1002,13 @@ class SignalingServer:
             return
         room.chat_seq += 1
         chat = ChatMessage(
-            room.chat_seq, p.id, p.display_name, message.text, int(now * 1000), message.client_message_id
+            room.chat_seq,
+            p.id,
+            p.display_name,
+            message.text,
+            int(now * 1000),
+            message.client_message_id,
+            room.chat_epoch,
         )
         room.history.append(chat)
         p.chat_ids[message.client_message_id] = chat.seq
@@ -1063,17 +1104,37 @@ class SignalingServer:
         """docs/signaling.md ``end`` (host only)."""
         self._require_host(p, message)
         logger.info("room %s: %s ends the meeting", p.room.name, p.id)
-        self._end_room(p.room, now, by_host=True)
+        self._end_room(p.room, now, "by a host")
 
-    def _send_ice_servers(self, p: _Participant, now: float) -> None:
-        assert p.conn is not None
+    def _mint_ice_servers(self, p: _Participant, now: float) -> tuple[list[dict[str, object]], int]:
         servers, ttl = self._ice_servers(p.id, now)
         # Half the lifetime: a fresh credential arrives long before the old one expires.
         p.ice_due = now + ttl / 2
+        p.turn_until = max(p.turn_until, now + ttl)
+        return servers, ttl
+
+    def _send_ice_servers(self, p: _Participant, now: float) -> None:
+        assert p.conn is not None
+        servers, ttl = self._mint_ice_servers(p, now)
         self._send(p.conn, IceServersMessage(servers, ttl))
 
+    def _revoke_turn(self, p: _Participant) -> None:
+        if p.turn_until:
+            self._out.append(RevokeTurn(p.id, p.turn_until))
+
     def _on_ice_refresh(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
-        """docs/signaling.md ``ice-refresh``: fresh TURN credentials now."""
+        """docs/signaling.md ``ice-refresh``: fresh TURN credentials now, at most once per 10 s
+        after a burst of 3 (the TURN quota is per participant, so refreshing buys no allocations)."""
+        limits = self.limits
+        if p.ice_refreshes is None:
+            p.ice_refreshes = TokenBucket(limits.ice_refresh_rate, limits.ice_refresh_burst)
+        if not p.ice_refreshes.take(now):
+            errors = self.counters.errors
+            errors["rate-limited"] = errors.get("rate-limited", 0) + 1
+            self._send(
+                c.conn, ErrorMessage("rate-limited", "ice-refresh at most once per 10 s", "ice-refresh")
+            )
+            return
         self._send_ice_servers(p, now)
 
     def _on_ping(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:

@@ -7,7 +7,12 @@ Bytes and ``now`` go in, bytes and their destinations come out:
   answers Binding requests (RFC 5780 NAT behaviour discovery, see :meth:`TurnServer._binding`);
 * ``receive_from_peer(relay, peer, data, now)``: a datagram that arrived on a relay port;
 * ``connection_closed(flow, now)``: a TCP/TLS client went away (its allocation goes too);
+* ``revoke(user, until)``: a participant left its meeting; its allocations go and its
+  credentials stop working (the signaling core says so, through ``app.py``);
 * ``handle_timer(now)``: expire allocations, permissions, channels, reservations and cached answers.
+
+Quotas and revocations are counts for the whole server, kept in the injected
+:class:`~meet443.proto.turn.quota.QuotaLedger`.
 
 Relay sockets are opened through the injected :class:`RelayPortPool`; randomness (nonce secret,
 reservation tokens) through ``random_bytes``. ``now`` is wall-clock seconds, because REST usernames
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from meet443.exceptions import ParseError, StunErrorResponse
-from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
+from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport, address_key
 from meet443.proto.ratelimit import KeyedRateLimiter, TokenBucket
 from meet443.proto.stun.attributes import (
     AdditionalAddressFamily,
@@ -58,9 +63,10 @@ from meet443.proto.stun.message import Message, Method, StunClass
 from meet443.proto.turn.allocation import Allocation, ClientFlow
 from meet443.proto.turn.channeldata import CHANNEL_MAX, CHANNEL_MIN, channel_data_header
 from meet443.proto.turn.check import is_check_username
-from meet443.proto.turn.credentials import CredentialStore
+from meet443.proto.turn.credentials import REST_SEPARATOR, CredentialStore, rest_username_expiry
 from meet443.proto.turn.nonce import NonceFactory
 from meet443.proto.turn.peer_policy import PeerPolicy
+from meet443.proto.turn.quota import MemoryLedger, QuotaLedger
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +112,7 @@ class TurnSettings:
     default_lifetime: int = 600
     max_lifetime: int = 3600
     nonce_lifetime: float = 600.0
+    #: Per participant: the user part of every REST username ``expiry:user`` it was handed.
     max_allocations_per_user: int = 10
     max_allocations: int = 10000
     #: Bytes per second a single allocation may relay in each direction; burst is twice that.
@@ -120,6 +127,8 @@ class TurnSettings:
     server_addresses: frozenset[str] = frozenset()
     #: Allocations made with check credentials, all together (they are handed out without login).
     max_check_allocations: int = 100
+    #: Check allocations per source address (IPv6: per /64): five addresses are needed to fill the pool.
+    max_check_allocations_per_address: int = 20
     #: Longest lifetime of a check allocation: a check takes seconds; Chrome refreshes a minute early.
     check_lifetime: int = 120
 
@@ -153,8 +162,10 @@ class TurnServer:
         policy: PeerPolicy,
         relay_ports: RelayPortPool,
         random_bytes: Callable[[int], bytes],
+        ledger: QuotaLedger | None = None,
     ) -> None:
         self.settings = settings
+        self.ledger: QuotaLedger = ledger or MemoryLedger()
         self.credentials = credentials
         self.policy = policy
         self.relay_ports = relay_ports
@@ -169,7 +180,8 @@ class TurnServer:
         self._relay_ports: dict[int, int] = {}
         #: UDP allocations by client address alone: the per-datagram lookup then builds no ClientFlow.
         self.udp_allocations: dict[Address, Allocation] = {}
-        self._per_user: dict[str, int] = {}
+        #: This server's allocations by quota user, so a revocation finds them.
+        self._by_user: dict[str, set[Allocation]] = {}
         #: Allocations made with check credentials (:mod:`meet443.proto.turn.check`).
         self._check_allocations: set[Allocation] = set()
         self._responses: dict[tuple[ClientFlow, bytes], tuple[float, bytes]] = {}
@@ -293,17 +305,29 @@ class TurnServer:
         relay range: clients on the server's own host use ephemeral ports in that range too.)"""
         return address[0] in self.settings.server_addresses and address[1] in self._relay_ports
 
+    def revoke(self, user: str, until: float) -> None:
+        """A participant left (or was removed from) its meeting: delete its allocations now and
+        refuse every request made with its credentials until ``until``, when the last of them
+        expires. ``user`` is the user part of its REST usernames (``expiry:user``)."""
+        self.ledger.revoke(user, until)
+        for allocation in list(self._by_user.get(user, ())):
+            self._delete(allocation, "credentials revoked")
+
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` next has something to expire (RFC 8656 §6-§12 lifetimes, cached
-        answers, reservations), or None. It looks at every allocation: ask after :meth:`handle_timer`,
-        not after every message (an input only adds deadlines tens of seconds ahead)."""
+        answers, reservations, revocations), or None. It looks at every allocation: ask after
+        :meth:`handle_timer`, not after every message (an input only adds deadlines seconds ahead)."""
         deadlines = [allocation.next_expiry() for allocation in self.allocations.values()]
         deadlines += [expiry for expiry, _ in self._responses.values()]
         deadlines += [expiry for _, expiry in self._reservations.values()]
+        revocation = self.ledger.next_expiry()
+        if revocation is not None:
+            deadlines.append(revocation)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
         """Expire everything whose lifetime has passed."""
+        self.ledger.expire(now)
         for allocation in [a for a in self.allocations.values() if a.expires <= now]:
             self._delete(allocation, "expired")
         for allocation in self.allocations.values():
@@ -489,6 +513,9 @@ class TurnServer:
         if not key or not request.check_integrity(key):
             self.counters.auth_failures += 1
             return self._unauthenticated_error(request, flow, now, 401, "Unauthenticated", challenge=True)
+        if self.ledger.is_revoked(quota_user(username.value), now):
+            self.counters.auth_failures += 1
+            return self._unauthenticated_error(request, flow, now, 401, "Credentials revoked", challenge=True)
         return username.value, key
 
     def _answer(
@@ -541,12 +568,16 @@ class TurnServer:
             family = 6 if requested_family.family == FAMILY_IPV6 else 4
             if family == 6 and not self.settings.ipv6_relay:
                 raise StunErrorResponse(440, "Address Family not Supported")
-        if self._per_user.get(username, 0) >= self.settings.max_allocations_per_user:
+        user = quota_user(username)
+        if self.ledger.held(_USER + user) >= self.settings.max_allocations_per_user:
             raise StunErrorResponse(486, "Allocation Quota Reached")
         if len(self.allocations) >= self.settings.max_allocations:
             raise StunErrorResponse(486, "Allocation Quota Reached")
         check = is_check_username(username)
-        if check and len(self._check_allocations) >= self.settings.max_check_allocations:
+        if check and (
+            self.ledger.held(_CHECK_POOL) >= self.settings.max_check_allocations
+            or self.ledger.held(_check_key(flow)) >= self.settings.max_check_allocations_per_address
+        ):
             raise StunErrorResponse(486, "Allocation Quota Reached")
         # DONT-FRAGMENT (RFC 8656 §7.2 step 4) is accepted and needs no action: WebRTC media
         # stays under the path MTU, and the attribute is comprehension-optional anyway.
@@ -579,9 +610,12 @@ class TurnServer:
             self.udp_allocations[flow.address] = allocation
         self.by_relay[relay] = allocation
         self._relay_ports[relay[1]] = self._relay_ports.get(relay[1], 0) + 1
-        self._per_user[username] = self._per_user.get(username, 0) + 1
+        self.ledger.allocated(_USER + user)
+        self._by_user.setdefault(user, set()).add(allocation)
         if check:
             self._check_allocations.add(allocation)
+            self.ledger.allocated(_CHECK_POOL)
+            self.ledger.allocated(_check_key(flow))
         self.counters.allocations_created += 1
         logger.info("allocation %s:%d for %s %s:%d", *relay, flow.transport.value, *flow.address)
         attributes: list[Attribute] = [
@@ -704,14 +738,38 @@ class TurnServer:
             self._relay_ports[port] -= 1
         else:
             del self._relay_ports[port]
-        self._check_allocations.discard(allocation)
-        left = self._per_user[allocation.username] - 1
-        if left:
-            self._per_user[allocation.username] = left
-        else:
-            del self._per_user[allocation.username]
+        user = quota_user(allocation.username)
+        self.ledger.released(_USER + user)
+        held = self._by_user[user]
+        held.discard(allocation)
+        if not held:
+            del self._by_user[user]
+        if allocation in self._check_allocations:
+            self._check_allocations.discard(allocation)
+            self.ledger.released(_CHECK_POOL)
+            self.ledger.released(_check_key(allocation.flow))
         self.relay_ports.close(allocation.relay)
         logger.info("allocation %s:%d deleted (%s)", *allocation.relay, why)
+
+
+#: Ledger keys (:mod:`meet443.proto.turn.quota`).
+_USER = "user:"
+_CHECK_POOL = "check"
+
+
+def _check_key(flow: ClientFlow) -> str:
+    return "check:" + address_key(flow.address[0])
+
+
+def quota_user(username: str) -> str:
+    """Whose quota an allocation counts against: the user part of a REST username ``expiry:user``
+    (one participant, however many credentials it was handed), else the whole username (a static
+    user, or a bare ``expiry`` REST username, which names nobody)."""
+    if rest_username_expiry(username) is not None:
+        user = username.partition(REST_SEPARATOR)[2]
+        if user:
+            return user
+    return username
 
 
 def _family(address: Address) -> int:

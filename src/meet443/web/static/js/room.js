@@ -2,6 +2,7 @@
 // rooms, the SFU session), stats and the view together. Server messages and user actions change
 // the one state object (state.js); the view renders it.
 
+import { withChatMessage } from './chat.js';
 import { rtcConfiguration } from './ice.js';
 import { GROUP_VIDEO_CONSTRAINTS, LocalMedia } from './media.js';
 import { cleanDisplayName, isValidRoomName, readParams, roomNameFromPath, shareableUrl } from './params.js';
@@ -459,26 +460,13 @@ function onParticipantLeft(m) {
   }
 }
 
+// Ordering and de-duplication by (epoch, seq) live in chat.js; after a server restart the old
+// messages stay and the new run's come after them.
 function addChat(m) {
   update((s) => {
-    if (Number.isInteger(m.seq) && s.chat.some((c) => c.seq === m.seq)) return;
-    const entry = {
-      seq: m.seq,
-      from: m.from,
-      displayName: m.displayName,
-      text: m.text,
-      ts: m.ts,
-      clientMessageId: m.clientMessageId || `seq-${m.seq}`,
-      pending: false,
-    };
-    const mine = s.chat.findIndex((c) => c.pending && c.clientMessageId === m.clientMessageId);
-    if (mine >= 0) s.chat.splice(mine, 1);
-    // Confirmed messages in server order, our unconfirmed ones after them.
-    const confirmed = s.chat.filter((c) => !c.pending);
-    const pending = s.chat.filter((c) => c.pending);
-    confirmed.push(entry);
-    confirmed.sort((a, b) => a.seq - b.seq);
-    s.chat = [...confirmed, ...pending];
+    const chat = withChatMessage(s.chat, m);
+    if (!chat) return;
+    s.chat = chat;
     if (m.from !== s.selfId && s.panel !== 'chat') s.unread += 1;
   });
 }
@@ -686,6 +674,7 @@ async function publicState({ detail = false } = {}) {
     ...(group ? { sfu: group, speaker: s.speaker } : {}),
     knocks: s.knocks.map((k) => ({ ...k })),
     chat: s.chat.map((c) => ({
+      epoch: c.epoch ?? null,
       seq: c.seq ?? null,
       from: c.from,
       displayName: c.displayName,

@@ -3,8 +3,12 @@
 // It keeps the participant alive across network trouble: a heartbeat finds dead sockets, a lost
 // socket is reopened with backoff and the `resumeToken`, so the server gives back the same
 // participant id and the chat messages missed meanwhile. Messages for peers sent while the socket
-// is down wait in a queue; chat messages stay in an outbox until the server echoes them with a
-// sequence number (the server drops duplicates by clientMessageId, so resending is safe).
+// is down wait in a queue; chat messages stay in an outbox until the server echoes them with an id
+// (the server drops duplicates by clientMessageId, so resending is safe). After a server restart
+// the resume fails and the client joins afresh; the chat cursor (chat.js) tells the new server
+// which epoch its `lastChatSeq` counts in.
+
+import { ChatCursor } from './chat.js';
 
 export const PROTOCOL_VERSION = 1;
 export const PING_INTERVAL_MS = 10_000;
@@ -49,7 +53,7 @@ export class SignalingClient {
     this.joined = false;
     this.selfId = null;
     this.resumeToken = null;
-    this.lastChatSeq = 0;
+    this.chat = new ChatCursor();
     this.queue = []; // peer messages waiting for a joined socket
     this.outbox = new Map(); // clientMessageId -> text, until echoed with a seq
     this.attempts = 0;
@@ -89,8 +93,7 @@ export class SignalingClient {
       const join = { type: 'join', v: PROTOCOL_VERSION, room: this.room, displayName: this.displayName };
       if (this.roomKey) join.roomKey = this.roomKey;
       if (this.resumeToken) join.resumeToken = this.resumeToken;
-      if (this.lastChatSeq > 0) join.lastChatSeq = this.lastChatSeq;
-      this.rawSend(join);
+      this.rawSend({ ...join, ...this.chat.joinFields() });
       this.startHeartbeat();
     };
     ws.onmessage = (event) => {
@@ -153,7 +156,7 @@ export class SignalingClient {
   }
 
   noteChat(msg) {
-    if (Number.isInteger(msg.seq) && msg.seq > this.lastChatSeq) this.lastChatSeq = msg.seq;
+    this.chat.note(msg);
     if (msg.clientMessageId && msg.from === this.selfId) this.outbox.delete(msg.clientMessageId);
   }
 
