@@ -21,7 +21,7 @@ class TestPliThrottle:
         clock = FakeClock()
         requester = KeyframeRequester(SFU)
         assert requester.request(0xA, clock.now) == [PictureLossIndication(SFU, 0xA)]
-        assert requester.next_deadline() is None
+        assert requester.get_timer() is None
 
     def test_many_subscribers_one_pli_per_interval(self) -> None:
         clock = FakeClock()
@@ -31,10 +31,10 @@ class TestPliThrottle:
         for _ in range(20):  # twenty subscribers lost the keyframe within 200 ms
             assert requester.request(0xA, clock.advance(0.01)) == []
         assert requester.throttled == 20
-        assert requester.next_deadline() == start + 0.5
-        assert requester.poll(start + 0.49) == []
-        assert requester.poll(start + 0.5) == [PictureLossIndication(SFU, 0xA)]
-        assert requester.poll(start + 2.0) == []
+        assert requester.get_timer() == start + 0.5
+        assert requester.handle_timer(start + 0.49) == []
+        assert requester.handle_timer(start + 0.5) == [PictureLossIndication(SFU, 0xA)]
+        assert requester.handle_timer(start + 2.0) == []
         assert requester.sent == 2
 
     def test_a_keyframe_answers_deferred_requests(self) -> None:
@@ -44,8 +44,8 @@ class TestPliThrottle:
         requester.request(0xA, clock.advance(0.1))
         requester.keyframe_received(0xA)
         requester.keyframe_received(0xB)  # unknown sources are fine
-        assert requester.next_deadline() is None
-        assert requester.poll(clock.advance(1.0)) == []
+        assert requester.get_timer() is None
+        assert requester.handle_timer(clock.advance(1.0)) == []
 
     def test_sources_are_throttled_separately(self) -> None:
         clock = FakeClock()
@@ -55,10 +55,10 @@ class TestPliThrottle:
         requester.request(0xA, clock.now)
         requester.request(0xB, clock.now)
         requester.keyframe_received(0xB)
-        deadline = requester.next_deadline()
+        deadline = requester.get_timer()
         assert deadline is not None
-        assert requester.poll(deadline) == [PictureLossIndication(SFU, 0xA)]
-        assert requester.next_deadline() is None
+        assert requester.handle_timer(deadline) == [PictureLossIndication(SFU, 0xA)]
+        assert requester.get_timer() is None
 
     def test_remove_source(self) -> None:
         clock = FakeClock()
@@ -66,7 +66,7 @@ class TestPliThrottle:
         requester.request(0xA, clock.now)
         requester.request(0xA, clock.now)
         requester.remove_source(0xA)
-        assert requester.next_deadline() is None
+        assert requester.get_timer() is None
 
 
 class TestRfc5104Fir:
@@ -82,7 +82,7 @@ class TestRfc5104Fir:
         requester.request(0xB, clock.now)
         requester.request(0xC, clock.now)
         requester.request(0xC, clock.now)
-        packets = requester.poll(clock.advance(0.5))
+        packets = requester.handle_timer(clock.advance(0.5))
         # RFC 5104 §4.3.1.2: a new request, a new sequence number; due FIRs share one packet.
         assert packets == [
             PictureLossIndication(SFU, 0xC),

@@ -105,7 +105,7 @@ class TestHysteresis:
         # Back to what is flowing: no keyframe needed for that.
         assert selector.update(clock.advance(0.1), 1_000_000, RATES) == [LayerTargetChanged(2, 1)]
         assert not selector.pending
-        assert selector.poll(clock.advance(5)) == []
+        assert selector.handle_timer(clock.advance(5)) == []
 
     def test_inactive_layer_is_left(self) -> None:
         clock = FakeClock()
@@ -130,7 +130,7 @@ class TestWishes:
             LayerSwitched(2, None),
         ]
         assert selector.update(clock.advance(1), 3_500_000, RATES) == []
-        assert selector.next_deadline() is None
+        assert selector.get_timer() is None
         assert selector.set_wish(SubscriberWish(), clock.advance(1)) == [
             LayerTargetChanged(None, 2),
             KeyframeNeeded(2),
@@ -142,14 +142,14 @@ class TestKeyframeRetry:
         clock = FakeClock()
         selector = SimulcastSelector(HEIGHTS, keyframe_retry=1.0)
         selector.update(clock.now, 3_500_000, RATES)
-        assert selector.next_deadline() == clock.now + 1.0
-        assert selector.poll(clock.advance(0.5)) == []
-        deadline = selector.next_deadline()
+        assert selector.get_timer() == clock.now + 1.0
+        assert selector.handle_timer(clock.advance(0.5)) == []
+        deadline = selector.get_timer()
         assert deadline is not None
-        assert selector.poll(deadline) == [KeyframeNeeded(2)]
+        assert selector.handle_timer(deadline) == [KeyframeNeeded(2)]
         selector.switched(2, clock.advance(1.0))
-        assert selector.next_deadline() is None
-        assert selector.poll(clock.advance(5.0)) == []
+        assert selector.get_timer() is None
+        assert selector.handle_timer(clock.advance(5.0)) == []
 
     def test_no_request_for_a_layer_the_publisher_stopped(self) -> None:
         """A camera turned off mid-switch: asking every second for a keyframe it cannot send only
@@ -158,9 +158,9 @@ class TestKeyframeRetry:
         selector = SimulcastSelector(HEIGHTS, keyframe_retry=1.0)
         selector.update(clock.now, 3_500_000, RATES)
         selector.update(clock.advance(0.1), 3_500_000, (0.0, 0.0, 0.0))
-        assert [selector.poll(clock.advance(1.0)) for _ in range(5)] == [[]] * 5
+        assert [selector.handle_timer(clock.advance(1.0)) for _ in range(5)] == [[]] * 5
         selector.update(clock.advance(0.1), 3_500_000, RATES)
-        assert selector.poll(clock.advance(1.0)) == [KeyframeNeeded(2)]
+        assert selector.handle_timer(clock.advance(1.0)) == [KeyframeNeeded(2)]
 
 
 class TestProperties:
@@ -198,7 +198,7 @@ class TestEdges:
         selector.update(clock.now, 3_500_000, RATES)
         assert selector.switched(1, clock.now) == [LayerSwitched(None, 1)]
         assert selector.pending
-        assert selector.next_deadline() is not None
+        assert selector.get_timer() is not None
 
     def test_pause_while_only_pending(self) -> None:
         clock = FakeClock()

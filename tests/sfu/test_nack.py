@@ -18,11 +18,11 @@ class TestIngressNack:
         for seq in (10, 11, 14):
             nacks.received(seq, clock.now)
         assert nacks.missing == [12, 13]
-        assert nacks.next_deadline() == clock.now
-        assert nacks.poll(clock.now) == [12, 13]
-        assert nacks.poll(clock.advance(0.0625)) == []
-        assert nacks.next_deadline() == clock.now + 0.0625
-        assert nacks.poll(clock.advance(0.0625)) == [12, 13]
+        assert nacks.get_timer() == clock.now
+        assert nacks.handle_timer(clock.now) == [12, 13]
+        assert nacks.handle_timer(clock.advance(0.0625)) == []
+        assert nacks.get_timer() == clock.now + 0.0625
+        assert nacks.handle_timer(clock.advance(0.0625)) == [12, 13]
         assert GenericNack.for_lost(1, 2, [12, 13]).pairs == ((12, 1),)
 
     def test_recovered_packets_leave_the_list(self) -> None:
@@ -40,26 +40,26 @@ class TestIngressNack:
         nacks = NackGenerator(rtt=0.125, max_attempts=3, max_age=10.0)
         nacks.received(1, clock.now)
         nacks.received(3, clock.now)
-        sent = [nacks.poll(clock.advance(0.125)) for _ in range(5)]
+        sent = [nacks.handle_timer(clock.advance(0.125)) for _ in range(5)]
         assert sent == [[2], [2], [2], [], []]
         assert nacks.given_up == 1
         aged = NackGenerator(rtt=0.125, max_attempts=100, max_age=0.3125)
         aged.received(1, clock.now)
         aged.received(3, clock.now)
-        assert [aged.poll(clock.advance(0.125)) for _ in range(4)] == [[2], [2], [], []]
-        assert aged.next_deadline() is None
+        assert [aged.handle_timer(clock.advance(0.125)) for _ in range(4)] == [[2], [2], [], []]
+        assert aged.get_timer() is None
 
     def test_polling_at_the_deadline_always_makes_progress(self) -> None:
-        """A timer armed for next_deadline() must find work there, never spin (float rounding)."""
+        """A timer armed for get_timer() must find work there, never spin (float rounding)."""
         clock = FakeClock()
         nacks = NackGenerator(rtt=0.1, max_attempts=4, max_age=0.35)
         nacks.received(1, clock.now)
         nacks.received(3, clock.now)
         polls = 0
-        while (deadline := nacks.next_deadline()) is not None:
+        while (deadline := nacks.get_timer()) is not None:
             polls += 1
             assert polls < 10
-            nacks.poll(deadline)
+            nacks.handle_timer(deadline)
         assert nacks.given_up == 1
 
     def test_wraps_around(self) -> None:
@@ -67,7 +67,7 @@ class TestIngressNack:
         nacks = NackGenerator()
         nacks.received(65534, clock.now)
         nacks.received(1, clock.now)
-        assert nacks.poll(clock.now) == [65535, 0]
+        assert nacks.handle_timer(clock.now) == [65535, 0]
 
     def test_huge_gap_asks_for_a_keyframe(self) -> None:
         clock = FakeClock()

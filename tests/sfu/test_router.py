@@ -111,16 +111,16 @@ class Room:
         data = serialize_rtcp(packets)  # type: ignore[arg-type]
         return self.keep(self.router.receive_rtcp(name, role, data, self.clock.now))
 
-    def poll(self) -> list[Outgoing]:
-        return self.keep(self.router.poll(self.clock.now))
+    def handle_timer(self) -> list[Outgoing]:
+        return self.keep(self.router.handle_timer(self.clock.now))
 
     def run(self, seconds: float) -> list[Outgoing]:
         """Poll at every deadline for ``seconds`` of fake time."""
         out = []
         end = self.clock.now + seconds
-        while (deadline := self.router.next_deadline()) is not None and deadline <= end:
+        while (deadline := self.router.get_timer()) is not None and deadline <= end:
             self.clock.now = max(self.clock.now, deadline)
-            out += self.poll()
+            out += self.handle_timer()
         self.clock.now = end
         return out
 

@@ -75,11 +75,11 @@ class TestMembership:
 
     def test_an_empty_room_has_no_timers(self) -> None:
         room = three_in_a_room()
-        assert room.router.next_deadline() is not None
+        assert room.router.get_timer() is not None
         for name in ("alice", "bob", "carol"):
             room.keep(room.router.remove_participant(name, room.clock.now))
-        assert room.router.next_deadline() is None
-        assert room.poll() == []
+        assert room.router.get_timer() is None
+        assert room.handle_timer() == []
 
     def test_pausing_a_slot_that_is_not_a_bound_video_is_refused(self) -> None:
         """A client's pause for a stale mid, an audio section, or from someone gone is counted."""
@@ -224,12 +224,12 @@ class TestBadMedia:
         room = three_in_a_room()
         room.rtp("alice", vp8(0xA1, 1, key=True))
         room.rtp("alice", vp8(0xA1, 4))
-        [nack] = [p for p in feedback(room.poll(), "alice") if isinstance(p, GenericNack)]
+        [nack] = [p for p in feedback(room.handle_timer(), "alice") if isinstance(p, GenericNack)]
         assert (nack.media_ssrc, nack.lost()) == (0xA1, [2, 3])
         room.rtp("alice", vp8(0xA1, 2))
         room.rtp("alice", vp8(0xA1, 3))
         room.clock.advance(0.2)
-        assert not [p for p in feedback(room.poll(), "alice") if isinstance(p, GenericNack)]
+        assert not [p for p in feedback(room.handle_timer(), "alice") if isinstance(p, GenericNack)]
 
 
 class TestRfc4585FeedbackEdges:

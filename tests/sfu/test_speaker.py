@@ -19,7 +19,7 @@ def talk(
         clock.advance(0.02)
         for source, level in levels.items():
             detector.observe(source, level, clock.now)
-        events += detector.poll(clock.now)
+        events += detector.handle_timer(clock.now)
     return events
 
 
@@ -103,10 +103,13 @@ class TestDominantSpeaker:
     def test_poll_interval(self) -> None:
         clock = FakeClock()
         detector: ActiveSpeakerDetector[int] = ActiveSpeakerDetector(interval=0.25)
-        assert detector.next_deadline() is None
+        assert detector.get_timer() is None
         detector.observe(0xA, 20, clock.now)
-        assert detector.poll(clock.now) == [SpeakingChanged(0xA, True), DominantSpeakerChanged(0xA, None)]
-        assert detector.next_deadline() == clock.now + 0.25
+        assert detector.handle_timer(clock.now) == [
+            SpeakingChanged(0xA, True),
+            DominantSpeakerChanged(0xA, None),
+        ]
+        assert detector.get_timer() == clock.now + 0.25
         detector.observe(0xB, 10, clock.now)
-        assert detector.poll(clock.advance(0.125)) == []
-        assert detector.poll(clock.advance(0.125)) == [SpeakingChanged(0xB, True)]
+        assert detector.handle_timer(clock.advance(0.125)) == []
+        assert detector.handle_timer(clock.advance(0.125)) == [SpeakingChanged(0xB, True)]

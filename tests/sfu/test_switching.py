@@ -84,8 +84,8 @@ class Sfu:
     def tick(self, estimate: float) -> None:
         now = self.clock.now
         self.handle(self.selector.update(now, estimate, [m.bitrate(now) for m in self.meters]))
-        self.handle(self.selector.poll(now))
-        self.send_to_publisher(self.keyframes.poll(now))
+        self.handle(self.selector.handle_timer(now))
+        self.send_to_publisher(self.keyframes.handle_timer(now))
 
 
 def estimate_at(t: float) -> float:
@@ -153,5 +153,5 @@ def test_pli_storm_from_subscribers_is_throttled() -> None:
     for _ in range(30):  # 30 subscribers' PLIs for layer 2 within 300 ms
         sfu.send_to_publisher(sfu.keyframes.request(publisher.ssrc(2), clock.advance(0.01)))
     assert sfu.plis == 1
-    sfu.send_to_publisher(sfu.keyframes.poll(clock.advance(0.5)))
+    sfu.send_to_publisher(sfu.keyframes.handle_timer(clock.advance(0.5)))
     assert sfu.plis == 2

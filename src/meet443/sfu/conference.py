@@ -427,7 +427,7 @@ class Conference:
         while self._keyframes_due and self._keyframes_due[0][0] <= now:
             self._start_subscriber(self._keyframes_due.popleft()[1], now)
         for room, router in list(self.routers.items()):
-            self._handle(room, router.poll(now), now)
+            self._handle(room, router.handle_timer(now), now)
         return out
 
     # -- internals --------------------------------------------------------------------------------

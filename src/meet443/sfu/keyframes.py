@@ -35,8 +35,8 @@ class _Source:
 class KeyframeRequester:
     """Per publisher connection: aggregates keyframe requests per source SSRC and throttles them.
 
-    :meth:`request` returns what to send now; :meth:`poll` sends deferred requests when their
-    interval ends (:meth:`next_deadline` says when); :meth:`keyframe_received` cancels them.
+    :meth:`request` returns what to send now; :meth:`handle_timer` sends deferred requests when their
+    interval ends (:meth:`get_timer` says when); :meth:`keyframe_received` cancels them.
     """
 
     __slots__ = ("_sources", "min_interval", "sender_ssrc", "sent", "throttled")
@@ -73,8 +73,8 @@ class KeyframeRequester:
         if source is not None:
             source.pending = False
 
-    def next_deadline(self) -> float | None:
-        """When :meth:`poll` has a deferred request to send, or ``None``."""
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` has a deferred request to send, or ``None``."""
         deadlines = [
             source.last_sent + self.min_interval
             for source in self._sources.values()
@@ -82,7 +82,7 @@ class KeyframeRequester:
         ]
         return min(deadlines, default=None)
 
-    def poll(self, now: float) -> list[RtcpPacket]:
+    def handle_timer(self, now: float) -> list[RtcpPacket]:
         """The deferred requests whose interval has ended."""
         due = {
             ssrc: source

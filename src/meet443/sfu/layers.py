@@ -113,13 +113,13 @@ class SimulcastSelector:
             self._last_request = None
         return [LayerSwitched(previous, layer)]
 
-    def next_deadline(self) -> float | None:
-        """When :meth:`poll` will ask again for the keyframe a pending switch waits for."""
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` will ask again for the keyframe a pending switch waits for."""
         if not self.pending or self._last_request is None:
             return None
         return self._last_request + self.keyframe_retry
 
-    def poll(self, now: float) -> list[Event]:
+    def handle_timer(self, now: float) -> list[Event]:
         """Ask again for the keyframe if a switch has waited ``keyframe_retry`` seconds."""
         if self.target is None or not self.pending or self._last_request is None:
             return []

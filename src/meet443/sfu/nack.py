@@ -82,8 +82,8 @@ class NackGenerator:
             self.given_up += 1
         return False
 
-    def next_deadline(self) -> float | None:
-        """When :meth:`poll` has sequence numbers to NACK (or to give up on)."""
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` has sequence numbers to NACK (or to give up on)."""
         return min(
             (
                 entry.first if entry.last is None else min(entry.last + self.rtt, entry.first + self.max_age)
@@ -92,7 +92,7 @@ class NackGenerator:
             default=None,
         )
 
-    def poll(self, now: float) -> list[int]:
+    def handle_timer(self, now: float) -> list[int]:
         """The sequence numbers to put in a NACK now (build it with ``GenericNack.for_lost``)."""
         out = []
         for extended in list(self._missing):

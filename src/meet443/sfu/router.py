@@ -767,22 +767,22 @@ class Router:
 
     # --- timers -------------------------------------------------------------------------------------
 
-    def next_deadline(self) -> float | None:
-        """When :meth:`poll` has something to do (``None``: nothing until the next packet)."""
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` has something to do (``None``: nothing until the next packet)."""
         if not self._participants:
             return None
-        deadlines = [self._next_report, self._next_layers, self._speakers.next_deadline()]
+        deadlines = [self._next_report, self._next_layers, self._speakers.get_timer()]
         for member in self._participants.values():
-            deadlines.append(member.keyframes.next_deadline())
-            deadlines += [source.nack.next_deadline() for source in member.sources.values() if source.nack]
-            deadlines += [slot.selector.next_deadline() for slot in member.slots if slot.selector]
+            deadlines.append(member.keyframes.get_timer())
+            deadlines += [source.nack.get_timer() for source in member.sources.values() if source.nack]
+            deadlines += [slot.selector.get_timer() for slot in member.slots if slot.selector]
         return min((deadline for deadline in deadlines if deadline is not None), default=None)
 
-    def poll(self, now: float) -> list[Outgoing | RouterEvent]:
+    def handle_timer(self, now: float) -> list[Outgoing | RouterEvent]:
         """Timers: speaker detection, deferred PLIs, NACKs, layer updates and RTCP reports."""
         out: list[Outgoing | RouterEvent] = []
         ranking_changed = False
-        for event in self._speakers.poll(now):
+        for event in self._speakers.handle_timer(now):
             match event:
                 case DominantSpeakerChanged(speaker=speaker):
                     self._last_n.spoke(speaker, now)
@@ -794,17 +794,17 @@ class Router:
         if ranking_changed:
             out += self._reassign(self._views(), now)
         for member in self._participants.values():
-            out += self._keyframe_requests(member, member.keyframes.poll(now))
+            out += self._keyframe_requests(member, member.keyframes.handle_timer(now))
             nacks = []
             for source in member.sources.values():
-                lost = source.nack.poll(now) if source.nack is not None else None
+                lost = source.nack.handle_timer(now) if source.nack is not None else None
                 if lost:
                     nacks.append(GenericNack.for_lost(member.rtcp_ssrc, source.ssrc, lost))
             if nacks:
                 out.append(Outgoing(member.name, PcRole.PUBLISH, serialize_rtcp(nacks), True))
             for slot in member.slots:
                 if slot.selector is not None:
-                    out += self._layer_events(slot, slot.selector.poll(now), now)
+                    out += self._layer_events(slot, slot.selector.handle_timer(now), now)
         if self._next_layers is not None and now >= self._next_layers:
             self._next_layers = now + LAYER_INTERVAL
             for member in self._participants.values():

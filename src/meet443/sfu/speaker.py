@@ -102,12 +102,12 @@ class ActiveSpeakerDetector(Generic[K]):
             return [SpeakingChanged(source, False)]
         return []
 
-    def next_deadline(self) -> float | None:
+    def get_timer(self) -> float | None:
         if self._last_evaluation is None:
             return None
         return self._last_evaluation + self.interval
 
-    def poll(self, now: float) -> list[SpeakingChanged[K] | DominantSpeakerChanged[K]]:
+    def handle_timer(self, now: float) -> list[SpeakingChanged[K] | DominantSpeakerChanged[K]]:
         """Re-evaluate if ``interval`` has passed since the last evaluation."""
         if self._last_evaluation is not None and now < self._last_evaluation + self.interval:
             return []
