@@ -19,7 +19,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 
 from meet443.aio.api import add_api_routes
 from meet443.aio.network import NetworkEndpoints, add_network_routes
@@ -69,6 +70,11 @@ _STATIC_TYPES = {
 }
 _TEXT_TYPES = frozenset({"text/javascript", "text/css", "text/plain", "text/html", "application/json"})
 
+# aiohttp fills in ``Server: Python/3.x aiohttp/3.x`` wherever a response has no Server header,
+# including its own 400s for unparsable requests, which no middleware or signal sees; naming the
+# product without versions (nginx's ``server_tokens off``) tells a scanner nothing to look up.
+web_response.SERVER_SOFTWARE = "meet443"
+
 
 def security_headers(public_url: str, embed_origins: Sequence[str] = ()) -> dict[str, str]:
     """The headers of every HTTPS answer (without HSTS, which :func:`build_main_app` adds on TLS).
@@ -107,7 +113,10 @@ def security_headers(public_url: str, embed_origins: Sequence[str] = ()) -> dict
 def _static_file(root: Path, relative: str) -> Path | None:
     """``root/relative`` if it is a regular file inside ``root``; no dot files, no escaping."""
     segments = relative.split("/")
-    if any(not segment or segment.startswith(".") or "\\" in segment for segment in segments):
+    # A NUL byte (``%00``) would make the file system calls raise instead of answering "no such file".
+    if any(
+        not segment or segment.startswith(".") or "\\" in segment or "\0" in segment for segment in segments
+    ):
         return None
     try:
         path = root.joinpath(*segments).resolve(strict=True)
@@ -156,6 +165,13 @@ def build_main_app(
             _add_headers(request, exc.headers)
             logger.debug("%s %s %d", request.method, request.path, exc.status)
             raise
+        except Exception:
+            # A bug: its traceback is worth a log entry, but the answer is a 500 like any other,
+            # with the same headers and no detail.
+            logger.exception("%s %s failed", request.method, request.path)
+            error = web.HTTPInternalServerError()
+            _add_headers(request, error.headers)
+            raise error from None
         _add_headers(request, response.headers)
         logger.debug("%s %s %d", request.method, request.path, response.status)
         return response
@@ -199,11 +215,34 @@ def build_main_app(
     return app
 
 
+class _OneLineParserErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse with a traceback; anyone on the Internet can send one,
+    so it becomes one line (the parser's message), at info level like nginx's "client sent
+    invalid request"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            # The parser's message can quote the offending bytes on further lines.
+            detail = (exc.message or type(exc).__name__).strip().splitlines()[0]
+            record.msg = f"{record.getMessage()}: {detail}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+#: aiohttp's per-connection protocol logs here (its ``logger`` argument).
+_server_logger = logging.getLogger(__name__ + ".server")
+_server_logger.addFilter(_OneLineParserErrors())
+
+
 class HttpService:
     """Owns the aiohttp runner whose per-connection protocols the TCP sniffer hands connections to."""
 
     def __init__(self, app: web.Application) -> None:
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_server_logger)
 
     async def start(self) -> None:
         await self.runner.setup()
