@@ -73,7 +73,7 @@ _TEXT_TYPES = frozenset({"text/javascript", "text/css", "text/plain", "text/html
 # aiohttp fills in ``Server: Python/3.x aiohttp/3.x`` wherever a response has no Server header,
 # including its own 400s for unparsable requests, which no middleware or signal sees; naming the
 # product without versions (nginx's ``server_tokens off``) tells a scanner nothing to look up.
-web_response.SERVER_SOFTWARE = "meet443"
+web_response.SERVER_SOFTWARE = "meet443"  # type: ignore[attr-defined]  # imported there, read there
 
 
 def security_headers(public_url: str, embed_origins: Sequence[str] = ()) -> dict[str, str]:

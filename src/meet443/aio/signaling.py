@@ -4,10 +4,12 @@ Every decision is :class:`~meet443.proto.signaling.room.SignalingServer`'s; this
 frames, asks the meeting directory when the core says :class:`LookupRoom`, ticks the core's timer
 once a second and writes TURN credentials with the server's shared secret.
 
-Frame size. The contract answers a frame over 64 KiB with ``too-large`` and keeps the socket, so
-aiohttp's own limit (``max_msg_size``, which closes the socket with 1009) is set to twice that:
-frames between 64 and 128 KiB reach the core and get ``too-large``; anything larger is not a
-client bug worth a polite answer, and a lower ceiling bounds what one socket can make us buffer.
+Frame size (docs/signaling.md "Error codes"). aiohttp's own limit (``max_msg_size``) is twice the
+contract's 64 KiB: frames between 64 and 128 KiB reach the core, which answers ``too-large`` and
+keeps the socket (an honest client's oversized SDP gets a reason); a frame over 128 KiB closes the
+socket with 1009 (RFC 6455 §7.4.1, Message Too Big) without an answer, because keeping the socket
+would mean reading, and buffering, whatever size the client claims. Binary frames reach the core,
+which refuses them (``bad-message``).
 
 Compression is off: permessage-deflate keeps a zlib state of a few hundred KiB per socket, which
 would dominate the memory of an idle meeting, and SDP is small next to the media it sets up.
@@ -272,7 +274,8 @@ class SignalingService:
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    self._apply(self.core.receive(conn, message.data, self._clock()))
+                    binary = message.type is WSMsgType.BINARY
+                    self._apply(self.core.receive(conn, message.data, self._clock(), binary=binary))
         finally:
             self._apply(self.core.disconnected(conn, self._clock()))
             peer = self._peers.pop(conn, None)
