@@ -350,7 +350,7 @@ class TestHostileRequests:
             http = HttpService(build_main_app(PUBLIC_URL))
             await http.start()
             server = await asyncio.get_running_loop().create_server(
-                lambda: http.protocol(False), "127.0.0.1", 0
+                lambda: http.protocol(False, asyncio.get_running_loop().time(), lambda: None), "127.0.0.1", 0
             )
             port = server.sockets[0].getsockname()[1]
             replies = []

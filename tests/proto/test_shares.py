@@ -53,7 +53,7 @@ def test_address_key() -> None:
 
 
 def test_refusals_are_one_line_per_interval_with_counts(caplog: pytest.LogCaptureFixture) -> None:
-    tally = RefusalTally(logging.getLogger("test.tally"), "connections", interval=10.0)
+    tally = RefusalTally(logging.getLogger("test.tally"), "connections refused", interval=10.0)
     with caplog.at_level(logging.WARNING):
         for i in range(1000):
             tally.refused("address-share" if i % 2 else "cap", 100.0 + i * 0.025)  # 25 s of refusals

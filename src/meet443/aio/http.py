@@ -233,6 +233,75 @@ class _OneLineParserErrors(logging.Filter):
         return True
 
 
+#: Slowloris: the first request's headers must be in this long after the accept (the connection is
+#: pending until then, see :mod:`meet443.aio.tcp`). Browsers send them with the first packet after
+#: the TLS handshake; Apache's mod_reqtimeout allows 20 s for headers, nginx 60 s.
+REQUEST_HEADER_TIMEOUT = 10.0
+#: An idle keep-alive connection closes after this long (nginx's default; aiohttp's is an hour). It
+#: is also how long later requests on the connection may take to send their headers.
+KEEPALIVE_TIMEOUT = 75.0
+_END_OF_HEADERS = b"\r\n\r\n"
+
+
+class _FirstRequestDeadline(asyncio.Protocol):
+    """Wraps aiohttp's per-connection protocol: the connection is pending until the headers of its
+    first request are complete, and closed if they are not in by :data:`REQUEST_HEADER_TIMEOUT`
+    after the accept. aiohttp itself waits for them as long as its keep-alive timeout."""
+
+    def __init__(self, inner: asyncio.Protocol, accepted_at: float, settled: Callable[[], None]) -> None:
+        self.inner = inner
+        self._accepted_at = accepted_at
+        self._settled: Callable[[], None] | None = settled
+        self._deadline: asyncio.TimerHandle | None = None
+        self._tail = b""
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_at(self._accepted_at + REQUEST_HEADER_TIMEOUT, self._too_slow)
+        self.inner.connection_made(transport)
+
+    def _too_slow(self) -> None:
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername")
+        logger.debug(
+            "closing a connection from %s: no request headers in %.0f s", peer, REQUEST_HEADER_TIMEOUT
+        )
+        self.transport.close()
+
+    def _settle(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._settled is not None:
+            self._settled()
+            self._settled = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._settled is not None:
+            # The end of the headers may straddle two reads; nothing else of the request comes first.
+            seen = self._tail + data
+            if _END_OF_HEADERS in seen:
+                self._settle()
+            else:
+                self._tail = seen[-3:]
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
+        self.inner.connection_lost(exc)
+
+
 #: aiohttp's per-connection protocol logs here (its ``logger`` argument).
 _server_logger = logging.getLogger(__name__ + ".server")
 _server_logger.addFilter(_OneLineParserErrors())
@@ -242,15 +311,23 @@ class HttpService:
     """Owns the aiohttp runner whose per-connection protocols the TCP sniffer hands connections to."""
 
     def __init__(self, app: web.Application) -> None:
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_server_logger)
+        self.runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            logger=_server_logger,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        )
 
     async def start(self) -> None:
         await self.runner.setup()
 
-    def protocol(self, secure: bool) -> asyncio.Protocol:
+    def protocol(self, secure: bool, accepted_at: float, settled: Callable[[], None]) -> asyncio.Protocol:
+        """aiohttp's protocol for one connection the TCP port accepted at ``accepted_at`` (loop time);
+        ``settled`` is called once its first request's headers are in, or it closes."""
         server = self.runner.server
         assert server is not None, "HttpService.start() must run first"
-        return server()
+        return _FirstRequestDeadline(server(), accepted_at, settled)
 
     async def close(self) -> None:
         await self.runner.cleanup()

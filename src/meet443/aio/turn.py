@@ -21,6 +21,7 @@ from meet443.aio.sockets import RELAY_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.exceptions import ParseError
 from meet443.proto.addresses import Address, Transport
 from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
+from meet443.proto.shares import RefusalTally
 from meet443.proto.turn.allocation import ClientFlow
 from meet443.proto.turn.channeldata import StreamFramer
 from meet443.proto.turn.server import Output, ServerPort, ToClient, ToClientFrom, ToPeer, TurnServer
@@ -29,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 #: A slow TCP/TLS client must not make us buffer media without bound: past this, packets drop.
 STREAM_WRITE_LIMIT = 1 << 20
+#: A TCP/TLS connection without an allocation this long after its accept is closed: TURN clients
+#: allocate at once (one 401 round trip), and until then the connection counts as pending.
+ALLOCATE_DEADLINE = 30.0
 _UDP = Transport.UDP
 _CHANNEL_DATA = PacketKind.CHANNEL_DATA
 _STUN = PacketKind.STUN
@@ -84,6 +88,7 @@ class RelayPool:
         self.sockets: dict[Address, socket.socket] = {}
         self.protocols: dict[Address, RelayProtocol] = {}
         self._attaching: set[asyncio.Task[tuple[asyncio.DatagramTransport, RelayProtocol]]] = set()
+        self._failures = RefusalTally(logger, "relay sockets unavailable (Allocate answered 508)")
 
     def open(self, family: int, *, even: bool = False, port: int | None = None) -> Address | None:
         if family == 6:
@@ -102,7 +107,14 @@ class RelayPool:
             candidate = drawn - 1 if even and drawn % 2 else drawn
             if not self.low <= candidate <= self.high or (public, candidate) in self.sockets:
                 continue
-            sock = socket.socket(socket_family, socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(socket_family, socket.SOCK_DGRAM)
+            except OSError as exc:
+                # Out of descriptors (EMFILE, ENFILE) or memory: the core answers 508
+                # (RFC 8656 §7.2 step 6, Insufficient Capacity).
+                self.service.turn.counters.drop("relay_socket_unavailable")
+                self._failures.refused(exc.strerror or "socket() failed", time.monotonic())
+                return None
             try:
                 if socket_family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -238,20 +250,49 @@ class OtherUdpProtocol(asyncio.DatagramProtocol):
 
 
 class StreamTurnProtocol(asyncio.Protocol):
-    """TURN over one TCP or TLS connection (RFC 8656 §3.1, framing per §12.5)."""
+    """TURN over one TCP or TLS connection (RFC 8656 §3.1, framing per §12.5).
 
-    def __init__(self, service: TurnService, transport_kind: Transport) -> None:
+    The connection is pending (see :mod:`meet443.aio.tcp`) until it holds an allocation, and closed
+    if it has none :data:`ALLOCATE_DEADLINE` after its accept.
+    """
+
+    def __init__(
+        self,
+        service: TurnService,
+        transport_kind: Transport,
+        accepted_at: float,
+        settled: Callable[[], None],
+    ) -> None:
         self.service = service
         self.kind = transport_kind
         self.framer = StreamFramer()
         self.flow: ClientFlow | None = None
         self.transport: asyncio.Transport | None = None
+        self._accepted_at = accepted_at
+        self._settled: Callable[[], None] | None = settled
+        self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.flow = ClientFlow(self.kind, (str(peer[0]), int(peer[1])), self.service.next_connection_id())
         self.service.streams[self.flow.connection] = self.transport
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_at(self._accepted_at + ALLOCATE_DEADLINE, self._no_allocation)
+
+    def _no_allocation(self) -> None:
+        assert self.flow is not None and self.transport is not None
+        logger.debug("closing %s connection %d: no allocation", self.kind.value, self.flow.connection)
+        self.service.turn.counters.drop(f"{self.kind.value}_no_allocation")
+        self.transport.close()
+
+    def _settle(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._settled is not None:
+            self._settled()
+            self._settled = None
 
     def data_received(self, data: bytes) -> None:
         assert self.flow is not None and self.transport is not None
@@ -265,8 +306,11 @@ class StreamTurnProtocol(asyncio.Protocol):
         turn = self.service.turn
         for message in messages:
             self.service.dispatch(turn.receive(message, self.flow, time.time()))
+        if self._deadline is not None and self.flow in turn.allocations:
+            self._settle()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
         if self.flow is not None:
             self.service.streams.pop(self.flow.connection, None)
             self.service.turn.connection_closed(self.flow, time.time())
@@ -307,8 +351,10 @@ class TurnService:
         self._connection_ids += 1
         return self._connection_ids
 
-    def stream_protocol(self, transport_kind: Transport) -> StreamTurnProtocol:
-        return StreamTurnProtocol(self, transport_kind)
+    def stream_protocol(
+        self, transport_kind: Transport, accepted_at: float, settled: Callable[[], None]
+    ) -> StreamTurnProtocol:
+        return StreamTurnProtocol(self, transport_kind, accepted_at, settled)
 
     def dispatch(self, outputs: list[Output]) -> None:
         for output in outputs:

@@ -122,8 +122,8 @@ class LocalSharedCap:
 
 
 class RefusalTally:
-    """Counts refusals and logs them as one line per ``interval`` with the count, so that a flood
-    of refused clients cannot flood the log too."""
+    """Counts refusals and logs them as one line per ``interval`` with the counts since the last
+    line, so that a flood of refused clients cannot flood the log too."""
 
     def __init__(self, logger: logging.Logger, what: str, interval: float = 10.0) -> None:
         self._logger = logger
@@ -140,7 +140,7 @@ class RefusalTally:
         if now >= self._next_log:
             counts = ", ".join(f"{n} {why}" for why, n in sorted(self._unlogged.items()))
             self._logger.warning(
-                "%s refused: %s (at most one such line per %.0f s)", self._what, counts, self._interval
+                "%s: %s (at most one such line per %.0f s)", self._what, counts, self._interval
             )
             self._unlogged.clear()
             self._next_log = now + self._interval

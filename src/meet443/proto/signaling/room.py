@@ -398,7 +398,7 @@ class SignalingServer:
         self.sockets = sockets or LocalSharedCap(
             cap, limits.max_connections_per_address or default_share(cap, MIN_CONNECTIONS_PER_ADDRESS)
         )
-        self._socket_refusals = RefusalTally(logger, "signaling sockets")
+        self._socket_refusals = RefusalTally(logger, "signaling sockets refused")
         self._joins = KeyedRateLimiter(limits.join_rate, limits.join_burst, limits.max_addresses)
         self._creations = KeyedRateLimiter(
             limits.room_creation_rate, limits.room_creation_burst, limits.max_addresses
