@@ -508,7 +508,7 @@ class TestDescriptorExhaustion:
             p99 = latencies[int(len(latencies) * 0.99)]
             print(f"healthz p99 {p99:.3f} s of {len(latencies)}; {len(lines)} log lines in 30 s; ", end="")
             print(f"{attack.opened} attack connections; server CPU {cpu:.1f} s")
-            assert attack.opened >= 300  # the attack did get its connections in
+            assert attack.opened > 103  # the attack held its share (103), and the deadline cut it
             assert p99 < 1.0, (p99, latencies[-5:])
             assert len(lines) < 50, lines[:60]
             assert live.process.poll() is None
