@@ -468,7 +468,11 @@ class Slowloris:
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
-        out, _ = self.process.communicate(timeout=15)
+        try:
+            out, _ = self.process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
         self.opened = int(out.strip() or 0)
 
 
