@@ -319,6 +319,25 @@ class TestHostileRequests:
             run(scenario())
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
 
+    def test_a_failing_handler_is_a_500_with_the_headers(
+        self, tls: ssl.SSLContext, web_dir: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def boom(request: web.Request) -> web.Response:
+            raise ValueError("a bug")
+
+        async def scenario() -> None:
+            app = build_main_app(PUBLIC_URL, web_dir=web_dir)
+            app.router.add_get("/v1/boom", boom)
+            async with tls_client(app, tls) as client:
+                response = await client.get("/v1/boom")
+                assert response.status == 500
+                assert "a bug" not in await response.text()
+                assert_security_headers(response)
+
+        with caplog.at_level(logging.ERROR):
+            run(scenario())
+        assert [r.getMessage() for r in caplog.records] == ["GET /v1/boom failed"]
+
     def test_head_wherever_get_is_answered(self, tls: ssl.SSLContext, web_dir: Path, tmp_path: Path) -> None:
         async def scenario(store: MeetingStore, api_key: str, meeting: str) -> None:
             app = build_main_app(PUBLIC_URL, meetings=store, web_dir=web_dir, network=network_endpoints())
