@@ -94,8 +94,8 @@ class _Pending:
 
     __slots__ = ("accepted_at", "key", "shares")
 
-    def __init__(self, shares: SharedCap | None, key: str, accepted_at: float) -> None:
-        self.shares = shares
+    def __init__(self, shares: SharedCap, key: str, accepted_at: float) -> None:
+        self.shares: SharedCap | None = shares
         self.key = key
         self.accepted_at = accepted_at
 
@@ -203,8 +203,8 @@ class SniffingTcpPort:
                 conn.close()
                 return
             # From here on, the protocol (or the TLS router) settles the connection.
+            routed = True
             if first[0] == TLS_HANDSHAKE:
-                routed = True
                 await loop.connect_accepted_socket(
                     lambda: _FirstBytesRouter(self, pending),
                     conn,
@@ -212,16 +212,12 @@ class SniffingTcpPort:
                     ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
                 )
             elif is_turn_first_byte(first[0]):
-                routed = True
-                factory = self.turn_factory
                 await loop.connect_accepted_socket(
-                    lambda: factory(Transport.TCP, pending.accepted_at, pending.settle), conn
+                    lambda: self.turn_factory(Transport.TCP, pending.accepted_at, pending.settle), conn
                 )
             else:
-                routed = True
-                http = self.http_factory
                 await loop.connect_accepted_socket(
-                    lambda: http(False, pending.accepted_at, pending.settle), conn
+                    lambda: self.http_factory(False, pending.accepted_at, pending.settle), conn
                 )
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             logger.debug("connection dropped before routing: %r", exc)
