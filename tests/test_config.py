@@ -70,6 +70,8 @@ class TestDefaults:
         assert config.unauth_rate == 20
         assert config.unauth_burst == 40
         assert config.max_pending_connections == 1024
+        assert config.pending_connections_per_address is None  # 10% of the cap, at least 32
+        assert config.signaling_sockets_per_address is None  # 10% of 2 x participants, at least 100
         assert config.credential_ttl == 3600
         assert config.config_file is None
 
@@ -186,6 +188,19 @@ class TestPrecedence:
         config = load(data_dir, env={"MEET443_CONFIG": str(config_file)})
         assert config.sfu_last_n == 3
         assert config.config_file == config_file
+
+    def test_per_address_shares_from_flag_environment_and_toml(self, tmp_path: Path, data_dir: Path) -> None:
+        config = load(
+            data_dir,
+            "--pending-connections-per-address",
+            "40",
+            env={"MEET443_SIGNALING_SOCKETS_PER_ADDRESS": "300"},
+        )
+        assert (config.pending_connections_per_address, config.signaling_sockets_per_address) == (40, 300)
+        config_file = write_toml(tmp_path, "pending-connections-per-address = 50\n")
+        assert load(data_dir, "--config", str(config_file)).pending_connections_per_address == 50
+        with pytest.raises(ConfigError, match="--signaling-sockets-per-address: must be at least 1"):
+            load(data_dir, "--signaling-sockets-per-address", "0")
 
     def test_toml_underscore_keys(self, tmp_path: Path, data_dir: Path) -> None:
         config_file = write_toml(tmp_path, "max_pending_connections = 7\ncredential_ttl = 60\n")

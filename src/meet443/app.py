@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -30,6 +31,7 @@ from meet443.network import NetworkDescription
 from meet443.node import NodeCore
 from meet443.proto.addresses import ServerPort
 from meet443.proto.dtls.certificate import DtlsCertificate
+from meet443.proto.shares import LocalSharedCap, default_share
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import SignalingLimits, SignalingServer
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
@@ -40,6 +42,50 @@ from meet443.sfu.conference import Conference
 logger = logging.getLogger("meet443")
 
 SHUTDOWN_SECONDS = 4.0
+#: An address may keep this many connections pending however small the global cap's tenth is.
+MIN_PENDING_PER_ADDRESS = 32
+#: Descriptors the server holds whatever its load: listeners, the UDP ports, the database, logs,
+#: the event loop's own.
+BASE_DESCRIPTORS = 64
+
+
+def descriptor_needs(config: ServeConfig) -> dict[str, int]:
+    """What the configured caps can hold open at once, by cap. An allocation over TCP or TLS holds
+    two descriptors (the client's connection and the relay socket)."""
+    return {
+        "TURN allocations": 2 * config.max_allocations,
+        "signaling sockets": 2 * config.max_participants,
+        "pending connections": config.max_pending_connections,
+        "the server itself": BASE_DESCRIPTORS,
+    }
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (the soft one is often 1024) and return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:  # an infinite hard limit is above the kernel's nr_open
+            logger.debug("cannot raise the descriptor limit to %s: %s", hard, exc)
+    return soft
+
+
+def check_descriptor_limit(config: ServeConfig, limit: int) -> None:
+    """Log the limit, and warn when the caps can need more: past it, new connections wait in the
+    kernel's queue and Allocate requests get 508."""
+    needs = descriptor_needs(config)
+    logger.info("file descriptor limit %d", limit)
+    if limit != resource.RLIM_INFINITY and sum(needs.values()) > limit:
+        logger.warning(
+            "the configured caps can hold %d descriptors open (%s), more than the limit of %d; raise "
+            "it (systemd LimitNOFILE=, ulimit -Hn) or lower --max-allocations / --max-participants / "
+            "--max-pending-connections",
+            sum(needs.values()),
+            ", ".join(f"{what} {n}" for what, n in needs.items()),
+            limit,
+        )
 
 
 def _own_addresses(config: ServeConfig) -> list[str]:
@@ -140,6 +186,7 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
         force_relay=config.force_relay,
         max_participants=config.max_participants,
         limits=SignalingLimits(
+            max_connections_per_address=config.signaling_sockets_per_address,
             join_rate=config.joins_per_minute / 60,
             join_burst=2.0 * config.joins_per_minute,
             room_creation_rate=config.joins_per_minute / 120,
@@ -233,7 +280,9 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     service.signaling.add_routes(app)
     http = HttpService(app)
     await http.start()
-    tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, config.max_pending_connections)
+    cap = config.max_pending_connections
+    share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
+    tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, LocalSharedCap(cap, share))
     tcp.listen(config.listen, config.port)
 
     where = f"{config.listen}:{config.port}"
@@ -289,5 +338,6 @@ def serve(config: ServeConfig) -> int:
         stream=sys.stderr,
     )
     logger.info("meet443 starting: %s", config.redacted())
+    check_descriptor_limit(config, raise_descriptor_limit())
     uvloop.run(run(config))
     return 0

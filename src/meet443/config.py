@@ -180,7 +180,24 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "PER_S",
         "answers per second to unauthenticated requests per source IP, bursts of twice that",
     ),
-    Option("max-pending-connections", "N", "half-open TCP/TLS connections"),
+    Option(
+        "max-pending-connections",
+        "N",
+        "pending TCP/TLS connections: not yet through the TLS handshake and the first request's "
+        "headers (HTTP) or an allocation (TURN)",
+    ),
+    Option(
+        "pending-connections-per-address",
+        "N",
+        "pending TCP/TLS connections one address (IPv6: one /64) may have (default 10%% of "
+        "--max-pending-connections, at least 32)",
+    ),
+    Option(
+        "signaling-sockets-per-address",
+        "N",
+        "signaling WebSockets one address (IPv6: one /64) may hold (default 10%% of the server's "
+        "2 x --max-participants, at least 100)",
+    ),
     Option(
         "credential-ttl",
         "SECONDS",
@@ -320,6 +337,10 @@ class ServeConfig:
     allocation_bandwidth: int = 2_000_000
     unauth_rate: float = 20.0
     max_pending_connections: int = 1024
+    #: ``None``: :func:`meet443.proto.shares.default_share` of the cap, at least 32.
+    pending_connections_per_address: int | None = None
+    #: ``None``: :func:`meet443.proto.shares.default_share` of twice the participants, at least 100.
+    signaling_sockets_per_address: int | None = None
     credential_ttl: int = DEFAULT_CREDENTIAL_TTL
     #: Origins (``https://host[:port]``) allowed to frame the web client; empty: none may.
     embed_origins: tuple[str, ...] = ()
@@ -969,6 +990,8 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         allocation_bandwidth=pick("allocation_bandwidth", _int_parser(1)),
         unauth_rate=pick("unauth_rate", _parse_positive_float),
         max_pending_connections=pick("max_pending_connections", _int_parser(1)),
+        pending_connections_per_address=values.one("pending_connections_per_address", _int_parser(1)),
+        signaling_sockets_per_address=values.one("signaling_sockets_per_address", _int_parser(1)),
         credential_ttl=pick("credential_ttl", _int_parser(1)),
         # dict.fromkeys: an origin given twice is listed once in the headers.
         embed_origins=tuple(dict.fromkeys(values.many("embed_origin", parse_origin))),

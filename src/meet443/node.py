@@ -163,6 +163,10 @@ class NodeCore:
             self._touch_turn(now)
         return list(self.turn.receive(message, flow, now))
 
+    def has_allocation(self, flow: ClientFlow) -> bool:
+        """Does this TURN client's TCP or TLS connection hold an allocation?"""
+        return self.turn is not None and flow in self.turn.allocations
+
     def stream_closed(self, flow: ClientFlow, now: float) -> None:
         """RFC 8656 §6.2: a TURN client's TCP or TLS connection ended, and its allocation with it."""
         assert self.turn is not None
@@ -174,9 +178,11 @@ class NodeCore:
         """A signaling WebSocket was accepted."""
         return self._signaling_outputs(self.signaling.connect(conn, remote_ip, now), now)
 
-    def receive_signaling(self, conn: int, data: bytes | str, now: float) -> list[Output]:
-        """One text frame of a signaling WebSocket."""
-        return self._signaling_outputs(self.signaling.receive(conn, data, now), now)
+    def receive_signaling(
+        self, conn: int, data: bytes | str, now: float, *, binary: bool = False
+    ) -> list[Output]:
+        """One frame of a signaling WebSocket (a binary one is refused by the signaling core)."""
+        return self._signaling_outputs(self.signaling.receive(conn, data, now, binary=binary), now)
 
     def admit(self, conn: int, admission: RoomAdmission | Refusal, now: float) -> list[Output]:
         """The meeting directory's answer to a :class:`~meet443.proto.signaling.room.LookupRoom`."""

@@ -233,7 +233,7 @@ class TestCreate:
                 assert response.headers["Allow"] == "POST"
                 response = await client.put("/v1/meetings/" + "0" * 32, headers=bearer(api_key))
                 assert await error_of(response, 405) == "method-not-allowed"
-                assert response.headers["Allow"] == "GET, DELETE"
+                assert response.headers["Allow"] == "GET, HEAD, DELETE"
 
         run(scenario())
 

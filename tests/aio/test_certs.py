@@ -104,11 +104,17 @@ class TestEnsureCertificate:
         assert "turns:" in record.getMessage()
 
 
-def _handshake(server_context: ssl.SSLContext, client_alpn: list[str] | None) -> ssl.SSLObject:
-    """A TLS handshake over memory BIOs; returns the server side."""
+def _handshake(
+    server_context: ssl.SSLContext, client_alpn: list[str] | None, tls12_ciphers: str | None = None
+) -> ssl.SSLObject:
+    """A TLS handshake over memory BIOs; returns the server side. With ``tls12_ciphers`` the client
+    speaks TLS 1.2 only and offers just those suites."""
     client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_context.check_hostname = False
     client_context.verify_mode = ssl.CERT_NONE
+    if tls12_ciphers is not None:
+        client_context.maximum_version = ssl.TLSVersion.TLSv1_2
+        client_context.set_ciphers(tls12_ciphers)
     if client_alpn is not None:
         client_context.set_alpn_protocols(client_alpn)
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -147,6 +153,15 @@ class TestServerContext:
     def test_turn_client_with_rfc7443_alpn(self, tmp_path: Path) -> None:
         context = make_server_ssl_context(*ensure_certificate(tmp_path, ["192.0.2.7"]))
         assert _handshake(context, ["stun.turn"]).selected_alpn_protocol() == "stun.turn"
+
+    @pytest.mark.parametrize("cbc", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384", "AES128-SHA256"])
+    def test_no_cbc_suites_in_tls12(self, tmp_path: Path, cbc: str) -> None:
+        context = make_server_ssl_context(*ensure_certificate(tmp_path, ["192.0.2.7"]))
+        with pytest.raises(ssl.SSLError):
+            _handshake(context, None, tls12_ciphers=cbc)
+        assert _handshake(context, None, tls12_ciphers="ECDHE-ECDSA-AES128-GCM-SHA256").cipher() is not None
+        tls12 = [c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"]
+        assert tls12 and not [name for name in tls12 if "GCM" not in name and "CHACHA20" not in name]
 
     def test_unknown_alpn_is_not_fatal(self, tmp_path: Path) -> None:
         context = make_server_ssl_context(*ensure_certificate(tmp_path, ["192.0.2.7"]))

@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,8 +19,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
-from meet443.aio.http import WEB_DIR, build_main_app
+from meet443.aio.http import WEB_DIR, HttpService, build_main_app
+from meet443.aio.network import NetworkEndpoints
 from meet443.meetings import MeetingStore
+from meet443.network import NetworkDescription
+from meet443.proto.signaling.admission import RoomMode
 
 PUBLIC_URL = "https://meet.example.org:8443"
 INDEX = "<!doctype html><title>landing</title>"
@@ -87,6 +91,18 @@ async def tls_client(app: web.Application, tls: ssl.SSLContext) -> AsyncIterator
 async def plain_client(web_dir: Path = WEB_DIR) -> AsyncIterator[Client]:
     async with TestClient(TestServer(build_main_app(PUBLIC_URL, web_dir=web_dir))) as client:
         yield client
+
+
+def network_endpoints() -> NetworkEndpoints:
+    description = NetworkDescription.single_node(PUBLIC_URL, ["203.0.113.5"], 443, (49152, 65535))
+    return NetworkEndpoints(
+        description=description,
+        turn_secret="s",
+        turn_uris=["turn:meet.example.org:8443?transport=udp"],
+        relay_ports=(49152, 65535),
+        other_udp_port=lambda: 3478,
+        check_rate_per_minute=6,
+    )
 
 
 def assert_security_headers(response: aiohttp.ClientResponse) -> None:
@@ -284,6 +300,104 @@ class TestStatic:
                 assert "outside static" not in await response.text()
 
         run(scenario())
+
+
+class TestHostileRequests:
+    """What a scanner on the Internet sends: no 500s, no tracebacks, no version banner."""
+
+    def test_nul_byte_in_a_static_path(
+        self, tls: ssl.SSLContext, web_dir: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                for path in ("/static/app.js%00.txt", "/static/%00", "/static/lib%00/style.css"):
+                    response = await client.get(URL(path, encoded=True))
+                    assert response.status == 404, path
+                    assert_security_headers(response)
+
+        with caplog.at_level(logging.DEBUG):
+            run(scenario())
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+    def test_a_failing_handler_is_a_500_with_the_headers(
+        self, tls: ssl.SSLContext, web_dir: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def boom(request: web.Request) -> web.Response:
+            raise ValueError("a bug")
+
+        async def scenario() -> None:
+            app = build_main_app(PUBLIC_URL, web_dir=web_dir)
+            app.router.add_get("/v1/boom", boom)
+            async with tls_client(app, tls) as client:
+                response = await client.get("/v1/boom")
+                assert response.status == 500
+                assert "a bug" not in await response.text()
+                assert_security_headers(response)
+
+        with caplog.at_level(logging.ERROR):
+            run(scenario())
+        assert [r.getMessage() for r in caplog.records] == ["GET /v1/boom failed"]
+
+    def test_head_wherever_get_is_answered(self, tls: ssl.SSLContext, web_dir: Path, tmp_path: Path) -> None:
+        async def scenario(store: MeetingStore, api_key: str, meeting: str) -> None:
+            app = build_main_app(PUBLIC_URL, meetings=store, web_dir=web_dir, network=network_endpoints())
+            auth = {"Authorization": f"Bearer {api_key}"}
+            async with tls_client(app, tls) as client:
+                for path in (
+                    "/", "/healthz", "/check", "/standup", "/static/app.js", "/v1/openapi.json",
+                    f"/v1/meetings/{meeting}", "/v1/network", "/static/missing.js",
+                ):  # fmt: skip
+                    got = await client.get(path, headers=auth)
+                    head = await client.head(path, headers=auth)
+                    assert (head.status, path) == (got.status, path)
+                    assert head.headers.get("Content-Type") == got.headers.get("Content-Type"), path
+                    assert await head.read() == b""
+                    assert_security_headers(head)
+
+        with MeetingStore.open(tmp_path / "data") as store:
+            _, api_key = store.api_keys.create("", now_ms=0)
+            tomorrow = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+            meeting = store.create(
+                end_ms=int(tomorrow.timestamp() * 1000), mode=RoomMode.NORMAL, now_ms=int(time.time() * 1000)
+            ).meeting.meeting_id
+            run(scenario(store, api_key, meeting))
+
+    def test_no_version_banner_and_one_line_for_a_bad_request(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Through :class:`HttpService`, as ``meet443 serve`` runs it, so aiohttp's own 400 counts."""
+
+        async def scenario() -> list[bytes]:
+            http = HttpService(build_main_app(PUBLIC_URL))
+            await http.start()
+            server = await asyncio.get_running_loop().create_server(
+                lambda: http.protocol(False, asyncio.get_running_loop().time(), lambda: None), "127.0.0.1", 0
+            )
+            port = server.sockets[0].getsockname()[1]
+            replies = []
+            try:
+                for request in (
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /nowhere/at/all HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\x00: y\r\n\r\n",
+                ):
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.write(request)
+                    replies.append(await reader.readuntil(b"\r\n\r\n"))
+                    writer.close()
+            finally:
+                server.close()
+                await http.close()
+            return replies
+
+        with caplog.at_level(logging.DEBUG):
+            ok, redirect, bad = asyncio.run(scenario())
+        assert ok.startswith(b"HTTP/1.1 200") and redirect.startswith(b"HTTP/1.1 308")
+        assert bad.split(b" ")[1] == b"400"
+        for reply in (ok, redirect, bad):
+            assert b"\r\nServer: meet443\r\n" in reply
+            assert b"aiohttp" not in reply and b"Python" not in reply
+        parser_lines = [r for r in caplog.records if r.name == "meet443.aio.http.server"]
+        assert len(parser_lines) == 1 and parser_lines[0].exc_info is None
+        assert parser_lines[0].levelno == logging.INFO and "\n" not in parser_lines[0].getMessage()
 
 
 class TestPlainHttp:

@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import os
 import random
+import resource
 import signal
 import socket
 import ssl
@@ -30,8 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from meet443.proto.stun.attributes import XorMappedAddress
-from meet443.proto.stun.message import Message, StunClass
+from meet443.proto.stun.attributes import ErrorCode, RequestedTransport, XorMappedAddress
+from meet443.proto.stun.message import Message, Method, StunClass
 
 from .turn_client import SocketTurnClient, stun_binding_request
 
@@ -104,13 +105,14 @@ class Server:
         return x509.load_der_x509_certificate(der).serial_number
 
 
-def start_server(tmp: Path, *extra: str) -> Server:
+def start_server(tmp: Path, *extra: str, nofile: tuple[int, int] | None = None) -> Server:
+    """``nofile``: the server's (soft, hard) descriptor limit."""
     port = free_port()
     cert, key = write_certificate(tmp, serial=1)
     (tmp / "secret").write_text(SECRET)
     log = tmp / "server.log"
     with log.open("wb") as log_file:
-        process = _spawn(tmp, port, cert, key, log_file, extra)
+        process = _spawn(tmp, port, cert, key, log_file, extra, nofile)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -126,8 +128,18 @@ def start_server(tmp: Path, *extra: str) -> Server:
 
 
 def _spawn(
-    tmp: Path, port: int, cert: Path, key: Path, log_file: IO[bytes], extra: tuple[str, ...]
+    tmp: Path,
+    port: int,
+    cert: Path,
+    key: Path,
+    log_file: IO[bytes],
+    extra: tuple[str, ...],
+    nofile: tuple[int, int] | None = None,
 ) -> subprocess.Popen[bytes]:
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
     return subprocess.Popen(
         [
             sys.executable, "-m", "meet443", "serve",
@@ -138,6 +150,7 @@ def _spawn(
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        preexec_fn=limit,  # noqa: PLW1509 -- setrlimit only, no threads to deadlock on
     )  # fmt: skip
 
 
@@ -418,3 +431,133 @@ class TestSignalingOrigin:
         log = live.log.read_text()
         assert "refused /v1/ws from 127.0.0.1" in log and "'https://evil.example'" in log
         assert "do-not-log" not in log and "roomKey" not in log
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def log_lines(server: Server) -> list[str]:
+    return server.log.read_text(errors="replace").splitlines()
+
+
+class Slowloris:
+    """tests/aio/slowloris.py in its own process: ``count`` slow TLS connections from ``source``."""
+
+    def __init__(self, server: Server, source: str, count: int) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.aio.slowloris",
+                str(server.port),
+                str(server.cert),
+                source,
+                str(count),
+            ],
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.opened = 0
+
+    def __enter__(self) -> Slowloris:
+        assert self.process.stdout is not None and self.process.stdout.readline().strip() == "started"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            out, _ = self.process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        self.opened = int(out.strip() or 0)
+
+
+def timed_healthz(server: Server, source: str) -> float:
+    """Seconds for a new TLS connection from ``source`` to get /healthz answered (10 on failure)."""
+    started = time.monotonic()
+    try:
+        with (
+            socket.create_connection((HOST, server.port), timeout=10, source_address=(source, 0)) as raw,
+            server.tls_context().wrap_socket(raw) as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            if not tls.recv(100).startswith(b"HTTP/1.1 200"):
+                return 10.0
+    except OSError:
+        return 10.0
+    return time.monotonic() - started
+
+
+class TestDescriptorExhaustion:
+    """Issue 10 §1, with the issue's figures: a descriptor limit of 256, 300 slow TLS connections
+    from one address held open for 30 s, /healthz from another address."""
+
+    def test_slowloris_from_one_address(self, tmp_path: Path) -> None:
+        live = start_server(tmp_path, nofile=(256, 256))
+        try:
+            started_lines = len(log_lines(live))
+            latencies = []
+            with Slowloris(live, "127.0.0.2", 300) as attack:
+                end = time.monotonic() + 30
+                while time.monotonic() < end:
+                    latencies.append(timed_healthz(live, "127.0.0.3"))
+                    time.sleep(0.1)
+                lines = log_lines(live)[started_lines:]
+                cpu = cpu_seconds(live.process.pid)
+            latencies.sort()
+            p99 = latencies[int(len(latencies) * 0.99)]
+            print(f"healthz p99 {p99:.3f} s of {len(latencies)}; {len(lines)} log lines in 30 s; ", end="")
+            print(f"{attack.opened} attack connections; server CPU {cpu:.1f} s")
+            assert attack.opened > 103  # the attack held its share (103), and the deadline cut it
+            assert p99 < 1.0, (p99, latencies[-5:])
+            assert len(lines) < 50, lines[:60]
+            assert live.process.poll() is None
+            assert any("file descriptor limit 256" in line for line in log_lines(live))
+        finally:
+            stop_server(live)
+
+    def test_accept_backs_off_and_allocate_gets_508(self, tmp_path: Path) -> None:
+        # One address's share of pending connections (103) is more than 80 descriptors.
+        live = start_server(tmp_path, nofile=(48, 80))
+        idle: list[socket.socket] = []
+        try:
+            for _ in range(120):  # more than the server has descriptors; the rest wait in the backlog
+                idle.append(
+                    socket.create_connection((HOST, live.port), timeout=3, source_address=("127.0.0.4", 0))
+                )
+            time.sleep(0.5)
+            cpu = cpu_seconds(live.process.pid)
+            lines = len(log_lines(live))
+            time.sleep(3)
+            cpu, lines = cpu_seconds(live.process.pid) - cpu, len(log_lines(live)) - lines
+            print(f"out of descriptors for 3 s: server CPU {cpu:.2f} s, {lines} log lines; ", end="")
+            assert cpu < 0.5  # no spinning on EMFILE
+            assert lines <= 1
+            assert any("accepting paused, out of resources" in line for line in log_lines(live))
+            client = SocketTurnClient((HOST, live.port), USER, PASSWORD, "udp")
+            try:
+                reply = client.request(Method.ALLOCATE, [RequestedTransport(17)])
+                error = reply.get(ErrorCode)
+                print(f"Allocate answered {error.code if error else reply.klass}")
+                assert error is not None and error.code == 508, reply
+            finally:
+                client.close()
+            for sock in idle:
+                sock.close()
+            idle.clear()
+            deadline = time.monotonic() + 15  # the queued connections are accepted and time out
+            while timed_healthz(live, "127.0.0.3") > 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert timed_healthz(live, "127.0.0.3") < 2
+            log = live.log.read_text()
+            assert "Traceback" not in log
+            assert "file descriptor limit 80" in log  # the soft limit was raised to the hard one
+            assert "more than the limit of 80" in log
+        finally:
+            for sock in idle:
+                sock.close()
+            stop_server(live)

@@ -8,6 +8,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from meet443.app import build_signaling_server
 from meet443.config import turn_uris_for
 from meet443.node import NodeCore
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
+from meet443.proto.signaling.messages import MAX_FRAME_BYTES
 from meet443.proto.signaling.room import SignalingLimits
 from meet443.proto.turn.credentials import rest_password
 
@@ -513,13 +515,23 @@ def test_origin_host_port() -> None:
         assert origin_host_port(bad) is None, bad
 
 
-@pytest.mark.parametrize("frame", [b'{"type":"ping"}'])
-def test_binary_frames_reach_the_core(frame: bytes) -> None:
+def test_binary_frames_are_refused() -> None:
     async def scenario() -> None:
         async with serving() as (_, url, session):
             ada = await Peer.open(session, url)
             await ada.join()
-            await ada.ws.send_bytes(frame)
-            assert await ada.recv() == {"type": "pong"}
+            await ada.ws.send_bytes(b'{"type":"ping"}')
+            error = await ada.expect("error")
+            assert error["code"] == "bad-message" and "binary" in error["message"]
+            await ada.quiet()  # the socket stays open
 
     run(scenario())
+
+
+def test_frame_limits_are_the_documented_ones() -> None:
+    """docs/signaling.md's row for ``too-large`` states both limits the code enforces (see
+    ``TestLimits.test_too_large_keeps_the_socket_much_larger_closes_it``)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "signaling.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `too-large`"))
+    assert f"{MAX_FRAME_BYTES // 1024} KiB" in row and f"{MAX_MSG_SIZE // 1024} KiB" in row
+    assert "stays open" in row and "1009" in row

@@ -347,8 +347,9 @@ def add_api_routes(
     meetings.add_route("*", api.method_not_allowed("POST"))
     meeting = app.router.add_resource(MEETING_PATH)
     meeting.add_route("GET", api.get_meeting)
+    meeting.add_route("HEAD", api.get_meeting)  # aiohttp sends the headers only
     meeting.add_route("DELETE", api.delete_meeting)
-    meeting.add_route("*", api.method_not_allowed("GET, DELETE"))
+    meeting.add_route("*", api.method_not_allowed("GET, HEAD, DELETE"))
     app.router.add_get(OPENAPI_PATH, api.openapi)
     return api
 

@@ -19,7 +19,8 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 
 from meet443.aio.api import add_api_routes
 from meet443.aio.network import NetworkEndpoints, add_network_routes
@@ -70,6 +71,11 @@ _STATIC_TYPES = {
 }
 _TEXT_TYPES = frozenset({"text/javascript", "text/css", "text/plain", "text/html", "application/json"})
 
+# aiohttp fills in ``Server: Python/3.x aiohttp/3.x`` wherever a response has no Server header,
+# including its own 400s for unparsable requests, which no middleware or signal sees; naming the
+# product without versions (nginx's ``server_tokens off``) tells a scanner nothing to look up.
+web_response.SERVER_SOFTWARE = "meet443"  # type: ignore[attr-defined]  # imported there, read there
+
 
 def security_headers(public_url: str, embed_origins: Sequence[str] = ()) -> dict[str, str]:
     """The headers of every HTTPS answer (without HSTS, which :func:`build_main_app` adds on TLS).
@@ -108,7 +114,10 @@ def security_headers(public_url: str, embed_origins: Sequence[str] = ()) -> dict
 def _static_file(root: Path, relative: str) -> Path | None:
     """``root/relative`` if it is a regular file inside ``root``; no dot files, no escaping."""
     segments = relative.split("/")
-    if any(not segment or segment.startswith(".") or "\\" in segment for segment in segments):
+    # A NUL byte (``%00``) would make the file system calls raise instead of answering "no such file".
+    if any(
+        not segment or segment.startswith(".") or "\\" in segment or "\0" in segment for segment in segments
+    ):
         return None
     try:
         path = root.joinpath(*segments).resolve(strict=True)
@@ -159,6 +168,13 @@ def build_main_app(
             _add_headers(request, exc.headers)
             logger.debug("%s %s %d", request.method, request.path, exc.status)
             raise
+        except Exception:
+            # A bug: its traceback is worth a log entry, but the answer is a 500 like any other,
+            # with the same headers and no detail.
+            logger.exception("%s %s failed", request.method, request.path)
+            error = web.HTTPInternalServerError()
+            _add_headers(request, error.headers)
+            raise error from None
         _add_headers(request, response.headers)
         logger.debug("%s %s %d", request.method, request.path, response.status)
         return response
@@ -204,19 +220,119 @@ def build_main_app(
     return app
 
 
+class _OneLineParserErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse with a traceback; anyone on the Internet can send one,
+    so it becomes one line (the parser's message), at info level like nginx's "client sent
+    invalid request"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            # The parser's message can quote the offending bytes on further lines.
+            detail = (exc.message or type(exc).__name__).strip().splitlines()[0]
+            record.msg = f"{record.getMessage()}: {detail}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+#: Slowloris: the first request's headers must be in this long after the accept (the connection is
+#: pending until then, see :mod:`meet443.aio.tcp`). Browsers send them with the first packet after
+#: the TLS handshake; Apache's mod_reqtimeout allows 20 s for headers, nginx 60 s.
+REQUEST_HEADER_TIMEOUT = 10.0
+#: An idle keep-alive connection closes after this long (nginx's default; aiohttp's is an hour). It
+#: is also how long later requests on the connection may take to send their headers.
+KEEPALIVE_TIMEOUT = 75.0
+_END_OF_HEADERS = b"\r\n\r\n"
+
+
+class _FirstRequestDeadline(asyncio.Protocol):
+    """Wraps aiohttp's per-connection protocol: the connection is pending until the headers of its
+    first request are complete, and closed if they are not in by :data:`REQUEST_HEADER_TIMEOUT`
+    after the accept. aiohttp itself waits for them as long as its keep-alive timeout."""
+
+    def __init__(self, inner: asyncio.Protocol, accepted_at: float, settled: Callable[[], None]) -> None:
+        self.inner = inner
+        self._accepted_at = accepted_at
+        self._settled: Callable[[], None] | None = settled
+        self._deadline: asyncio.TimerHandle | None = None
+        self._tail = b""
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_at(self._accepted_at + REQUEST_HEADER_TIMEOUT, self._too_slow)
+        self.inner.connection_made(transport)
+
+    def _too_slow(self) -> None:
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername")
+        logger.debug(
+            "closing a connection from %s: no request headers in %.0f s", peer, REQUEST_HEADER_TIMEOUT
+        )
+        self.transport.close()
+
+    def _settle(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._settled is not None:
+            self._settled()
+            self._settled = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._settled is not None:
+            # The end of the headers may straddle two reads; nothing else of the request comes first.
+            seen = self._tail + data
+            if _END_OF_HEADERS in seen:
+                self._settle()
+            else:
+                self._tail = seen[-3:]
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
+        self.inner.connection_lost(exc)
+
+
+#: aiohttp's per-connection protocol logs here (its ``logger`` argument).
+_server_logger = logging.getLogger(__name__ + ".server")
+_server_logger.addFilter(_OneLineParserErrors())
+
+
 class HttpService:
     """Owns the aiohttp runner whose per-connection protocols the TCP sniffer hands connections to."""
 
     def __init__(self, app: web.Application) -> None:
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            logger=_server_logger,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+        )
 
     async def start(self) -> None:
         await self.runner.setup()
 
-    def protocol(self, secure: bool) -> asyncio.Protocol:
+    def protocol(self, secure: bool, accepted_at: float, settled: Callable[[], None]) -> asyncio.Protocol:
+        """aiohttp's protocol for one connection the TCP port accepted at ``accepted_at`` (loop time);
+        ``settled`` is called once its first request's headers are in, or it closes."""
         server = self.runner.server
         assert server is not None, "HttpService.start() must run first"
-        return server()
+        return _FirstRequestDeadline(server(), accepted_at, settled)
 
     async def close(self) -> None:
         await self.runner.cleanup()

@@ -110,7 +110,8 @@ def add_network_routes(
     api = NetworkApi(endpoints, meetings, clock=clock, monotonic=monotonic)
     network = app.router.add_resource(NETWORK_PATH)
     network.add_route("GET", api.network)
-    network.add_route("*", MeetingsApi.method_not_allowed("GET"))
+    network.add_route("HEAD", api.network)  # aiohttp sends the headers only
+    network.add_route("*", MeetingsApi.method_not_allowed("GET, HEAD"))
     check = app.router.add_resource(CHECK_CREDENTIALS_PATH)
     check.add_route("POST", api.check_credentials)
     check.add_route("*", MeetingsApi.method_not_allowed("POST"))

@@ -102,14 +102,18 @@ class NodeService:
         if turn is not None:
             turn.counters.drop(reason)
 
-    def stream_protocol(self, kind: Transport) -> StreamTurnProtocol:
-        return StreamTurnProtocol(self, kind)
+    def stream_protocol(
+        self, kind: Transport, accepted_at: float, settled: Callable[[], None]
+    ) -> StreamTurnProtocol:
+        """TURN over a TCP or TLS connection the sniffing port accepted at ``accepted_at``;
+        ``settled`` tells the port it is no longer pending (it holds an allocation, or it ended)."""
+        return StreamTurnProtocol(self, kind, accepted_at, settled)
 
     def signaling_connect(self, conn: int, remote_ip: str) -> None:
         self.dispatch(self.node.connect(conn, remote_ip, self._clock()))
 
-    def signaling_message(self, conn: int, data: bytes | str) -> None:
-        self.dispatch(self.node.receive_signaling(conn, data, self._clock()))
+    def signaling_message(self, conn: int, data: bytes | str, *, binary: bool = False) -> None:
+        self.dispatch(self.node.receive_signaling(conn, data, self._clock(), binary=binary))
 
     def signaling_closed(self, conn: int) -> None:
         self.dispatch(self.node.disconnected(conn, self._clock()))

@@ -4,10 +4,12 @@ Every decision is :class:`~meet443.proto.signaling.room.SignalingServer`'s, reac
 node (:class:`~meet443.aio.node.NodeService`); this module checks the handshake, reads frames into
 the node and writes the frames the node sends.
 
-Frame size. The contract answers a frame over 64 KiB with ``too-large`` and keeps the socket, so
-aiohttp's own limit (``max_msg_size``, which closes the socket with 1009) is set to twice that:
-frames between 64 and 128 KiB reach the core and get ``too-large``; anything larger is not a
-client bug worth a polite answer, and a lower ceiling bounds what one socket can make us buffer.
+Frame size (docs/signaling.md "Error codes"). aiohttp's own limit (``max_msg_size``) is twice the
+contract's 64 KiB: frames between 64 and 128 KiB reach the core, which answers ``too-large`` and
+keeps the socket (an honest client's oversized SDP gets a reason); a frame over 128 KiB closes the
+socket with 1009 (RFC 6455 §7.4.1, Message Too Big) without an answer, because keeping the socket
+would mean reading, and buffering, whatever size the client claims. Binary frames reach the core,
+which refuses them (``bad-message``).
 
 Compression is off: permessage-deflate keeps a zlib state of a few hundred KiB per socket, which
 would dominate the memory of an idle meeting, and SDP is small next to the media it sets up.
@@ -200,7 +202,7 @@ class SignalingEndpoint:
         try:
             async for message in ws:
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    service.signaling_message(conn, message.data)
+                    service.signaling_message(conn, message.data, binary=message.type is WSMsgType.BINARY)
         finally:
             service.signaling_closed(conn)
             peer = self._peers.pop(conn, None)

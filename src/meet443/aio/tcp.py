@@ -5,28 +5,46 @@ RFC 8489 §6 makes STUN's first byte 0x00-0x03; a TLS record starts with 0x16 (h
 starts with an ASCII method name. The sniff peeks (``MSG_PEEK``), so
 the bytes stay in the socket for whichever protocol takes over.
 
-Connections that have not yet shown what they are (no first byte, TLS handshake running) are
-"pending": they are bounded in number and in time, so half-open connections cannot exhaust memory.
+Connections that have not yet shown what they are are "pending": from the accept until an HTTP
+connection has sent the headers of its first request, or a TURN connection holds an allocation
+(the protocol taking over calls ``settled``). Pending connections are bounded in time (the sniff,
+the TLS handshake, then the protocol's own deadline counted from the accept) and in number, in
+total and per source address (:class:`~meet443.proto.shares.SharedCap`), so that neither
+half-open nor slowloris connections from one client can take every descriptor or lock everyone
+else out.
+
+Out of descriptors (EMFILE, ENFILE) or kernel memory, ``accept`` fails while the connection stays
+queued; retrying at once would spin the loop at 100% CPU, so accepting pauses for 100 ms, doubling
+up to 1 s while the failures last, and the failures are logged once per 10 s with a count.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
 from collections.abc import Callable
 from typing import cast
 
-from meet443.proto.addresses import Transport
+from meet443.proto.addresses import Transport, address_key
+from meet443.proto.shares import Grant, RefusalTally, SharedCap
 
 logger = logging.getLogger(__name__)
 
 TLS_HANDSHAKE = 0x16
 SNIFF_TIMEOUT = 10.0
 TLS_HANDSHAKE_TIMEOUT = 10.0
+ACCEPT_BACKOFF_FIRST = 0.1
+ACCEPT_BACKOFF_MAX = 1.0
+#: Errors that say "no resources for another socket", not "this one connection failed".
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-ProtocolFactory = Callable[[], asyncio.Protocol]
+#: ``(accepted_at, settled)``: the loop time of the accept, and what to call once the connection has
+#: shown it is a real client (idempotent; closing the connection calls it too).
+TurnFactory = Callable[[Transport, float, Callable[[], None]], asyncio.Protocol]
+HttpFactory = Callable[[bool, float, Callable[[], None]], asyncio.Protocol]
 
 
 def is_turn_first_byte(first: int) -> bool:
@@ -41,8 +59,10 @@ def is_turn_first_byte(first: int) -> bool:
 class _FirstBytesRouter(asyncio.Protocol):
     """Inside TLS: waits (bounded) for the first decrypted bytes, then hands the connection on."""
 
-    def __init__(self, port: SniffingTcpPort) -> None:
+    def __init__(self, port: SniffingTcpPort, pending: _Pending) -> None:
         self.port = port
+        self.pending = pending
+        self.routed = False
         self.transport: asyncio.Transport | None = None
         self._timeout: asyncio.TimerHandle | None = None
 
@@ -54,9 +74,10 @@ class _FirstBytesRouter(asyncio.Protocol):
         assert self.transport is not None and self._timeout is not None
         self._timeout.cancel()
         if is_turn_first_byte(data[0]):
-            protocol = self.port.turn_factory(Transport.TLS)
+            protocol = self.port.turn_factory(Transport.TLS, self.pending.accepted_at, self.pending.settle)
         else:
-            protocol = self.port.http_factory(True)
+            protocol = self.port.http_factory(True, self.pending.accepted_at, self.pending.settle)
+        self.routed = True
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)
         protocol.data_received(data)
@@ -64,6 +85,24 @@ class _FirstBytesRouter(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timeout is not None:
             self._timeout.cancel()
+        if not self.routed:
+            self.pending.settle()
+
+
+class _Pending:
+    """One pending connection's hold on the shares; :meth:`settle` gives it back, once."""
+
+    __slots__ = ("accepted_at", "key", "shares")
+
+    def __init__(self, shares: SharedCap, key: str, accepted_at: float) -> None:
+        self.shares: SharedCap | None = shares
+        self.key = key
+        self.accepted_at = accepted_at
+
+    def settle(self) -> None:
+        if self.shares is not None:
+            self.shares.release(self.key)
+            self.shares = None
 
 
 class SniffingTcpPort:
@@ -71,17 +110,20 @@ class SniffingTcpPort:
 
     def __init__(
         self,
-        turn_factory: Callable[[Transport], asyncio.Protocol],
-        http_factory: Callable[[bool], asyncio.Protocol],
+        turn_factory: TurnFactory,
+        http_factory: HttpFactory,
         ssl_context: ssl.SSLContext,
-        max_pending: int = 1024,
+        pending: SharedCap,
     ) -> None:
+        """``pending`` counts pending connections, in total and per address, for the whole server."""
         self.turn_factory = turn_factory
         self.http_factory = http_factory
         self.ssl_context = ssl_context
-        self.max_pending = max_pending
-        self.pending = 0
-        self.refused = 0
+        self.pending = pending
+        self.refusals = RefusalTally(logger, "TCP connections refused")
+        self.accept_failures = RefusalTally(logger, "accepting paused, out of resources")
+        self._backoff = 0.0
+        self._resume: asyncio.TimerHandle | None = None
         self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -98,27 +140,52 @@ class SniffingTcpPort:
 
     def _accept(self) -> None:
         assert self._listener is not None
+        loop = asyncio.get_running_loop()
         for _ in range(64):
             try:
-                conn, _ = self._listener.accept()
+                conn, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: shed load, keep listening
-                logger.warning("accept failed: %s", exc)
-                return
-            if self.pending >= self.max_pending:
-                self.refused += 1
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause_accepting(exc, loop)
+                    return
+                logger.debug("accept failed: %r", exc)  # ECONNABORTED and such: that one client
+                continue
+            self._backoff = 0.0
+            key = address_key(str(peer[0]))
+            grant = self.pending.acquire(key)
+            if grant is not Grant.GRANTED:
+                self.refusals.refused(f"over the {grant.value} of pending connections", loop.time())
                 conn.close()
                 continue
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.pending += 1
-            task = asyncio.get_running_loop().create_task(self._route(conn))
+            try:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # reset before we got to it
+                self.pending.release(key)
+                conn.close()
+                continue
+            task = loop.create_task(self._route(conn, _Pending(self.pending, key, loop.time())))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _route(self, conn: socket.socket) -> None:
+    def _pause_accepting(self, exc: OSError, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._listener is not None
+        self._backoff = min(ACCEPT_BACKOFF_MAX, 2 * self._backoff or ACCEPT_BACKOFF_FIRST)
+        self.accept_failures.refused(exc.strerror or errno.errorcode.get(exc.errno or 0, "?"), loop.time())
+        loop.remove_reader(self._listener.fileno())
+        self._resume = loop.call_later(self._backoff, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._resume = None
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept)
+            self._accept()
+
+    async def _route(self, conn: socket.socket, pending: _Pending) -> None:
         loop = asyncio.get_running_loop()
+        routed = False
         try:
             readable: asyncio.Future[None] = loop.create_future()
 
@@ -134,24 +201,37 @@ class SniffingTcpPort:
             first = conn.recv(1, socket.MSG_PEEK)
             if not first:
                 conn.close()
-            elif first[0] == TLS_HANDSHAKE:
+                return
+            # From here on, the protocol (or the TLS router) settles the connection.
+            routed = True
+            if first[0] == TLS_HANDSHAKE:
                 await loop.connect_accepted_socket(
-                    lambda: _FirstBytesRouter(self),
+                    lambda: _FirstBytesRouter(self, pending),
                     conn,
                     ssl=self.ssl_context,
                     ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
                 )
             elif is_turn_first_byte(first[0]):
-                await loop.connect_accepted_socket(lambda: self.turn_factory(Transport.TCP), conn)
+                await loop.connect_accepted_socket(
+                    lambda: self.turn_factory(Transport.TCP, pending.accepted_at, pending.settle), conn
+                )
             else:
-                await loop.connect_accepted_socket(lambda: self.http_factory(False), conn)
+                await loop.connect_accepted_socket(
+                    lambda: self.http_factory(False, pending.accepted_at, pending.settle), conn
+                )
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             logger.debug("connection dropped before routing: %r", exc)
             conn.close()
+            # A failed TLS handshake never reached connection_made, so nobody else settles it.
+            pending.settle()
         finally:
-            self.pending -= 1
+            if not routed:
+                pending.settle()
 
     def close(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         if self._listener is not None:
             asyncio.get_running_loop().remove_reader(self._listener.fileno())
             self._listener.close()

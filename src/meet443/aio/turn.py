@@ -11,12 +11,14 @@ import errno
 import logging
 import random
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from meet443.aio.sockets import RELAY_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.exceptions import ParseError
 from meet443.proto.addresses import Address, ServerPort, Transport
+from meet443.proto.shares import RefusalTally
 from meet443.proto.turn.allocation import ClientFlow
 from meet443.proto.turn.channeldata import StreamFramer
 
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
     from meet443.aio.node import NodeService
 
 logger = logging.getLogger(__name__)
+
+#: A TCP/TLS connection without an allocation this long after its accept is closed: TURN clients
+#: allocate at once (one 401 round trip), and until then the connection counts as pending.
+ALLOCATE_DEADLINE = 30.0
 
 
 def _ignore(*_: object) -> None:
@@ -79,6 +85,7 @@ class RelayPool:
         self.receive: Callable[[Address, Address, bytes], None] = _ignore
         #: Counts a datagram lost on a relay socket, by reason.
         self.drop: Callable[[str], None] = _ignore
+        self._failures = RefusalTally(logger, "relay sockets unavailable (Allocate answered 508)")
 
     def open(self, family: int, *, even: bool = False, port: int | None = None) -> Address | None:
         if family == 6:
@@ -97,7 +104,14 @@ class RelayPool:
             candidate = drawn - 1 if even and drawn % 2 else drawn
             if not self.low <= candidate <= self.high or (public, candidate) in self.sockets:
                 continue
-            sock = socket.socket(socket_family, socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(socket_family, socket.SOCK_DGRAM)
+            except OSError as exc:
+                # Out of descriptors (EMFILE, ENFILE) or memory: the core answers 508
+                # (RFC 8656 §7.2 step 6, Insufficient Capacity).
+                self.drop("relay_socket_unavailable")
+                self._failures.refused(exc.strerror or "socket() failed", time.monotonic())
+                return None
             try:
                 if socket_family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -165,18 +179,47 @@ class UdpPortProtocol(asyncio.DatagramProtocol):
 
 
 class StreamTurnProtocol(asyncio.Protocol):
-    """TURN over one TCP or TLS connection (RFC 8656 §3.1, framing per §12.5)."""
+    """TURN over one TCP or TLS connection (RFC 8656 §3.1, framing per §12.5).
 
-    def __init__(self, service: NodeService, transport_kind: Transport) -> None:
+    The connection is pending (see :mod:`meet443.aio.tcp`) until it holds an allocation, and closed
+    if it has none :data:`ALLOCATE_DEADLINE` after its accept.
+    """
+
+    def __init__(
+        self,
+        service: NodeService,
+        transport_kind: Transport,
+        accepted_at: float,
+        settled: Callable[[], None],
+    ) -> None:
         self.service = service
         self.kind = transport_kind
         self.framer = StreamFramer()
         self.flow: ClientFlow | None = None
         self.transport: asyncio.Transport | None = None
+        self._accepted_at = accepted_at
+        self._settled: Callable[[], None] | None = settled
+        self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.flow = self.service.stream_opened(self.transport, self.kind)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_at(self._accepted_at + ALLOCATE_DEADLINE, self._no_allocation)
+
+    def _no_allocation(self) -> None:
+        assert self.flow is not None and self.transport is not None
+        logger.debug("closing %s connection %d: no allocation", self.kind.value, self.flow.connection)
+        self.service.drop(f"{self.kind.value}_no_allocation")
+        self.transport.close()
+
+    def _settle(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._settled is not None:
+            self._settled()
+            self._settled = None
 
     def data_received(self, data: bytes) -> None:
         assert self.flow is not None and self.transport is not None
@@ -189,8 +232,11 @@ class StreamTurnProtocol(asyncio.Protocol):
             return
         for message in messages:
             self.service.stream_message(self.flow, message)
+        if self._deadline is not None and self.service.node.has_allocation(self.flow):
+            self._settle()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
         if self.flow is not None:
             self.service.stream_closed(self.flow)
 

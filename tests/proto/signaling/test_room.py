@@ -197,6 +197,7 @@ def check_invariants(server: SignalingServer) -> None:
             assert server._connections[k.conn].participant is k
         count += len(room.participants) + len(room.knockers)
     assert server.participant_count == count
+    assert server.sockets.held() == server.connection_count
     assert len(server._resume_tokens) == sum(len(r.participants) for r in rooms.values())
     for c in server._connections.values():
         if c.participant is not None:
@@ -1509,3 +1510,71 @@ class TestFuzz:
         h.tick(31)
         assert h.server.participant_count == 0
         assert h.server.room_count == 0
+
+
+class TestAddressShares:
+    """Issue 10 §2: one address cannot hold every socket; §6: nor fill a locked room's door."""
+
+    def test_sockets_per_address(self) -> None:
+        h = Harness(max_participants=1000, max_connections_per_address=3)
+        mine = [h.connect("192.0.2.7") for _ in range(3)]
+        refused = h.connect("192.0.2.7")
+        assert refused.closed == (1013, "too many sockets from your address")
+        assert h.connect("192.0.2.8").closed is None
+        h.drop(mine[0])
+        assert h.connect("192.0.2.7").closed is None  # the share is free again
+
+    def test_ipv6_shares_by_64(self) -> None:
+        h = Harness(max_connections_per_address=2)
+        h.connect("2001:db8:1:2::1")
+        h.connect("2001:db8:1:2::ffff")
+        assert h.connect("2001:db8:1:2:3::9").closed == (1013, "too many sockets from your address")
+        assert h.connect("2001:db8:1:3::1").closed is None
+
+    def test_default_share_is_a_tenth_of_the_cap_and_at_least_100(self) -> None:
+        assert Harness(max_participants=1000).server.sockets.share == 200
+        assert Harness(max_participants=100).server.sockets.share == 100
+        assert Harness(max_participants=10).server.sockets.share == 20  # never above the cap
+
+    def test_every_way_out_frees_the_share(self, h: Harness) -> None:
+        ada = h.joined()
+        ada.send("lock", locked=True)
+        bob = h.connect()
+        bob.join(name="Bob")
+        ada.send("reject", participantId=ada.take()[-1]["participantId"])
+        cy = h.joined("other", ip="192.0.2.1")
+        dee = h.joined("other", name="Dee")
+        cy.send("kick", participantId=dee.self_id)
+        eve = h.joined("third")
+        again = h.connect()
+        again.join("third", resumeToken=eve.resume_token)
+        ada.send("end")
+        assert h.server.sockets.held() == h.server.connection_count == 2  # cy and the resumed eve
+
+    def test_one_address_cannot_fill_the_knock_queue(self) -> None:
+        h = Harness(max_knockers_per_room=20, join_burst=100)
+        ada = h.joined()
+        ada.send("lock", locked=True)
+        for _ in range(5):
+            assert h.connect("203.0.113.9").join(name="K")["type"] == "knocking"
+        sixth = h.connect("203.0.113.9")
+        assert sixth.join(name="K")["type"] == "error"
+        assert sixth.closed == (1000, "room-full")
+        assert h.connect("203.0.113.10").join(name="K")["type"] == "knocking"
+
+    def test_knocking_has_a_deadline_that_pings_do_not_extend(self, h: Harness) -> None:
+        ada = h.joined()
+        ada.send("lock", locked=True)
+        cy = h.connect()
+        assert cy.join(name="Cy")["type"] == "knocking"
+        knocker = ada.take()[-1]["participantId"]
+        for _ in range(29):
+            h.tick(10)
+            cy.send("ping")
+            ada.send("ping")
+        assert cy.closed is None
+        h.tick(10)
+        assert cy.last_error() == "knock-timeout"
+        assert cy.closed == (1000, "knock-timeout")
+        assert {"type": "knock-cancelled", "participantId": knocker} in ada.take()
+        assert h.server.get_timer() is not None

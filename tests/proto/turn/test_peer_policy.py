@@ -102,6 +102,8 @@ class TestRfc8656Section21DefaultDenyList:
             "::1",
             "fd00:ec2::254",  # AWS IMDS over IPv6
             "fe80::1",
+            "fec0::1",  # site-local
+            "feff::1",  # end of fec0::/10
             "ff02::1",
         ],
     )
@@ -132,8 +134,6 @@ class TestRfc8656Section21DefaultDenyList:
             "fbff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
             "fe00::",
             "fe7f:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-            "fec0::1",  # deprecated site-local: not in the required list
-            "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ],
     )
     def test_just_outside_a_range_allowed(self, policy: PeerPolicy, ip: str) -> None:

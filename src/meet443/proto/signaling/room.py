@@ -3,7 +3,7 @@
 Connections are plain integers chosen by the adapter. Bytes and ``now`` go in, outputs come out:
 
 * ``connect(conn, remote_ip, now)``: a WebSocket was accepted;
-* ``receive(conn, data, now)``: one text frame;
+* ``receive(conn, data, now)``: one text frame (``binary=True``: a binary one, refused);
 * ``admit(conn, admission, now)``: the directory's answer to a :class:`LookupRoom` output;
 * ``disconnected(conn, now)``: the socket is gone (the participant may resume for 30 s);
 * ``end_meeting(room, now)``: the meeting was deleted through the API; everyone in it is sent away;
@@ -43,6 +43,7 @@ from typing import Literal
 from meet443.exceptions import SignalingError
 from meet443.proto.addresses import address_key
 from meet443.proto.ratelimit import KeyedRateLimiter, TokenBucket
+from meet443.proto.shares import Grant, LocalSharedCap, RefusalTally, SharedCap, default_share
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode, is_valid_room_name
 from meet443.proto.signaling.messages import (
     Admit,
@@ -144,6 +145,9 @@ CLOSE_TRY_AGAIN_LATER = 1013
 #: out: both happen to honest clients in races (candidates still trickling to a peer that just
 #: left, a host demoted while its click was in flight).
 _ABUSE_CODES = frozenset({"bad-message", "unknown-type", "too-large", "not-joined", "already-joined"})
+
+#: An office behind one NAT address must still fit a large meeting (and its reconnects).
+MIN_CONNECTIONS_PER_ADDRESS = 100
 
 #: Participant ids are seen by everyone in the room and need only be unique within it.
 _PARTICIPANT_ID_BYTES = 6
@@ -257,11 +261,18 @@ class SignalingLimits:
     chat_dedupe_window: int = 1000
     #: People waiting at a locked room's door; more get ``room-full``.
     max_knockers_per_room: int = 20
+    #: Of those, from one address (IPv6: /64): one client cannot fill the queue and hold it.
+    max_knockers_per_address: int = 5
+    #: A knock nobody answers ends after this long (``knock-timeout``); pings do not extend it.
+    knock_deadline: float = 300.0
     #: Offers, answers and candidates kept for a participant awaiting resume, by count and bytes.
     max_backlog_messages: int = 64
     max_backlog_bytes: int = 256 * 1024
     #: Open sockets, joined or not; ``None`` means twice the participant cap.
     max_connections: int | None = None
+    #: Open sockets from one address (IPv6: /64); ``None``: 10% of ``max_connections``, at least
+    #: :data:`MIN_CONNECTIONS_PER_ADDRESS`.
+    max_connections_per_address: int | None = None
     #: API meetings ended by a host, remembered to refuse joins until their end time.
     max_ended_meetings: int = 10000
     #: ``ice-refresh`` per participant: each mints TURN credentials, so one per 10 s, burst 3.
@@ -353,6 +364,8 @@ class _Participant:
     #: When the last TURN credential handed to this participant expires.
     turn_until: float = 0.0
     ice_refreshes: TokenBucket | None = None
+    #: A knocker's door closes then.
+    knock_expires: float = math.inf
     #: clientMessageId → seq, oldest first.
     chat_ids: OrderedDict[str, int] = field(default_factory=OrderedDict)
     #: Relayed messages that arrived while awaiting resume, delivered after ``joined``.
@@ -403,15 +416,22 @@ class SignalingServer:
         max_participants: int = 10000,
         limits: SignalingLimits | None = None,
         server_epoch: int = 0,
+        sockets: SharedCap | None = None,
     ) -> None:
-        """``server_epoch``: a number no earlier run of this server had (``MeetingStore.next_epoch``)."""
+        """``server_epoch``: a number no earlier run of this server had (``MeetingStore.next_epoch``).
+        ``sockets`` counts open sockets per address for the whole server (default: this process
+        only, with ``limits``' cap and share)."""
         self._ice_servers = ice_servers
         self._next_chat_epoch = server_epoch * ROOMS_PER_RUN
         self._token = token
         self._policy: Literal["all", "relay"] = "relay" if force_relay else "all"
         self.max_participants = max_participants
         self.limits = limits = limits or SignalingLimits()
-        self.max_connections = limits.max_connections or 2 * max_participants
+        cap = limits.max_connections or 2 * max_participants
+        self.sockets = sockets or LocalSharedCap(
+            cap, limits.max_connections_per_address or default_share(cap, MIN_CONNECTIONS_PER_ADDRESS)
+        )
+        self._socket_refusals = RefusalTally(logger, "signaling sockets refused")
         self._joins = KeyedRateLimiter(limits.join_rate, limits.join_burst, limits.max_addresses)
         self._creations = KeyedRateLimiter(
             limits.room_creation_rate, limits.room_creation_burst, limits.max_addresses
@@ -461,13 +481,16 @@ class SignalingServer:
     def connect(self, conn: int, remote_ip: str, now: float) -> list[Output]:
         """A WebSocket was accepted from ``remote_ip``."""
         out = self._out = []
-        if len(self._connections) >= self.max_connections:
-            logger.warning("conn %d refused: %d sockets open", conn, len(self._connections))
-            out.append(Close(conn, CLOSE_TRY_AGAIN_LATER, "server busy"))
+        key = address_key(remote_ip)
+        grant = self.sockets.acquire(key)
+        if grant is not Grant.GRANTED:
+            self._socket_refusals.refused(grant.value, now)
+            reason = "server busy" if grant is Grant.CAP else "too many sockets from your address"
+            out.append(Close(conn, CLOSE_TRY_AGAIN_LATER, reason))
             return out
         self._connections[conn] = _Connection(
             conn,
-            address_key(remote_ip),
+            key,
             opened=now,
             last_seen=now,
             bucket=TokenBucket(self.limits.message_rate, self.limits.message_burst),
@@ -475,8 +498,9 @@ class SignalingServer:
         logger.debug("conn %d opened", conn)
         return out
 
-    def receive(self, conn: int, data: bytes | str, now: float) -> list[Output]:
-        """One text frame from ``conn``; never raises for anything the client sends."""
+    def receive(self, conn: int, data: bytes | str, now: float, *, binary: bool = False) -> list[Output]:
+        """One frame from ``conn``, a text frame unless ``binary``; never raises for anything the
+        client sends."""
         out = self._out = []
         c = self._connections.get(conn)
         if c is None:
@@ -486,6 +510,10 @@ class SignalingServer:
             return out
         self.counters.messages += 1
         try:
+            if binary:
+                # docs/signaling.md: JSON text frames. Binary ones are a client bug, refused like
+                # any malformed message (and counted towards the abuse limit).
+                raise SignalingError("bad-message", "binary frames are not accepted: send JSON text frames")
             message = decode_client_message(data)
             self._dispatch(c, message, now)
         except SignalingError as exc:
@@ -539,6 +567,14 @@ class SignalingServer:
                 logger.info("room %s: meeting reached its end time", room.name)
                 self._end_room(room, now, "end time")
                 continue
+            for k in list(room.knockers.values()):
+                kc = self._connections.get(k.conn) if k.conn is not None else None
+                if kc is not None and now >= k.knock_expires:
+                    logger.info("conn %d: knocker %s at room %s not let in in time", kc.conn, k.id, room.name)
+                    error = SignalingError("knock-timeout", "nobody let you in", close_code=CLOSE_NORMAL)
+                    self._error(kc, error, now)
+            if self._rooms.get(room.name) is not room:
+                continue  # the last knocker of a room without participants went
             for p in list(room.participants.values()):
                 if p.state is ParticipantState.AWAITING_RESUME:
                     if now - p.disconnected_at >= limits.resume_window:
@@ -562,6 +598,7 @@ class SignalingServer:
         for room in self._rooms.values():
             if room.end_ms is not None:
                 deadlines.append(room.end_ms / 1000)
+            deadlines += [k.knock_expires for k in room.knockers.values()]
             for p in room.participants.values():
                 if p.state is ParticipantState.AWAITING_RESUME:
                     deadlines.append(p.disconnected_at + limits.resume_window)
@@ -624,6 +661,11 @@ class SignalingServer:
             self._send(c.conn, ErrorMessage("rate-limited", "too many messages"))
         return False
 
+    def _forget(self, c: _Connection) -> None:
+        """``c`` is gone from the core (its socket is being closed): its share is free again."""
+        del self._connections[c.conn]
+        self.sockets.release(c.address_key)
+
     def _close(self, c: _Connection, code: int, reason: str, now: float) -> None:
         """Forget ``c`` and tell the adapter to close it; its participant may resume."""
         self._drop(c, now, reason)
@@ -631,7 +673,8 @@ class SignalingServer:
 
     def _drop(self, c: _Connection, now: float, why: str) -> None:
         """docs/signaling.md "Connection lifecycle" 5: a dropped socket keeps its participant."""
-        self._connections.pop(c.conn, None)
+        if self._connections.pop(c.conn, None) is not None:
+            self.sockets.release(c.address_key)
         p = c.participant
         c.participant = None
         if p is None:
@@ -752,7 +795,9 @@ class SignalingServer:
             raise SignalingError("room-full", "the room is full", close_code=CLOSE_NORMAL, ref="join")
         host = admission.host_key_valid if room.api_created else not room.participants
         if room.locked and not admission.host_key_valid:
-            if len(room.knockers) >= self.limits.max_knockers_per_room:
+            if len(room.knockers) >= self.limits.max_knockers_per_room or (
+                self._knockers_from(room, c.address_key) >= self.limits.max_knockers_per_address
+            ):
                 raise SignalingError(
                     "room-full", "too many people waiting", close_code=CLOSE_NORMAL, ref="join"
                 )
@@ -776,8 +821,13 @@ class SignalingServer:
         self._participant_count += 1
         return _Participant(pid, room, display_name, host, state, conn)
 
+    def _knockers_from(self, room: _Room, key: str) -> int:
+        conns = (self._connections.get(k.conn) for k in room.knockers.values() if k.conn is not None)
+        return sum(1 for kc in conns if kc is not None and kc.address_key == key)
+
     def _knock(self, c: _Connection, room: _Room, join: Join, now: float) -> None:
         p = self._new_participant(room, join.display_name, False, c.conn, ParticipantState.KNOCKING)
+        p.knock_expires = now + self.limits.knock_deadline
         room.knockers[p.id] = p
         c.participant, c.state = p, ConnectionState.KNOCKING
         logger.info("conn %d: knocker %s at locked room %s", c.conn, p.id, room.name)
@@ -823,7 +873,7 @@ class SignalingServer:
         if old is not None:
             # The client saw its old socket die before the server did (a network change).
             old.participant = None
-            del self._connections[old.conn]
+            self._forget(old)
             self._out.append(Close(old.conn, CLOSE_NORMAL, "resumed on another socket"))
         was_connected = p.state is ParticipantState.CONNECTED
         logger.info("conn %d: participant %s of room %s resumed", c.conn, p.id, p.room.name)
@@ -915,7 +965,7 @@ class SignalingServer:
             c = self._connections.get(p.conn) if p.conn is not None else None
             if c is not None:
                 c.participant = None
-                del self._connections[c.conn]
+                self._forget(c)
                 self._out.append(Send(c.conn, payload))
                 self._out.append(Close(c.conn, CLOSE_NORMAL, "ended"))
         room.participants.clear()
@@ -1067,7 +1117,7 @@ class SignalingServer:
         self._send(kc.conn, Rejected())
         kc.participant = None
         self._discard_knocker(k)
-        del self._connections[kc.conn]
+        self._forget(kc)
         self._out.append(Close(kc.conn, CLOSE_NORMAL, "rejected"))
 
     def _member(self, p: _Participant, message: Kick | Mute) -> _Participant:
@@ -1088,7 +1138,7 @@ class SignalingServer:
         if tc is not None:
             self._send(tc.conn, Kicked())
             tc.participant = None
-            del self._connections[tc.conn]
+            self._forget(tc)
             self._out.append(Close(tc.conn, CLOSE_NORMAL, "kicked"))
         target.conn = None
         self._remove(target, "kicked", now)

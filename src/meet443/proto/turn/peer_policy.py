@@ -84,6 +84,7 @@ DEFAULT_DENIED_NETWORKS: Final[tuple[str, ...]] = (
     "::/128",  # unspecified
     "::1/128",  # loopback
     "fc00::/7",  # unique local (RFC 4193)
+    "fec0::/10",  # site-local (RFC 3879 deprecated it, but old hosts and routers still honour it)
     "fe80::/10",  # link-local
     "ff00::/8",  # multicast
 )

@@ -22,7 +22,7 @@ const QUEUE_LIMIT = 500;
 /** Error codes after which the server closes the socket and trying again cannot help. */
 export const TERMINAL_ERRORS = new Set([
   'unsupported-version', 'bad-room-name', 'room-not-found', 'room-full', 'meeting-ended',
-  'too-many-joins',
+  'too-many-joins', 'knock-timeout',
 ]);
 /** Server messages that end this participant for good; the socket closes after them. */
 const TERMINAL_MESSAGES = new Set(['kicked', 'ended', 'rejected']);

@@ -62,6 +62,12 @@ const FAILURES = {
     title: 'Not a meeting address',
     text: 'Meeting names use lower-case letters, digits and dashes.',
   },
+  'knock-timeout': {
+    icon: 'stop',
+    title: 'Nobody let you in',
+    text: 'No host answered your request to join within 5 minutes.',
+    retry: true,
+  },
   'too-many-joins': { icon: 'stop', title: 'Too many attempts', text: 'Please wait a minute, then try again.', retry: true, check: true },
   'unsupported-version': { icon: 'stop', title: 'Please reload', text: 'The server was updated; reload this page.', retry: true },
   unsupported: {
