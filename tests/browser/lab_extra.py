@@ -317,9 +317,12 @@ class BrowserPool:
 class Participant:
     """One person in a meeting: a browser context (own fake camera and microphone) and its page."""
 
-    def __init__(self, browser: Any, name: str, log: list[str]) -> None:
+    def __init__(self, browser: Any, name: str, log: list[str], **context: Any) -> None:
+        """`context`: Playwright context options beyond the 960x600 desktop default (a phone's
+        viewport, is_mobile, has_touch)."""
         self.name = name
-        self.context = browser.new_context(viewport={"width": 960, "height": 600}, ignore_https_errors=False)
+        options = {"viewport": {"width": 960, "height": 600}, "ignore_https_errors": False, **context}
+        self.context = browser.new_context(**options)
         self.page = self.context.new_page()
         self.page.set_default_timeout(20_000)
         self.page.on("console", lambda m: log.append(f"[{name}] {m.type}: {m.text}"))
