@@ -258,7 +258,7 @@ def test_what_people_expect_in_a_call(site: Site, people: list[Participant], con
     ann.page.wait_for_selector("#invite:not([hidden])")
     assert f"/{room}" in ann.page.inner_text("#invite-url")
     # Her own level meter moves (the fake microphone beeps).
-    wait_until(lambda: ann.state()["local"]["level"] > 0.01, 10, what="Ann's microphone level")
+    wait_until(lambda: ann.state()["local"]["level"] > 0.01, 10, interval=0.1, what="Ann's microphone level")
     bob = join(site, people, console_log, room, "Bob")
     ann.page.wait_for_selector("#invite", state="hidden")
     ann_id, bob_id = ann.state()["selfId"], bob.state()["selfId"]

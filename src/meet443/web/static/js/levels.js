@@ -55,7 +55,7 @@ export class AudioLevels {
     if (this.context.state === 'suspended') this.context.resume().catch(() => {});
     const source = this.context.createMediaStreamSource(new MediaStream([track]));
     const analyser = this.context.createAnalyser();
-    analyser.fftSize = 512;
+    analyser.fftSize = 2048; // ~43 ms at 48 kHz: a syllable, not a single period
     source.connect(analyser); // not to the destination: measuring only, nothing is played twice
     this.watched.set(key, { trackId: track.id, source, analyser, buffer: new Uint8Array(analyser.fftSize) });
   }

@@ -10,6 +10,7 @@ import { SfuSession } from './sfu.js';
 import { SignalingClient, TERMINAL_ERRORS, signalingUrl } from './signaling.js';
 import { AudioLevels, SpeakingDetector } from './levels.js';
 import { REACTIONS, dropKnock, expireReaction, receive } from './reducer.js';
+import { snapshot, trackInfo } from './snapshot.js';
 import { notify, onRender, state, streams, update } from './state.js';
 import { emptyInbound, summarize } from './stats.js';
 import { RoomView } from './ui.js';
@@ -17,6 +18,8 @@ import { RoomView } from './ui.js';
 const STATS_INTERVAL_MS = 2_000;
 /** Level meter and speaking indicator refresh: fast enough to follow syllables, cheap enough. */
 const LEVELS_INTERVAL_MS = 100;
+/** The level meter's fall per interval (to a tenth in about a second). */
+const METER_DECAY = 0.8;
 /** While joining, give up (and say so, with a link to /check) after this many failed attempts. */
 const JOIN_ATTEMPTS = 5;
 
@@ -481,7 +484,9 @@ function measureLevels() {
   }
   levels.retain(keys);
   const measured = levels.levels();
-  selfLevel = state.local.audio ? measured.get('self') || 0 : 0;
+  // The meter rises at once and falls back gently, as a VU meter does: short sounds stay visible.
+  const current = state.local.audio ? measured.get('self') || 0 : 0;
+  selfLevel = Math.max(current, selfLevel * METER_DECAY);
   if (view) view.renderLevel(selfLevel);
   const byParticipant = new Map();
   for (const [key, level] of measured) byParticipant.set(key === 'self' ? state.selfId || 'self' : key, level);
@@ -605,80 +610,13 @@ async function publicState({ detail = false } = {}) {
       });
     }
   }
-  const s = state;
-  return {
-    roomName: s.roomName,
-    mode: s.room.mode === 'group' ? 'group' : 'normal',
-    selfId: s.selfId,
-    phase: s.phase,
-    signaling: s.signaling,
-    host: s.host,
-    room: { ...s.room },
-    participants: s.order
-      .filter((id) => s.participants[id])
-      .map((id) => {
-        const p = s.participants[id];
-        return {
-          id,
-          displayName: p.displayName,
-          self: !!p.self,
-          host: !!p.host,
-          connected: p.connected !== false,
-          audio: !!p.audio,
-          video: !!p.video,
-          screen: !!p.screen,
-          hand: !!p.hand,
-        };
-      }),
+  return snapshot(state, {
     connections,
-    ...(group ? { sfu: group } : {}),
-    speaker: s.speaker,
-    speaking: [...s.speaking],
-    reactions: s.reactions.map((r) => ({ participantId: r.participantId, emoji: r.emoji })),
-    pinned: s.pinned,
-    unread: s.unread,
-    knocks: s.knocks.map((k) => ({ ...k })),
-    chat: s.chat.map((c) => ({
-      seq: c.seq ?? null,
-      from: c.from,
-      displayName: c.displayName,
-      text: c.text,
-      pending: !!c.pending,
-    })),
-    local: {
-      audio: s.local.audio,
-      video: s.local.video,
-      screen: s.local.screen,
-      hand: s.local.hand,
-      level: selfLevel,
-      hasAudio: s.local.hasAudio,
-      hasVideo: s.local.hasVideo,
-      error: s.local.error,
-      selected: { ...s.local.selected },
-      devices: {
-        audioinput: s.local.devices.audioinput.map((d) => ({ ...d })),
-        videoinput: s.local.devices.videoinput.map((d) => ({ ...d })),
-        audiooutput: s.local.devices.audiooutput.map((d) => ({ ...d })),
-      },
-      audioTrack: trackInfo(media.audioTrack),
-      videoTrack: trackInfo(media.outgoingVideo),
-    },
-    failure: s.failure ? { ...s.failure } : null,
-  };
-}
-
-/** A track as plain data (for tests): which device it comes from and whether it still runs. */
-function trackInfo(track) {
-  if (!track) return null;
-  const settings = track.getSettings ? track.getSettings() : {};
-  return {
-    id: track.id,
-    kind: track.kind,
-    label: track.label,
-    deviceId: settings.deviceId || '',
-    enabled: track.enabled,
-    readyState: track.readyState,
-  };
+    group,
+    level: selfLevel,
+    audioTrack: trackInfo(media.audioTrack),
+    videoTrack: trackInfo(media.outgoingVideo),
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
