@@ -24,6 +24,9 @@ from lab.pki import LabPki
 
 from .conftest import require_lab
 from .lab_extra import (
+    FIT,
+    SCREENS,
+    TILES,
     BrowserPool,
     Meet443Web,
     Participant,
@@ -39,56 +42,7 @@ SERVER_IP, CLIENT_IP = "10.200.61.1", "10.200.61.2"
 PORT = 8443
 AXE = Path(__file__).with_name("node_modules") / "axe-core" / "axe.min.js"
 
-#: Sizes the issue names; the phones as Playwright emulates them (mobile viewport, touch).
-SCREENS: dict[str, dict[str, Any]] = {
-    "360x640": {"viewport": {"width": 360, "height": 640}, "is_mobile": True, "has_touch": True},
-    "390x844": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
-    "768x1024": {"viewport": {"width": 768, "height": 1024}, "has_touch": True},
-}
-
 _rooms = itertools.count(1)
-
-# Boxes of the visible, operable elements under `root` that stick out of the viewport (sideways
-# always; also below or above with `vertical`, for screens that do not scroll), and a page that
-# scrolls sideways at all.
-FIT = """([root, vertical]) => {
-  const doc = document.documentElement;
-  const vw = doc.clientWidth, vh = doc.clientHeight;
-  const bad = [];
-  if (doc.scrollWidth > vw) bad.push(`page is ${doc.scrollWidth} px wide in a ${vw} px viewport`);
-  if (window.innerWidth > vw) bad.push(`layout viewport ${window.innerWidth} px > ${vw} px`);
-  const scope = document.querySelector(root) || document.body;
-  const controls = scope.querySelectorAll(
-    'button, a[href], input, select, [role=tab], h1, table, .checks tr');
-  for (const el of controls) {
-    if (!el.checkVisibility({ visibilityProperty: true }) || el.closest('.sr-only')) continue;
-    const r = el.getBoundingClientRect();
-    if (r.width === 0 || r.height === 0) continue;
-    const name = el.id || el.getAttribute('aria-label') || el.textContent.trim().slice(0, 30);
-    const x = `x ${r.left.toFixed(0)}..${r.right.toFixed(0)}`;
-    const y = `y ${r.top.toFixed(0)}..${r.bottom.toFixed(0)}`;
-    if (r.left < -0.5 || r.right > vw + 0.5) bad.push(`${name}: ${x}`);
-    if (vertical && (r.top < -0.5 || r.bottom > vh + 0.5)) bad.push(`${name}: ${y}`);
-  }
-  return bad;
-}"""
-
-# Tiles big enough to see a face, each name shown whole (not cut or covered) inside its tile.
-TILES = """() => {
-  const bad = [];
-  for (const tile of document.querySelectorAll('#grid .tile')) {
-    const t = tile.getBoundingClientRect();
-    const name = tile.querySelector('.tile-name');
-    const n = name.getBoundingClientRect();
-    const label = name.textContent;
-    const size = `${t.width.toFixed(0)}x${t.height.toFixed(0)}`;
-    if (t.width < 120 || t.height < 90) bad.push(`${label}: tile ${size}`);
-    if (name.scrollWidth > name.clientWidth) bad.push(`${label}: name cut off`);
-    const inside = n.left >= t.left && n.right <= t.right && n.bottom <= t.bottom;
-    if (!inside) bad.push(`${label}: name outside its tile`);
-  }
-  return bad;
-}"""
 
 
 @dataclass
@@ -340,6 +294,10 @@ def test_what_people_expect_in_a_call(site: Site, people: list[Participant], con
     has_outputs = bool(ann.state()["local"]["devices"]["audiooutput"])
     assert ann.page.is_visible("#call-audiooutput-select") == has_outputs
     ann.page.screenshot(path=str(site.workdir / "expect.png"))
+    # The screen after the call passes the audit too.
+    ann.page.click("#ctl-leave")
+    ann.wait_phase("left")
+    assert audit(ann, "after leaving") == []
 
 
 @pytest.mark.timeout(60)

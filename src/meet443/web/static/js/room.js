@@ -691,5 +691,7 @@ window.addEventListener('pagehide', () => {
 });
 
 setInterval(measureLevels, LEVELS_INTERVAL_MS);
+// Browsers start an AudioContext made without a click suspended; any click or key resumes it.
+for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => levels.resume(), { passive: true });
 window.meet443 = { state: publicState };
 boot();

@@ -664,6 +664,11 @@ export class RoomView {
     show($('menu-knock'), knocking);
     $('ctl-more').setAttribute('aria-expanded', String(s.moreMenu));
     show($('more-menu'), s.moreMenu);
+    if (s.moreMenu !== this.moreShown) {
+      this.moreShown = s.moreMenu;
+      // Keyboard and screen-reader users land in the menu they opened.
+      if (s.moreMenu) document.querySelector('#more-menu .reaction').focus();
+    }
     this.renderDeviceMenu(s);
   }
 
