@@ -11,7 +11,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Debian ships npm apart from nodejs (NodeSource's nodejs has it inside).
+if ! command -v npm >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
 MEET443_EXTRAS=".[test]" bash scripts/install.sh
+# Test-only JavaScript (axe-core for the accessibility audit), exactly as package-lock.json pins it.
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 # coturn, tinyproxy and janus start system services on install; the tests and the benchmark start
 # their own, inside namespaces.
 systemctl disable --now coturn tinyproxy janus >/dev/null 2>&1 || true

@@ -28,6 +28,7 @@ from meet443.proto.signaling.admission import RoomMode
 PUBLIC_URL = "https://meet.example.org:8443"
 INDEX = "<!doctype html><title>landing</title>"
 ROOM = "<!doctype html><title>room</title>"
+NOT_A_ROOM = "<!doctype html><title>not a meeting address</title>"
 Client = TestClient[web.Request, web.Application]
 
 CSP_WITHOUT_EMBEDDING = (
@@ -57,6 +58,7 @@ def web_dir(tmp_path: Path) -> Path:
     (root / "static" / "lib").mkdir(parents=True)
     (root / "index.html").write_text(INDEX)
     (root / "room.html").write_text(ROOM)
+    (root / "not-a-room.html").write_text(NOT_A_ROOM)
     (root / "static" / "app.js").write_text("export const answer = 42;\n")
     (root / "static" / "lib" / "style.css").write_text("body { margin: 0 }\n")
     (root / "static" / "logo.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
@@ -194,7 +196,7 @@ class TestPages:
     @pytest.mark.parametrize(
         "path",
         [
-            "/Standup",
+            "/Team_Sync",
             "/-standup",
             "/stand_up",
             "/" + "x" * 65,
@@ -218,6 +220,44 @@ class TestPages:
                 assert response.status == 404
                 assert ROOM not in await response.text()
                 assert_security_headers(response)
+
+        run(scenario())
+
+    @pytest.mark.parametrize(
+        "path", ["/caf%C3%A9", "/Team_Sync", "/-standup", "/" + "x" * 65, "/%20", "/Check"]
+    )
+    def test_a_bad_room_address_gets_the_friendly_page(
+        self, tls: ssl.SSLContext, web_dir: Path, path: str
+    ) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                response = await client.get(URL(path, encoded=True))
+                assert response.status == 404
+                assert await response.text() == NOT_A_ROOM
+                assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+                assert_security_headers(response)
+
+        run(scenario())
+
+    @pytest.mark.parametrize(
+        ("path", "location"),
+        [
+            ("/TeamSync", "/teamsync"),
+            ("/STANDUP-2", "/standup-2"),
+            ("/Standup?roomKey=a%2Bb&x=1", "/standup?roomKey=a%2Bb&x=1"),
+        ],
+    )
+    def test_mixed_case_redirects_to_lower_case(
+        self, tls: ssl.SSLContext, web_dir: Path, path: str, location: str
+    ) -> None:
+        async def scenario() -> None:
+            async with https_client(tls, web_dir) as client:
+                response = await client.get(URL(path, encoded=True), allow_redirects=False)
+                assert response.status == 301
+                assert response.headers["Location"] == location
+                assert_security_headers(response)
+                followed = await client.get(URL(path, encoded=True))
+                assert await followed.text() == ROOM
 
         run(scenario())
 

@@ -317,9 +317,12 @@ class BrowserPool:
 class Participant:
     """One person in a meeting: a browser context (own fake camera and microphone) and its page."""
 
-    def __init__(self, browser: Any, name: str, log: list[str]) -> None:
+    def __init__(self, browser: Any, name: str, log: list[str], **context: Any) -> None:
+        """`context`: Playwright context options beyond the 960x600 desktop default (a phone's
+        viewport, is_mobile, has_touch)."""
         self.name = name
-        self.context = browser.new_context(viewport={"width": 960, "height": 600}, ignore_https_errors=False)
+        options = {"viewport": {"width": 960, "height": 600}, "ignore_https_errors": False, **context}
+        self.context = browser.new_context(**options)
         self.page = self.context.new_page()
         self.page.set_default_timeout(20_000)
         self.page.on("console", lambda m: log.append(f"[{name}] {m.type}: {m.text}"))
@@ -425,6 +428,56 @@ def media_growing(people: Sequence[Participant], before: Sequence[dict[str, Any]
     return after
 
 
+#: Phone and tablet sizes (issue 13); the phones as Playwright emulates them (mobile viewport, touch).
+SCREENS: dict[str, dict[str, Any]] = {
+    "360x640": {"viewport": {"width": 360, "height": 640}, "is_mobile": True, "has_touch": True},
+    "390x844": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
+    "768x1024": {"viewport": {"width": 768, "height": 1024}, "has_touch": True},
+}
+
+# Boxes of the visible, operable elements under `root` that stick out of the viewport (sideways
+# always; also below or above with `vertical`, for screens that do not scroll), and a page that
+# scrolls sideways at all.
+FIT = """([root, vertical]) => {
+  const doc = document.documentElement;
+  const vw = doc.clientWidth, vh = doc.clientHeight;
+  const bad = [];
+  if (doc.scrollWidth > vw) bad.push(`page is ${doc.scrollWidth} px wide in a ${vw} px viewport`);
+  if (window.innerWidth > vw) bad.push(`layout viewport ${window.innerWidth} px > ${vw} px`);
+  const scope = document.querySelector(root) || document.body;
+  const controls = scope.querySelectorAll(
+    'button, a[href], input, select, [role=tab], h1, table, .checks tr');
+  for (const el of controls) {
+    if (!el.checkVisibility({ visibilityProperty: true }) || el.closest('.sr-only')) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    const name = el.id || el.getAttribute('aria-label') || el.textContent.trim().slice(0, 30);
+    const x = `x ${r.left.toFixed(0)}..${r.right.toFixed(0)}`;
+    const y = `y ${r.top.toFixed(0)}..${r.bottom.toFixed(0)}`;
+    if (r.left < -0.5 || r.right > vw + 0.5) bad.push(`${name}: ${x}`);
+    if (vertical && (r.top < -0.5 || r.bottom > vh + 0.5)) bad.push(`${name}: ${y}`);
+  }
+  return bad;
+}"""
+
+# Tiles big enough to see a face, each name shown whole (not cut or covered) inside its tile.
+TILES = """() => {
+  const bad = [];
+  for (const tile of document.querySelectorAll('#grid .tile')) {
+    const t = tile.getBoundingClientRect();
+    const name = tile.querySelector('.tile-name');
+    const n = name.getBoundingClientRect();
+    const label = name.textContent;
+    const size = `${t.width.toFixed(0)}x${t.height.toFixed(0)}`;
+    if (t.width < 120 || t.height < 90) bad.push(`${label}: tile ${size}`);
+    if (name.scrollWidth > name.clientWidth) bad.push(`${label}: name cut off`);
+    const inside = n.left >= t.left && n.right <= t.right && n.bottom <= t.bottom;
+    if (!inside) bad.push(`${label}: name outside its tile`);
+  }
+  return bad;
+}"""
+
+
 def lab_prefix(tag: str) -> str:
     """A namespace prefix unique to this run: 'b' + tag + pid, short enough for veth names."""
     return f"b{tag}{os.getpid() % 10000}-"
@@ -432,6 +485,9 @@ def lab_prefix(tag: str) -> str:
 
 __all__ = [
     "CHROMIUM_FLAGS",
+    "FIT",
+    "SCREENS",
+    "TILES",
     "BrowserPool",
     "FirewallPolicy",
     "Lab",

@@ -27,6 +27,9 @@ from lab.pki import LabPki
 
 from .conftest import require_lab
 from .lab_extra import (
+    FIT,
+    SCREENS,
+    TILES,
     BrowserPool,
     Meet443Web,
     Participant,
@@ -183,6 +186,15 @@ def test_four_in_a_group_room_all_see_and_hear_each_other(
     page.wait_for_selector("#net-badge:not([hidden])", timeout=10_000)
     assert "Direct" in page.inner_text("#net-badge")
     page.screenshot(path=str(site.workdir / "group-four.png"))
+    # A fifth on a phone: five tiles, none a sliver, every name whole, nothing off the screen.
+    phone = Participant(site.browsers.browser(site.cli), "Eve on a phone", console_log, **SCREENS["390x844"])
+    people.append(phone)
+    phone.open(site.web.room_url(after[0]["roomName"], displayName="Eve on a phone", autojoin=1))
+    phone.wait_phase("in-call")
+    phone.wait_js("document.querySelectorAll('#grid .tile').length === 5", what="five tiles on the phone")
+    assert phone.page.evaluate(TILES) == []
+    assert phone.page.evaluate(FIT, ["body", True]) == []
+    phone.page.screenshot(path=str(site.workdir / "group-phone.png"))
 
 
 @pytest.mark.timeout(90)
@@ -230,6 +242,8 @@ def test_screen_share_is_a_tile_of_its_own(
     )
     camera = bob.page.locator(f"#grid .tile[data-id='{ann_id}']")
     assert "screen" not in (camera.get_attribute("class") or ""), "the camera tile stays a camera tile"
+    shown = bob.page.locator(f"#grid .tile[data-id='{ann_id}:screen']")
+    assert "featured" in (shown.get_attribute("class") or ""), "the screen share is shown large"
     assert camera.locator("video").evaluate("(v) => v.videoWidth > 0"), "the camera keeps playing"
     bob.page.screenshot(path=str(site.workdir / "group-screen.png"))
     ann.page.click("#ctl-screen")

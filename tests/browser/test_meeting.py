@@ -518,9 +518,10 @@ def test_fifth_participant_finds_the_room_full(
     room = site.room("full")
     for name in ("P1", "P2", "P3", "P4"):
         join(site, people, console_log, room, name, init_script=NO_MEDIA).wait_phase("in-call")
-    fifth = join(site, people, console_log, room, "P5", init_script=NO_MEDIA)
+    fifth = join(site, people, console_log, room, "P5")  # with a camera: it must go off
     s = fifth.wait_phase("failed")
     assert s["failure"]["code"] == "room-full", s
+    assert s["local"]["videoTrack"] is None and s["local"]["audioTrack"] is None, s["local"]
     assert "full" in fifth.page.inner_text("#status-title")
     assert fifth.page.get_attribute("#status-check a", "href") == "/check"
     assert fifth.page.is_visible("#status-check")

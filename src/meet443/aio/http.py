@@ -4,7 +4,8 @@ aiohttp's low-level server gives one protocol object per connection, which the p
 each connection it identifies as HTTP. Query strings are never logged (they may carry room keys).
 
 The main app serves the web client (``/`` the landing page, ``/<room>`` the meeting page for a valid
-room name, ``/check`` the network check page, ``/static/...`` its ES modules and styles, no build
+room name, a redirect to the lower-case name for a mixed-case one, and a 404 page that states the rule
+for any other, ``/check`` the network check page, ``/static/...`` its ES modules and styles, no build
 step), ``/healthz``, and whatever the caller adds (the meetings and network APIs, the signaling
 WebSocket). Every HTTPS answer, errors included, carries a
 strict Content-Security-Policy and Permissions-Policy: camera, microphone and screen capture only for
@@ -194,9 +195,18 @@ def build_main_app(
         return _file_response(web_dir / "check.html")
 
     async def room(request: web.Request) -> web.FileResponse:
-        if not is_valid_room_name(request.match_info["room"]):
-            raise web.HTTPNotFound()
-        return _file_response(web_dir / "room.html")
+        name = request.match_info["room"]
+        if is_valid_room_name(name):
+            return _file_response(web_dir / "room.html")
+        lower = name.lower()
+        if is_valid_room_name(lower):
+            # People type and paste names as they are written (TeamSync); the room is the same one.
+            # Only [a-z0-9-] remain, so the name needs no quoting; the raw query keeps a room key.
+            query = request.rel_url.raw_query_string
+            raise web.HTTPMovedPermanently(f"/{lower}?{query}" if query else f"/{lower}")
+        response = _file_response(web_dir / "not-a-room.html")
+        response.set_status(404)
+        return response
 
     async def static(request: web.Request) -> web.FileResponse:
         path = _static_file(web_dir / "static", request.match_info["path"])

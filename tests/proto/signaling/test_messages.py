@@ -36,6 +36,8 @@ from meet443.proto.signaling.messages import (
     Pause,
     Ping,
     Publish,
+    RaiseHand,
+    Reaction,
     Reject,
     RelayedCandidate,
     RelayedOffer,
@@ -94,6 +96,8 @@ VALID: list[tuple[dict[str, Any], object]] = [
     ({"type": "candidate", "to": "p1", "candidate": {"candidate": ""}}, Candidate("p1", IceCandidate(""))),
     ({"type": "chat", "text": "hi", "clientMessageId": "m1"}, Chat(text="hi", client_message_id="m1")),
     ({"type": "media", "audio": True, "video": False, "screen": False}, Media(True, False, False)),
+    ({"type": "hand", "raised": True}, RaiseHand(raised=True)),
+    ({"type": "reaction", "emoji": "❤️"}, Reaction("❤️")),
     ({"type": "lock", "locked": True}, Lock(locked=True)),
     ({"type": "admit", "participantId": "p2"}, Admit(participant_id="p2")),
     ({"type": "reject", "participantId": "p2"}, Reject(participant_id="p2")),
@@ -319,6 +323,7 @@ class TestServerMessages:
                     "video": False,
                     "screen": False,
                     "connected": True,
+                    "hand": False,
                 }
             ],
             "iceServers": [{"urls": ["turn:h:443?transport=udp"], "username": "1:p2", "credential": "c"}],
@@ -335,6 +340,7 @@ class TestServerMessages:
                     "epoch": 7,
                 }
             ],
+            "speaker": None,
         }
 
     def test_relayed_keep_what_was_sent(self) -> None:

@@ -244,6 +244,7 @@ class TestJoin:
             "video": False,
             "screen": False,
             "connected": True,
+            "hand": False,
         }
         assert ada.take() == [
             {
@@ -256,6 +257,7 @@ class TestJoin:
                     "video": False,
                     "screen": False,
                     "connected": True,
+                    "hand": False,
                 },
             }
         ]
@@ -374,6 +376,17 @@ class TestGroupRooms:
         assert ada.take() == bob.take() == [{"type": "speaker", "participantId": ada.self_id}]
         h.process(h.server.deliver("elsewhere", bob.self_id, Speaker(None)))
         assert bob.take() == []
+
+    def test_a_late_joiner_hears_who_is_speaking(self, h: Harness) -> None:
+        ada = h.joined("town-hall")
+        assert ada.take()[0]["speaker"] is None
+        h.process(h.server.broadcast("town-hall", Speaker(ada.self_id)))
+        assert h.joined("town-hall", "Bob").take()[0]["speaker"] == ada.self_id
+        h.process(h.server.broadcast("town-hall", Speaker(None)))
+        assert h.joined("town-hall", "Cy").take()[0]["speaker"] is None
+        h.process(h.server.broadcast("town-hall", Speaker(ada.self_id)))
+        ada.send("leave")
+        assert h.joined("town-hall", "Di").take()[0]["speaker"] is None, "a speaker who left is not one"
 
     def test_offer_waits_for_a_resume_and_leaving_tells_the_sfu(self, h: Harness) -> None:
         ada = h.joined("town-hall")
@@ -833,11 +846,58 @@ class TestMedia:
                     "video": True,
                     "screen": False,
                     "connected": True,
+                    "hand": False,
                 },
             }
         ]
         assert bob.inbox == [m for m in bob.inbox if m["type"] != "participant-updated"]
         assert h.connect().join(name="Cy")["participants"][1]["video"] is True
+
+
+class TestHandAndReactions:
+    """docs/signaling.md ``hand`` and ``reaction``."""
+
+    def test_raised_hand_is_kept_and_announced(self, h: Harness) -> None:
+        ada, bob = h.joined(), h.joined(name="Bob")
+        ada.take(), bob.take()
+        bob.send("hand", raised=True)
+        [update] = ada.take()
+        assert update["type"] == "participant-updated" and update["participant"]["hand"] is True
+        bob.send("hand", raised=True)
+        assert ada.take() == [], "no news, no message"
+        assert bob.take() == []
+        assert h.connect().join(name="Cy")["participants"][1]["hand"] is True, "a joiner sees the raised hand"
+        bob.send("hand", raised=False)
+        assert ada.take()[0]["participant"]["hand"] is False
+
+    def test_reaction_reaches_everyone(self, h: Harness) -> None:
+        ada, bob = h.joined(), h.joined(name="Bob")
+        ada.take(), bob.take()
+        bob.send("reaction", emoji="👏")
+        wanted = [{"type": "reaction", "participantId": bob.self_id, "emoji": "👏"}]
+        assert ada.take() == bob.take() == wanted
+
+    @pytest.mark.parametrize("emoji", ["<b>hi</b>", "", "👍👍", "💩"])
+    def test_only_the_listed_emoji(self, h: Harness, emoji: str) -> None:
+        ada, bob = h.joined(), h.joined(name="Bob")
+        ada.take()
+        bob.send("reaction", emoji=emoji)
+        assert bob.last_error() == "bad-message"
+        assert ada.take() == []
+
+    def test_reactions_have_their_own_rate(self, h: Harness) -> None:
+        ada, bob = h.joined(), h.joined(name="Bob")
+        ada.take(), bob.take()
+        for _ in range(8):
+            bob.send("reaction", emoji="🎉")
+        assert len(ada.take()) == 5, "the burst"
+        assert bob.last_error() == "rate-limited"
+        assert bob.inbox[-1]["ref"] == "reaction"
+        bob.send("chat", text="still here", clientMessageId="c1")
+        assert [m["type"] for m in ada.take()] == ["chat"], "other messages are not limited"
+        h.clock.advance(1.0)
+        bob.send("reaction", emoji="🎉")
+        assert [m["type"] for m in ada.take()] == ["reaction"]
 
 
 class TestKnock:

@@ -56,6 +56,9 @@ __all__ = [
     "ParticipantUpdated",
     "Ping",
     "Pong",
+    "RaiseHand",
+    "Reaction",
+    "ReactionMessage",
     "Reject",
     "Rejected",
     "RelayedAnswer",
@@ -194,6 +197,18 @@ class Media(_ClientBase, tag="media", frozen=True):
     screen: bool
 
 
+class RaiseHand(_ClientBase, tag="hand", frozen=True):
+    raised: bool
+
+
+#: The emoji a ``reaction`` may carry: a fixed set, so that nobody can put text on everyone's screen.
+ReactionEmoji = Literal["👍", "👏", "❤️", "😂", "😮", "🎉"]
+
+
+class Reaction(_ClientBase, tag="reaction", frozen=True):
+    emoji: ReactionEmoji
+
+
 class Lock(_ClientBase, tag="lock", frozen=True):
     locked: bool
 
@@ -275,6 +290,8 @@ ClientMessage = (
     | Candidate
     | Chat
     | Media
+    | RaiseHand
+    | Reaction
     | Lock
     | Admit
     | Reject
@@ -298,6 +315,8 @@ CLIENT_TYPES = frozenset(
         "candidate",
         "chat",
         "media",
+        "hand",
+        "reaction",
         "lock",
         "admit",
         "reject",
@@ -377,6 +396,7 @@ class ParticipantInfo(Struct, rename="camel", frozen=True):
     video: bool
     screen: bool
     connected: bool
+    hand: bool = False
 
 
 class RoomInfo(Struct, rename="camel", frozen=True):
@@ -413,6 +433,8 @@ class Joined(_ServerBase, tag="joined", frozen=True):
     ice_servers: list[dict[str, object]]
     ice_transport_policy: Literal["all", "relay"]
     chat: list[ChatMessage]
+    #: Group rooms: who is speaking as the person joins (the SFU only announces changes).
+    speaker: str | None = None
 
 
 class Knocking(_ServerBase, tag="knocking", frozen=True):
@@ -470,6 +492,11 @@ class RoomUpdated(_ServerBase, tag="room-updated", frozen=True):
 class MuteRequest(_ServerBase, tag="mute-request", frozen=True):
     kind: Literal["audio", "video"]
     by: str
+
+
+class ReactionMessage(_ServerBase, tag="reaction", frozen=True):
+    participant_id: str
+    emoji: str
 
 
 class Kicked(_ServerBase, tag="kicked", frozen=True):
@@ -540,6 +567,7 @@ ServerMessage = (
     | RelayedCandidate
     | RoomUpdated
     | MuteRequest
+    | ReactionMessage
     | Kicked
     | Ended
     | IceServersMessage

@@ -78,6 +78,9 @@ from meet443.proto.signaling.messages import (
     Ping,
     Pong,
     Publish,
+    RaiseHand,
+    Reaction,
+    ReactionMessage,
     Reject,
     Rejected,
     RelayedAnswer,
@@ -88,6 +91,7 @@ from meet443.proto.signaling.messages import (
     RoomUpdated,
     ServerMessage,
     SfuRequest,
+    Speaker,
     SubscribeAnswer,
     decode_client_message,
     encode,
@@ -241,6 +245,10 @@ class SignalingLimits:
     #: Messages per second per socket and burst ("Limits").
     message_rate: float = 50.0
     message_burst: float = 100.0
+    #: ``reaction`` messages per second per participant and burst: a few taps in a row pass, a
+    #: stream of emoji over everyone's tiles does not.
+    reaction_rate: float = 1.0
+    reaction_burst: float = 5.0
     #: Joins per source address (IPv6: per /64) per second and burst; also counts resumes.
     join_rate: float = 10 / 60
     join_burst: float = 20.0
@@ -326,6 +334,8 @@ class _Room:
     #: counts ``seq`` from 1 in a new, larger epoch, so clients never mistake new messages for old.
     chat_epoch: int = 0
     chat_seq: int = 0
+    #: Group rooms: the dominant speaker the SFU last announced, told to joiners in ``joined``.
+    speaker: str | None = None
 
     @property
     def capacity(self) -> int:
@@ -355,10 +365,12 @@ class _Participant:
     host: bool
     state: ParticipantState
     conn: int | None
+    reactions: TokenBucket
     resume_token: str | None = None
     audio: bool = False
     video: bool = False
     screen: bool = False
+    hand: bool = False
     disconnected_at: float = 0.0
     ice_due: float = math.inf
     #: When the last TURN credential handed to this participant expires.
@@ -381,6 +393,7 @@ class _Participant:
             self.video,
             self.screen,
             self.state is ParticipantState.CONNECTED,
+            self.hand,
         )
 
 
@@ -819,7 +832,8 @@ class SignalingServer:
         while pid in room.participants or pid in room.knockers:
             pid = self._token(_PARTICIPANT_ID_BYTES)
         self._participant_count += 1
-        return _Participant(pid, room, display_name, host, state, conn)
+        reactions = TokenBucket(self.limits.reaction_rate, self.limits.reaction_burst)
+        return _Participant(pid, room, display_name, host, state, conn, reactions)
 
     def _knockers_from(self, room: _Room, key: str) -> int:
         conns = (self._connections.get(k.conn) for k in room.knockers.values() if k.conn is not None)
@@ -858,6 +872,7 @@ class SignalingServer:
                 ice_servers=servers,
                 ice_transport_policy=self._policy,
                 chat=room.chat_after(last_seq, last_epoch),
+                speaker=room.speaker,
             ),
         )
         if p.host:
@@ -892,6 +907,8 @@ class SignalingServer:
         room = p.room
         del room.participants[p.id]
         self._participant_count -= 1
+        if room.speaker == p.id:
+            room.speaker = None
         if p.resume_token is not None:
             del self._resume_tokens[p.resume_token]
             p.resume_token = None
@@ -1031,10 +1048,12 @@ class SignalingServer:
         return out
 
     def broadcast(self, room: str, message: ServerMessage) -> list[Output]:
-        """A message from the SFU to everyone in ``room`` (active speaker)."""
+        """A message from the SFU to everyone in ``room`` (active speaker, remembered for joiners)."""
         out = self._out = []
         r = self._rooms.get(room)
         if r is not None:
+            if isinstance(message, Speaker):
+                r.speaker = message.participant_id
             self._broadcast(r, message)
         return out
 
@@ -1071,6 +1090,21 @@ class SignalingServer:
         assert isinstance(message, Media)
         p.audio, p.video, p.screen = message.audio, message.video, message.screen
         self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
+
+    def _on_hand(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
+        """docs/signaling.md ``hand``: kept with the participant, broadcast as ``participant-updated``."""
+        assert isinstance(message, RaiseHand)
+        if p.hand == message.raised:
+            return
+        p.hand = message.raised
+        self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
+
+    def _on_reaction(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
+        """docs/signaling.md ``reaction``: to everyone, the sender included, within its own rate."""
+        assert isinstance(message, Reaction)
+        if not p.reactions.take(now):
+            raise SignalingError("rate-limited", "too many reactions", ref="reaction")
+        self._broadcast(p.room, ReactionMessage(p.id, message.emoji))
 
     def _require_host(self, p: _Participant, message: ClientMessage) -> None:
         if not p.host:
@@ -1208,6 +1242,8 @@ _JOINED_HANDLERS: dict[type, _Handler] = {
     Candidate: SignalingServer._on_relay,
     Chat: SignalingServer._on_chat,
     Media: SignalingServer._on_media,
+    RaiseHand: SignalingServer._on_hand,
+    Reaction: SignalingServer._on_reaction,
     Lock: SignalingServer._on_lock,
     Admit: SignalingServer._on_admit,
     Reject: SignalingServer._on_reject,

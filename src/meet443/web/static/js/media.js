@@ -53,7 +53,7 @@ export class LocalMedia {
     this.cameraTrack = null;
     this.screenTrack = null;
     this.audioEnabled = true;
-    this.selected = { audioinput: '', videoinput: '' };
+    this.selected = { audioinput: '', videoinput: '', audiooutput: '' };
     this.stream = new MediaStream(); // what the self tile and preview show
     this.error = null;
     if (navigator.mediaDevices && 'ondevicechange' in navigator.mediaDevices) {
@@ -187,6 +187,12 @@ export class LocalMedia {
    * microphone's mute state carries over. A camera that is off only remembers the choice.
    */
   async selectDevice(kind, deviceId) {
+    if (kind === 'audiooutput') {
+      // Nothing to capture: the view plays remote audio there (setSinkId).
+      this.selected.audiooutput = deviceId;
+      this.onDevices(this.devices, { ...this.selected });
+      return null;
+    }
     const previous = this.selected[kind];
     this.selected[kind] = deviceId;
     const audio = kind === 'audioinput';
@@ -247,6 +253,11 @@ export class LocalMedia {
   async handleDeviceChange() {
     await this.refreshDevices();
     if (!this.devices) return;
+    const speakers = this.selected.audiooutput;
+    if (speakers && !this.devices.audiooutput.some((d) => d.deviceId === speakers)) {
+      this.selected.audiooutput = ''; // unplugged headphones: back to the default output
+      this.onDevices(this.devices, { ...this.selected });
+    }
     for (const kind of ['audioinput', 'videoinput']) {
       const audio = kind === 'audioinput';
       const id = this.selected[kind];

@@ -9,11 +9,18 @@ import { cleanDisplayName, isValidRoomName, readParams, roomNameFromPath, sharea
 import { Mesh } from './peers.js';
 import { SfuSession } from './sfu.js';
 import { SignalingClient, TERMINAL_ERRORS, signalingUrl } from './signaling.js';
+import { AudioLevels, SpeakingDetector } from './levels.js';
+import { REACTIONS, dropKnock, expireReaction, receive } from './reducer.js';
+import { snapshot, trackInfo } from './snapshot.js';
 import { notify, onRender, state, streams, update } from './state.js';
 import { emptyInbound, summarize } from './stats.js';
 import { RoomView } from './ui.js';
 
 const STATS_INTERVAL_MS = 2_000;
+/** Level meter and speaking indicator refresh: fast enough to follow syllables, cheap enough. */
+const LEVELS_INTERVAL_MS = 100;
+/** The level meter's fall per interval (to a tenth in about a second). */
+const METER_DECAY = 0.8;
 /** While joining, give up (and say so, with a link to /check) after this many failed attempts. */
 const JOIN_ATTEMPTS = 5;
 
@@ -24,7 +31,11 @@ let signaling = null;
 let mesh = null;
 let sfu = null; // group rooms only: the two connections with the server's SFU
 let statsTimer = null;
-let serverPolicy = 'all';
+let iceConfig = null; // the RTCConfiguration from the last joined / ice-servers
+let view = null;
+let selfLevel = 0;
+const levels = new AudioLevels();
+const detector = new SpeakingDetector();
 
 const media = new LocalMedia({
   onTracks(tracks) {
@@ -82,7 +93,8 @@ const actions = {
   },
 
   toggleMic() {
-    const on = !state.local.audio;
+    // What the button shows: after a refused or missing microphone, the first click tries again.
+    const on = !(state.local.audio && state.local.hasAudio);
     update((s) => {
       s.local.audio = on;
     });
@@ -91,7 +103,7 @@ const actions = {
   },
 
   async toggleCam() {
-    const on = !state.local.video;
+    const on = !(state.local.video && state.local.hasVideo);
     update((s) => {
       s.local.video = on;
     });
@@ -124,6 +136,40 @@ const actions = {
     sendMediaState();
   },
 
+  raiseHand(raised = !state.local.hand) {
+    update((s) => {
+      s.local.hand = raised;
+      const me = s.participants[s.selfId];
+      if (me) me.hand = raised;
+    });
+    if (state.phase === 'in-call') signaling?.send({ type: 'hand', raised });
+  },
+
+  react(emoji) {
+    if (REACTIONS.includes(emoji)) signaling?.send({ type: 'reaction', emoji });
+    actions.toggleMoreMenu(false);
+  },
+
+  /** Show one tile large (a second click on the same one goes back to the automatic layout). */
+  pin(key) {
+    update((s) => {
+      s.pinned = s.pinned === key ? null : key;
+    });
+  },
+
+  toggleMoreMenu(open = !state.moreMenu) {
+    update((s) => {
+      s.moreMenu = open;
+      if (open) s.deviceMenu = false;
+    });
+  },
+
+  dismissInvite() {
+    update((s) => {
+      s.inviteDismissed = true;
+    });
+  },
+
   togglePanel(name) {
     actions.openPanel(state.panel === name ? null : name);
   },
@@ -145,6 +191,7 @@ const actions = {
   toggleDeviceMenu(open = !state.deviceMenu) {
     update((s) => {
       s.deviceMenu = open;
+      if (open) s.moreMenu = false;
     });
     if (open) media.refreshDevices();
   },
@@ -163,12 +210,12 @@ const actions = {
 
   admit(participantId) {
     signaling?.send({ type: 'admit', participantId });
-    dropKnock(participantId);
+    update((s) => dropKnock(s, participantId));
   },
 
   reject(participantId) {
     signaling?.send({ type: 'reject', participantId });
-    dropKnock(participantId);
+    update((s) => dropKnock(s, participantId));
   },
 
   kick(participantId) {
@@ -206,6 +253,15 @@ const actions = {
     }
   },
 
+  /** Phones: the system share sheet (messages, mail, …) with the meeting link. */
+  async shareLink() {
+    try {
+      await navigator.share({ title: `Meeting ${state.roomName}`, url: shareableUrl() });
+    } catch (err) {
+      if (err && err.name !== 'AbortError') actions.copyLink();
+    }
+  },
+
   audioBlocked(blocked) {
     update((s) => {
       s.audioBlocked = blocked;
@@ -230,6 +286,10 @@ function startCall() {
     s.links = {};
     s.screens = [];
     s.speaker = null;
+    s.speaking = [];
+    s.reactions = [];
+    s.pinned = null;
+    s.inviteDismissed = false;
     s.chat = [];
     s.unread = 0;
     s.signaling = 'connecting';
@@ -274,20 +334,23 @@ function finish(phase, failure = null) {
   closeSfu();
   clearInterval(statsTimer);
   for (const id of [...streams.keys()]) if (id !== 'self') streams.delete(id);
-  media.stopScreen();
-  if (phase !== 'failed') {
-    media.stopAll(); // the camera light goes off when the meeting is over
-    update((s) => {
-      s.local.hasAudio = s.local.hasVideo = false;
-      s.local.screen = false;
-    });
-  }
+  // The camera light goes off whenever the call screen does, a failure (room full) included;
+  // Rejoin opens the devices again.
+  media.stopAll();
+  update((s) => {
+    s.local.hasAudio = s.local.hasVideo = false;
+    s.local.screen = false;
+  });
   update((s) => {
     s.phase = phase;
     s.failure = failure;
     s.links = {};
     s.screens = [];
     s.speaker = null;
+    s.speaking = [];
+    s.reactions = [];
+    s.pinned = null;
+    s.moreMenu = false;
     s.knocks = [];
     s.signaling = 'closed';
     s.audioBlocked = false;
@@ -307,177 +370,56 @@ function onStatus(status, detail) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Server messages
+// Server messages: the reducer changes the state; here its effects are carried out.
 
 function onMessage(m) {
-  switch (m.type) {
-    case 'joined':
-      return onJoined(m);
-    case 'knocking':
-      return update((s) => {
-        s.phase = 'knocking';
-      });
-    case 'knock':
-      update((s) => {
-        if (!s.knocks.some((k) => k.participantId === m.participantId)) {
-          s.knocks.push({ participantId: m.participantId, displayName: m.displayName });
-        }
-      });
-      return notify(`${m.displayName} is asking to join.`);
-    case 'knock-cancelled':
-      return dropKnock(m.participantId);
-    case 'rejected':
-      return finish('rejected');
-    case 'participant-joined':
-      upsertParticipant(m.participant);
-      if (!isGroup()) mesh.add(m.participant.id, { polite: true }); // the newcomer offers
-      return notify(`${m.participant.displayName} joined.`);
-    case 'participant-updated':
-      return upsertParticipant(m.participant);
-    case 'participant-left':
-      return onParticipantLeft(m);
-    case 'offer':
-    case 'answer':
-    case 'candidate':
-      return mesh.handle(m);
-    case 'chat':
-      return addChat(m);
-    case 'room-updated': {
-      const was = state.room.locked;
-      update((s) => {
-        s.room = { ...s.room, ...m.room };
-      });
-      if (was !== !!m.room.locked) notify(m.room.locked ? 'The meeting is locked.' : 'The meeting is unlocked.');
-      return undefined;
-    }
-    case 'mute-request':
-      return onMuteRequest(m);
-    case 'kicked':
-      return finish('kicked');
-    case 'ended':
-      return finish('ended');
-    case 'ice-servers': {
-      const config = rtcConfiguration(m.iceServers, serverPolicy, params.relay);
+  let effects = [];
+  update((s) => {
+    effects = receive(s, m);
+  });
+  for (const effect of effects) run(effect);
+}
+
+function run(fx) {
+  switch (fx.type) {
+    case 'notify':
+      return notify(fx.text, fx.kind);
+    case 'finish':
+      return finish(fx.phase);
+    case 'connections':
+      mesh.removeAll();
+      return closeSfu();
+    case 'config': {
+      const config = rtcConfiguration(fx.iceServers, fx.policy, params.relay);
+      iceConfig = config;
       mesh.setConfig(config);
       return sfu?.setConfiguration(config);
     }
-    case 'publish-answer':
-    case 'subscribe-offer':
-    case 'tracks':
-    case 'speaker':
-      return sfu?.handle(m);
+    case 'mesh-add':
+      return mesh.has(fx.id) ? undefined : mesh.add(fx.id, { polite: fx.polite });
+    case 'mesh-remove':
+      return mesh.remove(fx.id);
+    case 'mesh-handle':
+      return mesh.handle(fx.message);
+    case 'mesh-prune': {
+      const present = new Set(fx.present);
+      for (const id of [...mesh.links.keys()]) if (!present.has(id)) mesh.remove(id);
+      return mesh.restartBroken();
+    }
+    case 'sfu-start':
+      return sfu ? undefined : startSfu(iceConfig);
+    case 'sfu':
+      return sfu?.handle(fx.message);
+    case 'send-media':
+      return sendMediaState();
+    case 'mute-self':
+      return fx.kind === 'audio' ? actions.toggleMic() : actions.toggleCam();
+    case 'expire-reaction':
+      return setTimeout(() => update((s) => expireReaction(s, fx.key)), fx.ms);
     case 'error':
-      return onError(m);
+      return onError(fx.message);
     default:
       return undefined;
-  }
-}
-
-function onJoined(m) {
-  const fresh = !m.resumed;
-  if (fresh) {
-    // A new identity: every connection starts over.
-    mesh.removeAll();
-    closeSfu();
-  }
-  serverPolicy = m.iceTransportPolicy === 'relay' ? 'relay' : 'all';
-  const config = rtcConfiguration(m.iceServers, serverPolicy, params.relay);
-  mesh.setConfig(config);
-  const present = new Set(m.participants.map((p) => p.id));
-  update((s) => {
-    s.phase = 'in-call';
-    s.selfId = m.selfId;
-    s.host = !!m.host;
-    s.room = { ...s.room, ...m.room };
-    if (fresh) {
-      s.participants = {};
-      s.order = [];
-      s.knocks = [];
-    } else {
-      for (const id of Object.keys(s.participants)) {
-        if (id !== m.selfId && !present.has(id)) delete s.participants[id];
-      }
-      s.order = s.order.filter((id) => id === m.selfId || present.has(id));
-    }
-    s.participants[m.selfId] = {
-      id: m.selfId,
-      displayName: s.displayName,
-      host: !!m.host,
-      audio: s.local.audio,
-      video: s.local.video,
-      screen: s.local.screen,
-      connected: true,
-      self: true,
-    };
-    if (!s.order.includes(m.selfId)) s.order.unshift(m.selfId);
-  });
-  for (const p of m.participants) upsertParticipant(p);
-  if (isGroup()) {
-    // Resumed: the server kept our SFU state, so the connections stay as they are.
-    if (!sfu) startSfu(config);
-    else sfu.setConfiguration(config);
-    for (const c of m.chat || []) addChat(c);
-    sendMediaState();
-    return;
-  }
-  for (const p of m.participants) {
-    // Fresh: everyone here came first, so we are impolite and offer. Resumed: anyone we did not
-    // know joined while we were away — they came later and will offer.
-    if (!mesh.has(p.id)) mesh.add(p.id, { polite: !fresh });
-  }
-  if (!fresh) {
-    for (const id of [...mesh.links.keys()]) if (!present.has(id)) mesh.remove(id);
-    mesh.restartBroken();
-  }
-  for (const c of m.chat || []) addChat(c);
-  sendMediaState();
-}
-
-function upsertParticipant(p) {
-  update((s) => {
-    const self = p.id === s.selfId;
-    const old = s.participants[p.id] || {};
-    s.participants[p.id] = { ...old, ...p, self };
-    if (self) {
-      s.host = !!p.host;
-      s.participants[p.id].displayName = p.displayName || s.displayName;
-    }
-    if (!s.order.includes(p.id)) s.order.push(p.id);
-  });
-}
-
-function onParticipantLeft(m) {
-  const p = state.participants[m.id];
-  mesh.remove(m.id);
-  update((s) => {
-    delete s.participants[m.id];
-    delete s.links[m.id]; // group rooms: the SFU hands this one's sections to others by itself
-    s.order = s.order.filter((id) => id !== m.id);
-  });
-  if (p) {
-    const why = { kicked: 'was removed', timeout: 'lost the connection' }[m.reason] || 'left';
-    notify(`${p.displayName} ${why}.`);
-  }
-}
-
-// Ordering and de-duplication by (epoch, seq) live in chat.js; after a server restart the old
-// messages stay and the new run's come after them.
-function addChat(m) {
-  update((s) => {
-    const chat = withChatMessage(s.chat, m);
-    if (!chat) return;
-    s.chat = chat;
-    if (m.from !== s.selfId && s.panel !== 'chat') s.unread += 1;
-  });
-}
-
-function onMuteRequest(m) {
-  if (m.kind === 'audio' && state.local.audio) {
-    actions.toggleMic();
-    notify('A host muted your microphone.', 'warn');
-  } else if (m.kind === 'video' && state.local.video) {
-    actions.toggleCam();
-    notify('A host turned off your camera.', 'warn');
   }
 }
 
@@ -492,12 +434,6 @@ function onError(m) {
   } else {
     console.warn('signaling error', m);
   }
-}
-
-function dropKnock(participantId) {
-  update((s) => {
-    s.knocks = s.knocks.filter((k) => k.participantId !== participantId);
-  });
 }
 
 function sendMediaState() {
@@ -531,6 +467,40 @@ function errorText(err) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Audio levels: the meter on one's own tile and the pre-join preview; who is speaking, measured
+// here for oneself and (in peer-to-peer rooms, where no server measures it) for everyone.
+
+function measureLevels() {
+  const keys = new Set();
+  if (['prejoin', 'in-call'].includes(state.phase)) {
+    levels.watch('self', media.stream);
+    keys.add('self');
+  }
+  if (state.phase === 'in-call' && !isGroup()) {
+    for (const [key, stream] of streams) {
+      if (key === 'self') continue;
+      levels.watch(key, stream);
+      keys.add(key);
+    }
+  }
+  levels.retain(keys);
+  const measured = levels.levels();
+  // The meter rises at once and falls back gently, as a VU meter does: short sounds stay visible.
+  const current = state.local.audio ? measured.get('self') || 0 : 0;
+  selfLevel = Math.max(current, selfLevel * METER_DECAY);
+  if (view) view.renderLevel(selfLevel);
+  const byParticipant = new Map();
+  for (const [key, level] of measured) byParticipant.set(key === 'self' ? state.selfId || 'self' : key, level);
+  if (!state.local.audio) byParticipant.delete(state.selfId || 'self');
+  const speaking = detector.update(byParticipant, performance.now());
+  if (speaking.join() !== state.speaking.join()) {
+    update((s) => {
+      s.speaking = speaking;
+    });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Group rooms
 
 function isGroup() {
@@ -557,11 +527,6 @@ function startSfu(config) {
       for (const [key, stream] of byTile) streams.set(key, stream);
       update((s) => {
         s.screens = [...byTile.keys()].filter((k) => k.endsWith(':screen')).map((k) => k.slice(0, -7));
-      });
-    },
-    onSpeaker(participantId) {
-      update((s) => {
-        s.speaker = participantId;
       });
     },
     onState() {
@@ -646,72 +611,13 @@ async function publicState({ detail = false } = {}) {
       });
     }
   }
-  const s = state;
-  return {
-    roomName: s.roomName,
-    mode: s.room.mode === 'group' ? 'group' : 'normal',
-    selfId: s.selfId,
-    phase: s.phase,
-    signaling: s.signaling,
-    host: s.host,
-    room: { ...s.room },
-    participants: s.order
-      .filter((id) => s.participants[id])
-      .map((id) => {
-        const p = s.participants[id];
-        return {
-          id,
-          displayName: p.displayName,
-          self: !!p.self,
-          host: !!p.host,
-          connected: p.connected !== false,
-          audio: !!p.audio,
-          video: !!p.video,
-          screen: !!p.screen,
-        };
-      }),
+  return snapshot(state, {
     connections,
-    ...(group ? { sfu: group, speaker: s.speaker } : {}),
-    knocks: s.knocks.map((k) => ({ ...k })),
-    chat: s.chat.map((c) => ({
-      epoch: c.epoch ?? null,
-      seq: c.seq ?? null,
-      from: c.from,
-      displayName: c.displayName,
-      text: c.text,
-      pending: !!c.pending,
-    })),
-    local: {
-      audio: s.local.audio,
-      video: s.local.video,
-      screen: s.local.screen,
-      hasAudio: s.local.hasAudio,
-      hasVideo: s.local.hasVideo,
-      error: s.local.error,
-      selected: { ...s.local.selected },
-      devices: {
-        audioinput: s.local.devices.audioinput.map((d) => ({ ...d })),
-        videoinput: s.local.devices.videoinput.map((d) => ({ ...d })),
-      },
-      audioTrack: trackInfo(media.audioTrack),
-      videoTrack: trackInfo(media.outgoingVideo),
-    },
-    failure: s.failure ? { ...s.failure } : null,
-  };
-}
-
-/** A track as plain data (for tests): which device it comes from and whether it still runs. */
-function trackInfo(track) {
-  if (!track) return null;
-  const settings = track.getSettings ? track.getSettings() : {};
-  return {
-    id: track.id,
-    kind: track.kind,
-    label: track.label,
-    deviceId: settings.deviceId || '',
-    enabled: track.enabled,
-    readyState: track.readyState,
-  };
+    group,
+    level: selfLevel,
+    audioTrack: trackInfo(media.audioTrack),
+    videoTrack: trackInfo(media.outgoingVideo),
+  });
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -752,7 +658,7 @@ function isEmbedded() {
 }
 
 async function boot() {
-  const view = new RoomView(actions);
+  view = new RoomView(actions);
   onRender((s) => view.render(s));
   const roomName = roomNameFromPath(window.location.pathname);
   update((s) => {
@@ -768,7 +674,7 @@ async function boot() {
     finish('failed', { code: 'unsupported' });
     return;
   }
-  for (const kind of ['audioinput', 'videoinput']) media.selected[kind] = storage.get(`meet443.${kind}`) || '';
+  for (const kind of ['audioinput', 'videoinput', 'audiooutput']) media.selected[kind] = storage.get(`meet443.${kind}`) || '';
   if (!params.autojoin) {
     update((s) => {
       s.phase = 'prejoin';
@@ -785,5 +691,8 @@ window.addEventListener('pagehide', () => {
   if (signaling && state.phase === 'in-call') signaling.leave();
 });
 
+setInterval(measureLevels, LEVELS_INTERVAL_MS);
+// Browsers start an AudioContext made without a click suspended; any click or key resumes it.
+for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => levels.resume(), { passive: true });
 window.meet443 = { state: publicState };
 boot();

@@ -122,16 +122,15 @@ export function preferVideoCodec(transceiver, name) {
 export class SfuSession {
   /**
    * send(msg) to the server; config is the RTCConfiguration (ice.js); tracks {audio, camera,
-   * screen}; onMedia(Map key -> MediaStream) whenever what a tile shows changed; onSpeaker(id|null);
+   * screen}; onMedia(Map key -> MediaStream) whenever what a tile shows changed;
    * onState() when a connection's ICE state changed; videoCodec ('vp8' | 'h264', params.js) is
    * what the camera and the screen share are sent in.
    */
-  constructor({ send, config, tracks, onMedia, onSpeaker, onState, videoCodec = 'vp8' }) {
+  constructor({ send, config, tracks, onMedia, onState, videoCodec = 'vp8' }) {
     this.send = send;
     this.videoCodec = videoCodec;
     this.config = config;
     this.onMedia = onMedia;
-    this.onSpeaker = onSpeaker;
     this.onState = onState;
     this.closed = false;
     this.tracks = { audio: null, camera: null, screen: null };
@@ -350,9 +349,6 @@ export class SfuSession {
           this.syncMedia();
           if (this.hidden) this.pauseVideos(); // the SFU resumes a section it gives to someone else
         });
-        break;
-      case 'speaker':
-        this.onSpeaker(m.participantId ?? null);
         break;
       default:
         break;

@@ -14,7 +14,8 @@ export const state = {
   // 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed'
   signaling: 'idle',
   reconnectAttempts: 0,
-  // id -> {id, displayName, host, audio, video, screen, connected, self}
+  iceTransportPolicy: 'all', // what the server asks for ('relay' with --force-relay)
+  // id -> {id, displayName, host, audio, video, screen, connected, hand, self}
   participants: {},
   order: [], // participant ids in the order they were first seen; self first
   knocks: [], // [{participantId, displayName}] (hosts only)
@@ -24,9 +25,10 @@ export const state = {
     audio: true,
     video: true,
     screen: false,
+    hand: false,
     error: null, // null | 'denied' | 'not-found' | 'in-use' | 'unsupported' | 'screen-failed'
     devices: { audioinput: [], videoinput: [], audiooutput: [] },
-    selected: { audioinput: '', videoinput: '' },
+    selected: { audioinput: '', videoinput: '', audiooutput: '' },
     hasAudio: false,
     hasVideo: false,
   },
@@ -35,6 +37,12 @@ export const state = {
   links: {},
   screens: [], // group rooms: ids of participants whose screen share we receive (a tile of its own)
   speaker: null, // group rooms: the dominant speaker's id, as the SFU measures it
+  speaking: [], // peer-to-peer rooms (and self everywhere): ids whose audio this page hears now
+  reactions: [], // [{key, participantId, emoji}] shown over tiles for a few seconds
+  reactionSeq: 0,
+  pinned: null, // a tile key (participant id or `<id>:screen`) shown large; null: automatic
+  moreMenu: false, // the overflow menu of the control bar is open
+  inviteDismissed: false, // the "invite others" card was closed
   failure: null, // {code, message} when joining failed or the meeting ended for us
   notice: null, // {text, kind: 'info' | 'warn'} — a transient toast
   audioBlocked: false, // autoplay refused to play remote audio until the user clicks

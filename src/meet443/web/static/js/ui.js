@@ -2,10 +2,27 @@
 // They never keep state of their own beyond DOM nodes keyed by participant id (so a <video> is
 // not recreated, and does not flicker, on every render). All user input goes to `actions`.
 
+import { linkParts } from './links.js';
+import { shareableUrl } from './params.js';
 import { streams } from './state.js';
 import { pathLabel } from './stats.js';
 
 const $ = (id) => document.getElementById(id);
+
+/** Output device choice needs HTMLMediaElement.setSinkId (Chromium, Firefox 116+; not Safari). */
+const CAN_CHOOSE_SPEAKERS = typeof HTMLMediaElement !== 'undefined' && 'setSinkId' in HTMLMediaElement.prototype;
+
+/**
+ * Google Meet's shortcuts (Ctrl or ⌘): a person who knows them there finds them here. The tooltips
+ * and aria-keyshortcuts in room.html name them.
+ */
+const SHORTCUTS = [
+  { key: 'd', alt: false, action: (a) => a.toggleMic() },
+  { key: 'e', alt: false, action: (a) => a.toggleCam() },
+  { key: 'h', alt: true, action: (a) => a.raiseHand() },
+  { key: 'c', alt: true, action: (a) => a.togglePanel('chat') },
+  { key: 'p', alt: true, action: (a) => a.togglePanel('people') },
+];
 
 function show(el, visible) {
   if (el.hidden === visible) el.hidden = !visible;
@@ -127,9 +144,41 @@ export class RoomView {
       $(`${kind}-select`).addEventListener('change', (e) => a.selectDevice(kind, e.target.value));
       $(`call-${kind}-select`).addEventListener('change', (e) => a.selectDevice(kind, e.target.value));
     }
+    $('audiooutput-select').addEventListener('change', (e) => a.selectDevice('audiooutput', e.target.value));
+    $('call-audiooutput-select').addEventListener('change', (e) => a.selectDevice('audiooutput', e.target.value));
     $('ctl-devices').addEventListener('click', () => a.toggleDeviceMenu());
-    document.addEventListener('keydown', (e) => {
-      if (e.key === 'Escape' && !$('device-menu').hidden) a.toggleDeviceMenu(false);
+    $('ctl-hand').addEventListener('click', () => a.raiseHand());
+    $('ctl-more').addEventListener('click', () => a.toggleMoreMenu());
+    $('menu-hand').addEventListener('click', () => {
+      a.raiseHand();
+      a.toggleMoreMenu(false);
+    });
+    $('menu-screen').addEventListener('click', () => {
+      a.toggleMoreMenu(false);
+      a.toggleScreen();
+    });
+    $('menu-people').addEventListener('click', () => {
+      a.toggleMoreMenu(false);
+      a.togglePanel('people');
+    });
+    $('menu-copy').addEventListener('click', () => {
+      a.toggleMoreMenu(false);
+      a.copyLink();
+    });
+    $('menu-devices').addEventListener('click', () => a.toggleDeviceMenu(true));
+    for (const button of document.querySelectorAll('#more-menu .reaction')) {
+      button.addEventListener('click', () => a.react(button.dataset.emoji));
+    }
+    $('invite-close').addEventListener('click', () => a.dismissInvite());
+    $('invite-copy').addEventListener('click', () => a.copyLink());
+    $('invite-share').addEventListener('click', () => a.shareLink());
+    document.addEventListener('keydown', (e) => this.onKey(e));
+    // A tap outside an open menu closes it, as on every phone.
+    document.addEventListener('pointerdown', (e) => {
+      if (!$('more-menu').hidden && !e.target.closest('#more-menu, #ctl-more')) a.toggleMoreMenu(false);
+      if (!$('device-menu').hidden && !e.target.closest('#device-menu, #ctl-devices, #menu-devices')) {
+        a.toggleDeviceMenu(false);
+      }
     });
     $('chat-form').addEventListener('submit', (e) => {
       e.preventDefault();
@@ -146,11 +195,39 @@ export class RoomView {
         const button = e.target.closest('button[data-action]');
         if (!button) return;
         const { action, id: pid, kind } = button.dataset;
-        if (action === 'admit') a.admit(pid);
+        const tile = button.closest('.tile');
+        if (action === 'pin') a.pin(tile.dataset.id);
+        else if (action === 'fullscreen') fullscreen(tile);
+        else if (action === 'admit') a.admit(pid);
         else if (action === 'reject') a.reject(pid);
         else if (action === 'kick') a.kick(pid);
         else if (action === 'mute') a.muteParticipant(pid, kind);
       });
+    }
+  }
+
+  onKey(e) {
+    if (e.key === 'Escape') {
+      if (!$('device-menu').hidden) this.actions.toggleDeviceMenu(false);
+      if (!$('more-menu').hidden) {
+        this.actions.toggleMoreMenu(false);
+        $('ctl-more').focus();
+      }
+      return;
+    }
+    if (!(e.ctrlKey || e.metaKey) || e.shiftKey || document.body.dataset.phase !== 'in-call') return;
+    const shortcut = SHORTCUTS.find((k) => k.key === e.key.toLowerCase() && k.alt === e.altKey);
+    if (!shortcut) return;
+    e.preventDefault(); // Ctrl+D would bookmark the page, Ctrl+E search
+    shortcut.action(this.actions);
+  }
+
+  /** The microphone level (0..1) on one's own tile, the microphone button and the preview. */
+  renderLevel(level) {
+    // Speech RMS rarely passes 0.3; scale so that talking fills most of the bar.
+    const value = String(Math.min(1, level * 4).toFixed(2));
+    for (const el of [$('pre-level'), $('ctl-mic'), this.selfLevel]) {
+      if (el && el.style.getPropertyValue('--level') !== value) el.style.setProperty('--level', value);
     }
   }
 
@@ -171,7 +248,9 @@ export class RoomView {
     if (s.phase === 'prejoin') this.renderPrejoin(s);
     if (statusVisible) this.renderStatus(s);
     if (inCall) {
+      setText($('call-title'), `Meeting ${s.roomName}`);
       this.renderGrid(s);
+      this.renderInvite(s);
       this.renderSidebar(s);
       this.renderControls(s);
     } else if (this.tiles.size) {
@@ -222,9 +301,10 @@ export class RoomView {
     show($('preview-off'), !camOn);
     setText($('preview-avatar'), initials(s.displayName));
     setText($('preview-off-text'), s.local.video && !s.local.hasVideo ? 'No camera' : 'Camera is off');
-    this.renderToggle($('pre-mic'), s.local.audio && s.local.hasAudio, 'microphone');
-    this.renderToggle($('pre-cam'), s.local.video && s.local.hasVideo, 'camera');
+    this.renderToggle($('pre-mic'), s.local.audio && s.local.hasAudio);
+    this.renderToggle($('pre-cam'), s.local.video && s.local.hasVideo);
     for (const kind of ['audioinput', 'videoinput']) this.renderDeviceSelect(kind, s);
+    this.renderSpeakers(s, $('audiooutput-select'));
     const err = $('media-error');
     setText(err, s.local.error ? MEDIA_ERRORS[s.local.error] || MEDIA_ERRORS.unsupported : '');
     show(err, !!s.local.error);
@@ -246,10 +326,17 @@ export class RoomView {
     select.disabled = list.length === 0;
   }
 
-  renderToggle(button, on, what) {
+  /** The label stays ("Microphone"); aria-pressed says whether it is on, the colour shows it. */
+  renderToggle(button, on) {
     button.setAttribute('aria-pressed', String(on));
     button.classList.toggle('off', !on);
-    button.title = on ? `Turn ${what} off` : `Turn ${what} on`;
+  }
+
+  /** The speakers list, where the browser can play to a chosen device and lists more than one. */
+  renderSpeakers(s, select) {
+    const list = s.local.devices.audiooutput;
+    show(select.closest('.speakers-field'), CAN_CHOOSE_SPEAKERS && list.length > 0);
+    if (CAN_CHOOSE_SPEAKERS && list.length) this.renderDeviceSelect('audiooutput', s, select);
   }
 
   renderStatus(s) {
@@ -298,14 +385,49 @@ export class RoomView {
       else this.renderTile(tile, p, s);
     });
     grid.dataset.count = String(Math.min(entries.length, 9));
+    // Presenter layout: a pinned tile, else the newest screen share, large; the others in a strip.
+    const featured = keys.has(s.pinned) ? s.pinned : [...entries].reverse().find((e) => e.screen || isScreenTile(s, e))?.key;
+    grid.classList.toggle('spotlight', !!featured && entries.length > 1);
+    for (const [key, tile] of this.tiles) {
+      tile.el.classList.toggle('featured', key === featured && entries.length > 1);
+      const pinned = key === s.pinned;
+      tile.pin.setAttribute('aria-pressed', String(pinned));
+      tile.pin.title = pinned ? 'Unpin' : 'Pin (show large)';
+    }
+    this.renderReactions(s);
+  }
+
+  /** Reactions float over their sender's tile; the newest one shows. */
+  renderReactions(s) {
+    const latest = new Map();
+    for (const r of s.reactions) latest.set(r.participantId, r);
+    for (const [key, tile] of this.tiles) {
+      const r = key.endsWith(':screen') ? null : latest.get(key);
+      show(tile.reaction, !!r);
+      if (r && tile.reaction.dataset.key !== r.key) {
+        tile.reaction.dataset.key = r.key;
+        tile.reaction.textContent = r.emoji;
+        // Restart the float-up animation for a new reaction of the same person.
+        tile.reaction.classList.remove('pop');
+        void tile.reaction.offsetWidth;
+        tile.reaction.classList.add('pop');
+      }
+    }
   }
 
   makeTile(key, id = key) {
     const el = $('tile-template').content.firstElementChild.cloneNode(true);
     el.dataset.id = key;
     el.classList.add(hueClass(id));
+    const fullscreenButton = el.querySelector('.tile-full');
+    show(fullscreenButton, canFullscreen(el));
     return {
       el,
+      pin: el.querySelector('.tile-pin'),
+      full: fullscreenButton,
+      hand: el.querySelector('.tile-hand'),
+      level: el.querySelector('.tile-level'),
+      reaction: el.querySelector('.tile-reaction'),
       video: el.querySelector('.tile-video'),
       audio: el.querySelector('.tile-audio'),
       avatar: el.querySelector('.avatar'),
@@ -325,14 +447,23 @@ export class RoomView {
     if (sfuCamera) videoOn = !!p.video && !!stream && stream.getVideoTracks().length > 0;
     tile.el.classList.toggle('self', !!p.self);
     tile.el.classList.toggle('screen', !!p.screen && !sfuCamera);
-    tile.el.classList.toggle('speaking', s.room.mode === 'group' && !!s.speaker && s.speaker === p.id);
+    const speaking = (!!s.speaker && s.speaker === p.id) || s.speaking.includes(p.id);
+    tile.el.classList.toggle('speaking', speaking && (p.self ? s.local.audio : p.audio !== false));
     tile.el.classList.toggle('video-off', !videoOn);
     tile.el.classList.toggle('away', p.connected === false);
     this.attach(tile.video, stream, true);
-    if (!p.self) this.attachAudio(tile.audio, stream);
+    if (!p.self) {
+      this.attachAudio(tile.audio, stream);
+      this.routeAudio(tile.audio, s.local.selected.audiooutput);
+    }
     setText(tile.avatar, initials(p.displayName));
     setText(tile.name, p.self ? `${p.displayName} (you)` : p.displayName + (p.host ? ' · host' : ''));
     show(tile.mic, p.self ? !s.local.audio : p.audio === false);
+    show(tile.hand, p.self ? s.local.hand : !!p.hand);
+    tile.el.classList.toggle('hand', p.self ? s.local.hand : !!p.hand);
+    show(tile.level, !!p.self && s.local.audio && s.local.hasAudio);
+    if (p.self) this.selfLevel = tile.el.querySelector('.tile-level .level-bar');
+    this.labelTools(tile, p.self ? 'yourself' : p.displayName);
     const link = s.links[p.id];
     const label = link ? pathLabel(link) : null;
     show(tile.badge, !p.self && !!label);
@@ -351,9 +482,33 @@ export class RoomView {
     this.attach(tile.video, streams.get(`${p.id}:screen`), true);
     setText(tile.avatar, initials(p.displayName));
     setText(tile.name, `${p.displayName} · screen`);
+    this.labelTools(tile, `${p.displayName}'s screen`);
     show(tile.mic, false);
+    show(tile.hand, false);
+    show(tile.level, false);
     show(tile.badge, false);
     show(tile.state, false);
+  }
+
+  labelTools(tile, whose) {
+    tile.pin.setAttribute('aria-label', `Pin ${whose}`);
+    tile.full.setAttribute('aria-label', `Full screen: ${whose}`);
+    tile.full.title = 'Full screen';
+  }
+
+  /** Play a remote participant's audio on the chosen speakers (the default device: ''). */
+  routeAudio(audio, sinkId) {
+    if (!CAN_CHOOSE_SPEAKERS || (audio.dataset.sink || '') === sinkId) return;
+    audio.dataset.sink = sinkId;
+    audio.setSinkId(sinkId).catch((err) => console.warn('speakers not switched', err));
+  }
+
+  /** "You're the only one here": the link to share, while nobody else came. */
+  renderInvite(s) {
+    const alone = s.order.filter((id) => s.participants[id]).length === 1;
+    show($('invite'), alone && !s.inviteDismissed && !s.embedded);
+    setText($('invite-url'), shareableUrl());
+    show($('invite-share'), typeof navigator.share === 'function');
   }
 
   attach(video, stream, wanted) {
@@ -386,6 +541,7 @@ export class RoomView {
       tile.el.remove();
     }
     this.tiles.clear();
+    this.selfLevel = null;
   }
 
   renderSidebar(s) {
@@ -411,7 +567,7 @@ export class RoomView {
     const stick = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
     const wanted = new Set();
     s.chat.forEach((m, index) => {
-      const key = m.clientMessageId || `seq-${m.seq}`;
+      const key = m.clientMessageId || `${m.epoch}-${m.seq}`;
       wanted.add(key);
       let li = this.chatNodes.get(key);
       if (!li) {
@@ -435,7 +591,7 @@ export class RoomView {
       setText(li.querySelector('.chat-from'), mine ? 'You' : m.displayName || 'Someone');
       const time = m.ts ? new Date(m.ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : 'sending…';
       setText(li.querySelector('time'), time);
-      setText(li.querySelector('.chat-text'), m.text); // text, never HTML
+      renderChatText(li.querySelector('.chat-text'), m.text);
       if (log.children[index] !== li) log.insertBefore(li, log.children[index] || null);
     });
     for (const [key, li] of this.chatNodes) {
@@ -490,17 +646,35 @@ export class RoomView {
   }
 
   renderControls(s) {
-    this.renderToggle($('ctl-mic'), s.local.audio && s.local.hasAudio, 'microphone');
-    this.renderToggle($('ctl-cam'), (s.local.video && s.local.hasVideo) || s.local.screen, 'camera');
-    const screen = $('ctl-screen');
-    screen.setAttribute('aria-pressed', String(s.local.screen));
-    screen.classList.toggle('active', s.local.screen);
-    screen.title = s.local.screen ? 'Stop sharing' : 'Share your screen';
-    screen.hidden = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
+    this.renderToggle($('ctl-mic'), s.local.audio && s.local.hasAudio);
+    this.renderToggle($('ctl-cam'), (s.local.video && s.local.hasVideo) || s.local.screen);
+    const canShare = !!(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
+    for (const screen of [$('ctl-screen'), $('menu-screen')]) {
+      screen.setAttribute('aria-pressed', String(s.local.screen));
+      screen.classList.toggle('active', s.local.screen);
+      screen.classList.toggle('unsupported', !canShare); // phones cannot share their screen
+    }
+    for (const hand of [$('ctl-hand'), $('menu-hand')]) {
+      hand.setAttribute('aria-pressed', String(s.local.hand));
+      hand.classList.toggle('active', s.local.hand);
+    }
     $('ctl-chat').setAttribute('aria-pressed', String(s.panel === 'chat'));
     $('ctl-people').setAttribute('aria-pressed', String(s.panel === 'people'));
-    show($('unread'), s.unread > 0 && s.panel !== 'chat');
-    show($('knock-dot'), s.host && s.knocks.length > 0 && s.panel !== 'people');
+    const unread = s.panel === 'chat' ? 0 : s.unread;
+    setText($('unread'), unread > 99 ? '99+' : String(unread));
+    show($('unread'), unread > 0);
+    setText($('unread-text'), unread ? `${unread} unread ${unread === 1 ? 'message' : 'messages'}` : '');
+    const knocking = s.host && s.knocks.length > 0 && s.panel !== 'people';
+    show($('knock-dot'), knocking);
+    show($('more-dot'), knocking);
+    show($('menu-knock'), knocking);
+    $('ctl-more').setAttribute('aria-expanded', String(s.moreMenu));
+    show($('more-menu'), s.moreMenu);
+    if (s.moreMenu !== this.moreShown) {
+      this.moreShown = s.moreMenu;
+      // Keyboard and screen-reader users land in the menu they opened.
+      if (s.moreMenu) document.querySelector('#more-menu .reaction').focus();
+    }
     this.renderDeviceMenu(s);
   }
 
@@ -510,6 +684,7 @@ export class RoomView {
     show($('device-menu'), s.deviceMenu);
     if (!s.deviceMenu) return;
     for (const kind of ['audioinput', 'videoinput']) this.renderDeviceSelect(kind, s, $(`call-${kind}-select`));
+    this.renderSpeakers(s, $('call-audiooutput-select'));
   }
 
   renderToast(s) {
@@ -518,6 +693,44 @@ export class RoomView {
     toast.classList.toggle('warn', !!s.notice && s.notice.kind === 'warn');
     show(toast, !!s.notice);
     show($('audio-unlock'), s.audioBlocked && s.phase === 'in-call');
+  }
+}
+
+/** A chat message's text: plain text nodes, and <a> for http(s) links (never HTML from the sender). */
+function renderChatText(el, text) {
+  if (el.dataset.text === text) return;
+  el.dataset.text = text;
+  el.replaceChildren(
+    ...linkParts(text).map((part) => {
+      if (!part.href) return document.createTextNode(part.text);
+      const a = document.createElement('a');
+      a.href = part.href;
+      a.textContent = part.text;
+      a.target = '_blank';
+      a.rel = 'noopener noreferrer';
+      return a;
+    }),
+  );
+}
+
+function isScreenTile(s, entry) {
+  // Peer-to-peer rooms send a screen share instead of the camera, on the sharer's own tile.
+  const p = s.participants[entry.id];
+  return s.room.mode !== 'group' && !!p && !!p.screen && !p.self;
+}
+
+function canFullscreen(el) {
+  return !!(document.fullscreenEnabled && el.requestFullscreen) || !!el.querySelector('video').webkitEnterFullscreen;
+}
+
+/** One tile full screen (Escape or the browser's control ends it); iOS can only do it with the video. */
+function fullscreen(tile) {
+  if (document.fullscreenElement) {
+    document.exitFullscreen().catch(() => {});
+  } else if (document.fullscreenEnabled && tile.requestFullscreen) {
+    tile.requestFullscreen().catch((err) => console.warn('full screen refused', err));
+  } else {
+    tile.querySelector('video').webkitEnterFullscreen();
   }
 }
 
