@@ -141,20 +141,28 @@ async def create_group_meeting(port: int, context: ssl.SSLContext, key: str) -> 
     return str(meeting["roomUrl"]).rstrip("/").rsplit("/", 1)[-1]
 
 
-async def join_group_room(port: int, context: ssl.SSLContext, room: str) -> dict[str, object]:
-
+async def join_group_room_and_allocate(port: int, context: ssl.SSLContext, room: str) -> str:
+    """Joins ``room`` over WSS and, while still in it, allocates with the TURN credentials that
+    ``joined`` carries (they stop working once the participant leaves: docs/signaling.md)."""
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session,
         session.ws_connect(f"wss://{HOST}:{port}/v1/ws", ssl=context) as socket,
     ):
         await socket.send_json({"type": "join", "v": 1, "room": room, "displayName": "first run"})
-        message = await socket.receive_json(timeout=TIMEOUT)
+        joined = await socket.receive_json(timeout=TIMEOUT)
+        if joined.get("type") != "joined":
+            raise StepFailed(f"join answered with {joined}")
+        if joined["room"].get("mode") != "group":
+            raise StepFailed(f"the room is not a group room: {joined['room']}")
+        print(
+            f"ok   WSS join to a group room: room {room}, {len(joined['iceServers'])} ICE servers", flush=True
+        )
+        try:
+            relayed = await turn_allocate(port, *turn_credentials(joined))
+        except StepFailed as error:
+            raise StepFailed(f"TURN Allocate over UDP with the joined credentials: {error}") from None
         await socket.send_json({"type": "leave"})
-    if message.get("type") != "joined":
-        raise StepFailed(f"join answered with {message}")
-    if message["room"].get("mode") != "group":
-        raise StepFailed(f"the room is not a group room: {message['room']}")
-    return dict(message)
+    return relayed
 
 
 def turn_credentials(joined: dict[str, object]) -> tuple[str, str]:
@@ -196,24 +204,17 @@ async def check_serve(port: int, data_dir: Path, meet443: Path) -> None:
             raise StepFailed(f"status {status}, {kind}, {len(body)} bytes")
         return f"{len(body)} bytes of {kind}"
 
-    joined: dict[str, object] = {}
-
-    async def group_join() -> str:
+    async def group_join_and_allocate() -> str:
         key = await asyncio.to_thread(create_api_key, meet443)
         room = await create_group_meeting(port, context, key)
-        joined.update(await join_group_room(port, context, room))
-        return f"room {room}, {len(joined['iceServers'])} ICE servers"  # type: ignore[arg-type]
-
-    async def allocate() -> str:
-        return await turn_allocate(port, *turn_credentials(joined))
+        return await join_group_room_and_allocate(port, context, room)
 
     await run_steps(
         [
             ("HTTPS GET /healthz", healthz),
             ("HTTPS meeting page", meeting_page),
             ("STUN Binding over UDP", lambda: stun_binding(port)),
-            ("WSS join to a group room", group_join),
-            ("TURN Allocate over UDP with the joined credentials", allocate),
+            ("WSS join to a group room, then a TURN Allocate over UDP while in it", group_join_and_allocate),
         ]
     )
 
