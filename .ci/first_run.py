@@ -154,15 +154,12 @@ async def join_group_room_and_allocate(port: int, context: ssl.SSLContext, room:
             raise StepFailed(f"join answered with {joined}")
         if joined["room"].get("mode") != "group":
             raise StepFailed(f"the room is not a group room: {joined['room']}")
-        print(
-            f"ok   WSS join to a group room: room {room}, {len(joined['iceServers'])} ICE servers", flush=True
-        )
         try:
             relayed = await turn_allocate(port, *turn_credentials(joined))
         except StepFailed as error:
             raise StepFailed(f"TURN Allocate over UDP with the joined credentials: {error}") from None
         await socket.send_json({"type": "leave"})
-    return relayed
+    return f"room {room}, {len(joined['iceServers'])} ICE servers; TURN {relayed}"
 
 
 def turn_credentials(joined: dict[str, object]) -> tuple[str, str]:
