@@ -364,6 +364,7 @@ function onMessage(m) {
     case 'subscribe-offer':
     case 'tracks':
     case 'speaker':
+    case 'republish':
       return sfu?.handle(m);
     case 'error':
       return onError(m);
