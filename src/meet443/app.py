@@ -23,7 +23,7 @@ from meet443.aio.signaling import SignalingService
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import MainUdpProtocol, RelayPool, TurnService
-from meet443.config import ServeConfig
+from meet443.config import ServeConfig, ip_literal_warning
 from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
@@ -238,5 +238,7 @@ def serve(config: ServeConfig) -> int:
         stream=sys.stderr,
     )
     logger.info("meet443 starting: %s", config.redacted())
+    if (warning := ip_literal_warning(config.public_url)) is not None:
+        logger.warning("%s", warning)
     uvloop.run(run(config))
     return 0
