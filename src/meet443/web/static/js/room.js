@@ -4,6 +4,7 @@
 
 import { rtcConfiguration } from './ice.js';
 import { GROUP_VIDEO_CONSTRAINTS, LocalMedia } from './media.js';
+import { watchMediaPaths } from './mediapath.js';
 import { cleanDisplayName, isValidRoomName, readParams, roomNameFromPath, shareableUrl } from './params.js';
 import { Mesh } from './peers.js';
 import { SfuSession } from './sfu.js';
@@ -709,6 +710,7 @@ async function publicState({ detail = false } = {}) {
       videoTrack: trackInfo(media.outgoingVideo),
     },
     failure: s.failure ? { ...s.failure } : null,
+    mediaProblem: s.mediaProblem ? { ...s.mediaProblem } : null,
   };
 }
 
@@ -798,4 +800,5 @@ window.addEventListener('pagehide', () => {
 });
 
 window.meet443 = { state: publicState };
+watchMediaPaths(() => ({ mesh, sfu }));
 boot();

@@ -36,6 +36,8 @@ export const state = {
   screens: [], // group rooms: ids of participants whose screen share we receive (a tile of its own)
   speaker: null, // group rooms: the dominant speaker's id, as the SFU measures it
   failure: null, // {code, message} when joining failed or the meeting ended for us
+  // {headline, advice, connections} while some connection has had no media path for long (mediapath.js)
+  mediaProblem: null,
   notice: null, // {text, kind: 'info' | 'warn'} — a transient toast
   audioBlocked: false, // autoplay refused to play remote audio until the user clicks
   panel: null, // null | 'chat' | 'people'
