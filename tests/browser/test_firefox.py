@@ -18,6 +18,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +70,7 @@ class Site:
     chromium: BrowserPool
     firefox: FirefoxBrowser
     client_ifaces: tuple[str, str]
+    workdir: Path
 
     def apply(self, policy: FirewallPolicy) -> None:
         self.rt.load_nft(corporate_ruleset(TABLE, self.client_ifaces, policy))
@@ -103,7 +105,7 @@ def site(
         ).start()
         with hosts_file(c1, {HOST_NAME: BY_NAME}), hosts_file(c2, {HOST_NAME: BY_NAME}):
             firefox = FirefoxBrowser(c2, browser_pki, work)
-            site = Site(lab, c1, c2, rt, by_ip, by_name, browsers, firefox, (l1.a_dev, l2.a_dev))
+            site = Site(lab, c1, c2, rt, by_ip, by_name, browsers, firefox, (l1.a_dev, l2.a_dev), work)
             site.apply(FirewallPolicy("open", everything=True))
             try:
                 yield site
@@ -303,6 +305,9 @@ def test_firefox_behind_a_tls_only_firewall_with_an_ip_address_url_is_told_why(
         " return box.hidden ? null : [box.innerText, box.querySelector('a').getAttribute('href')]; })()"
     )
     assert shown is not None and shown[1] == "/check" and "Firefox cannot use" in shown[0], shown
+    tile = fox.target.evaluate("document.querySelector('#grid .tile:not(.self) .tile-state').textContent")
+    assert tile == "Can't connect", tile
+    fox.page.screenshot(str(site.workdir / "firefox-cannot-connect.png"))
     # Ann (Chromium) has a relay, but nothing reaches Fox: her page says so too, naming him.
     ann_problem = wait_until(lambda: ann.state()["mediaProblem"], 20, what="Ann told")
     assert ann_problem["headline"] == "Can't connect to Fox.", ann_problem
@@ -324,3 +329,4 @@ def test_firefox_behind_a_tls_only_firewall_with_an_ip_address_url_is_told_why(
     row = check.target.evaluate("document.querySelector('tr[data-check=\"turn-tls\"] .result').textContent")
     assert row == "not used by Firefox at an IP address", row
     assert "Firefox" in result["summary"] and result["best_path"] == "none", result
+    check.page.screenshot(str(site.workdir / "firefox-check.png"))
