@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-packages=(chromium coturn nftables iproute2 libnss3-tools openssl curl procps tinyproxy janus nodejs python3-venv python3-dev gcc)
+packages=(chromium firefox-esr coturn nftables iproute2 libnss3-tools openssl curl procps tinyproxy janus nodejs python3-venv python3-dev gcc)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,8 +17,10 @@ if ! command -v npm >/dev/null; then
   apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
 MEET443_EXTRAS=".[test]" bash scripts/install.sh
-# Test-only JavaScript (axe-core for the accessibility audit), exactly as package-lock.json pins it.
+# Test-only JavaScript, exactly as the lock files pin it: axe-core for the accessibility audit, and
+# puppeteer-core, which drives Debian's firefox-esr over WebDriver BiDi (no browser download).
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+(cd tests/browser/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 # coturn, tinyproxy and janus start system services on install; the tests and the benchmark start
 # their own, inside namespaces.
 systemctl disable --now coturn tinyproxy janus >/dev/null 2>&1 || true

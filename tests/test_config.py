@@ -18,6 +18,7 @@ from meet443.config import (
     add_serve_arguments,
     default_public_url,
     discover_public_ip,
+    ip_literal_warning,
     load_data_dir,
     load_serve_config,
     turn_uris_for,
@@ -131,6 +132,16 @@ class TestDerivedNames:
 
     def test_explicit_realm(self, data_dir: Path) -> None:
         assert load(data_dir, "--realm", "example.org").realm == "example.org"
+
+    def test_an_ip_address_as_public_url_is_warned_about(self) -> None:
+        """Firefox ignores turns: at an IP literal: only a host name serves TLS-only networks."""
+        warning = ip_literal_warning("https://192.0.2.7")
+        assert warning is not None
+        assert (
+            "turns:192.0.2.7" in warning and "Firefox" in warning and "--public-url https://<name>" in warning
+        )
+        assert "turns:[2001:db8::2]" in (ip_literal_warning("https://[2001:db8::2]:8443") or "")
+        assert ip_literal_warning("https://meet.example.org") is None
 
     def test_shared_helper(self) -> None:
         assert turn_uris_for("https://[2001:db8::2]:9000/room", 9000) == [

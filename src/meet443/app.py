@@ -25,7 +25,7 @@ from meet443.aio.node import Directory, NodeService
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
-from meet443.config import ServeConfig, turn_uris_for
+from meet443.config import ServeConfig, ip_literal_warning, turn_uris_for
 from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
@@ -339,5 +339,7 @@ def serve(config: ServeConfig) -> int:
     )
     logger.info("meet443 starting: %s", config.redacted())
     check_descriptor_limit(config, raise_descriptor_limit())
+    if (warning := ip_literal_warning(config.public_url)) is not None:
+        logger.warning("%s", warning)
     uvloop.run(run(config))
     return 0

@@ -51,6 +51,7 @@ __all__ = [
     "add_serve_arguments",
     "default_public_url",
     "discover_public_ip",
+    "ip_literal_warning",
     "load_config_from_arguments",
     "load_data_dir",
     "load_serve_config",
@@ -491,6 +492,27 @@ def turn_uris_for(public_url: str, port: int) -> list[str]:
         f"turn:{host}:{port}?transport=tcp",
         f"turns:{host}:{port}?transport=tcp",
     ]
+
+
+def ip_literal_warning(public_url: str) -> str | None:
+    """What to tell the operator when the public URL's host is an IP address, else None.
+
+    TURN URIs take their host from the public URL, and Firefox silently ignores ``turns:`` URIs
+    whose host is an IP literal (measured with Firefox ESR 153: no candidate, no error). Behind a
+    firewall that passes only TLS on 443, TURN over TLS is the one media path, so Firefox users
+    there cannot connect.
+    """
+    host = _url_host(public_url)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (
+        f"the public URL {public_url} is an IP address: Firefox does not use TURN over TLS "
+        f"(turns:{_host_for_uri(host)}) at an IP address, so Firefox users behind firewalls that pass only "
+        "TLS on 443 cannot connect. Give the server a host name: --public-url https://<name> "
+        "(and a certificate for it)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------

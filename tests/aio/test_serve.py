@@ -329,6 +329,8 @@ class TestProcess:
         assert f"listening on udp {HOST}:{live.port}" in log
         assert f"listening on tcp {HOST}:{live.port}" in log
         assert SECRET not in log and PASSWORD not in log
+        # The default public URL is https://<public IP>: Firefox users behind TLS-only firewalls lose.
+        assert f"WARNING meet443: the public URL https://{HOST}:{live.port} is an IP address" in log
 
     def test_metrics_on_their_own_address_only(self, tmp_path: Path, echo_peer: EchoPeer) -> None:
         metrics_port = free_port()

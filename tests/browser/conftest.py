@@ -25,7 +25,9 @@ from lab.pki import LabPki, make_test_pki  # noqa: E402
 from .lab_extra import BrowserPool, browser_tools_missing, nss_home  # noqa: E402
 
 #: Every address a server of these tests listens on; all must be in the certificate.
-SERVER_IPS = ("10.200.61.1", "10.200.73.2", "127.0.0.1")
+SERVER_IPS = ("10.200.61.1", "10.200.73.2", "10.200.73.3", "127.0.0.1")
+#: The host names servers of these tests are reached by (through the clients' hosts files).
+SERVER_NAMES = ("localhost", "meet.lab443.test")
 
 
 def require_lab() -> None:
@@ -43,7 +45,7 @@ def require_lab() -> None:
 @pytest.fixture(scope="package")
 def browser_pki(tmp_path_factory: pytest.TempPathFactory) -> LabPki:
     require_lab()
-    return make_test_pki(tmp_path_factory.mktemp("browser-pki"), ips=SERVER_IPS)
+    return make_test_pki(tmp_path_factory.mktemp("browser-pki"), ips=SERVER_IPS, dns=SERVER_NAMES)
 
 
 @pytest.fixture(scope="package")

@@ -13,15 +13,18 @@ test CA, `meet443 serve` as the server under test, and the "corporate firewall" 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import itertools
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,8 @@ CHROMIUM_FLAGS = (
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 )
+FIREFOX = "/usr/bin/firefox-esr"
+FIREFOX_DRIVER = Path(__file__).with_name("firefox") / "driver.mjs"
 NETNS_ENV = "MEET443_CHROMIUM_NETNS"
 WRAPPER = f"""#!/bin/sh
 # Playwright starts this instead of Chromium: the browser runs inside the lab namespace ${NETNS_ENV}.
@@ -69,6 +74,15 @@ def browser_tools_missing() -> str | None:
     return None
 
 
+def firefox_tools_missing() -> str | None:
+    """Why the Firefox tests cannot run here, or None."""
+    if shutil.which(FIREFOX) is None or shutil.which("node") is None:
+        return f"missing {FIREFOX} or node (apt-get install firefox-esr nodejs)"
+    if not (FIREFOX_DRIVER.parent / "node_modules" / "puppeteer-core").is_dir():
+        return f"puppeteer-core is not installed: cd {FIREFOX_DRIVER.parent} && npm ci (scripts/test.sh does)"
+    return None
+
+
 def chromium_wrapper(directory: Path) -> Path:
     path = directory / "chromium-netns.sh"
     path.write_text(WRAPPER)
@@ -78,7 +92,13 @@ def chromium_wrapper(directory: Path) -> Path:
 
 def nss_home(pki: LabPki, directory: Path) -> Path:
     """A $HOME whose NSS database trusts the lab CA for TLS servers (what Chromium on Linux reads)."""
-    nssdb = directory / ".pki" / "nssdb"
+    trust_lab_ca(directory / ".pki" / "nssdb", pki)
+    return directory
+
+
+def trust_lab_ca(nssdb: Path, pki: LabPki) -> None:
+    """A new NSS database in `nssdb` (Chromium's ~/.pki/nssdb, or a Firefox profile) that trusts
+    the lab CA to identify TLS servers."""
     nssdb.mkdir(parents=True, exist_ok=True)
     db = f"sql:{nssdb}"
     for argv in (
@@ -86,7 +106,6 @@ def nss_home(pki: LabPki, directory: Path) -> Path:
         ["certutil", "-d", db, "-A", "-t", "C,,", "-n", "meet443-lab-ca", "-i", str(pki.ca)],
     ):
         subprocess.run(argv, check=True, capture_output=True, timeout=30)
-    return directory
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,11 +123,14 @@ class Meet443Web:
     workdir: Path
     relay_ports: tuple[int, int] = (50000, 50999)
     extra: Sequence[str] = ()
+    #: A host name for the public URL (and so the TURN URIs) instead of the address; the clients
+    #: resolve it through their namespace's hosts file (`hosts_file`).
+    name: str | None = None
     proc: Proc | None = field(default=None, init=False)
 
     @property
     def origin(self) -> str:
-        return f"https://{self.host}" + ("" if self.port == 443 else f":{self.port}")
+        return f"https://{self.name or self.host}" + ("" if self.port == 443 else f":{self.port}")
 
     def argv(self) -> list[str]:
         data = self.workdir / "data"
@@ -161,6 +183,42 @@ class Meet443Web:
         )
         status, headers, body = json.loads(done.stdout)
         return status, headers, body
+
+
+def create_meeting(web: Meet443Web, room_mode: str) -> str:
+    """``POST /v1/meetings`` (with an API key made for the purpose) from the server's namespace;
+    the meeting's ``roomUrl``."""
+    data = web.workdir / "data"
+    key = web.ns.run([sys.executable, "-m", "meet443", "api-key", "create", "--data-dir", str(data)])
+    token = key.stdout.split()[0]  # the key is the first line; the rest is advice
+    code = (
+        "import json, ssl, sys, urllib.request\n"
+        "ctx = ssl.create_default_context(cafile=sys.argv[2])\n"
+        "body = json.dumps({'endDate': sys.argv[5], 'roomMode': sys.argv[3]}).encode()\n"
+        "req = urllib.request.Request(sys.argv[1], body, {'Authorization': 'Bearer ' + sys.argv[4],"
+        " 'Content-Type': 'application/json'})\n"
+        "print(urllib.request.urlopen(req, context=ctx, timeout=10).read().decode())\n"
+    )
+    url = f"https://{web.host}" + ("" if web.port == 443 else f":{web.port}") + "/v1/meetings"
+    end = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = web.ns.run([sys.executable, "-c", code, url, str(web.pki.ca), room_mode, token, end])
+    return str(json.loads(done.stdout)["roomUrl"])
+
+
+@contextlib.contextmanager
+def hosts_file(ns: Namespace, names: dict[str, str]) -> Iterator[None]:
+    """``/etc/netns/<ns>/hosts`` (name -> address), which ``ip netns exec`` mounts over /etc/hosts
+    for every process started in `ns` afterwards, and a resolv.conf without a reachable server
+    (Chromium otherwise waits 13 s on each lookup). Removed again afterwards."""
+    directory = Path("/etc/netns") / ns.name
+    directory.mkdir(parents=True, exist_ok=False)
+    try:
+        lines = ["127.0.0.1 localhost", *(f"{address} {name}" for name, address in names.items())]
+        (directory / "hosts").write_text("\n".join(lines) + "\n")
+        (directory / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        yield
+    finally:
+        shutil.rmtree(directory)
 
 
 def server_route_exists(web: Meet443Web, via: Namespace, path: str = "/v1/ws") -> bool:
@@ -378,6 +436,146 @@ class Participant:
             self.context.close()
 
 
+# --------------------------------------------------------------------------------------------------
+# Firefox
+
+
+class FirefoxBrowser:
+    """Debian's firefox-esr inside a namespace, driven over WebDriver BiDi by ``firefox/driver.mjs``
+    (puppeteer-core, installed by ``npm ci`` in scripts/test.sh; no browser download).
+
+    The node driver itself runs inside the namespace: puppeteer reaches Firefox over a WebSocket on
+    that namespace's 127.0.0.1. It reads commands as JSON lines on stdin and answers on stdout; the
+    profile trusts the lab CA through its own NSS database (certutil), as a person's would after
+    importing it. Closing stdin closes the browser; the process is then waited for by its PID.
+    """
+
+    def __init__(self, ns: Namespace, pki: LabPki, workdir: Path) -> None:
+        self.ns = ns
+        profile = workdir / f"firefox-profile-{ns.name}"
+        trust_lab_ca(profile, pki)
+        self.log_path = workdir / f"firefox-{ns.name}.log"
+        self._stderr = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            ns.exec_argv(["node", FIREFOX_DRIVER, FIREFOX, profile]),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+        )
+        self._ids = itertools.count(1)
+        self._answers: dict[int, dict[str, Any]] = {}
+        self._logs: dict[str, list[str]] = {}
+        self._ready = threading.Event()
+        self._done = threading.Condition()
+        self.version = ""
+        self._reader = threading.Thread(target=self._read, name=f"firefox-{ns.name}", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(60):
+            self.close()
+            raise LabError(f"firefox did not start in {ns.name}: {self.log_path.read_text()[-2000:]}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            message = json.loads(line)
+            if message.get("ready"):
+                self.version = message["version"]
+                self._ready.set()
+            elif message.get("event") == "console":
+                self._logs.get(message["page"], []).append(message["text"])
+            else:
+                with self._done:
+                    self._answers[message["id"]] = message
+                    self._done.notify_all()
+        with self._done:
+            self._done.notify_all()
+
+    def call(self, op: str, timeout_s: float = 30, **args: Any) -> Any:
+        """Run one driver command and return its value; a failure raises with the driver's message."""
+        assert self.proc.stdin is not None
+        request_id = next(self._ids)
+        self.proc.stdin.write(json.dumps({"id": request_id, "op": op, **args}) + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout_s
+        with self._done:
+            while request_id not in self._answers:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise LabError(f"firefox {op}: no answer ({self.log_path.read_text()[-1000:]})")
+                self._done.wait(left)
+            answer = self._answers.pop(request_id)
+        if "error" in answer:
+            raise LabError(f"firefox {op}: {answer['error']}")
+        return answer["value"]
+
+    def new_page(self, name: str, log: list[str]) -> FirefoxPage:
+        self._logs[name] = log
+        self.call("open", page=name, width=960, height=600)
+        return FirefoxPage(self, name)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+@dataclass
+class FirefoxPage:
+    """One page of a `FirefoxBrowser`, with the few calls of Playwright's page the tests use."""
+
+    browser: FirefoxBrowser
+    name: str
+
+    def goto(self, url: str) -> int | None:
+        status: int | None = self.browser.call("goto", page=self.name, url=url)
+        return status
+
+    def evaluate(self, expression: str) -> Any:
+        """An expression evaluated in the page (BiDi's script.evaluate, which the page's CSP does
+        not restrict); a promise is awaited."""
+        return self.browser.call("evaluate", page=self.name, expression=expression)
+
+    def add_init_script(self, source: str) -> None:
+        self.browser.call("initScript", page=self.name, source=source)
+
+    def screenshot(self, path: str) -> None:
+        self.browser.call("screenshot", page=self.name, path=path)
+
+    def inner_text(self, selector: str) -> str:
+        text: str = self.evaluate(f"document.querySelector({json.dumps(selector)}).innerText")
+        return text
+
+
+class FirefoxParticipant(Participant):
+    """A `Participant` in Firefox: a page in a browser context of its own (own fake media)."""
+
+    def __init__(self, browser: FirefoxBrowser, name: str, log: list[str]) -> None:
+        self.name = name
+        self.page = browser.new_page(f"{name}-{next(_firefox_pages)}", log)
+        self.target = self.page
+
+    def open(self, url: str) -> Participant:
+        self.page.goto(url)
+        return self
+
+    def close(self) -> None:
+        with contextlib.suppress(LabError):
+            self.page.browser.call("closePage", page=self.page.name)
+
+
+_firefox_pages = itertools.count(1)
+
+
 def wait_until(
     check: Callable[[], Any], timeout_s: float, interval: float = 0.5, what: str | Callable[[], str] = "it"
 ) -> Any:
@@ -489,14 +687,19 @@ __all__ = [
     "SCREENS",
     "TILES",
     "BrowserPool",
+    "FirefoxBrowser",
+    "FirefoxParticipant",
     "FirewallPolicy",
     "Lab",
     "Meet443Web",
     "Participant",
     "browser_tools_missing",
     "corporate_ruleset",
+    "create_meeting",
     "default_route",
     "enable_forwarding",
+    "firefox_tools_missing",
+    "hosts_file",
     "ipv4_only",
     "lab_prefix",
     "media_flowing",

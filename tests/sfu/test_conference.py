@@ -27,6 +27,7 @@ from meet443.proto.signaling.messages import (
     ErrorMessage,
     Publish,
     PublishAnswer,
+    Republish,
     Resubscribe,
     SubscribeAnswer,
     SubscribeOffer,
@@ -271,6 +272,48 @@ class TestGroupCall:
         second = room.last(bob, SubscribeOffer)
         assert isinstance(second, SubscribeOffer)
         assert sfu_ice(second.sdp) != sfu_ice(first.sdp)
+
+
+AIORTC_VIDEO_FORMATS = "UDP/TLS/RTP/SAVPF 97 98 99 100 101 102"
+
+
+def answered_video(answer: PublishAnswer) -> list[str]:
+    video = next(m for m in SessionDescription.parse(answer.sdp).media if m.kind == "video")
+    return [c.mime_subtype for c in video.codecs() if c.mime_subtype != "rtx"]
+
+
+class TestVideoCodecPerRoom:
+    """docs/signaling.md "Group rooms": nobody is sent a codec their answer did not accept; a room
+    with such a subscriber falls back to a codec everyone decodes, by asking for a new offer."""
+
+    def test_a_subscriber_without_h264_makes_the_h264_publisher_send_vp8_until_it_leaves(
+        self, room: Room
+    ) -> None:
+        alice, fox = room.join("alice", 40001), room.join("fox", 40002)
+        h264_first = alice.publish_offer().replace(
+            AIORTC_VIDEO_FORMATS, "UDP/TLS/RTP/SAVPF 99 100 101 102 97 98"
+        )
+        alice.publish_offer = lambda: h264_first  # type: ignore[method-assign]
+        assert answered_video(room.publish(alice))[0] == "h264", "nobody has answered yet"
+        offer = room.last(fox, SubscribeOffer)
+        assert isinstance(offer, SubscribeOffer)
+        firefox = fox.subscribe_answer(offer.sdp).replace(
+            "UDP/TLS/RTP/SAVPF 96 97 102 103", "UDP/TLS/RTP/SAVPF 96 97"
+        )
+        room.deliver(room.sfu.request(ROOM, "fox", SubscribeAnswer(firefox), room.now))
+        assert [m for m in alice.inbox if isinstance(m, Republish)] == [Republish()]
+        assert answered_video(room.publish(alice)) == ["vp8", "h264"]
+        # Firefox leaves: the room goes back to the publisher's first choice.
+        room.deliver(room.sfu.leave(ROOM, "fox", room.now))
+        assert len([m for m in alice.inbox if isinstance(m, Republish)]) == 2
+        assert answered_video(room.publish(alice))[0] == "h264"
+
+    def test_subscribers_that_decode_everything_ask_for_nothing(self, room: Room) -> None:
+        alice, bob = room.join("alice", 40001), room.join("bob", 40002)
+        room.publish(alice)
+        room.subscribe(bob)
+        room.deliver(room.sfu.leave(ROOM, "bob", room.now))
+        assert not [m for m in alice.inbox if isinstance(m, Republish)]
 
 
 class TestDataPath:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from meet443.proto.sdp.attributes import Direction, Fingerprint, SetupRole
 from meet443.proto.sdp.description import SessionDescription
 from meet443.proto.sdp.negotiation import URI_MID, URI_RID, URI_TRANSPORT_CC, LocalTransport, build_answer
-from meet443.sfu.descriptions import PUBLISH_POLICY, SUBSCRIBER_PROFILE, published_tracks, subscriber_offer
+from meet443.sfu.descriptions import (
+    PUBLISH_POLICY,
+    SUBSCRIBER_PROFILE,
+    accepted_codecs,
+    published_tracks,
+    publisher_video_codecs,
+    subscriber_offer,
+)
 from meet443.sfu.tracks import Slot, TrackCodec
 
 FIXTURES = Path(__file__).parents[1] / "proto" / "sdp" / "fixtures"
@@ -99,3 +107,45 @@ def test_subscriber_offer_without_nack() -> None:
     assert {c.mime_subtype for c in video.codecs()} == {"vp8", "h264"}
     for codec in video.codecs():
         assert ("nack", None) not in codec.feedback and ("nack", "pli") in codec.feedback
+
+
+def test_publisher_video_codecs_in_the_offerers_order() -> None:
+    """RFC 3264 §6.1: the offer's order is the publisher's preference; only codecs the SFU takes."""
+    text = (FIXTURES / "aiortc_offer.sdp").read_text()
+    assert publisher_video_codecs(SessionDescription.parse(text)) == ("vp8", "h264")
+    h264_first = text.replace(
+        "m=video 49795 UDP/TLS/RTP/SAVPF 97 98 99 100 101 102",
+        "m=video 49795 UDP/TLS/RTP/SAVPF 99 100 101 102 97 98",
+    )
+    offer = SessionDescription.parse(h264_first)
+    assert publisher_video_codecs(offer) == ("h264", "vp8")
+    # The SFU answers in the order its plan gives: a browser sends the answer's first codec.
+    answer = build_answer(
+        offer, LOCAL, session_id=1, policy=replace(PUBLISH_POLICY, video_codecs=("vp8", "h264"))
+    )
+    video = next(m for m in answer.media if m.kind == "video")
+    assert [c.mime_subtype for c in video.codecs()][:3] == ["vp8", "rtx", "h264"]
+
+
+def test_accepted_codecs_read_by_the_sfus_payload_types() -> None:
+    """Firefox without H.264 answers the subscribe offer's video sections with VP8 (and RTX) only."""
+    slots = [
+        Slot("a0", "audio", 1111, None, "p2", "0", "microphone"),
+        Slot("v0", "video", 2222, 3333, "p2", "1", "camera"),
+        Slot("v1", "video", 4444, 5555, None, None, None),
+    ]
+    offer = str(
+        subscriber_offer(LOCAL, slots, cname="sfu", session_id=7, session_version=2, setup=SetupRole.ACTPASS)
+    )
+    chromium = SessionDescription.parse(offer)
+    assert accepted_codecs(chromium) == {"audio": {"opus"}, "video": {"vp8", "h264"}}
+    firefox = SessionDescription.parse(
+        offer.replace("UDP/TLS/RTP/SAVPF 96 97 102 103", "UDP/TLS/RTP/SAVPF 96 97")
+    )
+    assert accepted_codecs(firefox) == {"audio": {"opus"}, "video": {"vp8"}}
+    one_section = SessionDescription.parse(
+        offer.replace("UDP/TLS/RTP/SAVPF 96 97 102 103", "UDP/TLS/RTP/SAVPF 96 97", 1)
+    )
+    assert accepted_codecs(one_section)["video"] == {"vp8"}, "what every video section kept"
+    audio_only = SessionDescription.parse(offer.split("m=video", maxsplit=1)[0])
+    assert accepted_codecs(audio_only) == {"audio": {"opus"}}

@@ -197,6 +197,34 @@ class TestRfc7667Forwarding:
         room.rtp("alice", packet)
         assert media(room.rtp("alice", packet), "bob") == []
 
+    def test_a_subscriber_is_sent_only_the_codecs_its_answer_accepted(self) -> None:
+        """RFC 3264 §6.1: Firefox without H.264 answers VP8 only; an H.264 publisher's packets
+        reach Bob (both) but never Carol, and once the publisher sends VP8 both get it."""
+        room = three_in_a_room()
+        assert room.router.set_decodable("carol", frozenset({"opus", "vp8"}), room.clock.now) == []
+        h264 = TrackCodec("h264", 102, 90000)
+        room.publish(
+            "alice", PublishedTrack("cam", "video", "camera", (h264, VP8), (0xA1,)), microphone(0xA0)
+        )
+        idr = bytes(RtpPacket(102, 1, 3000, 0xA1, bytes((0x65, 0x88, 0x80)), True))  # RFC 6184: NAL type 5
+        out = room.rtp("alice", idr)
+        assert [p.payload_type for p in media(out, "bob")] == [125]
+        assert media(out, "carol") == []
+        assert room.router.counters.dropped["codec_not_negotiated"] == 1
+        out = room.rtp("alice", vp8(0xA1, 2, key=True))
+        assert [p.payload_type for p in media(out, "carol")] == [120]
+
+    def test_a_slot_that_can_forward_again_asks_for_a_keyframe(self) -> None:
+        room = three_in_a_room()
+        room.router.set_decodable("bob", frozenset({"opus"}), room.clock.now)  # no video section yet
+        assert media(room.rtp("alice", vp8(0xA1, 1, key=True)), "bob") == []
+        room.clock.now += 1  # past the keyframe requester's throttle
+        out = room.router.set_decodable("bob", frozenset({"opus", "vp8"}), room.clock.now)
+        assert any(
+            isinstance(p, PictureLossIndication) and p.media_ssrc == 0xA1 for p in feedback(out, "alice")
+        )
+        assert media(room.rtp("alice", vp8(0xA1, 2, key=True)), "bob") != []
+
     def test_rtx_from_the_publisher_fills_a_gap(self) -> None:
         """RFC 4588 §4: the original inside the publisher's RTX packet is forwarded in its place."""
         room = three_in_a_room()

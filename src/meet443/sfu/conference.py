@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from meet443.exceptions import ParseError, ProtocolError
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom
@@ -37,6 +37,7 @@ from meet443.proto.signaling.messages import (
     Pause,
     Publish,
     PublishAnswer,
+    Republish,
     Resubscribe,
     ServerMessage,
     SfuRequest,
@@ -47,7 +48,15 @@ from meet443.proto.signaling.messages import (
     Tracks,
 )
 from meet443.proto.stun.message import Message
-from meet443.sfu.descriptions import PUBLISH_POLICY, SUBSCRIBER_PROFILE, published_tracks, subscriber_offer
+from meet443.sfu.codecs import VideoCodecPlan
+from meet443.sfu.descriptions import (
+    PUBLISH_POLICY,
+    SUBSCRIBER_PROFILE,
+    accepted_codecs,
+    published_tracks,
+    publisher_video_codecs,
+    subscriber_offer,
+)
 from meet443.sfu.events import DominantSpeaker, RouterEvent, SlotsAssigned, SlotsGrown
 from meet443.sfu.router import Router, RouterCounters
 from meet443.sfu.tracks import Outgoing, PcRole, Slot
@@ -149,6 +158,7 @@ class Conference:
         self.last_n = last_n
         self.mux = IceLiteMux(token_bytes)
         self.routers: dict[str, Router] = {}
+        self.codec_plans: dict[str, VideoCodecPlan] = {}
         self._members: dict[tuple[str, str], _Member] = {}
         self._by_ice: dict[str, _PeerConnection] = {}
         self._connecting: set[_PeerConnection] = set()
@@ -184,6 +194,7 @@ class Conference:
                     token_bytes=self._token_bytes, last_n=self.last_n, nack=self.nack
                 )
                 router.counters = self.router_counters  # one set of totals for the metrics
+                self.codec_plans[room] = VideoCodecPlan()
             self._handle(room, router.add_participant(participant, SUBSCRIBER_PROFILE, now), now)
             return out
         try:
@@ -214,8 +225,10 @@ class Conference:
             if connection is not None:
                 self._close(connection, now)
         self._handle(room, self.routers[room].remove_participant(participant, now), now)
+        self._republish(room, self.codec_plans[room].remove(participant))
         if not any(key[0] == room for key in self._members):
             del self.routers[room]
+            del self.codec_plans[room]
         return out
 
     def _on_publish(self, member: _Member, message: Publish, now: float) -> None:
@@ -230,12 +243,13 @@ class Conference:
         if connection.dtls is None:
             connection.dtls = self._dtls(connection, DtlsRole.SERVER, remote.fingerprints)
         member.publish_version += 1
+        order = self.codec_plans[member.room].answer_order(member.id, publisher_video_codecs(offer))
         answer = build_answer(
             offer,
             self._local(connection),
             session_id=self._session_id,
             session_version=member.publish_version,
-            policy=PUBLISH_POLICY,
+            policy=replace(PUBLISH_POLICY, video_codecs=order) if order else PUBLISH_POLICY,
         )
         tracks = published_tracks(offer, answer, message.sources)
         member.tracks = len(tracks)
@@ -257,8 +271,26 @@ class Conference:
             if role is DtlsRole.CLIENT:
                 connection.dtls.start(now)  # sent once ICE gives us an address
         member.offer_in_flight = False
+        kept = accepted_codecs(answer)
+        room = member.room
+        self._handle(
+            room, self.routers[room].set_decodable(member.id, frozenset().union(*kept.values()), now), now
+        )
+        if "video" in kept:
+            self._republish(room, self.codec_plans[room].subscriber_decodes(member.id, kept["video"]))
         if member.offer_wanted:
             self._offer(member, now)
+
+    def _republish(self, room: str, publishers: Iterable[str]) -> None:
+        """Ask publishers for a new offer: the SFU's answer would now put another video codec first."""
+        for publisher in publishers:
+            member = self._members.get((room, publisher))
+            if member is not None:
+                sending = self.codec_plans[room].sending(publisher)
+                logger.info(
+                    "room %s: %s is to stop sending %s; asking for a new offer", room, publisher, sending
+                )
+                self._signal(member, Republish())
 
     def _on_resubscribe(self, member: _Member, now: float) -> None:
         connection = member.subscribe

@@ -5,6 +5,9 @@
   codecs with their payload types (RFC 8866 ``rtpmap``, RFC 4588 ``apt``), SSRCs (RFC 5576) or RIDs
   (RFC 8853 ``a=simulcast``, lowest first as browsers order their encodings) and header extension
   ids (RFC 8285).
+* :func:`publisher_video_codecs` and :func:`accepted_codecs` read what
+  :class:`~meet443.sfu.codecs.VideoCodecPlan` weighs: the video codecs a publisher offers, in its
+  order, and those a subscriber's answer kept.
 * :func:`subscriber_offer` writes the offer of a subscribe connection from the router's slots. Its
   payload types and extension ids are the SFU's own (:data:`SUBSCRIBER_PROFILE`), the same for every
   subscriber and every publisher behind a slot, so a slot can change hands without renegotiation:
@@ -29,6 +32,7 @@ from meet443.proto.sdp.negotiation import (
     MediaPolicy,
     SendSection,
     build_subscriber_offer,
+    offered_codecs,
 )
 from meet443.sfu.tracks import PublishedTrack, Slot, SubscriberProfile, TrackCodec
 
@@ -135,6 +139,31 @@ def _recv_rids(section: MediaDescription) -> tuple[str, ...]:
     if simulcast is None:
         return ()
     return tuple(stream[0].rid for stream in simulcast.recv if stream)
+
+
+def publisher_video_codecs(offer: SessionDescription) -> tuple[str, ...]:
+    """RFC 3264 §6.1: the video codecs of a publish offer that the SFU takes, in the offerer's order
+    (its sections in turn: a camera and a screen share come from one client's preferences)."""
+    found: list[str] = []
+    for media in offer.media:
+        if media.kind == "video" and not media.rejected:
+            found += [name for name in offered_codecs(media, PUBLISH_POLICY) if name not in found]
+    return tuple(found)
+
+
+def accepted_codecs(answer: SessionDescription) -> dict[str, frozenset[str]]:
+    """RFC 3264 §6.1: per media kind, the codecs of :data:`SUBSCRIBER_PROFILE` (lower-case names)
+    that every accepted section of that kind in a subscriber's answer kept; a kind without such a
+    section is absent. The answer's formats are a subset of the SFU's offer, with its payload
+    types (RFC 8829 §5.3.1), so they are read by number."""
+    names = {pt: name for name, pt, _ in SUBSCRIBER_PROFILE.payload_types}
+    kept: dict[str, frozenset[str]] = {}
+    for media in answer.media:
+        if media.rejected or media.kind not in ("audio", "video"):
+            continue
+        found = frozenset(names[pt] for pt in media.payload_types if pt in names)
+        kept[media.kind] = kept[media.kind] & found if media.kind in kept else found
+    return kept
 
 
 def subscriber_offer(

@@ -275,6 +275,7 @@ class _Participant:
     __slots__ = (
         "budget",
         "codecs",
+        "decodable",
         "extensions",
         "keyframes",
         "mid_ids",
@@ -298,6 +299,8 @@ class _Participant:
         self.rtcp_ssrc = rtcp_ssrc
         self.keyframes = KeyframeRequester(rtcp_ssrc)
         self.codecs = {name.lower(): pt for name, pt, _ in profile.payload_types}
+        #: The codecs its subscribe answer accepted (None: all of the profile, until it answers).
+        self.decodable: frozenset[str] | None = None
         self.rtx_pts = {pt: rtx for _, pt, rtx in profile.payload_types if rtx is not None and profile.rtx}
         self.extensions = dict(profile.extensions)
         self.tracks: dict[str, _Track] = {}
@@ -420,6 +423,24 @@ class Router:
     def slots(self, participant: str) -> list[Slot]:
         """The subscriber's slots in creation order: the order of its subscribe PC's m-sections."""
         return [slot.view() for slot in self._participants[participant].slots]
+
+    def set_decodable(self, participant: str, codecs: frozenset[str], now: float) -> list[Outgoing]:
+        """RFC 3264 §6.1: the subscriber's answer accepted only ``codecs`` (lower-case names): no
+        packet of another codec is forwarded to it. A slot that can forward again needs a keyframe."""
+        member = self._participants.get(participant)
+        if member is None or member.decodable == codecs:
+            return []
+        member.decodable = codecs
+        out: list[Outgoing] = []
+        for slot in member.slots:
+            track = slot.track
+            if track is None:
+                continue
+            before = slot.pt_map
+            slot.pt_map = _payload_map(track, member)
+            if slot.pt_map.keys() - before.keys():
+                out += self._subscriber_wants_keyframe(member, slot.ssrc, now)
+        return out
 
     def set_paused(
         self, participant: str, mid: str, paused: bool, now: float
@@ -937,12 +958,7 @@ class Router:
         if track is None:
             return
         track.slots.append(slot)
-        codecs = slot.owner.codecs
-        slot.pt_map = {
-            pt: codecs[codec.name.lower()]
-            for pt, codec in track.media_pts.items()
-            if codec.name.lower() in codecs
-        }
+        slot.pt_map = _payload_map(track, slot.owner)
         slot.ext_table = _extension_table(track.info.extensions, slot.owner.extensions)
         slot.rewriter.clock_rate = track.clock_rate
         slot.selector = SimulcastSelector(tuple(range(1, len(track.layers) + 1)))
@@ -1089,6 +1105,16 @@ class Router:
 
 
 # --- header extensions, in place ---------------------------------------------------------------------
+
+
+def _payload_map(track: _Track, subscriber: _Participant) -> dict[int, int]:
+    """Publisher's payload type -> the subscriber's, for the codecs the subscriber decodes."""
+    codecs, decodable = subscriber.codecs, subscriber.decodable
+    return {
+        pt: codecs[name]
+        for pt, codec in track.media_pts.items()
+        if (name := codec.name.lower()) in codecs and (decodable is None or name in decodable)
+    }
 
 
 def _extension_table(published: Sequence[tuple[str, int]], negotiated: dict[str, int]) -> bytes:

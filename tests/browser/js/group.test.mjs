@@ -125,10 +125,10 @@ const CAPABILITIES = [
 const describe = (codecs) =>
   codecs.map((c) => `${c.mimeType.slice(6)}${/profile-level-id=(\w+)/.exec(c.sdpFmtpLine || '')?.[1] || ''}`);
 
-test('videoCodec=h264 offers packetization-mode 1 Constrained Baseline, then Baseline, and rtx', () => {
+test('videoCodec=h264 offers packetization-mode 1 Constrained Baseline, then Baseline, VP8 and rtx', () => {
   const ordered = preferredVideoCodecs(CAPABILITIES, 'h264');
-  // Nothing else: the SFU would answer VP8 first, and the browser would send that.
-  assert.deepEqual(describe(ordered), ['H26442e01f', 'H26442001f', 'rtx']);
+  // VP8 after H.264: the SFU answers it first while someone in the room cannot decode H.264.
+  assert.deepEqual(describe(ordered), ['H26442e01f', 'H26442001f', 'VP8', 'rtx']);
   assert.ok(ordered.every((c) => CAPABILITIES.includes(c)), 'only what the browser has');
 });
 

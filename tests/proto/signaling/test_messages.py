@@ -41,6 +41,7 @@ from meet443.proto.signaling.messages import (
     Reject,
     RelayedCandidate,
     RelayedOffer,
+    Republish,
     Resubscribe,
     RoomInfo,
     SubscribeAnswer,
@@ -366,6 +367,9 @@ class TestServerMessages:
             "message": "no",
         }
         assert json.loads(encode(ErrorMessage("not-host", "no", "kick")))["ref"] == "kick"
+
+    def test_republish_has_no_fields(self) -> None:
+        assert json.loads(encode(Republish())) == {"type": "republish"}
 
     def test_participant_left(self) -> None:
         assert json.loads(encode(ParticipantLeft("p", "timeout"))) == {

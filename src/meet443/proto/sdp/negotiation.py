@@ -291,8 +291,20 @@ def _answer_section(
     return section
 
 
+def offered_codecs(media: MediaDescription, policy: MediaPolicy = DEFAULT_POLICY) -> tuple[str, ...]:
+    """RFC 3264 §6.1: the codecs of an offered section that the SFU takes, in the offerer's order
+    of preference (lower-case names, each once)."""
+    names = policy.audio_codecs if media.kind == "audio" else policy.video_codecs
+    found: list[str] = []
+    for codec in media.codecs():
+        name = codec.mime_subtype
+        if name in names and name not in found and _usable(codec):
+            found.append(name)
+    return tuple(found)
+
+
 def _select_codecs(media: MediaDescription, policy: MediaPolicy) -> list[Codec]:
-    """Our preference order; one payload type per codec name, then the RTX formats repairing them."""
+    """The policy's preference order; one payload type per codec name, then the RTX formats repairing them."""
     offered = media.codecs()
     names = policy.audio_codecs if media.kind == "audio" else policy.video_codecs
     chosen: list[Codec] = []

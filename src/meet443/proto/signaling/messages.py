@@ -540,6 +540,11 @@ class Tracks(_ServerBase, tag="tracks", frozen=True):
     tracks: list[SfuTrack]
 
 
+class Republish(_ServerBase, tag="republish", frozen=True):
+    """The SFU would answer the publish connection differently now (another video codec, so that
+    every subscriber decodes it): send a new ``publish`` offer."""
+
+
 class Speaker(_ServerBase, tag="speaker", frozen=True):
     """The room's dominant speaker changed (RFC 6464 audio levels measured by the SFU)."""
 
@@ -575,6 +580,7 @@ ServerMessage = (
     | PublishAnswer
     | SubscribeOffer
     | Tracks
+    | Republish
     | Speaker
     | ErrorMessage
 )

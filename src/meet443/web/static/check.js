@@ -8,6 +8,8 @@
 //
 // The UI state is one plain object rendered by render(); window.meet443.state() returns a copy.
 
+import { unusableTlsRelay } from './js/turns.js';
+
 const SERVICES = {
   https: ['web app, REST API (HTTPS)', 'TCP (TLS)'],
   wss: ['signaling (secure WebSocket)', 'TCP (TLS)'],
@@ -268,7 +270,16 @@ async function checkTurn(transport, uri, creds) {
   const name = `turn-${transport}`;
   setCheck(name, { state: 'running', port });
   const result = await relayedCall(uri, creds);
-  if (!result.gathered) {
+  const ignoredAt = transport === 'tls' ? unusableTlsRelay([{ urls: [uri] }], navigator.userAgent) : null;
+  if (!result.gathered && ignoredAt) {
+    // Not the network: Firefox gathers nothing from turns: at an IP literal, and says nothing.
+    setCheck(name, {
+      state: 'browser', ok: false, ignoredAt,
+      detail: `Firefox does not use TURN over TLS at an IP address (${uri}), so it gathered no relayed `
+        + 'candidate: this is not a firewall block. The server needs a host name (meet443 serve --public-url '
+        + 'https://<name>); Chrome and Edge use it as it is.',
+    });
+  } else if (!result.gathered) {
     blocked(name, `no relayed candidate from ${uri} in ${GATHER_MS / 1000} s: TURN over ${transport.toUpperCase()} is blocked`);
   } else if (!result.connected) {
     blocked(name, `relayed candidate ${result.relay.address}:${result.relay.port}, but the relayed call did not connect`);
@@ -301,6 +312,7 @@ export function decide(checks) {
   const media = MEDIA_PATHS.find((path) => works[path]) || 'none';
   const best = signaling ? media : 'none';
   const p2p = signaling && ok('direct-udp');
+  const tlsIgnored = checks['turn-tls']?.state === 'browser';
   const advice = [];
   let summary;
   if (!signaling) {
@@ -308,6 +320,10 @@ export function decide(checks) {
       ? 'No call is possible from this network: neither signaling nor media reach the server.'
       : `Media could flow (${PATH_NAMES[media]}), but signaling (WSS) is blocked: no call can start.`;
     advice.push(`Allow outbound TCP ${port} (HTTPS and secure WebSocket) to ${location.hostname}, including WebSocket upgrades.`);
+  } else if (best === 'none' && tlsIgnored) {
+    summary = 'Signaling works, but no media path does from this browser: calls would connect without sound or '
+      + `video. Firefox does not use this server's TURN over TLS, because the server is addressed by its IP `
+      + `address (${checks['turn-tls'].ignoredAt}), and nothing else got through this network.`;
   } else if (best === 'none') {
     summary = 'Signaling works, but no media path does: calls would connect without sound or video.';
   } else {
@@ -316,6 +332,11 @@ export function decide(checks) {
   }
   if (signaling && ['turn-tcp', 'turn-tls', 'none'].includes(best)) {
     advice.push(`Allow outbound UDP ${port} to ${location.hostname}: media over UDP avoids the delay of TCP.`);
+  }
+  if (tlsIgnored) {
+    advice.push('Use Chrome or Edge on networks that let only encrypted web traffic through, or ask whoever runs '
+      + 'this server to give it a host name (meet443 serve --public-url https://<name>): Firefox uses TURN over '
+      + 'TLS only with a host name.');
   }
   if (signaling && best !== 'none' && !p2p) {
     advice.push('For peer-to-peer media (rooms of up to four), allow outbound UDP 1024-65535.');
@@ -329,6 +350,7 @@ export function decide(checks) {
 function resultText(check) {
   if (!check || check.state === 'waiting' || !check.state) return 'waiting';
   if (check.state === 'running') return 'checking…';
+  if (check.state === 'browser') return 'not used by Firefox at an IP address';
   if (!check.ok) return 'blocked';
   const parts = ['ok'];
   if (check.rtt_ms != null) parts.push(`${Math.round(check.rtt_ms)} ms`);

@@ -95,6 +95,7 @@ export function receive(s, m) {
     case 'publish-answer':
     case 'subscribe-offer':
     case 'tracks':
+    case 'republish':
       fx.push({ type: 'sfu', message: m });
       break;
     case 'error':

@@ -5,6 +5,7 @@
 import { withChatMessage } from './chat.js';
 import { rtcConfiguration } from './ice.js';
 import { GROUP_VIDEO_CONSTRAINTS, LocalMedia } from './media.js';
+import { watchMediaPaths } from './mediapath.js';
 import { cleanDisplayName, isValidRoomName, readParams, roomNameFromPath, shareableUrl } from './params.js';
 import { Mesh } from './peers.js';
 import { SfuSession } from './sfu.js';
@@ -695,4 +696,5 @@ setInterval(measureLevels, LEVELS_INTERVAL_MS);
 // Browsers start an AudioContext made without a click suspended; any click or key resumes it.
 for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, () => levels.resume(), { passive: true });
 window.meet443 = { state: publicState };
+watchMediaPaths(() => ({ mesh, sfu }));
 boot();

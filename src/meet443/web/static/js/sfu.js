@@ -23,6 +23,8 @@ export const SIMULCAST = [
 ];
 /** H.264 as the SFU takes it and every browser decodes it: Constrained Baseline, then Baseline. */
 const H264_PROFILES = ['42e0', '4200'];
+/** What every WebRTC browser decodes (RFC 7742 §5): offered after the wanted codec. */
+const FALLBACK_CODEC = 'vp8';
 const DISCONNECTED_RESTART_MS = 5_000;
 const PUBLISH_RESEND_MS = 8_000;
 const PUBLISH_RESENDS = 4;
@@ -74,27 +76,30 @@ function fmtpParameters(line) {
 
 /**
  * What RTCRtpTransceiver.setCodecPreferences should get from `codecs` (RTCRtpCodec capabilities)
- * so that the browser sends `name` ('vp8' | 'h264'): that codec, then rtx (retransmissions), and
- * nothing else; null when the browser has no such codec. H.264 only in the form the SFU takes
- * (docs/signaling.md "Group rooms"): packetization-mode 1, Constrained Baseline (42e01f) before
- * Baseline (42001f).
+ * so that the browser sends `name` ('vp8' | 'h264'): that codec, then VP8 as the fallback, then
+ * rtx (retransmissions), and nothing else; null when the browser has no such codec. H.264 only in
+ * the form the SFU takes (docs/signaling.md "Group rooms"): packetization-mode 1, Constrained
+ * Baseline (42e01f) before Baseline (42001f).
  *
- * The other codecs are left out, not put after: the SFU answers with the codecs it takes in its
- * own order (VP8 before H.264) and a browser sends the first codec of the answer, so an H.264
- * offer that still listed VP8 would send VP8.
+ * The SFU answers in this order unless someone in the room cannot decode the first codec: then it
+ * puts VP8, which every WebRTC browser decodes, first (and asks for a new offer when that changes).
  */
 export function preferredVideoCodecs(codecs, name) {
-  const mimeType = `video/${name}`.toLowerCase();
-  const rank = (c) => {
-    if ((c.mimeType || '').toLowerCase() !== mimeType) return -1;
-    if (mimeType !== 'video/h264') return 0;
-    const fmtp = fmtpParameters(c.sdpFmtpLine);
-    if (fmtp['packetization-mode'] !== '1') return -1;
-    return H264_PROFILES.indexOf((fmtp['profile-level-id'] || '').slice(0, 4));
+  const ranked = (wantedName) => {
+    const mimeType = `video/${wantedName}`;
+    const rank = (c) => {
+      if ((c.mimeType || '').toLowerCase() !== mimeType) return -1;
+      if (mimeType !== 'video/h264') return 0;
+      const fmtp = fmtpParameters(c.sdpFmtpLine);
+      if (fmtp['packetization-mode'] !== '1') return -1;
+      return H264_PROFILES.indexOf((fmtp['profile-level-id'] || '').slice(0, 4));
+    };
+    return codecs.filter((c) => rank(c) >= 0).sort((a, b) => rank(a) - rank(b));
   };
-  const wanted = codecs.filter((c) => rank(c) >= 0).sort((a, b) => rank(a) - rank(b));
+  const wanted = ranked(name.toLowerCase());
   if (wanted.length === 0) return null;
-  return [...wanted, ...codecs.filter((c) => (c.mimeType || '').toLowerCase() === 'video/rtx')];
+  const fallback = name.toLowerCase() === FALLBACK_CODEC ? [] : ranked(FALLBACK_CODEC);
+  return [...wanted, ...fallback, ...codecs.filter((c) => (c.mimeType || '').toLowerCase() === 'video/rtx')];
 }
 
 /**
@@ -349,6 +354,11 @@ export class SfuSession {
           this.syncMedia();
           if (this.hidden) this.pauseVideos(); // the SFU resumes a section it gives to someone else
         });
+        break;
+      case 'republish':
+        // Someone in the room cannot decode what we send: the SFU answers a new offer with a
+        // codec everyone decodes (and, once they left, with ours again).
+        this.publish();
         break;
       default:
         break;

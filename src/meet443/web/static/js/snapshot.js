@@ -63,6 +63,7 @@ export function snapshot(s, live) {
       videoTrack: live.videoTrack,
     },
     failure: s.failure ? { ...s.failure } : null,
+    mediaProblem: s.mediaProblem ? { ...s.mediaProblem } : null,
   };
 }
 

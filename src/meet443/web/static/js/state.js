@@ -44,6 +44,8 @@ export const state = {
   moreMenu: false, // the overflow menu of the control bar is open
   inviteDismissed: false, // the "invite others" card was closed
   failure: null, // {code, message} when joining failed or the meeting ended for us
+  // {headline, advice, connections} while some connection has had no media path for long (mediapath.js)
+  mediaProblem: null,
   notice: null, // {text, kind: 'info' | 'warn'} — a transient toast
   audioBlocked: false, // autoplay refused to play remote audio until the user clicks
   panel: null, // null | 'chat' | 'people'

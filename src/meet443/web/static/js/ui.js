@@ -470,6 +470,7 @@ export class RoomView {
     if (label) setText(tile.badge, typeof link.rtt === 'number' ? `${label} · ${link.rtt} ms` : label);
     let status = '';
     if (p.connected === false) status = 'Reconnecting…';
+    else if (!p.self && s.mediaProblem?.connections.includes(p.id)) status = "Can't connect"; // mediapath.js
     else if (!p.self && link && ['checking', 'new'].includes(link.iceState)) status = 'Connecting…';
     else if (!p.self && link && ['failed', 'disconnected'].includes(link.iceState)) status = 'Connection problem…';
     setText(tile.state, status);
