@@ -25,6 +25,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from meet443.aio.api import add_api_routes
 from meet443.aio.network import NetworkEndpoints, add_network_routes
+from meet443.aio.tcp import PendingDeadline
 from meet443.config import parse_origin, parse_public_url
 from meet443.meetings import MeetingStore
 from meet443.node import NodeCore
@@ -266,15 +267,16 @@ class _FirstRequestDeadline(asyncio.Protocol):
     def __init__(self, inner: asyncio.Protocol, accepted_at: float, settled: Callable[[], None]) -> None:
         self.inner = inner
         self._accepted_at = accepted_at
-        self._settled: Callable[[], None] | None = settled
-        self._deadline: asyncio.TimerHandle | None = None
+        self._settled = settled
+        self._pending: PendingDeadline | None = None
         self._tail = b""
         self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.call_at(self._accepted_at + REQUEST_HEADER_TIMEOUT, self._too_slow)
+        self._pending = PendingDeadline(
+            self._accepted_at, REQUEST_HEADER_TIMEOUT, self._settled, self._too_slow
+        )
         self.inner.connection_made(transport)
 
     def _too_slow(self) -> None:
@@ -285,20 +287,13 @@ class _FirstRequestDeadline(asyncio.Protocol):
         )
         self.transport.close()
 
-    def _settle(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        if self._settled is not None:
-            self._settled()
-            self._settled = None
-
     def data_received(self, data: bytes) -> None:
-        if self._settled is not None:
+        pending = self._pending
+        if pending is not None and pending.pending:
             # The end of the headers may straddle two reads; nothing else of the request comes first.
             seen = self._tail + data
             if _END_OF_HEADERS in seen:
-                self._settle()
+                pending.settle()
             else:
                 self._tail = seen[-3:]
         self.inner.data_received(data)
@@ -313,7 +308,8 @@ class _FirstRequestDeadline(asyncio.Protocol):
         self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._settle()
+        if self._pending is not None:
+            self._pending.settle()
         self.inner.connection_lost(exc)
 
 

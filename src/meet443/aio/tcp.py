@@ -105,6 +105,35 @@ class _Pending:
             self.shares = None
 
 
+class PendingDeadline:
+    """A pending connection as the protocol that took it over sees it: it stays pending until it
+    :meth:`settle` s (it showed it is a real client, or it ended), and ``expire`` runs if it has
+    not by ``accepted_at + seconds``."""
+
+    __slots__ = ("_settled", "_timer")
+
+    def __init__(
+        self, accepted_at: float, seconds: float, settled: Callable[[], None], expire: Callable[[], None]
+    ) -> None:
+        self._settled: Callable[[], None] | None = settled
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_at(
+            accepted_at + seconds, expire
+        )
+
+    @property
+    def pending(self) -> bool:
+        return self._settled is not None
+
+    def settle(self) -> None:
+        """No longer pending: the deadline is off and the port's share is given back, once."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._settled is not None:
+            self._settled()
+            self._settled = None
+
+
 class SniffingTcpPort:
     """Accepts on one TCP socket and routes each connection by what it sends first."""
 

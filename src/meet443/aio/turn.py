@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from meet443.aio.sockets import RELAY_UDP_BUFFER_BYTES, enlarge_udp_buffers
+from meet443.aio.tcp import PendingDeadline
 from meet443.exceptions import ParseError
 from meet443.proto.addresses import Address, ServerPort, Transport
 from meet443.proto.shares import RefusalTally
@@ -198,28 +199,21 @@ class StreamTurnProtocol(asyncio.Protocol):
         self.flow: ClientFlow | None = None
         self.transport: asyncio.Transport | None = None
         self._accepted_at = accepted_at
-        self._settled: Callable[[], None] | None = settled
-        self._deadline: asyncio.TimerHandle | None = None
+        self._settled = settled
+        self._pending: PendingDeadline | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.flow = self.service.stream_opened(self.transport, self.kind)
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.call_at(self._accepted_at + ALLOCATE_DEADLINE, self._no_allocation)
+        self._pending = PendingDeadline(
+            self._accepted_at, ALLOCATE_DEADLINE, self._settled, self._no_allocation
+        )
 
     def _no_allocation(self) -> None:
         assert self.flow is not None and self.transport is not None
         logger.debug("closing %s connection %d: no allocation", self.kind.value, self.flow.connection)
         self.service.drop(f"{self.kind.value}_no_allocation")
         self.transport.close()
-
-    def _settle(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-        if self._settled is not None:
-            self._settled()
-            self._settled = None
 
     def data_received(self, data: bytes) -> None:
         assert self.flow is not None and self.transport is not None
@@ -232,11 +226,16 @@ class StreamTurnProtocol(asyncio.Protocol):
             return
         for message in messages:
             self.service.stream_message(self.flow, message)
-        if self._deadline is not None and self.service.node.has_allocation(self.flow):
-            self._settle()
+        if (
+            self._pending is not None
+            and self._pending.pending
+            and self.service.node.has_allocation(self.flow)
+        ):
+            self._pending.settle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._settle()
+        if self._pending is not None:
+            self._pending.settle()
         if self.flow is not None:
             self.service.stream_closed(self.flow)
 
