@@ -125,11 +125,12 @@ class NodeService:
     # -- outputs --------------------------------------------------------------------------------
 
     def dispatch(self, outputs: list[Output]) -> None:
+        # Once per forwarded copy: locals, no cast, no global or attribute lookups in the loop.
+        udp, plain = self.udp, tuple
         for output in outputs:
-            if output.__class__ is tuple:  # the SFU's data path: (port, address, data)
-                # Unpacked without a cast: this runs once per forwarded copy.
+            if output.__class__ is plain:  # the SFU's data path: (port, address, data)
                 port, address, payload = output  # type: ignore[misc]
-                transport = self.udp[port]  # type: ignore[index]
+                transport = udp[port]  # type: ignore[index]
                 if transport is not None:
                     transport.sendto(payload, address)
             else:
