@@ -151,19 +151,23 @@ class Room:
         assert response.klass == StunClass.SUCCESS
         dtls = b.dtls[role] = DtlsSrtpSession(b.cert, DtlsRole.CLIENT, [SFU_CERT.fingerprint], label=b.name)
         dtls.start(self.now)
+        self.handshake(b, dtls)
+        event = dtls.next_event()
+        assert isinstance(event, HandshakeCompleted), event
+        b.srtp[role] = SrtpSession.from_keying_material(event.keys, client=True)
+
+    def handshake(self, b: Browser, dtls: DtlsSrtpSession) -> None:
+        """Carry the client's flights to the SFU and its answers back until nothing is left."""
         for _ in range(10):
             outgoing = dtls.datagrams_to_send()
             if not outgoing:
-                break
+                return
             for datagram in outgoing:
                 mark = len(b.received)
                 self.deliver(self.sfu.receive_datagram(datagram, b.address, self.now))
                 for answer in b.received[mark:]:
                     dtls.receive_datagram(answer, self.now)
                 del b.received[mark:]
-        event = dtls.next_event()
-        assert isinstance(event, HandshakeCompleted), event
-        b.srtp[role] = SrtpSession.from_keying_material(event.keys, client=True)
 
     def publish(self, b: Browser) -> PublishAnswer:
         self.deliver(

@@ -80,20 +80,6 @@ def check(b: Browser, role: str, *, nominate: bool) -> Message:
     return Message.parse(plain.encode(short_term_key(b.remote[role][1]), fingerprint=True))
 
 
-def handshake(room: Room, b: Browser, dtls: DtlsSrtpSession) -> None:
-    """Carry the client's flights to the SFU and its answers back until nothing is left."""
-    for _ in range(10):
-        outgoing = dtls.datagrams_to_send()
-        if not outgoing:
-            return
-        for datagram in outgoing:
-            mark = len(b.received)
-            room.deliver(room.sfu.receive_datagram(datagram, b.address, room.now))
-            for answer in b.received[mark:]:
-                dtls.receive_datagram(answer, room.now)
-            del b.received[mark:]
-
-
 class TestSignalingOrder:
     def test_counts_follow_joins_publishes_and_leaves(self, room: Room) -> None:
         alice = room.join("alice", 40001)
@@ -205,7 +191,7 @@ class TestDtlsAndIce:
             for answer in bob.received[mark:]:
                 dtls.receive_datagram(answer, room.now)
             del bob.received[mark:]
-        handshake(room, bob, dtls)
+        room.handshake(bob, dtls)
         assert isinstance(dtls.next_event(), HandshakeCompleted)
 
     def test_an_answerer_that_picks_dtls_server_gets_the_client_hello(self, room: Room) -> None:
@@ -253,7 +239,7 @@ class TestDtlsAndIce:
         del alice.received[:]
         dtls = DtlsSrtpSession(alice.cert, DtlsRole.CLIENT, [SFU_CERT.fingerprint], label="alice")
         dtls.start(room.now)
-        handshake(room, alice, dtls)
+        room.handshake(alice, dtls)
         assert isinstance(dtls.next_event(), HandshakeCompleted)
 
     def test_a_certificate_not_in_the_offer_fails_the_handshake(self, room: Room) -> None:
