@@ -576,6 +576,24 @@ class FirefoxParticipant(Participant):
 _firefox_pages = itertools.count(1)
 
 
+def close_people(opened: Sequence[Participant], failed: bool, *servers: Meet443Web) -> None:
+    """After a test: close its participants' contexts, show the servers' logs if it failed, and
+    fail it if a server died meanwhile."""
+    for p in opened:
+        p.close()
+    if failed:
+        for web in servers:
+            print(f"\n--- server log {web.origin} ---\n" + web.log()[-6000:])
+    for web in servers:
+        assert web.alive(), f"{web.origin} died; its log:\n{web.log()[-4000:]}"
+
+
+def call_failed(request: Any) -> bool:
+    """Whether the call phase of ``request``'s test failed (set by conftest's report hook)."""
+    report = getattr(request.node, "rep_call", None)
+    return report is not None and bool(report.failed)
+
+
 def wait_until(
     check: Callable[[], Any], timeout_s: float, interval: float = 0.5, what: str | Callable[[], str] = "it"
 ) -> Any:

@@ -34,6 +34,8 @@ from .lab_extra import (
     FirewallPolicy,
     Meet443Web,
     Participant,
+    call_failed,
+    close_people,
     corporate_ruleset,
     create_meeting,
     default_route,
@@ -118,14 +120,7 @@ def site(
 def people(site: Site, console_log: list[str], request: pytest.FixtureRequest) -> Iterator[list[Participant]]:
     opened: list[Participant] = []
     yield opened
-    for p in opened:
-        p.close()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for web in (site.by_ip, site.by_name):
-            print(f"\n--- server log {web.origin} ---\n" + web.log()[-5000:])
-    for web in (site.by_ip, site.by_name):
-        assert web.alive(), web.log()[-4000:]
+    close_people(opened, call_failed(request), site.by_ip, site.by_name)
 
 
 def chromium(site: Site, people: list[Participant], log: list[str], name: str) -> Participant:

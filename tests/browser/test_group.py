@@ -33,6 +33,8 @@ from .lab_extra import (
     BrowserPool,
     Meet443Web,
     Participant,
+    call_failed,
+    close_people,
     default_route,
     ipv4_only,
     lab_prefix,
@@ -94,12 +96,7 @@ def people(site: Site, console_log: list[str], request: pytest.FixtureRequest) -
     """Participants opened by a test; their contexts are closed after it."""
     opened: list[Participant] = []
     yield opened
-    for p in opened:
-        p.close()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print("\n--- server log ---\n" + site.web.log()[-8000:])
-    assert site.web.alive(), site.web.log()[-4000:]
+    close_people(opened, call_failed(request), site.web)
 
 
 def join_all(

@@ -31,6 +31,8 @@ from .lab_extra import (
     BrowserPool,
     Meet443Web,
     Participant,
+    call_failed,
+    close_people,
     default_route,
     enable_forwarding,
     ipv4_only,
@@ -110,12 +112,7 @@ def people(site: Site, console_log: list[str], request: pytest.FixtureRequest) -
     """Participants opened by a test; their contexts are closed after it."""
     opened: list[Participant] = []
     yield opened
-    for p in opened:
-        p.close()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print("\n--- server log ---\n" + site.web.log()[-6000:])
-    assert site.web.alive(), site.web.log()[-4000:]
+    close_people(opened, call_failed(request), site.web)
 
 
 def join(

@@ -30,6 +30,8 @@ from .lab_extra import (
     BrowserPool,
     Meet443Web,
     Participant,
+    call_failed,
+    close_people,
     default_route,
     ipv4_only,
     lab_prefix,
@@ -81,12 +83,7 @@ def site(
 def people(site: Site, console_log: list[str], request: pytest.FixtureRequest) -> Iterator[list[Participant]]:
     opened: list[Participant] = []
     yield opened
-    for p in opened:
-        p.close()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print("\n--- server log ---\n" + site.web.log()[-6000:])
-    assert site.web.alive(), site.web.log()[-4000:]
+    close_people(opened, call_failed(request), site.web)
 
 
 def person(site: Site, people: list[Participant], log: list[str], name: str, **context: Any) -> Participant:
