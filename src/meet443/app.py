@@ -12,7 +12,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import uvloop
@@ -37,9 +37,14 @@ from meet443.proto.signaling.room import SignalingLimits, SignalingServer
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
+from meet443.regions import RegionMap
 from meet443.sfu.conference import Conference
 
 logger = logging.getLogger("meet443")
+
+#: Where a node learns the deployment's live regions: read at every use, since a cluster's registry
+#: changes as nodes come and go (:func:`static_regions` is the fixed one).
+RegionSource = Callable[[], RegionMap]
 
 SHUTDOWN_SECONDS = 4.0
 #: An address may keep this many connections pending however small the global cap's tenth is.
@@ -135,14 +140,20 @@ def build_signaling_server(
     limits: SignalingLimits | None = None,
     server_epoch: int = 0,
     token: Callable[[int], str] = secrets.token_urlsafe,
+    regions: RegionSource | None = None,
 ) -> SignalingServer:
-    """The signaling core, handing out TURN credentials for this server's TURN URIs."""
+    """The signaling core, handing out TURN credentials for this server's TURN URIs, or with
+    ``regions`` for the TURN URIs of the regions closest to each participant (docs/cluster.md)."""
     uris = turn_uris_for(public_url, turn_port)
 
-    def ice_servers(participant_id: str, now: float) -> tuple[list[dict[str, object]], int]:
-        # docs/signaling.md: username = expiry:participantId, for the TURN service on our port.
+    def ice_servers(
+        participant_id: str, now: float, rtts: Mapping[str, float]
+    ) -> tuple[list[dict[str, object]], int]:
+        # docs/signaling.md: username = expiry:participantId. Every region's TURN service shares the
+        # secret, so one credential serves the closest region and its fallback alike.
         username, credential = rest_credentials(turn_secret, participant_id, credential_ttl, now)
-        return [{"urls": list(uris), "username": username, "credential": credential}], credential_ttl
+        chosen = list(uris) if regions is None else regions().turn_uris(rtts)
+        return [{"urls": chosen, "username": username, "credential": credential}], credential_ttl
 
     return SignalingServer(
         ice_servers=ice_servers,
@@ -176,9 +187,22 @@ def meeting_directory(
     return directory, meeting_ended
 
 
-def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> NodeCore:
+def static_regions(config: ServeConfig) -> RegionSource:
+    """The regions ``--region`` and ``--region-node`` name (by default this node alone).
+
+    The one place a node's region list comes from; a cluster's node registry is the other
+    implementation of :data:`RegionSource`.
+    """
+    regions = config.region_map()
+    return lambda: regions
+
+
+def build_node(
+    config: ServeConfig, relays: RelayPool, server_epoch: int, regions: RegionSource | None = None
+) -> NodeCore:
     """Every core of a single node: TURN, the SFU and signaling, composed."""
     signaling = build_signaling_server(
+        regions=regions or static_regions(config),
         turn_secret=config.turn_secret,
         public_url=config.public_url,
         turn_port=config.port,
@@ -205,12 +229,14 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
     return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
-def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
+def build_service(
+    config: ServeConfig, store: MeetingStore, regions: RegionSource | None = None
+) -> NodeService:
     """The node of ``meet443 serve`` in its adapter, before any socket is bound."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
     return NodeService(
-        build_node(config, relays, store.next_epoch()),
+        build_node(config, relays, store.next_epoch(), regions),
         relays,
         directory=directory,
         public_url=config.public_url,
@@ -246,7 +272,8 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     ssl_context = make_server_ssl_context(cert, key)
 
     store = MeetingStore.open(config.data_dir)
-    service = build_service(config, store)
+    regions = static_regions(config)
+    service = build_service(config, store, regions)
     node = service.node
     turn, conference = node.turn, node.conference
     assert turn is not None and conference is not None
@@ -276,6 +303,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         meetings=store,
         network=network,
         on_meeting_deleted=service.end_meeting,
+        regions=regions,
     )
     service.signaling.add_routes(app)
     http = HttpService(app)

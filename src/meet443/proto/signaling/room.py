@@ -14,7 +14,8 @@ is I/O), :class:`MeetingEnded` and :class:`RevokeTurn` (for the TURN core). ``no
 seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames are all
 wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
 ``token(nbytes) -> str`` and TURN credentials from the injected
-``ice_servers(participant_id, now) -> (servers, ttl)``.
+``ice_servers(participant_id, now, rtts) -> (servers, ttl)``, where ``rtts`` are the round trips
+the participant's browser measured to each region (``join.rtts``, empty when it sent none).
 
 State, in one place:
 
@@ -36,7 +37,7 @@ import enum
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -158,7 +159,7 @@ _PARTICIPANT_ID_BYTES = 6
 #: At least 128 bits: a resume token is the only credential needed to take over a participant.
 _RESUME_TOKEN_BYTES = 16
 
-IceServerSource = Callable[[str, float], tuple[list[dict[str, object]], int]]
+IceServerSource = Callable[[str, float, Mapping[str, float]], tuple[list[dict[str, object]], int]]
 TokenSource = Callable[[int], str]
 LeaveReason = Literal["left", "timeout", "kicked"]
 #: Why a room ended: a host's ``end``, its end time, or its meeting deleted (or found ended by the
@@ -383,6 +384,8 @@ class _Participant:
     #: Relayed messages that arrived while awaiting resume, delivered after ``joined``.
     backlog: deque[bytes] = field(default_factory=deque)
     backlog_bytes: int = 0
+    #: Region → round trip in ms, as measured by the browser at its last join (or resume).
+    rtts: Mapping[str, float] = field(default_factory=dict)
 
     def info(self) -> ParticipantInfo:
         return ParticipantInfo(
@@ -842,6 +845,7 @@ class SignalingServer:
     def _knock(self, c: _Connection, room: _Room, join: Join, now: float) -> None:
         p = self._new_participant(room, join.display_name, False, c.conn, ParticipantState.KNOCKING)
         p.knock_expires = now + self.limits.knock_deadline
+        p.rtts = join.rtts or {}
         room.knockers[p.id] = p
         c.participant, c.state = p, ConnectionState.KNOCKING
         logger.info("conn %d: knocker %s at locked room %s", c.conn, p.id, room.name)
@@ -858,6 +862,9 @@ class SignalingServer:
         self._resume_tokens[p.resume_token] = p
         p.conn, p.state = c.conn, ParticipantState.CONNECTED
         c.participant, c.state = p, ConnectionState.JOINED
+        if join is not None and join.rtts is not None:
+            # A resume from another network measured again; one without measurements keeps the old.
+            p.rtts = join.rtts
         servers, _ = self._mint_ice_servers(p, now)
         last_seq, last_epoch = (None, None) if join is None else (join.last_chat_seq, join.last_chat_epoch)
         self._send(
@@ -1191,7 +1198,7 @@ class SignalingServer:
         self._end_room(p.room, now, "by a host")
 
     def _mint_ice_servers(self, p: _Participant, now: float) -> tuple[list[dict[str, object]], int]:
-        servers, ttl = self._ice_servers(p.id, now)
+        servers, ttl = self._ice_servers(p.id, now, p.rtts)
         # Half the lifetime: a fresh credential arrives long before the old one expires.
         p.ice_due = now + ttl / 2
         p.turn_until = max(p.turn_until, now + ttl)

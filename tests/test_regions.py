@@ -1,0 +1,89 @@
+"""meet443.regions: which TURN servers a participant gets from the round trips its browser measured."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from meet443.config import turn_uris_for
+from meet443.regions import MAX_TURN_URIS, Region, RegionMap
+
+
+def region(name: str) -> Region:
+    url = f"https://{name}.meet.example"
+    return Region(name, url, tuple(turn_uris_for(url, 443)))
+
+
+EU, US, AP = region("eu"), region("us"), region("ap")
+WORLD = RegionMap("us", (EU, US, AP))
+
+
+class TestChoice:
+    def test_closest_measured_then_the_next_closest(self) -> None:
+        assert WORLD.ranked({"eu": 61.0, "us": 12.0, "ap": 120.0}) == (US, EU)
+        assert WORLD.ranked({"eu": 9.0, "us": 60.0, "ap": 50.0}) == (EU, AP)
+
+    def test_uris_are_the_closest_three_then_the_fallback_three(self) -> None:
+        uris = WORLD.turn_uris({"ap": 10.0, "eu": 60.0, "us": 120.0})
+        assert uris == [*AP.turn_uris, *EU.turn_uris]
+        assert len(uris) == MAX_TURN_URIS
+
+    def test_unreachable_regions_are_a_last_resort_with_this_node_first(self) -> None:
+        assert WORLD.ranked({"ap": 30.0}) == (AP, US)
+        assert WORLD.ranked({"us": 30.0}) == (US, EU)
+        assert WORLD.ranked({}) == (US, EU)
+
+    def test_unknown_regions_and_impossible_values_are_ignored(self) -> None:
+        assert WORLD.ranked({"mars": 1.0, "ap": math.inf, "eu": -5.0, "us": 99.0}) == (US, EU)
+        assert WORLD.ranked({"ap": math.nan, "eu": 1e9}) == (US, EU)
+
+    def test_ties_go_by_name(self) -> None:
+        assert WORLD.ranked({"us": 20.0, "eu": 20.0, "ap": 20.0}) == (AP, EU)
+
+    def test_a_region_with_many_nodes_leaves_room_for_the_fallback(self) -> None:
+        big = Region("eu", EU.url, EU.turn_uris + tuple(turn_uris_for("https://eu2.meet.example", 443)))
+        world = RegionMap("eu", (big, US))
+        uris = world.turn_uris({"eu": 5.0, "us": 50.0})
+        assert uris == [*EU.turn_uris, *US.turn_uris]
+
+    def test_a_single_node_hands_out_its_own_uris(self) -> None:
+        alone = RegionMap.single(
+            "default", "https://meet.example", turn_uris_for("https://meet.example", 443)
+        )
+        assert alone.turn_uris({}) == turn_uris_for("https://meet.example", 443)
+        assert alone.turn_uris({"default": 3.0, "other": 1.0}) == turn_uris_for("https://meet.example", 443)
+
+
+class TestDescription:
+    def test_json_lists_each_region_and_its_rtt_url(self) -> None:
+        assert WORLD.to_json() == {
+            "version": 1,
+            "self": "us",
+            "regions": [
+                {"name": "eu", "rttUrl": "https://eu.meet.example/v1/rtt"},
+                {"name": "us", "rttUrl": "https://us.meet.example/v1/rtt"},
+                {"name": "ap", "rttUrl": "https://ap.meet.example/v1/rtt"},
+            ],
+        }
+        assert WORLD.origins() == (EU.url, US.url, AP.url)
+
+    @pytest.mark.parametrize(
+        ("name", "url"),
+        [
+            ("bad name", "https://a.example"),
+            ("", "https://a.example"),
+            ("eu", "ftp://a.example"),
+            ("eu", "https://a.example/path"),
+            ("eu", "https://"),
+        ],
+    )
+    def test_bad_regions_are_refused(self, name: str, url: str) -> None:
+        with pytest.raises(ValueError):
+            Region(name, url, ())
+
+    def test_each_region_once_and_this_node_among_them(self) -> None:
+        with pytest.raises(ValueError, match="each region once"):
+            RegionMap("eu", (EU, EU))
+        with pytest.raises(ValueError, match="not among"):
+            RegionMap("ap", (EU, US))
