@@ -11,6 +11,7 @@ import { Mesh } from './peers.js';
 import { SfuSession } from './sfu.js';
 import { SignalingClient, TERMINAL_ERRORS, signalingUrl } from './signaling.js';
 import { AudioLevels, SpeakingDetector } from './levels.js';
+import { JOIN_WAIT_MS, RegionProbe } from './regions.js';
 import { REACTIONS, dropKnock, expireReaction, receive } from './reducer.js';
 import { snapshot, trackInfo } from './snapshot.js';
 import { notify, onRender, state, streams, update } from './state.js';
@@ -33,6 +34,9 @@ let mesh = null;
 let sfu = null; // group rooms only: the two connections with the server's SFU
 let statsTimer = null;
 let iceConfig = null; // the RTCConfiguration from the last joined / ice-servers
+// Round trips to each region's node, measured from page load on (the closest TURN relay).
+const regionProbe = new RegionProbe();
+let sentRtts = null; // what the last join carried
 let view = null;
 let selfLevel = 0;
 const levels = new AudioLevels();
@@ -302,6 +306,11 @@ function startCall() {
     displayName: state.displayName || 'Guest',
     roomKey: params.roomKey,
     handlers: { message: onMessage, status: onStatus },
+    joinFields() {
+      const rtts = regionProbe.rtts();
+      sentRtts = rtts;
+      return Object.keys(rtts).length ? { rtts } : {};
+    },
   });
   mesh = new Mesh({
     signaling,
@@ -323,7 +332,11 @@ function startCall() {
     },
   });
   mesh.setTracks({ audio: media.audioTrack, video: media.outgoingVideo });
-  signaling.start();
+  // Regions still unmeasured get JOIN_WAIT_MS more; an unreachable one is left out.
+  const client = signaling;
+  regionProbe.settled(JOIN_WAIT_MS).then(() => {
+    if (signaling === client && !client.stopped) client.start();
+  });
   clearInterval(statsTimer);
   statsTimer = setInterval(refreshStats, STATS_INTERVAL_MS);
 }
@@ -618,6 +631,11 @@ async function publicState({ detail = false } = {}) {
     level: selfLevel,
     audioTrack: trackInfo(media.audioTrack),
     videoTrack: trackInfo(media.outgoingVideo),
+    regions: {
+      measured: regionProbe.rtts(),
+      sent: sentRtts,
+      iceUrls: (iceConfig?.iceServers || []).flatMap((server) => [].concat(server.urls)),
+    },
   });
 }
 
@@ -659,6 +677,7 @@ function isEmbedded() {
 }
 
 async function boot() {
+  regionProbe.start('/v1/regions');
   view = new RoomView(actions);
   onRender((s) => view.render(s));
   const roomName = roomNameFromPath(window.location.pathname);

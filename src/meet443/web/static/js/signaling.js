@@ -42,13 +42,15 @@ export class SignalingClient {
    * handlers: {message(msg), status(status, detail)}; status is one of
    * 'connecting' | 'open' | 'reconnecting' | 'closed'.
    */
-  constructor({ url, room, displayName, roomKey = null, handlers, WebSocketImpl = WebSocket }) {
+  /** `joinFields()` adds to each `join` (the regions' round trips: regions.js). */
+  constructor({ url, room, displayName, roomKey = null, handlers, WebSocketImpl = WebSocket, joinFields = () => ({}) }) {
     this.url = url;
     this.room = room;
     this.displayName = displayName;
     this.roomKey = roomKey;
     this.handlers = handlers;
     this.WebSocketImpl = WebSocketImpl;
+    this.joinFields = joinFields;
     this.ws = null;
     this.joined = false;
     this.selfId = null;
@@ -93,7 +95,7 @@ export class SignalingClient {
       const join = { type: 'join', v: PROTOCOL_VERSION, room: this.room, displayName: this.displayName };
       if (this.roomKey) join.roomKey = this.roomKey;
       if (this.resumeToken) join.resumeToken = this.resumeToken;
-      this.rawSend({ ...join, ...this.chat.joinFields() });
+      this.rawSend({ ...join, ...this.chat.joinFields(), ...this.joinFields() });
       this.startHeartbeat();
     };
     ws.onmessage = (event) => {
