@@ -27,13 +27,13 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from meet443.config import redact_url
 from meet443.exceptions import ConfigError, StateUnavailable
 from meet443.state import LEASE_SECONDS, NODE_TTL_SECONDS, Lease, NodeInfo, RevocationSink
 
@@ -85,15 +85,6 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return out
 """
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _client(url: str, password: str | None, timeout: float | None) -> aioredis.Redis:
