@@ -461,7 +461,7 @@ def _sfu_metrics(lines: list[str], sfu: Conference) -> None:
 
 
 def build_metrics_app(
-    node: NodeCore, cluster: Callable[[], dict[str, tuple[str, str, float]]] | None = None
+    node: NodeCore, cluster: Callable[[], dict[str, tuple[str, str, int]]] | None = None
 ) -> web.Application:
     """The metrics of every core of ``node``, on their own listener (``--metrics-listen``), and the
     cluster link's (name → (type, help, value))."""
