@@ -1082,7 +1082,7 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
 
     redis = values.one("redis", parse_redis_url)
     node_url = values.one("node_url", parse_public_url)
-    _check_cluster(values, redis, node_url)
+    _check_cluster(values, redis, node_url, serving=read_secrets)
 
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
@@ -1138,16 +1138,16 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
     )
 
 
-def _check_cluster(values: _Values, redis: str | None, node_url: str | None) -> None:
-    """docs/cluster.md "How to run a node in a cluster": what ``--redis`` requires, and what only
-    it allows."""
+def _check_cluster(values: _Values, redis: str | None, node_url: str | None, *, serving: bool) -> None:
+    """docs/cluster.md "How to run a node in a cluster": what ``--redis`` requires of a node
+    (``serving``; ``firewall-rules`` only reads the registry), and what only it allows."""
     files = ("redis_password_file", "cluster_ca_file")
     if redis is None:
         for dest in (*files, "node_url"):
             if values.source(dest) is not None:
                 raise ConfigError(f"{values.source(dest)}: only for cluster mode, which --redis turns on")
         return
-    if node_url is None:
+    if node_url is None and serving:
         raise ConfigError("--redis needs --node-url: this node's own https:// name in the cluster")
     for dest in files:
         path = values.path(dest)
