@@ -7,7 +7,7 @@ import math
 import pytest
 
 from meet443.config import turn_uris_for
-from meet443.regions import MAX_TURN_URIS, Region, RegionMap
+from meet443.regions import MAX_TURN_URIS, Region, RegionMap, RegionNode, live_regions
 
 
 def region(name: str) -> Region:
@@ -87,3 +87,28 @@ class TestDescription:
             RegionMap("eu", (EU, EU))
         with pytest.raises(ValueError, match="not among"):
             RegionMap("ap", (EU, US))
+
+
+class TestLiveRegions:
+    """A cluster's registry as regions: one node per region, the least loaded that takes participants."""
+
+    @staticmethod
+    def node(region: str, host: str, load: float = 0.0, accepts: bool = True) -> RegionNode:
+        url = f"https://{host}"
+        return RegionNode(region, url, tuple(turn_uris_for(url, 443)), load, accepts)
+
+    def test_least_loaded_node_that_accepts_stands_for_its_region(self) -> None:
+        nodes = [
+            self.node("eu", "eu1.example", 0.1),  # this node's region: this node stands for it
+            self.node("us", "us1.example", 0.5),
+            self.node("us", "us2.example", 0.2),
+            self.node("us", "us3.example", 0.0, accepts=False),
+            self.node("ap", "ap1.example", 0.9, accepts=False),
+            self.node("", "old.example"),  # a node of a version without regions
+        ]
+        regions = live_regions(EU, nodes)
+        assert [(r.name, r.url) for r in regions.regions] == [("eu", EU.url), ("us", "https://us2.example")]
+        assert regions.local == "eu"
+
+    def test_alone_in_the_registry_is_one_region(self) -> None:
+        assert live_regions(EU, []).regions == (EU,)

@@ -47,17 +47,21 @@ from meet443.regions import REGION_NAME, Region, RegionMap
 __all__ = [
     "DEFAULT_PORT",
     "SERVE_OPTIONS",
+    "ClusterClient",
     "Option",
     "ServeConfig",
     "add_serve_arguments",
     "default_public_url",
     "discover_public_ip",
     "ip_literal_warning",
+    "load_cluster_client",
     "load_config_from_arguments",
     "load_data_dir",
     "load_serve_config",
     "parse_origin",
     "parse_public_url",
+    "parse_redis_url",
+    "redact_url",
     "turn_uris_for",
 ]
 
@@ -222,11 +226,6 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("default-room-mode", "MODE", "mode of ad-hoc rooms: normal (peer to peer) or group (SFU)"),
     Option("force-relay", "", "tell browsers to send all media through the TURN relay", boolean=True),
     Option(
-        "region",
-        "NAME",
-        "this node's region; browsers are given the TURN relay of the region closest to them",
-    ),
-    Option(
         "region-node",
         "NAME=URL",
         "the node https://host[:port] of another region, which browsers measure their round trip to and "
@@ -258,6 +257,37 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "second UDP port: answers STUN Binding requests, and CHANGE-REQUEST (RFC 5780) for the main "
         "port, so that `meet443 check` can test direct UDP; 0 picks a random free port; if the default "
         "is taken, a random one is used",
+    ),
+    Option(
+        "redis",
+        "URL",
+        "redis:// or rediss:// URL of the cluster's Redis: turns on cluster mode (docs/cluster.md); "
+        "a password in the URL shows in the process list: prefer --redis-password-file",
+    ),
+    Option("redis-password-file", "FILE", "file holding the Redis password (cluster mode)"),
+    Option(
+        "node-url",
+        "URL",
+        "this node's own https:// name in a cluster, for its TURN and SFU and for other nodes' relays "
+        "(cluster mode: required)",
+    ),
+    Option(
+        "region",
+        "NAME",
+        "this node's region (in the cluster registry); browsers are given the TURN relay of the region "
+        "closest to them",
+    ),
+    Option(
+        "drain-timeout",
+        "SECONDS",
+        "cluster mode: after SIGTERM or `meet443 drain`, how long rooms already here may go on before "
+        "the node exits",
+    ),
+    Option(
+        "cluster-ca-file",
+        "PEM",
+        "CA certificates that other nodes' TLS certificates are checked against when this node relays "
+        "signaling to them (default: the system's)",
     ),
     Option(
         "check-rate",
@@ -367,8 +397,6 @@ class ServeConfig:
     force_relay: bool = False
     #: Participants in all rooms together.
     max_participants: int = DEFAULT_MAX_PARTICIPANTS
-    #: This node's region (docs/cluster.md "Closest relay").
-    region: str = DEFAULT_REGION
     #: Other regions' nodes, ``(region, https origin)``, given statically (``--region-node``).
     region_nodes: tuple[tuple[str, str], ...] = ()
     #: Group rooms: videos forwarded to each participant (last-N by active speaker).
@@ -382,7 +410,21 @@ class ServeConfig:
     other_udp_port: int = 3478
     #: ``other_udp_port`` was set explicitly: failing to bind it is fatal.
     other_udp_port_fixed: bool = False
+    #: Cluster mode (docs/cluster.md): the Redis URL (its password is never logged).
+    redis: str | None = field(default=None, metadata={"redact": "url"})
+    redis_password_file: Path | None = None
+    #: This node's own URL in a cluster; ``None`` on a single node.
+    node_url: str | None = None
+    #: This node's region (docs/cluster.md "Closest relay"); empty: :data:`DEFAULT_REGION`.
+    region: str = ""
+    drain_timeout: float = 600.0
+    cluster_ca_file: Path | None = None
     config_file: Path | None = None
+
+    @property
+    def cluster(self) -> bool:
+        """Is this node one of a cluster (``--redis``)?"""
+        return self.redis is not None
 
     @property
     def public_host(self) -> str:
@@ -400,13 +442,16 @@ class ServeConfig:
 
     def region_map(self) -> RegionMap:
         """The regions browsers measure: this node's, and each ``--region-node``."""
-        parts = urllib.parse.urlsplit(self.public_url)
-        regions = [Region(self.region, f"{parts.scheme}://{parts.netloc}", tuple(self.turn_uris()))]
+        # In a cluster a node is measured and relays at its own name, not the shared public one.
+        own = self.node_url or self.public_url
+        parts = urllib.parse.urlsplit(own)
+        local = self.region or DEFAULT_REGION
+        regions = [Region(local, f"{parts.scheme}://{parts.netloc}", tuple(turn_uris_for(own, self.port)))]
         for name, origin in self.region_nodes:
             port = urllib.parse.urlsplit(origin).port or 443
             regions.append(Region(name, origin, tuple(turn_uris_for(origin, port))))
         try:
-            return RegionMap(self.region, tuple(regions))
+            return RegionMap(local, tuple(regions))
         except ValueError as exc:
             raise ConfigError(f"--region-node: {exc}") from None
 
@@ -418,6 +463,8 @@ class ServeConfig:
             redact = f.metadata.get("redact")
             if redact == "value":
                 view[f.name] = "<redacted>" if value else None
+            elif redact == "url":
+                view[f.name] = None if value is None else redact_url(value)
             elif redact == "keys":
                 view[f.name] = sorted(value)
             else:
@@ -437,6 +484,27 @@ def _jsonable(value: object) -> object:
 
 # --------------------------------------------------------------------------------------------------
 # URLs and TURN URIs, shared with ``meet443 turn-credentials``
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_redis_url(text: str) -> str:
+    """A ``redis://`` or ``rediss://`` URL; raises ``ValueError`` (without echoing a password)."""
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("not a valid redis:// or rediss:// URL") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"expected redis://host[:port][/db] or rediss://..., got {redact_url(text)!r}")
+    return text.strip()
 
 
 def _host_for_uri(host: str) -> str:
@@ -988,6 +1056,31 @@ def load_data_dir(namespace: argparse.Namespace, environ: Mapping[str, str]) -> 
     return values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR)
 
 
+@dataclass(frozen=True)
+class ClusterClient:
+    """What ``meet443 drain`` needs to reach a cluster: its Redis and a node's URL."""
+
+    redis: str = field(metadata={"redact": "url"})
+    redis_password_file: Path | None
+    node_url: str
+
+
+def load_cluster_client(namespace: argparse.Namespace, environ: Mapping[str, str]) -> ClusterClient:
+    """``--redis``, ``--redis-password-file`` and ``--node-url`` as ``serve`` resolves them (flag >
+    environment > ``--config`` file), for commands declared with
+    ``add_serve_arguments(parser, only=("config", "redis", "redis-password-file", "node-url"))``."""
+    flags = _flag_layer(namespace)
+    env = _env_layer(environ)
+    config_file = _Values(_merge([flags, env]), environ).path("config")
+    layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
+    values = _Values(_merge(layers), environ)
+    redis = values.one("redis", parse_redis_url)
+    node_url = values.one("node_url", parse_public_url)
+    if redis is None or node_url is None:
+        raise ConfigError("needs --redis and --node-url (flags, MEET443_* variables or --config)")
+    return ClusterClient(redis, values.path("redis_password_file"), node_url)
+
+
 def _field_defaults() -> dict[str, object]:
     return {
         f.name: f.default
@@ -1025,8 +1118,18 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
             raise ConfigError(f"{values.source('turn_secret_file')}: {secret_file} is empty")
         secret_origin = str(secret_file)
     else:
+        if values.one("redis", parse_redis_url) is not None:
+            # Every node checks every node's TURN credentials and relay headers: one secret.
+            raise ConfigError(
+                "--redis needs the cluster's shared TURN secret (--turn-secret-file); a secret generated "
+                "per node would make other nodes' TURN credentials fail here"
+            )
         secret, generated = _load_or_create_secret(data_dir)
         secret_origin = str(generated)
+
+    redis = values.one("redis", parse_redis_url)
+    node_url = values.one("node_url", parse_public_url)
+    _check_cluster(values, redis, node_url, serving=read_secrets)
 
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
@@ -1065,7 +1168,6 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         require_api_key=pick("require_api_key", _parse_bool),
         default_room_mode=pick("default_room_mode", _parse_room_mode),
         force_relay=pick("force_relay", _parse_bool),
-        region=pick("region", _parse_region),
         region_nodes=tuple(values.many("region_node", _parse_region_node)),
         max_participants=pick("max_participants", _int_parser(1)),
         sfu_last_n=pick("sfu_last_n", _int_parser(1, 49)),
@@ -1075,9 +1177,32 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         other_udp_port=pick("other_udp_port", _int_parser(0, 65535)),
         other_udp_port_fixed=values.source("other_udp_port") is not None,
         config_file=config_file,
+        redis=redis,
+        redis_password_file=values.path("redis_password_file"),
+        node_url=node_url,
+        region=values.one("region", _parse_region) or "",
+        drain_timeout=pick("drain_timeout", _parse_positive_float),
+        cluster_ca_file=values.path("cluster_ca_file"),
     )
     config.region_map()  # a region named twice fails at start, not at the first join
     return config
+
+
+def _check_cluster(values: _Values, redis: str | None, node_url: str | None, *, serving: bool) -> None:
+    """docs/cluster.md "How to run a node in a cluster": what ``--redis`` requires of a node
+    (``serving``; ``firewall-rules`` only reads the registry), and what only it allows."""
+    files = ("redis_password_file", "cluster_ca_file")
+    if redis is None:
+        for dest in (*files, "node_url"):
+            if values.source(dest) is not None:
+                raise ConfigError(f"{values.source(dest)}: only for cluster mode, which --redis turns on")
+        return
+    if node_url is None and serving:
+        raise ConfigError("--redis needs --node-url: this node's own https:// name in the cluster")
+    for dest in files:
+        path = values.path(dest)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{values.source(dest)}: {path} is not a readable file")
 
 
 def _static_users(values: _Values) -> dict[str, str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,8 @@ __all__ = [
     "RTT_PATH",
     "Region",
     "RegionMap",
+    "RegionNode",
+    "live_regions",
 ]
 
 #: Each URI costs the browser one TURN allocation per peer connection, and Firefox warns from five
@@ -133,3 +135,31 @@ class RegionMap:
         # An even share each, so a region with several nodes cannot crowd out the fallback.
         share = MAX_TURN_URIS // len(ranked)
         return list(dict.fromkeys(uri for region in ranked for uri in region.turn_uris[:share]))
+
+
+@dataclass(frozen=True, slots=True)
+class RegionNode:
+    """A live node as the cluster's registry describes it, reduced to what choosing a region needs."""
+
+    region: str
+    url: str
+    turn_uris: tuple[str, ...]
+    #: Participants over capacity, 0 to 1.
+    load: float
+    #: Not draining and not full.
+    accepts: bool
+
+
+def live_regions(own: Region, nodes: Iterable[RegionNode]) -> RegionMap:
+    """The regions of a cluster: this node stands for its own region; every other region that has a
+    node taking participants is represented by its least loaded one (ties by URL). Regions whose
+    nodes all drain or are full are left out: nobody should be sent to their relays."""
+    best: dict[str, RegionNode] = {}
+    for node in nodes:
+        if node.region == own.name or not node.accepts or not _NAME.fullmatch(node.region):
+            continue
+        held = best.get(node.region)
+        if held is None or (node.load, node.url) < (held.load, held.url):
+            best[node.region] = node
+    others = (Region(n.region, n.url, n.turn_uris) for _, n in sorted(best.items()))
+    return RegionMap(own.name, (own, *others))
