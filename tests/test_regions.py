@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from meet443.config import turn_uris_for
+from meet443.config import load_serve_config, turn_uris_for
+from meet443.network import NetworkDescription
 from meet443.regions import MAX_TURN_URIS, Region, RegionMap, RegionNode, live_regions
 
 
@@ -112,3 +114,16 @@ class TestLiveRegions:
 
     def test_alone_in_the_registry_is_one_region(self) -> None:
         assert live_regions(EU, []).regions == (EU,)
+
+
+def test_region_nodes_are_published_host_names(tmp_path: Path) -> None:
+    config = load_serve_config(
+        [
+            "--data-dir", str(tmp_path), "--public-url", "https://eu.meet.example", "--region", "eu",
+            "--region-node", "us=https://us.meet.example", "--region-node", "ap=https://203.0.113.9",
+        ],
+        {},
+    )  # fmt: skip
+    description = NetworkDescription.from_config(config)
+    assert description.hostnames == ("eu.meet.example", "us.meet.example")
+    assert NetworkDescription.from_json(description.to_json()) == description

@@ -78,6 +78,11 @@ class RegionsLab:
         for k, (name, position) in enumerate(sites.items()):
             network = ipaddress.IPv4Network(f"{first + 16 * k}/{SITE_PREFIX}")
             self.sites[name] = Site(name, lab.namespace(name), network, position)
+        for ns in (self.router, *(site.ns for site in self.sites.values())):
+            # IPv4 only, before any link is up: a link-local IPv6 address appearing a second later
+            # is a network change to Chromium, which then fails what it is loading.
+            off = ("net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+            ns.run(["sysctl", "-qw", *off])
         self._build()
         self.delay_line = self._start_delay_line()
 

@@ -26,6 +26,20 @@ test('only well-formed regions with https RTT URLs are probed, each once, at mos
   assert.equal(parseRegions(doc(many)).length, MAX_REGIONS);
 });
 
+test('without Resource Timing the first ping only warms up the connection', async () => {
+  let n = 0;
+  const fetchImpl = async (url) => {
+    if (url === '/v1/regions') return { ok: true, json: async () => doc([region('eu'), region('us')]) };
+    n += 1;
+    return { ok: true };
+  };
+  let t = 0;
+  const probe = new RegionProbe({ fetchImpl, performanceImpl: {}, now: () => (t += 5) });
+  await probe.start('/v1/regions');
+  assert.equal(n, 2 * PINGS);
+  assert.equal(probe.measured.get('eu').length, PINGS - 1);
+});
+
 test('a ping is requestStart to responseStart when Timing-Allow-Origin allows, else the clock', () => {
   assert.equal(pingRtt({ requestStart: 100, responseStart: 160.5 }, 400), 60.5);
   assert.equal(pingRtt({ requestStart: 0, responseStart: 0 }, 400), 400, 'no TAO: zeroed timings');

@@ -3,8 +3,8 @@
 // measured in its `join` (`rtts`); the server hands out the closest region's TURN URIs plus one
 // fallback region's. Regions are probed in parallel, the pings to one region one after another on
 // one kept-alive connection. The first ping of a region pays for TCP and TLS; Resource Timing (the
-// node answers with Timing-Allow-Origin) gives its request-to-response time without them, and the
-// page's own clock is the fallback. A region that does not answer in REGION_TIMEOUT_MS is left out,
+// node answers with Timing-Allow-Origin) gives its request-to-response time without them. Without
+// Resource Timing the page's own clock measures, and the first ping only warms the connection up. A region that does not answer in REGION_TIMEOUT_MS is left out,
 // and a join never waits more than JOIN_WAIT_MS for the probe.
 
 export const PINGS = 3;
@@ -105,10 +105,13 @@ export class RegionProbe {
     for (let i = 0; i < PINGS; i += 1) {
       const left = deadline - this.now();
       if (left <= 0) break;
-      const ms = await this.ping(region, left);
-      if (ms === null) break;
-      this.measured.get(region.name).push(ms);
-      this.settle(region.name);
+      const ping = await this.ping(region, left);
+      if (ping === null) break;
+      // Without Resource Timing the first ping's clock counts TCP and TLS too: a warm-up only.
+      if (ping.timed || i > 0) {
+        this.measured.get(region.name).push(ping.ms);
+        this.settle(region.name);
+      }
     }
     this.settle(region.name);
   }
@@ -121,10 +124,13 @@ export class RegionProbe {
     const started = this.now();
     try {
       const response = await this.fetchImpl(url, { cache: 'no-store', mode: 'cors', credentials: 'omit', signal: abort.signal });
-      if (!response.ok) return null;
       const clockMs = this.now() - started;
+      if (!response.ok) return null;
+      // The Resource Timing entry is added once the (empty) body is read.
+      if (response.arrayBuffer) await response.arrayBuffer();
       const entries = this.performance && this.performance.getEntriesByName ? this.performance.getEntriesByName(url, 'resource') : [];
-      return pingRtt(entries[entries.length - 1], clockMs);
+      const entry = entries[entries.length - 1];
+      return { ms: pingRtt(entry, clockMs), timed: pingRtt(entry, null) !== null };
     } catch {
       return null; // unreachable, refused by CORS, or timed out
     } finally {

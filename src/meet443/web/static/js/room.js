@@ -37,6 +37,7 @@ let iceConfig = null; // the RTCConfiguration from the last joined / ice-servers
 // Round trips to each region's node, measured from page load on (the closest TURN relay).
 const regionProbe = new RegionProbe();
 let sentRtts = null; // what the last join carried
+let regionWaitMs = null; // how long the last join waited for the probe
 let view = null;
 let selfLevel = 0;
 const levels = new AudioLevels();
@@ -334,7 +335,9 @@ function startCall() {
   mesh.setTracks({ audio: media.audioTrack, video: media.outgoingVideo });
   // Regions still unmeasured get JOIN_WAIT_MS more; an unreachable one is left out.
   const client = signaling;
+  const waitFrom = performance.now();
   regionProbe.settled(JOIN_WAIT_MS).then(() => {
+    regionWaitMs = Math.round(performance.now() - waitFrom);
     if (signaling === client && !client.stopped) client.start();
   });
   clearInterval(statsTimer);
@@ -387,6 +390,8 @@ function onStatus(status, detail) {
 // Server messages: the reducer changes the state; here its effects are carried out.
 
 function onMessage(m) {
+  // User Timing: how long a join took from navigation (BENCHMARKS.md "Join time with distance").
+  if (m.type === 'joined' && !performance.getEntriesByName('meet443:joined').length) performance.mark('meet443:joined');
   let effects = [];
   update((s) => {
     effects = receive(s, m);
@@ -634,6 +639,7 @@ async function publicState({ detail = false } = {}) {
     regions: {
       measured: regionProbe.rtts(),
       sent: sentRtts,
+      waitedMs: regionWaitMs,
       iceUrls: (iceConfig?.iceServers || []).flatMap((server) => [].concat(server.urls)),
     },
   });
