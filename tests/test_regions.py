@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from meet443.aio.relay import join_rtts
 from meet443.config import load_serve_config, turn_uris_for
 from meet443.network import NetworkDescription
-from meet443.regions import MAX_TURN_URIS, Region, RegionMap, RegionNode, live_regions
+from meet443.regions import MAX_TURN_URIS, Region, RegionMap, RegionNode, live_regions, place_room
+from meet443.state import NodeInfo
 
 
 def region(name: str) -> Region:
@@ -127,3 +130,78 @@ def test_region_nodes_are_published_host_names(tmp_path: Path) -> None:
     description = NetworkDescription.from_config(config)
     assert description.hostnames == ("eu.meet.example", "us.meet.example")
     assert NetworkDescription.from_json(description.to_json()) == description
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    region: str
+    load: int = 0
+    capacity: int = 100
+    draining: bool = False
+
+
+class TestPlacement:
+    """Issue #16 item 3: a group room is placed in its first joiner's region, least loaded first."""
+
+    EU1, EU2 = Node("eu1", "eu", load=40), Node("eu2", "eu", load=10)
+    US1, AP1 = Node("us1", "us", load=0), Node("ap1", "ap", load=0)
+    LIVE = (EU1, EU2, US1, AP1)
+
+    def test_the_first_joiners_closest_region_least_loaded_node(self) -> None:
+        assert place_room(self.US1, self.LIVE, {"eu": 12.0, "us": 80.0}) is self.EU2
+        assert place_room(self.EU1, self.LIVE, {"eu": 90.0, "ap": 15.0}) is self.AP1
+
+    def test_without_measurements_the_edge_while_it_takes_rooms(self) -> None:
+        assert place_room(self.EU1, self.LIVE, {}) is self.EU1
+        full = Node("eu1", "eu", load=100, capacity=100)
+        assert place_room(full, [full, self.EU2, self.US1], {}) is self.EU2  # same region first
+        draining = Node("eu1", "eu", draining=True)
+        assert place_room(draining, [draining, self.US1], {}) is self.US1
+        assert place_room(full, [full, Node("b", "eu", draining=True)], {}) is None
+
+    def test_registry_entries_are_placed_as_they_are(self) -> None:
+        def info(node_id: str, region: str, load: int) -> NodeInfo:
+            url = f"https://{node_id}.example"
+            return NodeInfo(
+                node_id=node_id,
+                node_url=url,
+                region=region,
+                addresses=("192.0.2.1",),
+                port=443,
+                sfu_ports=(443,),
+                relay_ports=(50000, 50999),
+                load=load,
+                capacity=100,
+            )
+
+        eu, us_busy, us_idle = info("eu", "eu", 0), info("us1", "us", 50), info("us2", "us", 5)
+        assert place_room(eu, [eu, us_busy, us_idle], {"us": 20.0, "eu": 90.0}) is us_idle
+
+    def test_the_edge_wins_a_tie_so_no_relay_hop(self) -> None:
+        a, b = Node("a", "eu"), Node("b", "eu")
+        assert place_room(b, [a, b], {"eu": 5.0}) is b
+        assert place_room(Node("x", "us"), [a, b], {"eu": 5.0}) is a
+
+    def test_full_and_draining_nodes_are_skipped_then_the_next_region(self) -> None:
+        full = Node("eu1", "eu", load=100, capacity=100)
+        draining = Node("eu2", "eu", draining=True)
+        us = Node("us1", "us", load=99, capacity=100)
+        assert place_room(full, [full, draining, us], {"eu": 5.0, "us": 50.0}) is us
+        assert place_room(full, [full, draining, us], {"eu": 5.0}) is us  # anywhere with room
+        assert place_room(full, [full, draining], {"eu": 5.0}) is None
+
+    def test_load_is_relative_to_each_nodes_limit(self) -> None:
+        small, big = Node("small", "eu", load=5, capacity=10), Node("big", "eu", load=20, capacity=100)
+        assert place_room(small, [small, big], {"eu": 3.0}) is big
+
+    def test_impossible_measurements_are_ignored(self) -> None:
+        assert place_room(self.EU1, self.LIVE, {"eu": math.nan, "ap": -1.0}) is self.EU1
+
+
+def test_a_joins_rtts_reach_placement_validated() -> None:
+    join = b'{"type":"join","v":1,"room":"r","displayName":"A","rtts":{"eu":12.5}}'
+    assert join_rtts(join) == {"eu": 12.5}
+    assert join_rtts(join.replace(b"12.5", b"-1")) == {}  # the core answers bad-message
+    assert join_rtts(b'{"type":"join","v":1,"room":"r","displayName":"A"}') == {}
+    assert join_rtts(b'{"type":"ping"}') == {}

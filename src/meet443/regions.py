@@ -20,7 +20,7 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "MAX_REGIONS",
@@ -33,6 +33,7 @@ __all__ = [
     "RegionMap",
     "RegionNode",
     "live_regions",
+    "place_room",
 ]
 
 #: Each URI costs the browser one TURN allocation per peer connection, and Firefox warns from five
@@ -163,3 +164,54 @@ def live_regions(own: Region, nodes: Iterable[RegionNode]) -> RegionMap:
             best[node.region] = node
     others = (Region(n.region, n.url, n.turn_uris) for _, n in sorted(best.items()))
     return RegionMap(own.name, (own, *others))
+
+
+class PlacementNode(Protocol):
+    """What placing a room reads of a node (the cluster registry's ``NodeInfo`` has it)."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def load(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def draining(self) -> bool: ...
+
+
+N = TypeVar("N", bound=PlacementNode)
+
+
+def place_room(edge: N, live: Sequence[N], rtts: Mapping[str, float]) -> N | None:
+    """Issue #16 item 3: the home of a new room, in its first joiner's region.
+
+    The region is the closest one the first joiner measured (``join.rtts``) that has a node with
+    room to spare; there the least loaded node (participants over its per-node limit, ``capacity``)
+    that is not draining and below its limit, the edge first among equals, then by id. A joiner
+    that measured nothing (an older client, a script) stays on the node it reached (``edge``) as
+    long as that node takes rooms, else on the least loaded node of the edge's region. When no node
+    of those regions has room, the least loaded node anywhere; ``None`` when no node takes rooms.
+
+    The room stays where it was placed: it is not moved when later joiners are mostly elsewhere,
+    since moving a live room costs every participant a reconnect, while each of them still relays
+    through their own closest TURN.
+    """
+    nodes = {n.node_id: n for n in live}
+    nodes.setdefault(edge.node_id, edge)
+    open_nodes = [n for n in nodes.values() if not n.draining and n.load < n.capacity]
+
+    def key(n: N) -> tuple[float, bool, str]:
+        return (n.load / max(1, n.capacity), n.node_id != edge.node_id, n.node_id)
+
+    measured = sorted(
+        (rtt, name) for name, rtt in rtts.items() if math.isfinite(rtt) and 0 <= rtt <= MAX_RTT_MS
+    )
+    if not measured and edge in open_nodes:
+        return edge
+    for region in [name for _, name in measured] or [edge.region]:
+        here = [n for n in open_nodes if n.region == region]
+        if here:
+            return min(here, key=key)
+    return min(open_nodes, key=key, default=None)
