@@ -13,6 +13,8 @@ through r1, Bob through r2 — the call running relay to relay.
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import sys
 import urllib.parse
 from collections.abc import Iterator
@@ -43,6 +45,8 @@ REGIONS = ("r1", "r2", "r3")
 CLIENTS = ("c1", "c2")
 PORT = 443
 MEDIA_TIMEOUT_S = 30
+#: BENCHMARKS.md "Join time with distance" runs more (MEET443_JOIN_TRIALS=5); CI one.
+JOIN_TRIALS = int(os.environ.get("MEET443_JOIN_TRIALS", "1"))
 
 
 def name_of(region: str) -> str:
@@ -181,6 +185,32 @@ def test_each_participant_relays_through_its_closest_region(
 
 
 TRANSPORTS = (("turn", "udp"), ("turn", "tcp"), ("turns", "tcp"))
+
+
+def test_join_time_with_distance(world: World, people: list[Participant], console_log: list[str]) -> None:
+    """From c1, a meeting on each region's node (10, 60 and 120 ms away): navigation to ``joined``,
+    and how much of it was the wait for the region probe (at most 300 ms by design)."""
+    rows = []
+    for region in REGIONS:
+        joins, waits = [], []
+        for trial in range(JOIN_TRIALS):
+            p = Participant(world.browsers.browser(world.lab.sites["c1"].ns), f"T{trial}", console_log)
+            people.append(p)
+            p.open(world.nodes[region].room_url(f"join-{region}-{trial}", displayName="T", autojoin=1))
+            state = p.wait_phase("in-call", timeout_s=20)
+            p.wait_js("performance.getEntriesByName('meet443:joined').length > 0")
+            joins.append(join_ms(p))
+            waits.append(state["regions"]["waitedMs"])
+            assert state["regions"]["waitedMs"] <= 300 + 50
+            p.close()
+        rtt = world.lab.rtt_ms("c1", region)
+        rows.append(
+            f"| {rtt:.0f} ms ({region}) | {statistics.median(joins):.0f} | {max(joins):.0f} | "
+            f"{statistics.median(waits):.0f} | {max(waits):.0f} | {JOIN_TRIALS} |"
+        )
+    print("\n| page's node RTT | join p50 ms | join max ms | probe wait p50 ms | wait max ms | trials |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 def published_hostnames(world: World) -> str:

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import test from 'node:test';
 
 import {
-  JOIN_WAIT_MS, MAX_REGIONS, PINGS, REGION_TIMEOUT_MS, RegionProbe, joinRtts, parseRegions, pingRtt,
+  HANDSHAKE_RTTS, JOIN_WAIT_MS, MAX_REGIONS, PINGS, REGION_TIMEOUT_MS, RegionProbe, joinRtts, parseRegions, pingRtt,
 } from '../../../src/meet443/web/static/js/regions.js';
 
 const doc = (regions) => ({ version: 1, self: 'eu', regions });
@@ -85,26 +85,41 @@ function fakeNetwork(rttByHost) {
   return { clock, timers, fetchImpl, performanceImpl };
 }
 
+/** Runs `probe` over `net` to the end, a millisecond at a time on both clocks. */
+async function drive(t, net, probe) {
+  const running = probe.start('/v1/regions');
+  while (net.clock.now() <= REGION_TIMEOUT_MS) {
+    await new Promise((r) => setImmediate(r));
+    for (const due of net.timers.filter((x) => x.at <= net.clock.now())) {
+      net.timers.splice(net.timers.indexOf(due), 1);
+      due.fire();
+    }
+    await new Promise((r) => setImmediate(r));
+    net.clock.advance(1);
+    t.mock.timers.tick(1);
+  }
+  await running;
+}
+
+test('the wait ends once every silent region is provably farther than the best two', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const net = fakeNetwork({ 'eu.meet.example': 10, 'us.meet.example': 60 });
+  const probe = new RegionProbe({ fetchImpl: net.fetchImpl, performanceImpl: net.performanceImpl, now: net.clock.now });
+  let decidedAt = null;
+  probe.settled(REGION_TIMEOUT_MS * 2).then(() => {
+    decidedAt = net.clock.now();
+  });
+  await drive(t, net, probe);
+  // us answers at 60 ms (measured 54): ap, silent, would need HANDSHAKE_RTTS × 54 ms to be closer.
+  assert.equal(decidedAt, HANDSHAKE_RTTS * 54);
+  assert.ok(decidedAt < REGION_TIMEOUT_MS);
+});
+
 test('regions are probed in parallel; unreachable ones are left out; PINGS each', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const net = fakeNetwork({ 'eu.meet.example': 10, 'us.meet.example': 60 });
   const probe = new RegionProbe({ fetchImpl: net.fetchImpl, performanceImpl: net.performanceImpl, now: net.clock.now });
-  const running = probe.start('/v1/regions');
-  // Deliver the fake answers in time order, moving both clocks.
-  for (let step = 0; step < 400; step += 1) {
-    await new Promise((r) => setImmediate(r));
-    net.timers.sort((a, b) => a.at - b.at);
-    const next = net.timers.shift();
-    const to = next ? Math.min(next.at, REGION_TIMEOUT_MS + 1) : REGION_TIMEOUT_MS + 1;
-    const ms = to - net.clock.now();
-    if (ms > 0) {
-      net.clock.advance(ms);
-      t.mock.timers.tick(ms);
-    }
-    if (next && next.at <= REGION_TIMEOUT_MS) next.fire();
-    if (!next && net.clock.now() > REGION_TIMEOUT_MS) break;
-  }
-  await running;
+  await drive(t, net, probe);
   assert.deepEqual(probe.rtts(), { eu: 9, us: 54 });
   assert.equal(probe.measured.get('eu').length, PINGS);
   assert.equal(probe.measured.get('ap').length, 0);

@@ -11,6 +11,12 @@ export const PINGS = 3;
 export const REGION_TIMEOUT_MS = 2000;
 /** Issue #16: measuring adds at most this much to a join. */
 export const JOIN_WAIT_MS = 300;
+/**
+ * Round trips before a region's first answer: TCP, TLS (1.3; 1.2 takes one more) and the request.
+ * A region still silent after HANDSHAKE_RTTS × x ms is farther than x ms, so the probe is decided
+ * once the closest two are measured and every silent region is provably farther than them.
+ */
+export const HANDSHAKE_RTTS = 4;
 /** As the server accepts them (meet443.regions: REGION_NAME, MAX_REGIONS, MAX_RTT_MS). */
 export const REGION_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/;
 export const MAX_REGIONS = 16;
@@ -74,8 +80,10 @@ export class RegionProbe {
     this.measured = new Map(); // name -> [ms, ...]
     this.pending = new Set(); // regions with no answer and no timeout yet
     this.waiters = [];
-    this.done = false; // every region answered once or gave up (or there was nothing to probe)
+    this.done = false; // the closest regions are known (or there was nothing to probe)
     this.serial = 0;
+    this.startedAt = 0;
+    this.decideTimer = null;
   }
 
   /** Reads the region list from `regionsUrl` (the page's own node) and probes them all. */
@@ -97,6 +105,7 @@ export class RegionProbe {
       this.measured.set(r.name, []);
       this.pending.add(r.name);
     }
+    this.startedAt = this.now();
     await Promise.all(regions.map((r) => this.probeRegion(r)));
   }
 
@@ -139,15 +148,31 @@ export class RegionProbe {
   }
 
   settle(name) {
-    if (this.pending.delete(name) && this.pending.size === 0) this.wake();
+    if (this.pending.delete(name) && this.pending.size === 0) {
+      this.wake();
+      return;
+    }
+    if (this.done) return;
+    // The second best (the fallback) bounds what a silent region could still beat.
+    const best = [...this.measured.values()].filter((m) => m.length).map((m) => Math.min(...m)).sort((a, b) => a - b);
+    if (best.length < 2) return;
+    const bound = best[1];
+    const decideIn = this.startedAt + HANDSHAKE_RTTS * bound - this.now();
+    clearTimeout(this.decideTimer);
+    if (decideIn <= 0) this.wake();
+    else this.decideTimer = setTimeout(() => this.wake(), decideIn);
   }
 
   wake() {
     this.done = true;
+    clearTimeout(this.decideTimer);
     for (const resolve of this.waiters.splice(0)) resolve();
   }
 
-  /** Waits until each region answered once or gave up, or `ms` passed, whichever comes first. */
+  /**
+   * Waits until the closest regions are known (each answered once, gave up, or is provably
+   * farther than the two best), or `ms` passed, whichever comes first.
+   */
   settled(ms = JOIN_WAIT_MS) {
     if (this.done) return Promise.resolve();
     return new Promise((resolve) => {
