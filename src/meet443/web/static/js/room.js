@@ -37,7 +37,7 @@ let iceConfig = null; // the RTCConfiguration from the last joined / ice-servers
 // Round trips to each region's node, measured from page load on (the closest TURN relay).
 const regionProbe = new RegionProbe();
 let sentRtts = null; // what the last join carried
-let regionWaitMs = null; // how long the last join waited for the probe
+let regionWaitMs = null; // how long the last join waited for the probe once its socket was open
 let view = null;
 let selfLevel = 0;
 const levels = new AudioLevels();
@@ -312,6 +312,14 @@ function startCall() {
       sentRtts = rtts;
       return Object.keys(rtts).length ? { rtts } : {};
     },
+    // Regions still unmeasured get JOIN_WAIT_MS more (while the socket is already open); an
+    // unreachable one is left out.
+    beforeJoin() {
+      const waitFrom = performance.now();
+      return regionProbe.settled(JOIN_WAIT_MS).then(() => {
+        regionWaitMs = Math.round(performance.now() - waitFrom);
+      });
+    },
   });
   mesh = new Mesh({
     signaling,
@@ -333,13 +341,7 @@ function startCall() {
     },
   });
   mesh.setTracks({ audio: media.audioTrack, video: media.outgoingVideo });
-  // Regions still unmeasured get JOIN_WAIT_MS more; an unreachable one is left out.
-  const client = signaling;
-  const waitFrom = performance.now();
-  regionProbe.settled(JOIN_WAIT_MS).then(() => {
-    regionWaitMs = Math.round(performance.now() - waitFrom);
-    if (signaling === client && !client.stopped) client.start();
-  });
+  signaling.start();
   clearInterval(statsTimer);
   statsTimer = setInterval(refreshStats, STATS_INTERVAL_MS);
 }
