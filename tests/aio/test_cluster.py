@@ -366,7 +366,7 @@ class TestTurnAcrossNodes:
                     await host.send("kick", participantId=guest.self_id)
                     kicked_at = time.monotonic()
                     assert (await guest.expect("kicked"))["type"] == "kicked"
-                    while True:
+                    while time.monotonic() - kicked_at < 2.0:
                         reply = await asyncio.to_thread(turn.request, Method.REFRESH, [Lifetime(600)])
                         if reply.klass == StunClass.ERROR:
                             break
@@ -391,7 +391,8 @@ class TestTurnAcrossNodes:
         )
         try:
             in_range.bind((b.host, 41998))
-            outside.bind((b.host, 0))
+            # Not in its relay range and not one of its SFU ports (the main one, or the second).
+            outside.bind((b.host, 40000 if cluster.port != 40000 else 40001))
             for sock in (in_range, outside):
                 sock.settimeout(0.5)
             turn.allocate()
@@ -462,7 +463,7 @@ class TestRedisOutage:
                 await bob.join("outage", "Bob")
                 await ada.expect("participant-joined")
                 cluster.redis.stop()
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(2.5)  # a few heartbeats fail
                 # The call goes on: chat and signaling both ways, through B's relay.
                 await bob.send("chat", text="during outage", clientMessageId="o1")
                 for peer in (ada, bob):
@@ -497,13 +498,20 @@ class TestRedisOutage:
         for node in cluster.nodes[:2]:
             log = node.log.read_text()
             # One line when the outage starts, not one per attempt.
-            assert log.count("shared state unavailable") == 1, log[-3000:]
+            outages = [line for line in log.splitlines() if "shared state unavailable" in line]
+            assert len(outages) == 1, outages
 
 
 class TestSigterm:
-    def test_sigterm_drains_and_an_idle_node_exits(self, cluster: Cluster) -> None:
+    def test_sigterm_drains_and_a_second_one_stops(self, cluster: Cluster) -> None:
         b = cluster.nodes[1]
         b.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while b'"draining":true' not in cluster.redis.command(f"GET meet443:node:{b.node_id}".encode()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # Participants awaiting resume keep it draining (--drain-timeout 600): still up.
+        assert b.process.poll() is None
+        b.process.send_signal(signal.SIGTERM)
         assert b.process.wait(10) == 0
-        log = b.log.read_text()
-        assert "draining (SIGTERM)" in log
+        assert "draining (SIGTERM)" in b.log.read_text()

@@ -229,7 +229,12 @@ class SignalingEndpoint:
                 if message.type is WSMsgType.TEXT and cluster is not None and not peer.closing:
                     home = await self._home_of(conn, cluster, message.data, relayed=relayed)
                     if home == "refused":
-                        continue
+                        # Written here, not queued: no other task reads or closes the socket.
+                        handed_over = True
+                        self._forget(conn)
+                        await ws.send_str(unavailable_error("the meeting cannot be reached now; try again"))
+                        await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"try again")
+                        return ws
                     if home != "here":
                         # The room lives elsewhere: this node forgets the socket and relays it.
                         handed_over = True
@@ -261,8 +266,6 @@ class SignalingEndpoint:
             home = await cluster.route(room, relayed=relayed)
         except (StateUnavailable, RoomElsewhere) as exc:
             logger.warning("conn %d: join of room %s refused: %s", conn, room, exc)
-            self.enqueue(conn, unavailable_error("the meeting cannot be reached now; try again").encode())
-            self.enqueue(conn, Close(conn, CLOSE_TRY_AGAIN_LATER, "try again"))
             return "refused"
         return "here" if home is None else home
 
