@@ -196,6 +196,16 @@ class NodeCore:
         """The meeting of ``room`` was deleted (REST API): everyone in it is sent away."""
         return self._signaling_outputs(self.signaling.end_meeting(room, now), now)
 
+    def restart_sfu(self, room: str, now: float) -> list[Output]:
+        """The SFU lost ``room``'s media session (the media worker serving it died): the SFU
+        forgets the room, and its participants are told to publish and subscribe again on new
+        connections, keeping their ids (docs/signaling.md "SFU restart")."""
+        out: list[Output] = []
+        if self.conference is not None:
+            out += self._conference_outputs(self.conference.forget_room(room, now), now)
+        out += self._signaling_outputs(self.signaling.sfu_restarted(room), now)
+        return out
+
     # -- timers ---------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:

@@ -91,6 +91,7 @@ from meet443.proto.signaling.messages import (
     RoomUpdated,
     ServerMessage,
     SfuRequest,
+    SfuRestart,
     Speaker,
     SubscribeAnswer,
     decode_client_message,
@@ -1045,6 +1046,18 @@ class SignalingServer:
         target = r.participants.get(participant) if r is not None else None
         if target is not None:
             self._deliver(target, encode(message))
+        return out
+
+    def sfu_restarted(self, room: str) -> list[Output]:
+        """The SFU lost ``room``'s media session: everyone in it gets ``sfu-restart`` (kept for
+        those awaiting resume) and is a member of the SFU again (docs/signaling.md "SFU restart")."""
+        out = self._out = []
+        r = self._rooms.get(room)
+        if r is not None and r.mode is RoomMode.GROUP:
+            payload = encode(SfuRestart())
+            for p in r.participants.values():
+                self._deliver(p, payload)
+                self._out.append(ToSfu(r.name, p.id, None))
         return out
 
     def broadcast(self, room: str, message: ServerMessage) -> list[Output]:
