@@ -215,7 +215,9 @@ class TestSfuRestart:
         node.take(node.core.disconnected(1, node.now))
         node.take(node.core.restart_sfu("town-hall", node.now))
         node.take(node.core.connect(4, "198.51.100.7", node.now))
-        node.send(4, {"type": "join", "v": 1, "room": "town-hall", "displayName": "Alice", "resumeToken": token})
+        node.send(
+            4, {"type": "join", "v": 1, "room": "town-hall", "displayName": "Alice", "resumeToken": token}
+        )
         assert [m["type"] for m in node.inbox[4]] == ["joined", "sfu-restart"]
 
     def test_an_unknown_room_is_a_no_op(self) -> None:

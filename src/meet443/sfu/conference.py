@@ -250,8 +250,10 @@ class Conference:
         offer = SessionDescription.parse(message.sdp)
         remote = remote_transport(offer)
         connection = member.publish
-        if connection is not None and connection.dtls is not None and (
-            connection.dtls.remote_fingerprints != tuple(remote.fingerprints)
+        if (
+            connection is not None
+            and connection.dtls is not None
+            and (connection.dtls.remote_fingerprints != tuple(remote.fingerprints))
         ):
             # Another certificate: a new peer connection (the client started over after an
             # sfu-restart, and a publish of its old one reached us first). Its DTLS starts afresh.
