@@ -336,13 +336,15 @@ class TestAdapter:
 
         run(scenario())
 
-    def test_close_says_going_away(self) -> None:
+    def test_close_says_service_restart(self) -> None:
+        """RFC 6455 §7.4: 1012, so that clients come back at once and resume."""
+
         async def scenario() -> None:
             async with serving() as (service, url, session):
                 ada = await Peer.open(session, url)
                 await ada.join()
                 await service.close()
-                assert await ada.closed() == 1001
+                assert await ada.closed() == 1012
 
         run(scenario())
 

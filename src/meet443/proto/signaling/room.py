@@ -97,6 +97,7 @@ from meet443.proto.signaling.messages import (
     decode_client_message,
     encode,
 )
+from meet443.proto.signaling.snapshot import ParticipantSnapshot, RoomSnapshot, resume_token
 
 __all__ = [
     "Close",
@@ -108,6 +109,7 @@ __all__ = [
     "Output",
     "ParticipantState",
     "RevokeTurn",
+    "RoomChanged",
     "Send",
     "SignalingCounters",
     "SignalingLimits",
@@ -232,7 +234,15 @@ class RevokeTurn:
     until: float
 
 
-Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn
+@dataclass(frozen=True, slots=True)
+class RoomChanged:
+    """What resuming ``room`` after a restart needs changed (:meth:`SignalingServer.snapshot`
+    tells it now, or None: the room is gone). Several in a row may be written as one."""
+
+    room: str
+
+
+Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn | RoomChanged
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,6 +378,11 @@ class _Participant:
     conn: int | None
     reactions: TokenBucket
     resume_token: str | None = None
+    #: What the token derives from with the resume key (:func:`resume_token`); fresh on every join.
+    resume_nonce: str = ""
+    #: Restored from a snapshot in a group room: the SFU does not know it; on resume it is added
+    #: again and its client told ``sfu-restart``.
+    sfu_lost: bool = False
     audio: bool = False
     video: bool = False
     screen: bool = False
@@ -431,11 +446,15 @@ class SignalingServer:
         limits: SignalingLimits | None = None,
         server_epoch: int = 0,
         sockets: SharedCap | None = None,
+        resume_key: bytes | None = None,
     ) -> None:
         """``server_epoch``: a number no earlier run of this server had (``MeetingStore.next_epoch``).
         ``sockets`` counts open sockets per address for the whole server (default: this process
-        only, with ``limits``' cap and share)."""
+        only, with ``limits``' cap and share). ``resume_key`` signs resume tokens (:func:`resume_token`);
+        a node that restores rooms after a restart must be given the same key (default: one made
+        from ``token``, good for this run only)."""
         self._ice_servers = ice_servers
+        self._resume_key = resume_key if resume_key is not None else token(32).encode()
         self._next_chat_epoch = server_epoch * ROOMS_PER_RUN
         self._token = token
         self._policy: Literal["all", "relay"] = "relay" if force_relay else "all"
@@ -623,10 +642,97 @@ class SignalingServer:
         return min(finite) if finite else None
 
     # ---------------------------------------------------------------------------------------------
+    # Node restarts (docs/signaling.md "Node restarts")
+
+    def snapshot(self, room: str) -> RoomSnapshot | None:
+        """What resuming ``room`` needs, or None when the room is gone (after a :class:`RoomChanged`)."""
+        r = self._rooms.get(room)
+        if r is None or not r.participants:
+            return None  # a room of knockers only: nobody in it could resume
+        return RoomSnapshot(
+            name=r.name,
+            mode="group" if r.mode is RoomMode.GROUP else "normal",
+            api_created=r.api_created,
+            end_ms=r.end_ms,
+            locked=r.locked,
+            chat_epoch=r.chat_epoch,
+            chat_seq=r.chat_seq,
+            history=list(r.history),
+            participants=[
+                ParticipantSnapshot(
+                    id=p.id,
+                    display_name=p.display_name,
+                    host=p.host,
+                    audio=p.audio,
+                    video=p.video,
+                    screen=p.screen,
+                    hand=p.hand,
+                    resume_nonce=p.resume_nonce,
+                    turn_until=p.turn_until,
+                )
+                for p in r.participants.values()
+            ],
+        )
+
+    def restore(self, snapshots: list[RoomSnapshot], now: float) -> None:
+        """Rooms saved by an earlier run of this node (given the same resume key), every participant
+        awaiting resume from ``now``: for the resume window they keep their ids, tokens and place,
+        and the chat goes on in the same epoch. Call before any connection."""
+        for snap in snapshots:
+            if snap.name in self._rooms or not snap.participants:
+                continue
+            mode = RoomMode.GROUP if snap.mode == "group" else RoomMode.NORMAL
+            history: deque[ChatMessage] = deque(snap.history, maxlen=self.limits.chat_history)
+            room = _Room(
+                snap.name,
+                mode,
+                snap.api_created,
+                snap.end_ms,
+                history,
+                locked=snap.locked,
+                chat_epoch=snap.chat_epoch,
+                chat_seq=snap.chat_seq,
+            )
+            for ps in snap.participants:
+                p = _Participant(
+                    ps.id,
+                    room,
+                    ps.display_name,
+                    ps.host,
+                    ParticipantState.AWAITING_RESUME,
+                    None,
+                    TokenBucket(self.limits.reaction_rate, self.limits.reaction_burst),
+                    resume_nonce=ps.resume_nonce,
+                    sfu_lost=mode is RoomMode.GROUP,
+                    audio=ps.audio,
+                    video=ps.video,
+                    screen=ps.screen,
+                    hand=ps.hand,
+                    disconnected_at=now,
+                    turn_until=ps.turn_until,
+                )
+                p.resume_token = resume_token(self._resume_key, room.name, p.id, p.resume_nonce)
+                room.participants[p.id] = p
+                self._resume_tokens[p.resume_token] = p
+                self._participant_count += 1
+            # A resent chat message is recognised by its clientMessageId, as before the restart.
+            for message in history:
+                sender = room.participants.get(message.sender)
+                if sender is not None:
+                    sender.chat_ids[message.client_message_id] = message.seq
+            self._rooms[room.name] = room
+            logger.info(
+                "room %s restored with %d participants awaiting resume", room.name, len(room.participants)
+            )
+
+    # ---------------------------------------------------------------------------------------------
     # Plumbing
 
     def _send(self, conn: int, message: ServerMessage) -> None:
         self._out.append(Send(conn, encode(message)))
+
+    def _changed(self, room: _Room) -> None:
+        self._out.append(RoomChanged(room.name))
 
     def _broadcast(self, room: _Room, message: ServerMessage, exclude: _Participant | None = None) -> None:
         payload: bytes | None = None
@@ -855,8 +961,10 @@ class SignalingServer:
         if p.resume_token is not None:
             del self._resume_tokens[p.resume_token]
         # A new token on every join: one seen on an old socket cannot take the participant over.
-        p.resume_token = self._token(_RESUME_TOKEN_BYTES)
+        p.resume_nonce = self._token(_RESUME_TOKEN_BYTES)
+        p.resume_token = resume_token(self._resume_key, room.name, p.id, p.resume_nonce)
         self._resume_tokens[p.resume_token] = p
+        self._changed(room)
         p.conn, p.state = c.conn, ParticipantState.CONNECTED
         c.participant, c.state = p, ConnectionState.JOINED
         servers, _ = self._mint_ice_servers(p, now)
@@ -894,6 +1002,12 @@ class SignalingServer:
         was_connected = p.state is ParticipantState.CONNECTED
         logger.info("conn %d: participant %s of room %s resumed", c.conn, p.id, p.room.name)
         self._join(c, p, join, now, resumed=True)
+        if p.sfu_lost:
+            # Restored after a node restart: the SFU starts this one over (docs/signaling.md
+            # "SFU restart"); the message goes first, so the SFU's offers follow it.
+            p.sfu_lost = False
+            self._send(c.conn, SfuRestart())
+            self._out.append(ToSfu(p.room.name, p.id, None))
         if not was_connected:
             self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
         while p.backlog:
@@ -915,6 +1029,7 @@ class SignalingServer:
             p.resume_token = None
         p.backlog.clear()
         self._revoke_turn(p)
+        self._changed(room)
         logger.info("participant %s left room %s (%s)", p.id, room.name, reason)
         self._broadcast(room, ParticipantLeft(p.id, reason))
         if room.mode is RoomMode.GROUP:
@@ -953,6 +1068,7 @@ class SignalingServer:
                 return
         if not room.knockers and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
+            self._changed(room)
             logger.info("room %s forgotten (empty)", room.name)
 
     def _let_in(self, room: _Room, k: _Participant, kc: _Connection, now: float) -> None:
@@ -989,6 +1105,7 @@ class SignalingServer:
         room.participants.clear()
         room.knockers.clear()
         del self._rooms[room.name]
+        self._changed(room)
         logger.info("room %s ended (%s)", room.name, why)
         if why != "end time" and room.api_created:
             self._ended_meetings[room.name] = room.end_ms
@@ -1093,6 +1210,7 @@ class SignalingServer:
             room.chat_epoch,
         )
         room.history.append(chat)
+        self._changed(room)
         p.chat_ids[message.client_message_id] = chat.seq
         if len(p.chat_ids) > self.limits.chat_dedupe_window:
             p.chat_ids.popitem(last=False)
@@ -1102,6 +1220,7 @@ class SignalingServer:
         """docs/signaling.md ``media``: broadcast as ``participant-updated``."""
         assert isinstance(message, Media)
         p.audio, p.video, p.screen = message.audio, message.video, message.screen
+        self._changed(p.room)
         self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
 
     def _on_hand(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
@@ -1110,6 +1229,7 @@ class SignalingServer:
         if p.hand == message.raised:
             return
         p.hand = message.raised
+        self._changed(p.room)
         self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
 
     def _on_reaction(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
@@ -1131,6 +1251,7 @@ class SignalingServer:
         if room.locked == message.locked:
             return
         room.locked = message.locked
+        self._changed(room)
         logger.info("room %s %s by %s", room.name, "locked" if room.locked else "unlocked", p.id)
         self._broadcast(room, RoomUpdated(room.info()))
         if not room.locked:
