@@ -47,7 +47,9 @@ async def serving(
     **kwargs: Any,
 ) -> AsyncIterator[tuple[NodeService, str, aiohttp.ClientSession]]:
     kwargs.setdefault("limits", SignalingLimits(join_burst=100))
-    adapter_kwargs = {name: kwargs.pop(name) for name in ("clock", "on_meeting_ended") if name in kwargs}
+    adapter_kwargs = {
+        name: kwargs.pop(name) for name in ("clock", "on_meeting_ended", "rooms") if name in kwargs
+    }
     core = build_signaling_server(turn_secret=SECRET, public_url=PUBLIC_URL, turn_port=443, **kwargs)
     service = NodeService(NodeCore(core), None, directory=directory, public_url=PUBLIC_URL, **adapter_kwargs)
     app = web.Application()
