@@ -413,7 +413,8 @@ class _ServerBase(Struct, tag_field="type", rename="camel", frozen=True):
 
 class ChatMessage(_ServerBase, tag="chat", frozen=True):
     """A chat message; ``(epoch, seq)`` is its id: ``seq`` counts from 1 in each room, ``epoch``
-    changes (grows) whenever a room's chat starts again, after a server restart included."""
+    changes (grows) whenever a room's chat starts again, after a server restart that did not
+    restore the room included."""
 
     seq: int
     sender: str = msgspec.field(name="from")

@@ -7,14 +7,18 @@ Connections are plain integers chosen by the adapter. Bytes and ``now`` go in, o
 * ``admit(conn, admission, now)``: the directory's answer to a :class:`LookupRoom` output;
 * ``disconnected(conn, now)``: the socket is gone (the participant may resume for 30 s);
 * ``end_meeting(room, now)``: the meeting was deleted through the API; everyone in it is sent away;
-* ``handle_timer(now)``: heartbeats, resume windows, TURN credential refresh, meeting end times.
+* ``handle_timer(now)``: heartbeats, resume windows, TURN credential refresh, meeting end times;
+* ``sfu_restarted(room)``: the SFU lost the room's media session (docs/signaling.md "SFU restart");
+* ``snapshot(room)`` / ``restore(snapshots, now)``: a room's durable state, and the rooms an earlier
+  run of the node saved (docs/signaling.md "Node restarts").
 
-Outputs are :class:`Send`, :class:`Close`, :class:`LookupRoom` (join is two-phase: the directory
-is I/O), :class:`MeetingEnded` and :class:`RevokeTurn` (for the TURN core). ``now`` is wall-clock
-seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames are all
-wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
-``token(nbytes) -> str`` and TURN credentials from the injected
-``ice_servers(participant_id, now) -> (servers, ttl)``.
+Outputs are :class:`Send`, :class:`Close`, :class:`LookupRoom` (join is two-phase: the directory is
+I/O), :class:`MeetingEnded`, :class:`RevokeTurn` (for the TURN core), :class:`ToSfu` and
+:class:`LeftSfu` (for the SFU) and :class:`RoomChanged` (write the room's snapshot). ``now`` is
+wall-clock seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames
+are all wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
+``token(nbytes) -> str`` and TURN credentials from the injected ``ice_servers(participant_id, now)
+-> (servers, ttl)``.
 
 State, in one place:
 
