@@ -29,6 +29,7 @@ from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
 from meet443.config import ServeConfig, ip_literal_warning, redact_url, turn_uris_for
+from meet443.exceptions import ParseError
 from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
@@ -37,6 +38,7 @@ from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.shares import LocalSharedCap, default_share
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import SignalingLimits, SignalingServer
+from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
@@ -44,10 +46,10 @@ from meet443.sfu.conference import Conference
 from meet443.state import SharedState
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState
+from meet443.state.rooms import RoomStateStore, SqliteRoomStore
 
 logger = logging.getLogger("meet443")
 
-SHUTDOWN_SECONDS = 4.0
 #: An address may keep this many connections pending however small the global cap's tenth is.
 MIN_PENDING_PER_ADDRESS = 32
 #: Descriptors the server holds whatever its load: listeners, the UDP ports, the database, logs,
@@ -140,6 +142,7 @@ def build_signaling_server(
     max_participants: int = 10000,
     limits: SignalingLimits | None = None,
     server_epoch: int = 0,
+    resume_key: bytes | None = None,
     token: Callable[[int], str] = secrets.token_urlsafe,
 ) -> SignalingServer:
     """The signaling core, handing out TURN credentials for this server's TURN URIs."""
@@ -157,6 +160,7 @@ def build_signaling_server(
         max_participants=max_participants,
         limits=limits,
         server_epoch=server_epoch,
+        resume_key=resume_key,
     )
 
 
@@ -201,6 +205,7 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
         ),
         # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
         server_epoch=server_epoch,
+        resume_key=config.resume_key,
     )
     conference = Conference(
         DtlsCertificate.generate(time.time(), os.urandom),
@@ -212,16 +217,23 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
     return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
-def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
-    """The node of ``meet443 serve`` in its adapter, before any socket is bound."""
+def build_service(
+    config: ServeConfig, store: MeetingStore, rooms: RoomStateStore | None = None
+) -> NodeService:
+    """The node of ``meet443 serve`` in its adapter, before any socket is bound; with ``rooms``,
+    the rooms it holds are restored from there and written through to it."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
+    node = build_node(config, relays, store.next_epoch())
+    if rooms is not None:
+        node.restore(load_rooms(rooms), time.time())
     return NodeService(
-        build_node(config, relays, store.next_epoch()),
+        node,
         relays,
         directory=directory,
         public_url=config.public_url,
         on_meeting_ended=meeting_ended,
+        rooms=rooms,
     )
 
 
@@ -259,6 +271,19 @@ def _own_public_addresses(config: ServeConfig) -> list[str]:
     return addresses
 
 
+def load_rooms(rooms: RoomStateStore) -> list[RoomSnapshot]:
+    """The snapshots an earlier run wrote; one that does not decode is logged and left out."""
+    loaded = []
+    for name, data in rooms.load_all().items():
+        try:
+            loaded.append(RoomSnapshot.parse(data))
+        except ParseError as exc:
+            logger.warning("room %s: its saved state is unreadable, not restored: %s", name, exc)
+    if loaded:
+        logger.info("restoring %d rooms: their participants may resume for 30 s", len(loaded))
+    return loaded
+
+
 def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
     """The SFU's host candidates (RFC 8445 §5.1.1.1): the public address on the main port, and on
     the second UDP port, since browsers ignore candidates on ports below 1024 (such as 443)."""
@@ -289,7 +314,8 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     ssl_context = make_server_ssl_context(cert, key)
 
     store = MeetingStore.open(config.data_dir)
-    service = build_service(config, store)
+    rooms = SqliteRoomStore.open(config.data_dir)
+    service = build_service(config, store, rooms)
     node = service.node
     turn, conference = node.turn, node.conference
     assert turn is not None and conference is not None
@@ -369,6 +395,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGTERM, terminate)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_certificates)
+    service.dispatch([])  # arms the timer for the restored rooms' resume windows
     cluster.start(config.drain_timeout)
     drained = asyncio.ensure_future(cluster.drained.wait())
     try:
@@ -379,13 +406,20 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         tcp.close()
-        await service.close()
-        await cluster.close()
-        cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])
+
+        async def shut_down() -> None:
+            # Clients are told the server restarts (1012) and the rooms' state is written before
+            # anything else closes: that is what resuming needs. Then the node leaves the cluster.
+            await service.close()
+            await asyncio.gather(
+                http.close(), cluster.close(), *([metrics_runner.cleanup()] if metrics_runner else [])
+            )
+
         try:
-            await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)
+            await asyncio.wait_for(shut_down(), config.shutdown_timeout)
         except TimeoutError:
-            logger.warning("shutdown did not finish in %.0f s", SHUTDOWN_SECONDS)
+            logger.warning("shutdown did not finish in %.0f s", config.shutdown_timeout)
+        rooms.close()
         store.close()
 
 
