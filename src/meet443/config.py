@@ -413,7 +413,7 @@ class ServeConfig:
     #: ``other_udp_port`` was set explicitly: failing to bind it is fatal.
     other_udp_port_fixed: bool = False
     #: Cluster mode (docs/cluster.md): the Redis URL (its password is never logged).
-    redis: str | None = field(default=None, metadata={"redact": "url"})
+    redis: str | None = field(default=None, repr=False, metadata={"redact": "url"})
     redis_password_file: Path | None = None
     #: This node's own URL in a cluster; ``None`` on a single node.
     node_url: str | None = None
@@ -1032,7 +1032,7 @@ def load_data_dir(namespace: argparse.Namespace, environ: Mapping[str, str]) -> 
 class ClusterClient:
     """What ``meet443 drain`` needs to reach a cluster: its Redis and a node's URL."""
 
-    redis: str = field(metadata={"redact": "url"})
+    redis: str = field(repr=False, metadata={"redact": "url"})
     redis_password_file: Path | None
     node_url: str
 
