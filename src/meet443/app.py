@@ -261,6 +261,7 @@ def build_cluster(config: ServeConfig, service: NodeService, other_port: int) ->
         turn_secret=config.turn_secret,
         client_ssl=client_ssl,
         max_msg_size=MAX_MSG_SIZE,
+        shared=config.cluster,
     )
 
 

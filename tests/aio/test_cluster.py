@@ -24,7 +24,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSMsgType
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -35,6 +34,7 @@ from meet443.cli import main as cli_main
 from meet443.proto.stun.attributes import AlternateServer, ErrorCode, Lifetime, RequestedTransport
 from meet443.proto.stun.message import Method, StunClass
 from meet443.proto.turn.credentials import rest_credentials
+from tests.aio.test_signaling import Peer as SignalingPeer
 from tests.aio.turn_client import SocketTurnClient
 from tests.redis_server import RedisServer, running_redis
 
@@ -213,24 +213,13 @@ def run(coroutine: Awaitable[None]) -> None:
     asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
-class Peer:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.self_id = ""
-        self.joined: dict[str, Any] = {}
+class Peer(SignalingPeer):
+    """The signaling tests' client, opened on a node; ``expect`` skips the updates a relayed
+    participant may see first."""
 
     @classmethod
-    async def open(cls, session: aiohttp.ClientSession, node: Node, **kwargs: Any) -> Peer:
-        return cls(await session.ws_connect(node.ws_url, **kwargs))
-
-    async def send(self, type: str, **fields: Any) -> None:
-        await self.ws.send_str(json.dumps({"type": type, **fields}))
-
-    async def recv(self) -> dict[str, Any]:
-        message = await self.ws.receive(timeout=TIMEOUT)
-        assert message.type is WSMsgType.TEXT, message
-        value: dict[str, Any] = json.loads(message.data)
-        return value
+    async def on(cls, session: aiohttp.ClientSession, node: Node) -> Peer:
+        return cls(await session.ws_connect(node.ws_url))
 
     async def expect(self, type: str) -> dict[str, Any]:
         while True:
@@ -238,19 +227,6 @@ class Peer:
             if message["type"] == type:
                 return message
             assert message["type"] in ("participant-updated", "ice-servers"), message
-
-    async def join(self, room: str, name: str) -> dict[str, Any]:
-        await self.send("join", v=1, room=room, displayName=name)
-        self.joined = await self.recv()
-        if self.joined["type"] == "joined":
-            self.self_id = self.joined["selfId"]
-        return self.joined
-
-    async def closed(self) -> int | None:
-        while True:
-            message = await self.ws.receive(timeout=TIMEOUT)
-            if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
-                return self.ws.close_code
 
 
 def session(cluster: Cluster) -> aiohttp.ClientSession:
@@ -273,9 +249,9 @@ class TestAnyNodeServesAnyMeeting:
 
         async def scenario() -> None:
             async with session(cluster) as http:
-                ada = await Peer.open(http, a)
+                ada = await Peer.on(http, a)
                 assert (await ada.join("standup", "Ada"))["type"] == "joined"
-                bob = await Peer.open(http, b)
+                bob = await Peer.on(http, b)
                 joined = await bob.join("standup", "Bob")
                 assert joined["type"] == "joined"
                 assert [p["id"] for p in joined["participants"]] == [ada.self_id]
@@ -356,9 +332,9 @@ class TestTurnAcrossNodes:
 
         async def scenario() -> None:
             async with session(cluster) as http:
-                host = await Peer.open(http, a)
+                host = await Peer.on(http, a)
                 await host.join("kickroom", "Host")
-                guest = await Peer.open(http, b)
+                guest = await Peer.on(http, b)
                 username, password = turn_credentials(await guest.join("kickroom", "Guest"))
                 # The guest's TURN allocation on node B, a node its room is not on.
                 turn = SocketTurnClient((b.host, b.port), username, password)
@@ -421,7 +397,7 @@ class TestDrain:
 
         async def scenario() -> None:
             async with session(cluster) as http:
-                carol = await Peer.open(http, c)
+                carol = await Peer.on(http, c)
                 joined = await carol.join("onc", "Carol")
                 assert home_of(cluster, "onc") == c.node_id
                 username, password = turn_credentials(joined)
@@ -439,7 +415,7 @@ class TestDrain:
                 assert alternate is not None and alternate.address[0] in NODES[:2]
                 assert alternate.address[1] == cluster.port
                 # A new room reached through C is placed elsewhere (and relayed).
-                dave = await Peer.open(http, c)
+                dave = await Peer.on(http, c)
                 assert (await dave.join("after-drain", "Dave"))["type"] == "joined"
                 assert home_of(cluster, "after-drain") != c.node_id
                 # The room already on C goes on.
@@ -459,9 +435,9 @@ class TestRedisOutage:
 
         async def scenario() -> None:
             async with session(cluster) as http:
-                ada = await Peer.open(http, a)
+                ada = await Peer.on(http, a)
                 await ada.join("outage", "Ada")
-                bob = await Peer.open(http, b)
+                bob = await Peer.on(http, b)
                 await bob.join("outage", "Bob")
                 await ada.expect("participant-joined")
                 cluster.redis.stop()
@@ -473,7 +449,7 @@ class TestRedisOutage:
                 await ada.send("offer", to=bob.self_id, sdp="v=0\r\n")
                 assert (await bob.expect("offer"))["sdp"] == "v=0\r\n"
                 # A room not yet placed: a clear error, and the socket closes with 1013.
-                eve = await Peer.open(http, b)
+                eve = await Peer.on(http, b)
                 refused = await eve.join("new-room", "Eve")
                 assert refused["type"] == "error" and refused["code"] == "unavailable", refused
                 assert await eve.closed() == 1013
@@ -482,7 +458,7 @@ class TestRedisOutage:
                 cluster.redis.start()
                 deadline = time.monotonic() + 10
                 while True:
-                    frank = await Peer.open(http, b)
+                    frank = await Peer.on(http, b)
                     reply = await frank.join("new-room", "Frank")
                     if reply["type"] == "joined":
                         break
