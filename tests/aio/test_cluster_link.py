@@ -151,3 +151,24 @@ class TestLeases:
             assert await state.home("brief") is None
 
         run(scenario())
+
+    def test_rooms_restored_at_start_are_claimed_again(self) -> None:
+        async def scenario() -> None:
+            clock = FakeClock()
+            state = MemoryState(lambda: clock.now)
+            cluster = link(state, clock)
+            signaling = cluster.service.node.signaling
+            signaling.room_names = lambda: ["kept", "lost"]  # type: ignore[method-assign]
+            signaling.has_room = lambda room: True  # type: ignore[method-assign]
+            await state.claim("kept", "n1.example.test")  # before the restart
+            await state.claim("lost", OTHER.node_id)  # taken over while this node was down
+            cluster.start(drain_timeout=60)
+            try:
+                assert await cluster.route("kept", relayed=False) is None  # served here at once
+                await cluster.renew_leases()
+                assert cluster.owned["kept"].lease == Lease("n1.example.test", 1)
+                assert "lost" not in cluster.owned
+            finally:
+                await cluster.close()
+
+        run(scenario())
