@@ -13,6 +13,7 @@ from meet443.exceptions import StateUnavailable
 from meet443.state import Lease, NodeInfo, SharedState, choose_home
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState, redact_url
+from tests.aio.test_cluster import write_certificate
 from tests.redis_server import RedisServer, running_redis
 
 
@@ -260,8 +261,6 @@ class TestRedisConnection:
 class TestRedisTls:
     def test_rediss_with_a_private_ca(self, tmp_path: Path) -> None:
         """``rediss://``: the server's certificate is checked against ``ssl_ca_certs`` in the URL."""
-        from tests.aio.test_cluster import write_certificate
-
         cert, key = write_certificate(tmp_path)
 
         async def scenario(server: RedisServer) -> None:
