@@ -8,10 +8,11 @@ docs/cluster.md, "Meetings and API keys in PostgreSQL":
 - The schema is migrated when a node starts, inside one transaction that holds an advisory lock, so
   nodes starting together migrate once, one after the other.
 - The server epoch is a sequence: unique across every node sharing the database.
-- A connection lost (PostgreSQL restarting, a failover) is retried once on a fresh connection: every
-  row operation here can run twice with the effect of once (an insert finds its own row). When
-  PostgreSQL stays unreachable the call raises :class:`StoreUnavailable`; the pool reconnects by itself
-  on a later call.
+- The pool replaces a connection PostgreSQL closed (a restart) when it hands it out. A connection
+  lost during a call is retried once on a fresh one when running the call twice has the effect of
+  once (reads, ending a meeting, revoking a key, the epoch); an insert or a delete is not retried,
+  since its COMMIT may have gone through. When PostgreSQL stays unreachable the call raises
+  :class:`StoreUnavailable` (the API answers 503); a later call connects again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import builtins
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from secrets import token_bytes
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import asyncpg
 
@@ -80,7 +81,8 @@ _CONNECTION_LOST = (
 )
 
 _T = TypeVar("_T")
-Connection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+# asyncpg's classes are generic in its stubs only.
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 
 def redact_url(url: str) -> str:
@@ -166,14 +168,15 @@ class PostgresStore(TableStore):
     async def close(self) -> None:
         await self.pool.close()
 
-    async def _run(self, operation: Callable[[Connection], Awaitable[_T]]) -> _T:
-        """``operation`` on a pooled connection, again on a fresh one if the first was lost."""
-        for attempt in range(2):
+    async def _run(self, operation: Callable[[Connection], Awaitable[_T]], *, retry: bool = True) -> _T:
+        """``operation`` on a pooled connection; with ``retry``, again on a fresh one if the first
+        was lost."""
+        for attempt in range(2 if retry else 1):
             try:
                 async with self.pool.acquire() as connection:
                     return await operation(connection)
             except _CONNECTION_LOST as exc:
-                if attempt == 1:
+                if attempt == 1 or not retry:
                     raise StoreUnavailable(f"PostgreSQL at {self._where} is unreachable: {exc}") from exc
             except TimeoutError as exc:
                 raise StoreUnavailable(f"PostgreSQL at {self._where} did not answer in time") from exc
@@ -192,15 +195,9 @@ class PostgresStore(TableStore):
                 m.meeting_id, m.room_name, m.mode.value, m.start_ms, m.end_ms,
                 row.host_key_sha256, row.created_by, row.deleted,
             )  # fmt: skip
-            if inserted:
-                return True
-            # A retry after a lost connection whose COMMIT went through finds its own row.
-            digest = await db.fetchval(
-                "SELECT host_key_sha256 FROM meetings WHERE meeting_id = $1", m.meeting_id
-            )
-            return bool(digest == row.host_key_sha256)
+            return bool(inserted)
 
-        return await self._run(insert)
+        return await self._run(insert, retry=False)
 
     async def find_meeting(self, meeting_id: str, created_by: str | None) -> Meeting | None:
         async def find(db: Connection) -> Meeting | None:
@@ -236,7 +233,7 @@ class PostgresStore(TableStore):
             )
             return None if row is None else _meeting(row)
 
-        return await self._run(delete)
+        return await self._run(delete, retry=False)
 
     async def end(self, room_name: str, now_ms: int) -> bool:
         async def end(db: Connection) -> bool:
@@ -258,12 +255,9 @@ class PostgresStore(TableStore):
                 "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
                 k.key_id, k.label, row.key_sha256, k.created_ms, k.revoked_ms, k.admin,
             )  # fmt: skip
-            if inserted:
-                return True
-            digest = await db.fetchval("SELECT key_sha256 FROM api_keys WHERE key_id = $1", k.key_id)
-            return bool(digest == row.key_sha256)
+            return bool(inserted)
 
-        return await self._run(insert)
+        return await self._run(insert, retry=False)
 
     async def api_key_row(self, key_id: str) -> StoredApiKey | None:
         async def find(db: Connection) -> StoredApiKey | None:
