@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from secrets import token_bytes
@@ -30,7 +29,6 @@ BACKENDS = [
 ]
 #: The database the parametrized store tests share, emptied before each test.
 SHARED_DATABASE = "meet443_tests"
-_databases = itertools.count(1)
 
 OpenStore = Callable[..., Awaitable[TableStore]]
 
@@ -61,17 +59,6 @@ def postgres() -> Iterator[PostgresServer]:
     set it on for its own sessions, whatever the server says."""
     with PostgresServer(settings={"synchronous_commit": "off"}) as server:
         yield server
-
-
-async def fresh_database(server: PostgresServer) -> str:
-    """A new, empty database on ``server``; its URL."""
-    name = f"meet443_{next(_databases)}"
-    admin = await asyncpg.connect(server.socket_url())
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    return server.socket_url(name)
 
 
 async def _emptied_shared_database(server: PostgresServer) -> str:

@@ -24,6 +24,8 @@ import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import asyncpg
+
 __all__ = ["PG_BIN", "PostgresServer", "postgres_available", "template_cluster"]
 
 _BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
@@ -105,6 +107,7 @@ class PostgresServer:
         self._prefix = list(command_prefix)
         self.process: subprocess.Popen[bytes] | None = None
         self.log = self.directory / "postgres.log"
+        self._databases = 0
         shutil.copytree(template_cluster(), self.data)
         _give_to_postgres(self.directory)
 
@@ -123,6 +126,17 @@ class PostgresServer:
     def socket_url(self, database: str = "postgres") -> str:
         """The unix socket, where the ``postgres`` user needs no password."""
         return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={SOCKET_PORT}"
+
+    async def fresh_database(self) -> str:
+        """A new, empty database; its socket URL."""
+        self._databases += 1
+        name = f"meet443_{self._databases}"
+        admin = await asyncpg.connect(self.socket_url())
+        try:
+            await admin.execute(f"CREATE DATABASE {name}")
+        finally:
+            await admin.close()
+        return self.socket_url(name)
 
     def start(self) -> None:
         listen = self.listen if self.port is not None else ""
