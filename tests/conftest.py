@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from secrets import token_bytes
+from typing import Any
 
 import asyncpg
 import pytest
@@ -30,7 +31,7 @@ BACKENDS = [
 #: The database the parametrized store tests share, emptied before each test.
 SHARED_DATABASE = "meet443_tests"
 
-OpenStore = Callable[..., Awaitable[TableStore]]
+OpenStore = Callable[..., Coroutine[Any, Any, TableStore]]
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -14,6 +14,7 @@ server then runs through ``runuser``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -187,14 +188,11 @@ class PostgresServer:
         postmaster = self.postmaster_pid()
         doomed = [postmaster, *_children(postmaster)]
         for pid in doomed:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(5)
         self.process = None
         _wait_gone(doomed)
-
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), if running."""

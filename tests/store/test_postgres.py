@@ -45,7 +45,9 @@ def _files_contain(root: Path, needle: bytes) -> bool:
 
 
 class TestSessions:
-    async def test_commit_is_synchronous_whatever_the_server_or_url_say(self, postgres: PostgresServer) -> None:
+    async def test_commit_is_synchronous_whatever_the_server_or_url_say(
+        self, postgres: PostgresServer
+    ) -> None:
         """The session server defaults to synchronous_commit = off (conftest.py); a URL may try too."""
         url = await postgres.fresh_database()
         async with postgres_store(f"{url}&synchronous_commit=off") as store:
@@ -120,7 +122,11 @@ class TestUnreachable:
                 assert runner.run(store.get(created.meeting.meeting_id)) == created.meeting
                 answer = runner.run(
                     store.admission(
-                        created.meeting.room_name, None, NOW, require_api_key=True, default_mode=RoomMode.NORMAL
+                        created.meeting.room_name,
+                        None,
+                        NOW,
+                        require_api_key=True,
+                        default_mode=RoomMode.NORMAL,
                     )
                 )
                 assert isinstance(answer, RoomAdmission)
@@ -128,6 +134,8 @@ class TestUnreachable:
                 runner.run(store.close())
 
     async def test_wrong_password(self, tmp_path: Path) -> None:
-        with PostgresServer(port=random.randint(32001, 33000)) as server:
-            with pytest.raises(ConfigError, match="password authentication failed"):
-                await PostgresStore.connect(server.url, "wrong")
+        with (
+            PostgresServer(port=random.randint(32001, 33000)) as server,
+            pytest.raises(ConfigError, match="password authentication failed"),
+        ):
+            await PostgresStore.connect(server.url, "wrong")
