@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-__all__ = ["PG_BIN", "PostgresServer", "postgres_available", "template_cluster"]
+__all__ = ["PG_BIN", "PostgresServer", "free_tcp_port", "template_cluster"]
 
 _BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
 PG_BIN = _BINS[-1].parent if _BINS else Path("/usr/lib/postgresql/bin")
@@ -39,8 +40,12 @@ START_SECONDS = 15.0
 _template: Path | None = None
 
 
-def postgres_available() -> bool:
-    return (PG_BIN / "postgres").exists() and (PG_BIN / "initdb").exists()
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for ``PostgresServer(port=...)``."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _as_root() -> bool:

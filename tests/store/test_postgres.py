@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from meet443.exceptions import ConfigError, StoreUnavailable
 from meet443.proto.signaling.admission import RoomAdmission, RoomMode
 from meet443.store.postgres import SCHEMA_VERSION, PostgresStore, redact_url
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, free_tcp_port
 
 pytestmark = pytest.mark.postgresql
 
@@ -105,7 +104,7 @@ class TestUnreachable:
     def test_down_then_back(self, tmp_path: Path, runner: asyncio.Runner) -> None:
         """Calls fail with StoreUnavailable while PostgreSQL is down, and work again once it is back,
         on the pool's reconnected connections; the password travels over TCP (scram-sha-256)."""
-        port = random.randint(31000, 32000)
+        port = free_tcp_port()
         with PostgresServer(port=port) as server:
             store = runner.run(PostgresStore.connect(server.url, server.password))
             try:
@@ -135,7 +134,7 @@ class TestUnreachable:
 
     async def test_wrong_password(self, tmp_path: Path) -> None:
         with (
-            PostgresServer(port=random.randint(32001, 33000)) as server,
+            PostgresServer(port=free_tcp_port()) as server,
             pytest.raises(ConfigError, match="password authentication failed"),
         ):
             await PostgresStore.connect(server.url, "wrong")
