@@ -35,8 +35,10 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "redact_url"]
 SCHEMA_VERSION = 1
 #: Taken (for one transaction) by every node that migrates: "m443" in ASCII.
 MIGRATION_LOCK = 0x6D343433
-#: A node's connections; each serves one short statement or transaction at a time.
-POOL_MIN_SIZE = 1
+#: A node's connections; each serves one short statement or transaction at a time. No floor: asyncpg
+#: keeps a floor by reconnecting in the background, which while PostgreSQL is down logs a traceback on
+#: every try; without one, connections are made when calls need them.
+POOL_MIN_SIZE = 0
 POOL_MAX_SIZE = 10
 #: Seconds to open a connection, and to wait for one statement: past them the API answers 503
 #: rather than holding the request.
