@@ -89,7 +89,9 @@ class PostgresServer:
     """One PostgreSQL server on a copy of :func:`template_cluster`.
 
     ``directory``: where its data and socket go (default: a new directory under /tmp, removed on
-    :meth:`close`). ``settings``: extra ``postgresql.conf`` settings, e.g. the defaults a test wants
+    :meth:`close`); under root the ``postgres`` user must reach it, which pytest's ``tmp_path``
+    (below a 0700 directory) does not allow; the path of the socket must stay under 100 bytes.
+    ``settings``: extra ``postgresql.conf`` settings, e.g. the defaults a test wants
     the store to override.
     """
 

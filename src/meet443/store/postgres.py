@@ -183,7 +183,7 @@ class PostgresStore(TableStore):
                     return await operation(connection)
             except _CONNECTION_LOST as exc:
                 if attempt == 1 or not retry:
-                    raise StoreUnavailable(f"PostgreSQL at {self._where} is unreachable: {exc}") from exc
+                    raise StoreUnavailable(f"PostgreSQL at {self._where}: {exc}") from exc
             except TimeoutError as exc:
                 raise StoreUnavailable(f"PostgreSQL at {self._where} did not answer in time") from exc
         raise AssertionError("unreachable")
