@@ -74,7 +74,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
-# Connection lost, refused or being shut down: worth one more try on a fresh connection.
+# Connection lost, refused or being shut down, or a statement canceled (class 57, which includes
+# statement_timeout): worth one more try on a fresh connection.
 _CONNECTION_LOST = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -179,7 +180,8 @@ class PostgresStore(TableStore):
         was lost."""
         for attempt in range(2 if retry else 1):
             try:
-                async with self.pool.acquire() as connection:
+                # With every connection busy, a call waits for one no longer than for PostgreSQL.
+                async with self.pool.acquire(timeout=CONNECT_TIMEOUT + COMMAND_TIMEOUT) as connection:
                     return await operation(connection)
             except _CONNECTION_LOST as exc:
                 if attempt == 1 or not retry:
