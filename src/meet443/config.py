@@ -981,8 +981,9 @@ def load_store_settings(namespace: argparse.Namespace, environ: Mapping[str, str
     return StoreSettings(values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR), *_database(values))
 
 
-def _database(values: _Values) -> tuple[str | None, str | None]:
-    """``--database`` without its password, and the password from the URL or the password file."""
+def _database(values: _Values, *, read_secrets: bool = True) -> tuple[str | None, str | None]:
+    """``--database`` without its password, and the password from the URL or the password file
+    (neither with ``read_secrets=False``)."""
     parsed = values.one("database", parse_database_url)
     password_file = values.path("database_password_file")
     if parsed is None:
@@ -990,6 +991,8 @@ def _database(values: _Values) -> tuple[str | None, str | None]:
             raise ConfigError(f"{values.source('database_password_file')} needs --database")
         return None, None
     url, password = parsed
+    if not read_secrets:
+        return url, None
     if password_file is not None:
         if password is not None:
             raise ConfigError("the database password is both in --database and in --database-password-file")
@@ -1039,7 +1042,7 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         secret, generated = _load_or_create_secret(data_dir)
         secret_origin = str(generated)
 
-    database, database_password = _database(values)
+    database, database_password = _database(values, read_secrets=read_secrets)
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together: give both or neither")
