@@ -4,6 +4,8 @@
 
     Meet443Error
     ├── ConfigError                 bad flags, environment or config file; the CLI exits 2
+    ├── StoreUnavailable            the meetings database (PostgreSQL) cannot be reached now;
+    │                               the API answers 503, a join is closed with 1013 (try again)
     └── ProtocolError               a peer sent something we cannot accept
         ├── ParseError              bytes that do not decode (STUN, ChannelData, ...);
         │                           the datagram or frame is dropped and counted
@@ -28,6 +30,11 @@ class Meet443Error(Exception):
 
 class ConfigError(Meet443Error):
     """The configuration (flags, environment, TOML file) is invalid."""
+
+
+class StoreUnavailable(Meet443Error):
+    """The meetings database cannot be reached now (down, restarting, unreachable); retrying later
+    may work. The message names the database without its password."""
 
 
 class ProtocolError(Meet443Error):
