@@ -304,7 +304,10 @@ class NodeService:
         await self.signaling.close()
         await self.flush_rooms()
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
+            # Its queue is empty (flush_rooms waited for it); what changes from here on (sockets
+            # closing) is not durable, and is not written.
+            self._writer.shutdown(wait=False)
+            self._writer = None
         for port in (ServerPort.OTHER, ServerPort.MAIN):
             transport = self.udp[port]
             if transport is not None:
