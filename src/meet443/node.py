@@ -197,6 +197,13 @@ class NodeCore:
         """The meeting of ``room`` was deleted (REST API): everyone in it is sent away."""
         return self._signaling_outputs(self.signaling.end_meeting(room, now), now)
 
+    def revoke_turn(self, participant: str, until: float, now: float) -> None:
+        """A participant of a room on another node left for good (docs/cluster.md "TURN across
+        nodes"): its allocations here go and its credentials are refused until ``until``."""
+        if self.turn is not None:
+            self.turn.revoke(participant, until)
+            self._touch_turn(now)
+
     def restore(self, snapshots: list[RoomSnapshot], now: float) -> None:
         """Rooms saved by an earlier run (docs/signaling.md "Node restarts"); before any connection."""
         self.signaling.restore(snapshots, now)
@@ -262,6 +269,8 @@ class NodeCore:
                 if self.turn is not None:
                     self.turn.revoke(output.participant, output.until)
                     self._touch_turn(now)
+                # Other nodes' TURN servers hear of it through the adapter (docs/cluster.md).
+                out.append(output)
             else:
                 out.append(output)
         if input_ and now + SWEEP_SECONDS < self._signaling_due:
