@@ -30,7 +30,6 @@ from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
 from meet443.config import ServeConfig, ip_literal_warning, redact_url, turn_uris_for
 from meet443.exceptions import ParseError
-from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
 from meet443.proto.addresses import ServerPort
@@ -47,6 +46,7 @@ from meet443.state import SharedState
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState
 from meet443.state.rooms import RoomStateStore, SqliteRoomStore
+from meet443.store import MeetingStore, open_store
 
 logger = logging.getLogger("meet443")
 
@@ -170,9 +170,7 @@ def meeting_directory(
     """The meeting store as the signaling adapter asks it: who may join a room, and an ended meeting."""
 
     async def directory(room: str, room_key: str | None, now: float) -> RoomAdmission | Refusal:
-        # SQLite blocks; a thread keeps a slow disk from stalling media on the event loop.
-        return await asyncio.to_thread(
-            store.admission,
+        return await store.admission(
             room,
             room_key,
             int(now * 1000),
@@ -181,7 +179,7 @@ def meeting_directory(
         )
 
     async def meeting_ended(room: str) -> None:
-        await asyncio.to_thread(store.end, room, int(time.time() * 1000))
+        await store.end(room, int(time.time() * 1000))
 
     return directory, meeting_ended
 
@@ -203,7 +201,8 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
             room_creation_rate=config.joins_per_minute / 120,
             room_creation_burst=float(config.joins_per_minute),
         ),
-        # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
+        # One per start, from the store: chat ids of this run never repeat an earlier run's, nor
+        # another node's.
         server_epoch=server_epoch,
         resume_key=config.resume_key,
     )
@@ -217,14 +216,14 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
     return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
-def build_service(
+async def build_service(
     config: ServeConfig, store: MeetingStore, rooms: RoomStateStore | None = None
 ) -> NodeService:
     """The node of ``meet443 serve`` in its adapter, before any socket is bound; with ``rooms``,
     the rooms it holds are restored from there and written through to it."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
-    node = build_node(config, relays, store.next_epoch())
+    node = build_node(config, relays, await store.next_epoch())
     if rooms is not None:
         node.restore(load_rooms(rooms), time.time())
     return NodeService(
@@ -314,9 +313,10 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     cert, key = _tls_files(config)
     ssl_context = make_server_ssl_context(cert, key)
 
-    store = MeetingStore.open(config.data_dir)
+    store = await open_store(config.data_dir, config.database, config.database_password)
+    logger.info("meetings and API keys in %s", store.where)
     rooms = SqliteRoomStore.open(config.data_dir)
-    service = build_service(config, store, rooms)
+    service = await build_service(config, store, rooms)
     node = service.node
     turn, conference = node.turn, node.conference
     assert turn is not None and conference is not None
@@ -421,7 +421,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         except TimeoutError:
             logger.warning("shutdown did not finish in %.0f s", config.shutdown_timeout)
         rooms.close()
-        store.close()
+        await store.close()
 
 
 def serve(config: ServeConfig) -> int:

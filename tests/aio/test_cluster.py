@@ -36,6 +36,7 @@ from meet443.proto.stun.message import Method, StunClass
 from meet443.proto.turn.credentials import rest_credentials
 from tests.aio.test_signaling import Peer as SignalingPeer
 from tests.aio.turn_client import SocketTurnClient
+from tests.postgres import PostgresServer
 from tests.redis_server import RedisServer, running_redis
 
 SECRET = "cluster-secret-never-logged"
@@ -165,15 +166,15 @@ def wait_listening(node: Node) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
+    database = asyncio.run(postgres.fresh_database())
     (tmp / "secret").write_text(SECRET + "\n")
     (tmp / "resume-key").write_text("r" * 64 + "\n")
     cert, key = write_certificate(tmp)
-    # An admin API key in node A's data dir, for /v1/network.
-    (tmp / NODES[0]).mkdir()
+    # An admin API key in the cluster's database, for /v1/network.
     created = subprocess.run(
-        [sys.executable, "-m", "meet443", "api-key", "create", "--admin", "--data-dir", str(tmp / NODES[0])],
+        [sys.executable, "-m", "meet443", "api-key", "create", "--admin", "--database", database],
         capture_output=True,
         check=True,
     )
@@ -181,9 +182,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with running_redis(tmp) as redis:
         port = common_port()
         nodes = [
-            start_node(tmp, NODES[0], port, redis, cert, key),
-            start_node(tmp, NODES[1], port, redis, cert, key),
-            start_node(tmp, NODES[2], port, redis, cert, key, "--drain-timeout", "3"),
+            start_node(tmp, NODES[0], port, redis, cert, key, "--database", database),
+            start_node(tmp, NODES[1], port, redis, cert, key, "--database", database),
+            start_node(tmp, NODES[2], port, redis, cert, key, "--database", database, "--drain-timeout", "3"),
         ]
         try:
             for node in nodes:
