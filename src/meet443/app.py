@@ -29,7 +29,7 @@ from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
 from meet443.config import DEFAULT_REGION, ServeConfig, ip_literal_warning, redact_url, turn_uris_for
-from meet443.meetings import MeetingStore
+from meet443.exceptions import ParseError
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
 from meet443.proto.addresses import ServerPort
@@ -37,6 +37,7 @@ from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.shares import LocalSharedCap, default_share
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import SignalingLimits, SignalingServer
+from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
@@ -45,6 +46,8 @@ from meet443.sfu.conference import Conference
 from meet443.state import SharedState
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState
+from meet443.state.rooms import RoomStateStore, SqliteRoomStore
+from meet443.store import MeetingStore, open_store
 
 logger = logging.getLogger("meet443")
 
@@ -52,7 +55,6 @@ logger = logging.getLogger("meet443")
 #: changes as nodes come and go (:func:`static_regions` is the fixed one).
 RegionSource = Callable[[], RegionMap]
 
-SHUTDOWN_SECONDS = 4.0
 #: An address may keep this many connections pending however small the global cap's tenth is.
 MIN_PENDING_PER_ADDRESS = 32
 #: Descriptors the server holds whatever its load: listeners, the UDP ports, the database, logs,
@@ -145,6 +147,7 @@ def build_signaling_server(
     max_participants: int = 10000,
     limits: SignalingLimits | None = None,
     server_epoch: int = 0,
+    resume_key: bytes | None = None,
     token: Callable[[int], str] = secrets.token_urlsafe,
     regions: RegionSource | None = None,
 ) -> SignalingServer:
@@ -168,6 +171,7 @@ def build_signaling_server(
         max_participants=max_participants,
         limits=limits,
         server_epoch=server_epoch,
+        resume_key=resume_key,
     )
 
 
@@ -177,9 +181,7 @@ def meeting_directory(
     """The meeting store as the signaling adapter asks it: who may join a room, and an ended meeting."""
 
     async def directory(room: str, room_key: str | None, now: float) -> RoomAdmission | Refusal:
-        # SQLite blocks; a thread keeps a slow disk from stalling media on the event loop.
-        return await asyncio.to_thread(
-            store.admission,
+        return await store.admission(
             room,
             room_key,
             int(now * 1000),
@@ -188,7 +190,7 @@ def meeting_directory(
         )
 
     async def meeting_ended(room: str) -> None:
-        await asyncio.to_thread(store.end, room, int(time.time() * 1000))
+        await store.end(room, int(time.time() * 1000))
 
     return directory, meeting_ended
 
@@ -252,8 +254,10 @@ def build_node(
             room_creation_rate=config.joins_per_minute / 120,
             room_creation_burst=float(config.joins_per_minute),
         ),
-        # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
+        # One per start, from the store: chat ids of this run never repeat an earlier run's, nor
+        # another node's.
         server_epoch=server_epoch,
+        resume_key=config.resume_key,
     )
     conference = Conference(
         DtlsCertificate.generate(time.time(), os.urandom),
@@ -265,18 +269,27 @@ def build_node(
     return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
-def build_service(
-    config: ServeConfig, store: MeetingStore, regions: RegionSource | None = None
+async def build_service(
+    config: ServeConfig,
+    store: MeetingStore,
+    rooms: RoomStateStore | None = None,
+    regions: RegionSource | None = None,
 ) -> NodeService:
-    """The node of ``meet443 serve`` in its adapter, before any socket is bound."""
+    """The node of ``meet443 serve`` in its adapter, before any socket is bound; with ``rooms``,
+    the rooms it holds are restored from there and written through to it; ``regions`` (by default
+    :func:`static_regions`) pick each participant's TURN servers."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
+    node = build_node(config, relays, await store.next_epoch(), regions)
+    if rooms is not None:
+        node.restore(load_rooms(rooms), time.time())
     return NodeService(
-        build_node(config, relays, store.next_epoch(), regions),
+        node,
         relays,
         directory=directory,
         public_url=config.public_url,
         on_meeting_ended=meeting_ended,
+        rooms=rooms,
     )
 
 
@@ -304,6 +317,7 @@ def build_cluster(config: ServeConfig, service: NodeService, other_port: int) ->
         turn_secret=config.turn_secret,
         client_ssl=client_ssl,
         max_msg_size=MAX_MSG_SIZE,
+        shared=config.cluster,
     )
 
 
@@ -312,6 +326,19 @@ def _own_public_addresses(config: ServeConfig) -> list[str]:
     if config.public_ipv6 is not None:
         addresses.append(config.public_ipv6)
     return addresses
+
+
+def load_rooms(rooms: RoomStateStore) -> list[RoomSnapshot]:
+    """The snapshots an earlier run wrote; one that does not decode is logged and left out."""
+    loaded = []
+    for name, data in rooms.load_all().items():
+        try:
+            loaded.append(RoomSnapshot.parse(data))
+        except ParseError as exc:
+            logger.warning("room %s: its saved state is unreadable, not restored: %s", name, exc)
+    if loaded:
+        logger.info("restoring %d rooms: their participants may resume for 30 s", len(loaded))
+    return loaded
 
 
 def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
@@ -343,10 +370,12 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     cert, key = _tls_files(config)
     ssl_context = make_server_ssl_context(cert, key)
 
-    store = MeetingStore.open(config.data_dir)
+    store = await open_store(config.data_dir, config.database, config.database_password)
+    logger.info("meetings and API keys in %s", store.where)
+    rooms = SqliteRoomStore.open(config.data_dir)
     registry: list[Cluster] = []  # the cluster link, made once the service is
     regions = cluster_regions(config, registry) if config.cluster else static_regions(config)
-    service = build_service(config, store, regions)
+    service = await build_service(config, store, rooms, regions)
     node = service.node
     turn, conference = node.turn, node.conference
     assert turn is not None and conference is not None
@@ -428,6 +457,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGTERM, terminate)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_certificates)
+    service.dispatch([])  # arms the timer for the restored rooms' resume windows
     cluster.start(config.drain_timeout)
     drained = asyncio.ensure_future(cluster.drained.wait())
     try:
@@ -438,14 +468,21 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         tcp.close()
-        await service.close()
-        await cluster.close()
-        cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])
+
+        async def shut_down() -> None:
+            # Clients are told the server restarts (1012) and the rooms' state is written before
+            # anything else closes: that is what resuming needs. Then the node leaves the cluster.
+            await service.close()
+            await asyncio.gather(
+                http.close(), cluster.close(), *([metrics_runner.cleanup()] if metrics_runner else [])
+            )
+
         try:
-            await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)
+            await asyncio.wait_for(shut_down(), config.shutdown_timeout)
         except TimeoutError:
-            logger.warning("shutdown did not finish in %.0f s", SHUTDOWN_SECONDS)
-        store.close()
+            logger.warning("shutdown did not finish in %.0f s", config.shutdown_timeout)
+        rooms.close()
+        await store.close()
 
 
 def serve(config: ServeConfig) -> int:

@@ -50,14 +50,16 @@ __all__ = [
     "ClusterClient",
     "Option",
     "ServeConfig",
+    "StoreSettings",
     "add_serve_arguments",
     "default_public_url",
     "discover_public_ip",
     "ip_literal_warning",
     "load_cluster_client",
     "load_config_from_arguments",
-    "load_data_dir",
     "load_serve_config",
+    "load_store_settings",
+    "parse_database_url",
     "parse_origin",
     "parse_public_url",
     "parse_redis_url",
@@ -82,6 +84,9 @@ DEFAULT_REGION = "default"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ENV_PREFIX = "MEET443_"
 SECRET_FILE_NAME = "turn-secret"  # noqa: S105 -- a file name, not a secret
+RESUME_KEY_FILE_NAME = "resume-key"
+#: A resume key shorter than this is guessable; the generated one has 43 (256 bits).
+MIN_RESUME_KEY_CHARS = 32
 
 # RFC 8489 §14.3: USERNAME is fewer than 509 bytes of UTF-8.
 _MAX_USERNAME_BYTES = 508
@@ -153,6 +158,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         f"file holding the shared secret (default: <data-dir>/{SECRET_FILE_NAME}, generated on first run)",
         exclusive_group="turn-secret",
     ),
+    Option(
+        "resume-key-file",
+        "FILE",
+        "file holding the key that signs resume tokens, so that participants resume across a restart "
+        f"(default: <data-dir>/{RESUME_KEY_FILE_NAME}, generated on first run)",
+    ),
+    Option(
+        "shutdown-timeout",
+        "SECONDS",
+        "on SIGTERM: tell clients the server restarts, write the rooms' state, and exit within this long",
+    ),
     Option("turn-user", "USER:PASS", "static TURN user (repeatable)", repeatable=True),
     Option("turn-users-file", "FILE", "file with one USER:PASS per line, # starts a comment"),
     Option(
@@ -174,6 +190,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     ),
     Option("key", "PEM", "TLS private key (with --cert)"),
     Option("data-dir", "DIR", f"state directory (default {DEFAULT_DATA_DIR})"),
+    Option(
+        "database",
+        "URL",
+        "postgresql://USER@HOST[:PORT]/DB: meetings and API keys in PostgreSQL, shared by every node "
+        "(default: SQLite in the data dir); put the password in --database-password-file, not the URL",
+    ),
+    Option("database-password-file", "FILE", "file holding the PostgreSQL password of --database"),
     Option("metrics-listen", "HOST:PORT", "serve Prometheus metrics there (default: off)"),
     Option("log-level", "LEVEL", f"one of {', '.join(LOG_LEVELS)}"),
     Option("max-allocations-per-user", "N", "TURN allocations one participant (or static user) may hold"),
@@ -363,6 +386,11 @@ class ServeConfig:
     turn_secret: str = field(repr=False, metadata={"redact": "value"})
     #: Where the secret came from (a flag, a variable or a file path), safe to log.
     turn_secret_origin: str = ""
+    #: Signs resume tokens (docs/signaling.md "Node restarts"); empty when not read.
+    resume_key: bytes = field(default=b"", repr=False, metadata={"redact": "value"})
+    resume_key_origin: str = ""
+    #: SIGTERM to exit, at most.
+    shutdown_timeout: float = 10.0
     #: Static long-term users, username → password.
     turn_users: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}),
@@ -376,6 +404,9 @@ class ServeConfig:
     cert: Path | None = None
     key: Path | None = None
     data_dir: Path
+    #: PostgreSQL URL without its password (:func:`parse_database_url`); None: SQLite in the data dir.
+    database: str | None = None
+    database_password: str | None = field(default=None, repr=False, metadata={"redact": "value"})
     metrics_listen: tuple[str, int] | None = None
     log_level: str = "info"
     max_allocations_per_user: int = 10
@@ -411,7 +442,7 @@ class ServeConfig:
     #: ``other_udp_port`` was set explicitly: failing to bind it is fatal.
     other_udp_port_fixed: bool = False
     #: Cluster mode (docs/cluster.md): the Redis URL (its password is never logged).
-    redis: str | None = field(default=None, metadata={"redact": "url"})
+    redis: str | None = field(default=None, repr=False, metadata={"redact": "url"})
     redis_password_file: Path | None = None
     #: This node's own URL in a cluster; ``None`` on a single node.
     node_url: str | None = None
@@ -540,6 +571,22 @@ def parse_public_url(text: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"{text!r} must not have a query or fragment")
     return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+
+def parse_database_url(text: str) -> tuple[str, str | None]:
+    """A ``postgresql://`` (or ``postgres://``) URL as ``(url without the password, password)``;
+    raises ``ValueError``, never echoing the text (it may hold a password)."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected postgresql://USER@HOST[:PORT]/DB")
+    if parts.fragment:
+        raise ValueError("a database URL has no #fragment")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not hosts and "host=" not in parts.query:
+        raise ValueError("no host in the database URL (postgresql://USER@HOST[:PORT]/DB)")
+    url = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}{at}{hosts}"))
+    return url, urllib.parse.unquote(password) if colon else None
 
 
 # A DNS name (ASCII; internationalized names in their xn-- form) or an IPv4 address.
@@ -984,12 +1031,12 @@ def _publish_new_secret(path: Path) -> None:
         os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    logger.info("generated a TURN shared secret in %s", path)
+    logger.info("generated a secret in %s", path)
 
 
-def _load_or_create_secret(data_dir: Path) -> tuple[str, Path]:
-    """Read ``<data-dir>/turn-secret``, creating it (mode 0600) on first use."""
-    path = data_dir / SECRET_FILE_NAME
+def _load_or_create_secret(data_dir: Path, name: str = SECRET_FILE_NAME) -> tuple[str, Path]:
+    """Read ``<data-dir>/<name>`` (the TURN secret, the resume key), creating it (mode 0600) on first use."""
+    path = data_dir / name
     if not path.exists():
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -1000,7 +1047,7 @@ def _load_or_create_secret(data_dir: Path) -> tuple[str, Path]:
             raise ConfigError(f"cannot create {path}: {exc.strerror or exc}") from None
     if sys.platform != "win32" and path.stat().st_mode & 0o077:
         logger.warning("%s is readable by other users; run: chmod 600 %s", path, path)
-    secret = _read_text(path, "TURN secret file").strip()
+    secret = _read_text(path, "secret file").strip()
     if not secret:
         raise ConfigError(f"{path} is empty; delete it to generate a new secret")
     return secret, path
@@ -1042,25 +1089,56 @@ def load_config_from_arguments(
     return _build(_Values(_merge(layers), environ), config_file, read_secrets=read_secrets)
 
 
-def load_data_dir(namespace: argparse.Namespace, environ: Mapping[str, str]) -> Path:
-    """``--data-dir`` as ``serve`` resolves it (flag > environment > ``--config`` file > default).
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where meetings and API keys live, as ``serve`` resolves it (``meet443 api-key``)."""
 
-    For commands that take only ``--config`` and ``--data-dir`` (declared with
-    ``add_serve_arguments(parser, only=("config", "data-dir"))``); reads no other file.
+    data_dir: Path
+    database: str | None = None
+    database_password: str | None = field(default=None, repr=False)
+
+
+def load_store_settings(namespace: argparse.Namespace, environ: Mapping[str, str]) -> StoreSettings:
+    """``--data-dir``, ``--database`` and its password as ``serve`` resolves them (flag > environment >
+    ``--config`` file > default).
+
+    For commands that declare only those options and ``--config`` with
+    ``add_serve_arguments(parser, only=...)``; reads no other file.
     """
     flags = _flag_layer(namespace)
     env = _env_layer(environ)
     config_file = _Values(_merge([flags, env]), environ).path("config")
     layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
     values = _Values(_merge(layers), environ)
-    return values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR)
+    return StoreSettings(values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR), *_database(values))
+
+
+def _database(values: _Values, *, read_secrets: bool = True) -> tuple[str | None, str | None]:
+    """``--database`` without its password, and the password from the URL or the password file
+    (neither with ``read_secrets=False``)."""
+    parsed = values.one("database", parse_database_url)
+    password_file = values.path("database_password_file")
+    if parsed is None:
+        if password_file is not None:
+            raise ConfigError(f"{values.source('database_password_file')} needs --database")
+        return None, None
+    url, password = parsed
+    if not read_secrets:
+        return url, None
+    if password_file is not None:
+        if password is not None:
+            raise ConfigError("the database password is both in --database and in --database-password-file")
+        password = _read_text(password_file, "database password file").strip()
+        if not password:
+            raise ConfigError(f"{values.source('database_password_file')}: {password_file} is empty")
+    return url, password
 
 
 @dataclass(frozen=True)
 class ClusterClient:
     """What ``meet443 drain`` needs to reach a cluster: its Redis and a node's URL."""
 
-    redis: str = field(metadata={"redact": "url"})
+    redis: str = field(repr=False, metadata={"redact": "url"})
     redis_password_file: Path | None
     node_url: str
 
@@ -1131,6 +1209,34 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
     node_url = values.one("node_url", parse_public_url)
     _check_cluster(values, redis, node_url, serving=read_secrets)
 
+    resume_key_file = values.path("resume_key_file")
+    if not read_secrets:
+        resume_key, resume_origin = "", "not read"
+    elif resume_key_file is not None:
+        resume_key = _read_text(resume_key_file, "resume key file").strip()
+        if len(resume_key) < MIN_RESUME_KEY_CHARS:
+            raise ConfigError(
+                f"{values.source('resume_key_file')}: {resume_key_file} holds less than "
+                f"{MIN_RESUME_KEY_CHARS} characters"
+            )
+        resume_origin = str(resume_key_file)
+    else:
+        if redis is not None:
+            # A resume token made on one node must open the participant's seat on any other.
+            raise ConfigError(
+                "--redis needs the cluster's shared resume-token key (--resume-key-file); a key "
+                "generated per node would make resume tokens fail on every other node"
+            )
+        resume_key, generated = _load_or_create_secret(data_dir, RESUME_KEY_FILE_NAME)
+        resume_origin = str(generated)
+
+    database, database_password = _database(values, read_secrets=read_secrets)
+    if redis is not None and database is None and read_secrets:
+        # Any node serves any meeting: each must find the meetings and API keys the others made.
+        raise ConfigError(
+            "--redis needs --database postgresql://...: the meetings and API keys every node of the "
+            "cluster shares (docs/cluster.md)"
+        )
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together: give both or neither")
@@ -1146,6 +1252,9 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         relay_ports=pick("relay_ports", _parse_relay_ports),
         turn_secret=secret,
         turn_secret_origin=secret_origin,
+        resume_key=resume_key.encode(),
+        resume_key_origin=resume_origin,
+        shutdown_timeout=pick("shutdown_timeout", _parse_positive_float),
         turn_users=types.MappingProxyType(_static_users(values) if read_secrets else {}),
         allow_peers=tuple(values.many("allow_peer", _parse_cidr)),
         public_url=public_url,
@@ -1153,6 +1262,8 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         cert=cert,
         key=key,
         data_dir=data_dir,
+        database=database,
+        database_password=database_password,
         metrics_listen=values.one("metrics_listen", _parse_host_port),
         log_level=pick("log_level", _parse_log_level),
         max_allocations_per_user=pick("max_allocations_per_user", _int_parser(1)),
@@ -1199,6 +1310,12 @@ def _check_cluster(values: _Values, redis: str | None, node_url: str | None, *, 
         return
     if node_url is None and serving:
         raise ConfigError("--redis needs --node-url: this node's own https:// name in the cluster")
+    if values.source("database") is None and serving:
+        # Meetings, API keys and chat epochs must be the same whichever node a request reaches.
+        raise ConfigError(
+            "--redis needs --database postgresql://...: every node must see the same meetings and API "
+            "keys (a SQLite file in each node's data dir would not)"
+        )
     for dest in files:
         path = values.path(dest)
         if path is not None and not path.is_file():

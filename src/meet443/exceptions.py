@@ -4,6 +4,8 @@
 
     Meet443Error
     ├── ConfigError                 bad flags, environment or config file; the CLI exits 2
+    ├── StoreUnavailable            the meetings database (PostgreSQL) cannot be reached now;
+    │                               the API answers 503, a join is closed with 1013 (try again)
     ├── StateUnavailable            the cluster's shared state (Redis) cannot be reached; new
     │                               rooms cannot be placed, calls in progress go on
     └── ProtocolError               a peer sent something we cannot accept
@@ -30,6 +32,11 @@ class Meet443Error(Exception):
 
 class ConfigError(Meet443Error):
     """The configuration (flags, environment, TOML file) is invalid."""
+
+
+class StoreUnavailable(Meet443Error):
+    """The meetings database cannot be reached now (down, restarting, unreachable); retrying later
+    may work. The message names the database without its password."""
 
 
 class StateUnavailable(Meet443Error):

@@ -11,9 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from meet443.config import turn_uris_for
-
-from ..redis_server import running_redis
-from .test_cluster import (
+from tests.aio.test_cluster import (
     NODES,
     SECRET,
     Cluster,
@@ -27,19 +25,23 @@ from .test_cluster import (
     wait_listening,
     write_certificate,
 )
+from tests.postgres import PostgresServer
+from tests.redis_server import running_redis
 
 REGIONS = ("eu", "us", "ap")
 
 
 @pytest.fixture(scope="module")
-def regional(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def regional(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster-regions")
+    database = asyncio.run(postgres.fresh_database())
     (tmp / "secret").write_text(SECRET + "\n")
+    (tmp / "resume-key").write_text("r" * 64 + "\n")
     cert, key = write_certificate(tmp)
     with running_redis(tmp) as redis:
         port = common_port()
         nodes = [
-            start_node(tmp, host, port, redis, cert, key, "--region", region)
+            start_node(tmp, host, port, redis, cert, key, "--database", database, "--region", region)
             for host, region in zip(NODES, REGIONS, strict=True)
         ]
         try:
@@ -73,7 +75,7 @@ def test_regions_come_from_the_registry_and_place_the_room(regional: Cluster) ->
 
             # Ada reaches the eu node but measured us as closest: us's relay first, eu's second,
             # and her new room lives in us.
-            ada = await Peer.open(http, regional.nodes[0])
+            ada = await Peer.on(http, regional.nodes[0])
             await ada.send(
                 "join", v=1, room="near-us", displayName="Ada", rtts={"us": 8, "eu": 70, "ap": 140}
             )
@@ -86,7 +88,7 @@ def test_regions_come_from_the_registry_and_place_the_room(regional: Cluster) ->
             assert home_of(regional, "near-us") == regional.nodes[1].node_id
 
             # Without measurements the room stays where its first joiner arrived.
-            bob = await Peer.open(http, regional.nodes[2])
+            bob = await Peer.on(http, regional.nodes[2])
             assert (await bob.join("no-measure", "Bob"))["type"] == "joined"
             assert home_of(regional, "no-measure") == regional.nodes[2].node_id
 

@@ -115,9 +115,13 @@ class Cluster:
         turn_secret: str,
         client_ssl: ssl.SSLContext,
         max_msg_size: int,
+        shared: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
+        #: Other nodes share the state: revocations and chat are worth publishing. A single node
+        #: (in-memory state) has applied its revocations already and keeps its chat in the room.
+        self.shared = shared
         self.service = service
         service.cluster = self
         self.node_url = node_url
@@ -147,8 +151,14 @@ class Cluster:
     # -- life cycle -----------------------------------------------------------------------------
 
     def start(self, drain_timeout: float) -> None:
-        """Start the heartbeat, lease renewal, outbox and revocation watcher."""
+        """Start the heartbeat, lease renewal, outbox and revocation watcher. Rooms restored from
+        an earlier run are served here until their first renewal finds whether their lease is
+        still this node's (then they are kept) or another node's (then they are closed here)."""
         self._drain_timeout = drain_timeout
+        now = self._clock()
+        for room in self.service.node.signaling.room_names():
+            # Epoch 0 is never a real claim's: the first renewal fails and claims the room again.
+            self.owned[room] = _Owned(Lease(self.node_id, 0), now)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._tasks = [
             asyncio.ensure_future(self._heartbeats()),
@@ -345,6 +355,8 @@ class Cluster:
     def publish(self, output: RevokeTurn | ChatPosted) -> None:
         """Hand a revocation or a chat message to the shared state, asynchronously and in order:
         no call waits on Redis."""
+        if not self.shared:
+            return
         state = self.state
         if isinstance(output, RevokeTurn):
             participant, until = output.participant, output.until

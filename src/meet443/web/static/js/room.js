@@ -431,6 +431,10 @@ function run(fx) {
       return sfu ? undefined : startSfu(iceConfig);
     case 'sfu':
       return sfu?.handle(fx.message);
+    case 'sfu-restart':
+      // New peer connections, so new ICE credentials and a new DTLS handshake with the new SFU.
+      closeSfu();
+      return startSfu(iceConfig, signaling.barrier());
     case 'send-media':
       return sendMediaState();
     case 'mute-self':
@@ -536,9 +540,10 @@ document.addEventListener('visibilitychange', () => {
   if (sfu) sfu.setHidden(document.visibilityState === 'hidden');
 });
 
-function startSfu(config) {
+function startSfu(config, ready = undefined) {
   media.useVideoConstraints(GROUP_VIDEO_CONSTRAINTS);
   sfu = new SfuSession({
+    ready,
     send: (msg) => signaling.send(msg),
     config,
     tracks: sfuTracks(),

@@ -32,6 +32,7 @@ export function snapshot(s, live) {
     ...(live.group ? { sfu: live.group } : {}),
     ...(live.regions ? { regions: live.regions } : {}),
     speaker: s.speaker,
+    sfuRestarts: s.sfuRestarts,
     speaking: [...s.speaking],
     reactions: s.reactions.map((r) => ({ participantId: r.participantId, emoji: r.emoji })),
     pinned: s.pinned,
