@@ -27,7 +27,8 @@ PORT = 443
 REGIONS = ("r1", "r2", "r3")
 #: From where the matrix is measured: both clients and the first two regions (the rest is symmetric).
 ORIGINS = ("c1", "c2", "r1", "r2")
-SAMPLES = 100
+#: p99 of 200 lets two outliers in a row of a shared two-core machine through, not three.
+SAMPLES = 200
 #: Issue #16: p99 - p50 under 3 ms. The kernel's own round trip through the router adds well under 1 ms.
 MAX_SPREAD_MS = 3.0
 MAX_EXTRA_MS = 2.5
@@ -49,10 +50,15 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegionsL
             site = world.sites[name]
             data = workdir / name
             data.mkdir()
+            # At real-time priority like the probes: a STUN answer waits on the node's event loop,
+            # and the matrix measures the lab's distance, not how busy the shared cores are.
             nodes[name] = site.ns.spawn(
                 [
+                    "chrt", "--fifo", "10",
                     sys.executable, "-m", "meet443", "serve", "--listen", site.address, "--port", str(PORT),
                     "--public-ip", site.address, "--relay-ports", "50000-50099", "--data-dir", data,
+                    # STUN Bindings are unauthenticated answers, limited per address by default.
+                    "--unauth-rate", "1000",
                 ],
                 name="meet443",
             )  # fmt: skip
