@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from lab.netns import Lab
+from lab.netns import Lab, cpu_seconds
 from lab.pki import LabPki
 from lab.regions import RegionsLab
 
@@ -140,6 +141,7 @@ def join_ms(p: Participant) -> float:
 def test_each_participant_relays_through_its_closest_region(
     world: World, people: list[Participant], console_log: list[str]
 ) -> None:
+    cpu_from, wall_from = cpu_seconds(world.lab.delay_line.pid), time.monotonic()
     ada = join(world, people, console_log, "c1", "Ada", "far-apart")
     bob = join(world, people, console_log, "c2", "Bob", "far-apart")
     states = wait_until(
@@ -182,6 +184,11 @@ def test_each_participant_relays_through_its_closest_region(
         assert {u.split(":")[1] for u in urls} <= published
 
     print(f"join time (navigation to joined): c1 {join_ms(ada):.0f} ms, c2 {join_ms(bob):.0f} ms")
+    # Python forwards every packet of the call (each crossing the router three times, relay to
+    # relay): it must stay a small share of one of the two cores.
+    share = (cpu_seconds(world.lab.delay_line.pid) - cpu_from) / (time.monotonic() - wall_from)
+    print(f"delay line CPU during the call: {100 * share:.0f}% of a core")
+    assert share < 0.5
 
 
 TRANSPORTS = (("turn", "udp"), ("turn", "tcp"), ("turns", "tcp"))
