@@ -13,9 +13,9 @@ import pytest
 from meet443.config import turn_uris_for
 from tests.aio.test_cluster import (
     NODES,
-    SECRET,
     Cluster,
     Peer,
+    cluster_files,
     common_port,
     home_of,
     run,
@@ -23,7 +23,6 @@ from tests.aio.test_cluster import (
     start_node,
     wait_for_registry,
     wait_listening,
-    write_certificate,
 )
 from tests.postgres import PostgresServer
 from tests.redis_server import running_redis
@@ -34,10 +33,7 @@ REGIONS = ("eu", "us", "ap")
 @pytest.fixture(scope="module")
 def regional(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster-regions")
-    database = asyncio.run(postgres.fresh_database())
-    (tmp / "secret").write_text(SECRET + "\n")
-    (tmp / "resume-key").write_text("r" * 64 + "\n")
-    cert, key = write_certificate(tmp)
+    database, cert, key = cluster_files(tmp, postgres)
     with running_redis(tmp) as redis:
         port = common_port()
         nodes = [
