@@ -96,9 +96,11 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
-        argv = ["redis-server", "--bind", self.ip, "--port", str(self.port), "--protected-mode", "no",
-                "--dir", self.workdir, "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-                "--daemonize", "no", "--logfile", ""]  # fmt: skip
+        argv: list[str | os.PathLike[str]] = [
+            "redis-server", "--bind", self.ip, "--port", str(self.port), "--protected-mode", "no",
+            "--dir", self.workdir, "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+            "--daemonize", "no", "--logfile", "",
+        ]  # fmt: skip
         self.proc = self.ns.spawn(argv, name=f"redis-{self.starts}")
         wait_listening(self.ns, self.ip, self.port, "tcp", proc=self.proc)
         return self
@@ -163,7 +165,13 @@ class PostgresServer:
 
     def _as_postgres(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
         # setpriv execs (no fork, unlike runuser), so the lab's PID is the server's own.
-        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", *map(os.fspath, argv)]
+        return [
+            "setpriv",
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            *(os.fspath(a) for a in argv),
+        ]
 
     def start(self) -> PostgresServer:
         pg = postgres_bin()
@@ -172,12 +180,16 @@ class PostgresServer:
         sockets.mkdir()
         shutil.chown(self.datadir, "postgres", "postgres")
         shutil.chown(sockets, "postgres", "postgres")
-        self.ns.run(self._as_postgres([pg / "initdb", "-D", data, "-U", "postgres", "-A", "trust",
-                                       "--no-sync", "-E", "UTF8"]), timeout=120)  # fmt: skip
+        initdb: list[str | os.PathLike[str]] = [
+            pg / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8",
+        ]  # fmt: skip
+        self.ns.run(self._as_postgres(initdb), timeout=120)
         # Local socket: trust (the lab's own setup); the network: password only.
         (data / "pg_hba.conf").write_text("local all all trust\nhost all all 10.200.130.0/23 scram-sha-256\n")
-        argv = [pg / "postgres", "-D", data, "-h", self.ip, "-p", str(self.port), "-k", sockets,
-                "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]  # fmt: skip
+        argv: list[str | os.PathLike[str]] = [
+            pg / "postgres", "-D", data, "-h", self.ip, "-p", str(self.port), "-k", sockets,
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+        ]  # fmt: skip
         self.proc = self.ns.spawn(self._as_postgres(argv), name="postgres")
         wait_listening(self.ns, self.ip, self.port, "tcp", timeout=30, proc=self.proc)
         self.psql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
@@ -187,8 +199,10 @@ class PostgresServer:
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run `sql` as the superuser over the local socket; its unaligned output."""
         assert self.datadir is not None
-        argv = [postgres_bin() / "psql", "-h", self.datadir / "run", "-p", str(self.port), "-U", "postgres",
-                "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]  # fmt: skip
+        argv: list[str | os.PathLike[str]] = [
+            postgres_bin() / "psql", "-h", self.datadir / "run", "-p", str(self.port), "-U", "postgres",
+            "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql,
+        ]  # fmt: skip
         return self.ns.run(self._as_postgres(argv)).stdout
 
     def remove(self) -> None:
