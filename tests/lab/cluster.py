@@ -15,7 +15,7 @@ Names. Each node's certificate (signed by the lab CA that browsers trust) names 
 *i* resolves the public name to node *i* mod 3 through its own hosts file, which is what DNS round
 robin or a load balancer does to different people: the same URL, different nodes. Nodes resolve
 each other's names the same way, for the internal WSS between edge and home, and trust the lab CA
-through ``SSL_CERT_FILE``.
+through ``--cluster-ca-file``.
 
 Redis and PostgreSQL are the Debian packages' real servers, started by the lab and stopped by PID
 with the rest of it; PostgreSQL runs as the ``postgres`` user (it refuses root), with its data
@@ -78,14 +78,15 @@ def node_name(index: int) -> str:
 
 @dataclass
 class RedisServer:
-    """``redis-server`` on ``ip:port`` in `ns`; no persistence unless `appendonly`: a restart starts
-    empty, the harshest case for the nodes that share it."""
+    """``redis-server`` on ``ip:port`` in `ns`, with a password (``requirepass``); no persistence
+    unless `appendonly`: a restart starts empty, the harshest case for the nodes that share it."""
 
     ns: Namespace
     ip: str
     workdir: Path
     port: int = REDIS_PORT
     appendonly: bool = False
+    password: str = field(default_factory=lambda: secrets.token_hex(16))
     proc: Proc | None = None
     starts: int = 0
 
@@ -99,7 +100,7 @@ class RedisServer:
         argv: list[str | os.PathLike[str]] = [
             "redis-server", "--bind", self.ip, "--port", str(self.port), "--protected-mode", "no",
             "--dir", self.workdir, "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--daemonize", "no", "--logfile", "",
+            "--daemonize", "no", "--logfile", "", "--requirepass", self.password,
         ]  # fmt: skip
         self.proc = self.ns.spawn(argv, name=f"redis-{self.starts}")
         wait_listening(self.ns, self.ip, self.port, "tcp", proc=self.proc)
@@ -115,14 +116,17 @@ class RedisServer:
         time.sleep(down_s)
         self.start()
 
-    def cli(self, *args: str) -> str:
-        """One ``redis-cli`` command against this server, from inside its namespace; its output."""
-        done = self.ns.run(["redis-cli", "-h", self.ip, "-p", str(self.port), "--no-raw", *args])
-        return done.stdout
+    def password_file(self) -> Path:
+        """The password in a file (mode 0600), for the nodes' ``--redis-password-file``."""
+        path = self.workdir / "password"
+        path.write_text(self.password + "\n")
+        path.chmod(0o600)
+        return path
 
     def raw(self, *args: str) -> str:
-        done = self.ns.run(["redis-cli", "-h", self.ip, "-p", str(self.port), "--raw", *args])
-        return done.stdout
+        """One ``redis-cli --raw`` command against this server, from inside its namespace; its output."""
+        auth = ["env", f"REDISCLI_AUTH={self.password}"]
+        return self.ns.run([*auth, "redis-cli", "-h", self.ip, "-p", str(self.port), "--raw", *args]).stdout
 
     def info(self, section: str) -> dict[str, str]:
         """``INFO section`` as ``field -> value`` (commandstats' values stay ``calls=..,usec=..``)."""
@@ -272,8 +276,7 @@ class ClusterNode:
 
     def spawn(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SSL_CERT_FILE": str(self.pki.ca)}
-        self.proc = self.ns.spawn(self.argv(), name=f"meet443-{self.name}", env=env)
+        self.proc = self.ns.spawn(self.argv(), name=f"meet443-{self.name}")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         for proto in ("tcp", "udp"):
@@ -326,14 +329,13 @@ class Cluster:
         return "\n".join(f"--- {n.name} ---\n{n.log()[-chars:]}" for n in self.nodes)
 
 
-def shared_secret_files(directory: Path) -> tuple[Path, Path]:
-    """One TURN secret and one resume key for every node (mode 0600)."""
+def shared_secret_file(directory: Path) -> Path:
+    """The cluster's one TURN secret (mode 0600), for every node's ``--turn-secret-file``."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = directory / "turn-secret", directory / "resume-key"
-    for path in paths:
-        path.write_text(secrets.token_hex(32) + "\n")
-        path.chmod(0o600)
-    return paths
+    path = directory / "turn-secret"
+    path.write_text(secrets.token_hex(32) + "\n")
+    path.chmod(0o600)
+    return path
 
 
 @contextlib.contextmanager
@@ -346,6 +348,7 @@ def cluster_lab(
     clients: int = 2,
     load: bool = False,
     postgres: bool = True,
+    database: bool = True,
     cluster: bool = True,
     node_extra: Sequence[str] = (),
 ) -> Iterator[Cluster]:
@@ -353,7 +356,8 @@ def cluster_lab(
     files, PostgreSQL's directory) on leaving.
 
     `pki` is the lab CA (its key beside it) that the clients trust; each node gets a leaf from it.
-    `cluster=False` starts the same nodes without any cluster flag (each one alone).
+    `cluster=False` starts the same nodes without any cluster flag (each one alone); `database`
+    gives the nodes ``--database`` (the PostgreSQL store) when `postgres` runs.
     `prefix` must start with ``cx`` and be short (veth names are ``<prefix>v<n>a``).
     """
     assert prefix.startswith("cx"), prefix
@@ -395,10 +399,10 @@ def cluster_lab(
             pg.start()
         shared: list[str] = []
         if cluster:
-            turn_secret, resume_key = shared_secret_files(workdir / "secrets")
-            shared = ["--redis", redis.url, "--turn-secret-file", str(turn_secret),
-                      "--resume-key-file", str(resume_key)]  # fmt: skip
-            if pg is not None:
+            shared = ["--redis", redis.url, "--redis-password-file", str(redis.password_file()),
+                      "--turn-secret-file", str(shared_secret_file(workdir / "secrets")),
+                      "--cluster-ca-file", str(pki.ca)]  # fmt: skip
+            if pg is not None and database:
                 shared += ["--database", pg.url]
         members = []
         for i, ns in enumerate(node_ns):
