@@ -57,6 +57,8 @@ __all__ = [
     "load_serve_config",
     "parse_origin",
     "parse_public_url",
+    "parse_redis_url",
+    "redact_url",
     "turn_uris_for",
 ]
 
@@ -245,6 +247,32 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "is taken, a random one is used",
     ),
     Option(
+        "redis",
+        "URL",
+        "redis:// or rediss:// URL of the cluster's Redis: turns on cluster mode (docs/cluster.md); "
+        "a password in the URL shows in the process list: prefer --redis-password-file",
+    ),
+    Option("redis-password-file", "FILE", "file holding the Redis password (cluster mode)"),
+    Option(
+        "node-url",
+        "URL",
+        "this node's own https:// name in a cluster, for its TURN and SFU and for other nodes' relays "
+        "(cluster mode: required)",
+    ),
+    Option("region", "NAME", "region label of this node in the cluster registry"),
+    Option(
+        "drain-timeout",
+        "SECONDS",
+        "cluster mode: after SIGTERM or `meet443 drain`, how long rooms already here may go on before "
+        "the node exits",
+    ),
+    Option(
+        "cluster-ca-file",
+        "PEM",
+        "CA certificates that other nodes' TLS certificates are checked against when this node relays "
+        "signaling to them (default: the system's)",
+    ),
+    Option(
         "check-rate",
         "PER_MIN",
         "network-check TURN credentials (POST /v1/network/check-credentials) one address may get "
@@ -363,7 +391,20 @@ class ServeConfig:
     other_udp_port: int = 3478
     #: ``other_udp_port`` was set explicitly: failing to bind it is fatal.
     other_udp_port_fixed: bool = False
+    #: Cluster mode (docs/cluster.md): the Redis URL (its password is never logged).
+    redis: str | None = field(default=None, metadata={"redact": "url"})
+    redis_password_file: Path | None = None
+    #: This node's own URL in a cluster; ``None`` on a single node.
+    node_url: str | None = None
+    region: str = ""
+    drain_timeout: float = 600.0
+    cluster_ca_file: Path | None = None
     config_file: Path | None = None
+
+    @property
+    def cluster(self) -> bool:
+        """Is this node one of a cluster (``--redis``)?"""
+        return self.redis is not None
 
     @property
     def public_host(self) -> str:
@@ -387,6 +428,8 @@ class ServeConfig:
             redact = f.metadata.get("redact")
             if redact == "value":
                 view[f.name] = "<redacted>" if value else None
+            elif redact == "url":
+                view[f.name] = None if value is None else redact_url(value)
             elif redact == "keys":
                 view[f.name] = sorted(value)
             else:
@@ -406,6 +449,27 @@ def _jsonable(value: object) -> object:
 
 # --------------------------------------------------------------------------------------------------
 # URLs and TURN URIs, shared with ``meet443 turn-credentials``
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_redis_url(text: str) -> str:
+    """A ``redis://`` or ``rediss://`` URL; raises ``ValueError`` (without echoing a password)."""
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("not a valid redis:// or rediss:// URL") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"expected redis://host[:port][/db] or rediss://..., got {redact_url(text)!r}")
+    return text.strip()
 
 
 def _host_for_uri(host: str) -> str:
@@ -980,8 +1044,18 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
             raise ConfigError(f"{values.source('turn_secret_file')}: {secret_file} is empty")
         secret_origin = str(secret_file)
     else:
+        if values.one("redis", parse_redis_url) is not None:
+            # Every node checks every node's TURN credentials and relay headers: one secret.
+            raise ConfigError(
+                "--redis needs the cluster's shared TURN secret (--turn-secret-file); a secret generated "
+                "per node would make other nodes' TURN credentials fail here"
+            )
         secret, generated = _load_or_create_secret(data_dir)
         secret_origin = str(generated)
+
+    redis = values.one("redis", parse_redis_url)
+    node_url = values.one("node_url", parse_public_url)
+    _check_cluster(values, redis, node_url)
 
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
@@ -1028,7 +1102,30 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         other_udp_port=pick("other_udp_port", _int_parser(0, 65535)),
         other_udp_port_fixed=values.source("other_udp_port") is not None,
         config_file=config_file,
+        redis=redis,
+        redis_password_file=values.path("redis_password_file"),
+        node_url=node_url,
+        region=values.one("region", _parse_nonempty) or "",
+        drain_timeout=pick("drain_timeout", _parse_positive_float),
+        cluster_ca_file=values.path("cluster_ca_file"),
     )
+
+
+def _check_cluster(values: _Values, redis: str | None, node_url: str | None) -> None:
+    """docs/cluster.md "How to run a node in a cluster": what ``--redis`` requires, and what only
+    it allows."""
+    files = ("redis_password_file", "cluster_ca_file")
+    if redis is None:
+        for dest in (*files, "node_url"):
+            if values.source(dest) is not None:
+                raise ConfigError(f"{values.source(dest)}: only for cluster mode, which --redis turns on")
+        return
+    if node_url is None:
+        raise ConfigError("--redis needs --node-url: this node's own https:// name in the cluster")
+    for dest in files:
+        path = values.path(dest)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{values.source(dest)}: {path} is not a readable file")
 
 
 def _static_users(values: _Values) -> dict[str, str]:

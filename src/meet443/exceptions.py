@@ -4,6 +4,8 @@
 
     Meet443Error
     ├── ConfigError                 bad flags, environment or config file; the CLI exits 2
+    ├── StateUnavailable            the cluster's shared state (Redis) cannot be reached; new
+    │                               rooms cannot be placed, calls in progress go on
     └── ProtocolError               a peer sent something we cannot accept
         ├── ParseError              bytes that do not decode (STUN, ChannelData, ...);
         │                           the datagram or frame is dropped and counted
@@ -28,6 +30,10 @@ class Meet443Error(Exception):
 
 class ConfigError(Meet443Error):
     """The configuration (flags, environment, TOML file) is invalid."""
+
+
+class StateUnavailable(Meet443Error):
+    """The shared state of a cluster (:mod:`meet443.state`) did not answer."""
 
 
 class ProtocolError(Meet443Error):

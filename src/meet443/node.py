@@ -245,6 +245,8 @@ class NodeCore:
                 if self.turn is not None:
                     self.turn.revoke(output.participant, output.until)
                     self._touch_turn(now)
+                # Other nodes' TURN servers hear of it through the adapter (docs/cluster.md).
+                out.append(output)
             else:
                 out.append(output)
         if input_ and now + SWEEP_SECONDS < self._signaling_due:

@@ -98,6 +98,7 @@ from meet443.proto.signaling.messages import (
 )
 
 __all__ = [
+    "ChatPosted",
     "Close",
     "ConnectionState",
     "IceServerSource",
@@ -231,7 +232,16 @@ class RevokeTurn:
     until: float
 
 
-Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn
+@dataclass(frozen=True, slots=True)
+class ChatPosted:
+    """A chat message was broadcast in ``room``: a cluster keeps it in the room's shared history
+    (docs/cluster.md "Chat"); a single node ignores it."""
+
+    room: str
+    message: ChatMessage
+
+
+Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn | ChatPosted
 
 
 # --------------------------------------------------------------------------------------------------
@@ -479,6 +489,10 @@ class SignalingServer:
         if c is None or c.participant is None:
             return None
         return c.participant.room.name
+
+    def has_room(self, room: str) -> bool:
+        """Does ``room`` exist here (someone in it, or knocking)?"""
+        return room in self._rooms
 
     def room_connections(self, room: str) -> set[int]:
         """Connections of the participants and knockers of ``room``."""
@@ -1084,6 +1098,7 @@ class SignalingServer:
         if len(p.chat_ids) > self.limits.chat_dedupe_window:
             p.chat_ids.popitem(last=False)
         self._broadcast(room, chat)
+        self._out.append(ChatPosted(room.name, chat))
 
     def _on_media(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
         """docs/signaling.md ``media``: broadcast as ``participant-updated``."""
