@@ -309,6 +309,8 @@ class Cluster:
     pki: LabPki
     workdir: Path
     load: Namespace | None = None
+    #: The nodes' ``--database`` (meetings and API keys shared), None when each keeps its own.
+    database_url: str | None = None
 
     @property
     def public_url(self) -> str:
@@ -398,12 +400,13 @@ def cluster_lab(
             stack.callback(pg.remove)
             pg.start()
         shared: list[str] = []
+        database_url = pg.url if pg is not None and database and cluster else None
         if cluster:
             shared = ["--redis", redis.url, "--redis-password-file", str(redis.password_file()),
                       "--turn-secret-file", str(shared_secret_file(workdir / "secrets")),
                       "--cluster-ca-file", str(pki.ca)]  # fmt: skip
-            if pg is not None and database:
-                shared += ["--database", pg.url]
+            if database_url is not None:
+                shared += ["--database", database_url]
         members = []
         for i, ns in enumerate(node_ns):
             leaf = issue_leaf(
@@ -414,4 +417,4 @@ def cluster_lab(
             member.spawn()
         for member in members:
             member.wait_ready()
-        yield Cluster(lab, rt, db, members, client_ns, redis, pg, pki, workdir, load_ns)
+        yield Cluster(lab, rt, db, members, client_ns, redis, pg, pki, workdir, load_ns, database_url)

@@ -27,7 +27,9 @@ from typing import Any
 import aiohttp
 
 JOIN_TIMEOUT_S = 10.0
-SETTLE_TIMEOUT_S = 5.0
+SETTLE_TIMEOUT_S = 2.0
+#: Stop after this many trials without exactly one host: a broken placement fails fast.
+MAX_BAD = 3
 
 
 class Member:
@@ -118,9 +120,13 @@ async def trial(
 async def main(args: argparse.Namespace) -> None:
     ctx = ssl.create_default_context(cafile=args.ca)
     async with aiohttp.ClientSession() as session:
+        bad = 0
         for i in range(args.trials):
             result = await trial(args, session, ctx, f"race-{args.tag}-{i}")
             print(json.dumps(result), flush=True)
+            bad += result["hosts"].count(True) != 1
+            if bad >= MAX_BAD:
+                break
 
 
 if __name__ == "__main__":
