@@ -14,18 +14,21 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvloop
 from aiohttp import web
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
+from meet443.aio.cluster import Cluster, NodeAddresses
 from meet443.aio.http import HttpService, build_main_app, build_metrics_app
 from meet443.aio.network import NetworkEndpoints
 from meet443.aio.node import Directory, NodeService
+from meet443.aio.signaling import MAX_MSG_SIZE
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
-from meet443.config import ServeConfig, ip_literal_warning, turn_uris_for
+from meet443.config import ServeConfig, ip_literal_warning, redact_url, turn_uris_for
 from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
@@ -38,6 +41,9 @@ from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
 from meet443.sfu.conference import Conference
+from meet443.state import SharedState
+from meet443.state.memory import MemoryState
+from meet443.state.redis_backend import RedisState
 
 logger = logging.getLogger("meet443")
 
@@ -180,7 +186,8 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
     """Every core of a single node: TURN, the SFU and signaling, composed."""
     signaling = build_signaling_server(
         turn_secret=config.turn_secret,
-        public_url=config.public_url,
+        # In a cluster, participants use the TURN of their room's home, next to its SFU.
+        public_url=config.node_url or config.public_url,
         turn_port=config.port,
         credential_ttl=config.credential_ttl,
         force_relay=config.force_relay,
@@ -218,6 +225,40 @@ def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
     )
 
 
+def build_cluster(config: ServeConfig, service: NodeService, other_port: int) -> Cluster:
+    """The node's link to the others (docs/cluster.md): through Redis with ``--redis``, else
+    through the in-memory state, where this node is the only one."""
+    state: SharedState
+    if config.redis is not None:
+        state = RedisState.from_config(config.redis, config.redis_password_file)
+        logger.info("cluster mode: node %s, shared state %s", config.node_url, redact_url(config.redis))
+    else:
+        state = MemoryState()
+    addresses = tuple(_own_public_addresses(config))
+    sfu_ports = tuple(dict.fromkeys((config.port, other_port)))
+    client_ssl = ssl.create_default_context(
+        cafile=str(config.cluster_ca_file) if config.cluster_ca_file is not None else None
+    )
+    return Cluster(
+        state,
+        service,
+        node_url=config.node_url or config.public_url,
+        public_url=config.public_url,
+        region=config.region,
+        where=NodeAddresses(addresses, config.port, sfu_ports, config.relay_ports, config.max_participants),
+        turn_secret=config.turn_secret,
+        client_ssl=client_ssl,
+        max_msg_size=MAX_MSG_SIZE,
+    )
+
+
+def _own_public_addresses(config: ServeConfig) -> list[str]:
+    addresses = [config.public_ip]
+    if config.public_ipv6 is not None:
+        addresses.append(config.public_ipv6)
+    return addresses
+
+
 def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
     """The SFU's host candidates (RFC 8445 §5.1.1.1): the public address on the main port, and on
     the second UDP port, since browsers ignore candidates on ports below 1024 (such as 443)."""
@@ -233,6 +274,8 @@ def _tls_files(config: ServeConfig) -> tuple[Path, Path]:
     if config.cert is not None and config.key is not None:
         return config.cert, config.key
     hosts = [config.public_host, config.public_ip]
+    if config.node_url is not None:
+        hosts.append(urlsplit(config.node_url).hostname or config.public_ip)
     if config.listen not in ("0.0.0.0", "::"):  # noqa: S104
         hosts.append(config.listen)
     return ensure_certificate(config.data_dir, hosts)
@@ -262,8 +305,10 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
     conference.addresses = _sfu_addresses(config, other_port)
 
+    cluster = build_cluster(config, service, other_port)
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config),
+        nodes=cluster.network_nodes if config.cluster else None,
         turn_secret=config.turn_secret,
         turn_uris=config.turn_uris(),
         relay_ports=config.relay_ports,
@@ -300,7 +345,9 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
-        metrics_runner = web.AppRunner(build_metrics_app(node), access_log=None, handle_signals=False)
+        metrics_runner = web.AppRunner(
+            build_metrics_app(node, cluster.metrics), access_log=None, handle_signals=False
+        )
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, *config.metrics_listen).start()
         logger.info("listening on tcp %s:%d: Prometheus metrics at /metrics", *config.metrics_listen)
@@ -312,17 +359,28 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         except (OSError, ssl.SSLError) as exc:
             logger.error("TLS certificate reload failed, keeping the old one: %s", exc)
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    def terminate() -> None:
+        # docs/cluster.md "Drain": in a cluster the first SIGTERM drains, a second one stops.
+        if config.cluster and not cluster.draining:
+            cluster.drain("SIGTERM")
+        else:
+            stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_certificates)
+    cluster.start(config.drain_timeout)
+    drained = asyncio.ensure_future(cluster.drained.wait())
     try:
-        await stop.wait()
+        await asyncio.wait([asyncio.ensure_future(stop.wait()), drained], return_when=asyncio.FIRST_COMPLETED)
     finally:
         logger.info("stopping")
+        drained.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         tcp.close()
         await service.close()
+        await cluster.close()
         cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])
         try:
             await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)

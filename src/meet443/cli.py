@@ -10,6 +10,7 @@ does not exist exits with 1; ``check`` exits with 1 when no media path works.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import os
@@ -22,20 +23,23 @@ from meet443 import __version__
 from meet443.config import (
     DEFAULT_CREDENTIAL_TTL,
     DEFAULT_PORT,
+    ServeConfig,
     add_serve_arguments,
     default_public_url,
     discover_public_ip,
+    load_cluster_client,
     load_config_from_arguments,
     load_data_dir,
     load_serve_config,
     parse_public_url,
     turn_uris_for,
 )
-from meet443.exceptions import ConfigError
+from meet443.exceptions import ConfigError, StateUnavailable
 from meet443.firewall import FORMATS, outbound_rules, render
 from meet443.meetings import ApiKey, MeetingStore, check_api_key_label
 from meet443.network import NetworkDescription
 from meet443.proto.turn.credentials import rest_credentials
+from meet443.state import NodeInfo
 
 __all__ = ["main"]
 
@@ -163,6 +167,7 @@ def _build_parser() -> argparse.ArgumentParser:
         add_serve_arguments(action, only=_STATE_OPTIONS)
     _add_check_parser(commands)
     _add_firewall_parser(commands)
+    _add_drain_parser(commands)
     return parser
 
 
@@ -237,6 +242,20 @@ def _add_firewall_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
         "--ca-file", metavar="PEM", type=Path, help="CA for --url (a server with a private CA)"
     )
     add_serve_arguments(rules)
+
+
+def _add_drain_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    drain = commands.add_parser(
+        "drain",
+        help="drain a node of a cluster: no new rooms, existing ones go on up to --drain-timeout",
+        description="Ask the node named by --node-url to drain, through the cluster's Redis (the node "
+        "reads the request within a second): it places no new rooms, answers new TURN allocations with "
+        "300 Try Alternate, and exits when its rooms are empty or its --drain-timeout passed. Takes "
+        "--redis, --redis-password-file and --node-url like `meet443 serve` (flags, MEET443_* variables, "
+        "--config), so on the node itself `meet443 drain --config FILE` names it. See docs/cluster.md.",
+        allow_abbrev=False,
+    )
+    add_serve_arguments(drain, only=("config", "redis", "redis-password-file", "node-url"))
 
 
 def _label(text: str) -> str:
@@ -338,8 +357,9 @@ def _firewall_rules(args: argparse.Namespace) -> int:
             print(f"meet443 firewall-rules: error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
     else:
-        network = NetworkDescription.from_config(
-            load_config_from_arguments(args, os.environ, read_secrets=False)
+        config = load_config_from_arguments(args, os.environ, read_secrets=False)
+        network = (
+            _cluster_network(config) if config.redis is not None else NetworkDescription.from_config(config)
         )
     try:
         text = render(
@@ -352,6 +372,53 @@ def _firewall_rules(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     sys.stdout.write(text)
+    return 0
+
+
+def _cluster_network(config: ServeConfig) -> NetworkDescription:
+    """docs/cluster.md: a cluster's rules list every live node, read from its registry."""
+    from meet443.state.redis_backend import RedisState  # noqa: PLC0415
+
+    assert config.redis is not None
+    state = RedisState.from_config(config.redis, config.redis_password_file)
+
+    async def read() -> list[NodeInfo]:
+        try:
+            return await state.live_nodes()
+        finally:
+            await state.close()
+
+    try:
+        nodes = asyncio.run(read())
+    except StateUnavailable as exc:
+        raise ConfigError(f"cannot read the cluster's registry: {exc}") from None
+    if not nodes:
+        raise ConfigError("the cluster's registry lists no live node")
+    return NetworkDescription.from_registry(config.public_url, nodes, None)
+
+
+def _drain(args: argparse.Namespace) -> int:
+    """docs/cluster.md "Drain": ask a node to drain, through the cluster's Redis."""
+    from meet443.state import node_id_of  # noqa: PLC0415
+    from meet443.state.redis_backend import RedisState  # noqa: PLC0415
+
+    client = load_cluster_client(args, os.environ)
+    state = RedisState.from_config(client.redis, client.redis_password_file)
+    node_id = node_id_of(client.node_url)
+
+    async def request() -> bool:
+        try:
+            await state.request_drain(node_id)
+            return any(n.node_id == node_id for n in await state.live_nodes())
+        finally:
+            await state.close()
+
+    try:
+        live = asyncio.run(request())
+    except StateUnavailable as exc:
+        print(f"meet443 drain: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"asked {node_id} to drain" + ("" if live else " (it is not live now; it drains when it starts)"))
     return 0
 
 
@@ -383,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "firewall-rules":
             return _firewall_rules(args)
+        if args.command == "drain":
+            return _drain(args)
         return _turn_credentials(args)
     except ConfigError as exc:
         print(f"meet443 {args.command}: error: {exc}", file=sys.stderr)

@@ -46,12 +46,14 @@ from meet443.proto.signaling.admission import RoomMode
 __all__ = [
     "DEFAULT_PORT",
     "SERVE_OPTIONS",
+    "ClusterClient",
     "Option",
     "ServeConfig",
     "add_serve_arguments",
     "default_public_url",
     "discover_public_ip",
     "ip_literal_warning",
+    "load_cluster_client",
     "load_config_from_arguments",
     "load_data_dir",
     "load_serve_config",
@@ -1007,6 +1009,31 @@ def load_data_dir(namespace: argparse.Namespace, environ: Mapping[str, str]) -> 
     return values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR)
 
 
+@dataclass(frozen=True)
+class ClusterClient:
+    """What ``meet443 drain`` needs to reach a cluster: its Redis and a node's URL."""
+
+    redis: str = field(metadata={"redact": "url"})
+    redis_password_file: Path | None
+    node_url: str
+
+
+def load_cluster_client(namespace: argparse.Namespace, environ: Mapping[str, str]) -> ClusterClient:
+    """``--redis``, ``--redis-password-file`` and ``--node-url`` as ``serve`` resolves them (flag >
+    environment > ``--config`` file), for commands declared with
+    ``add_serve_arguments(parser, only=("config", "redis", "redis-password-file", "node-url"))``."""
+    flags = _flag_layer(namespace)
+    env = _env_layer(environ)
+    config_file = _Values(_merge([flags, env]), environ).path("config")
+    layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
+    values = _Values(_merge(layers), environ)
+    redis = values.one("redis", parse_redis_url)
+    node_url = values.one("node_url", parse_public_url)
+    if redis is None or node_url is None:
+        raise ConfigError("needs --redis and --node-url (flags, MEET443_* variables or --config)")
+    return ClusterClient(redis, values.path("redis_password_file"), node_url)
+
+
 def _field_defaults() -> dict[str, object]:
     return {
         f.name: f.default
@@ -1055,7 +1082,7 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
 
     redis = values.one("redis", parse_redis_url)
     node_url = values.one("node_url", parse_public_url)
-    _check_cluster(values, redis, node_url)
+    _check_cluster(values, redis, node_url, serving=read_secrets)
 
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
@@ -1111,16 +1138,16 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
     )
 
 
-def _check_cluster(values: _Values, redis: str | None, node_url: str | None) -> None:
-    """docs/cluster.md "How to run a node in a cluster": what ``--redis`` requires, and what only
-    it allows."""
+def _check_cluster(values: _Values, redis: str | None, node_url: str | None, *, serving: bool) -> None:
+    """docs/cluster.md "How to run a node in a cluster": what ``--redis`` requires of a node
+    (``serving``; ``firewall-rules`` only reads the registry), and what only it allows."""
     files = ("redis_password_file", "cluster_ca_file")
     if redis is None:
         for dest in (*files, "node_url"):
             if values.source(dest) is not None:
                 raise ConfigError(f"{values.source(dest)}: only for cluster mode, which --redis turns on")
         return
-    if node_url is None:
+    if node_url is None and serving:
         raise ConfigError("--redis needs --node-url: this node's own https:// name in the cluster")
     for dest in files:
         path = values.path(dest)

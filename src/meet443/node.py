@@ -196,6 +196,13 @@ class NodeCore:
         """The meeting of ``room`` was deleted (REST API): everyone in it is sent away."""
         return self._signaling_outputs(self.signaling.end_meeting(room, now), now)
 
+    def revoke_turn(self, participant: str, until: float, now: float) -> None:
+        """A participant of a room on another node left for good (docs/cluster.md "TURN across
+        nodes"): its allocations here go and its credentials are refused until ``until``."""
+        if self.turn is not None:
+            self.turn.revoke(participant, until)
+            self._touch_turn(now)
+
     # -- timers ---------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:

@@ -171,7 +171,9 @@ class TestRevocations:
             await publisher.revoke("before", 4_000_000_000.0)
             seen: list[tuple[str, float]] = []
             ready = asyncio.Event()
-            task = asyncio.ensure_future(watcher.watch_revocations(lambda p, u: seen.append((p, u)), ready.set))
+            task = asyncio.ensure_future(
+                watcher.watch_revocations(lambda p, u: seen.append((p, u)), ready.set)
+            )
             await asyncio.wait_for(ready.wait(), 5)
             assert seen == [("before", 4_000_000_000.0)]  # replayed on subscription
             await publisher.revoke("p1", 4_000_000_001.5)

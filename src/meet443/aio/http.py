@@ -460,13 +460,21 @@ def _sfu_metrics(lines: list[str], sfu: Conference) -> None:
     _metric(lines, "meet443_sfu_dropped_total", "counter", "SFU packets dropped, by reason.", samples)
 
 
-def build_metrics_app(node: NodeCore) -> web.Application:
-    """The metrics of every core of ``node``, on their own listener (``--metrics-listen``)."""
+def build_metrics_app(
+    node: NodeCore, cluster: Callable[[], dict[str, tuple[str, str, int]]] | None = None
+) -> web.Application:
+    """The metrics of every core of ``node``, on their own listener (``--metrics-listen``), and the
+    cluster link's (name → (type, help, value))."""
     turn = node.turn
     assert turn is not None
 
     async def metrics(request: web.Request) -> web.Response:
         text = render_metrics(turn, node.signaling, node.conference)
+        if cluster is not None:
+            lines: list[str] = []
+            for name, (kind, help_text, value) in cluster().items():
+                _metric(lines, name, kind, help_text, {"": value})
+            text += "\n".join(lines) + "\n"
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     app = web.Application()

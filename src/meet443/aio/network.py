@@ -50,6 +50,8 @@ class NetworkEndpoints:
     #: The second UDP port (RFC 5780 "change port"), known once it is bound.
     other_udp_port: Callable[[], int | None]
     check_rate_per_minute: int = 6
+    #: In a cluster: every live node's description, from the registry (docs/cluster.md).
+    nodes: Callable[[], NetworkDescription] | None = None
 
 
 class NetworkApi:
@@ -72,7 +74,9 @@ class NetworkApi:
 
     async def network(self, request: web.Request) -> web.Response:
         await self.meetings.authenticate(request)
-        return web.json_response(self.endpoints.description.to_json(), headers={"Cache-Control": "no-store"})
+        nodes = self.endpoints.nodes
+        description = self.endpoints.description if nodes is None else nodes()
+        return web.json_response(description.to_json(), headers={"Cache-Control": "no-store"})
 
     async def check_credentials(self, request: web.Request) -> web.Response:
         if not self._limit.allow(request.remote or "", self._monotonic()):

@@ -13,16 +13,19 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from meet443.aio.signaling import SignalingEndpoint
 from meet443.aio.turn import RelayPool, StreamTurnProtocol, UdpPortProtocol
 from meet443.node import NodeCore, Output
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
-from meet443.proto.signaling.room import Close, LookupRoom, MeetingEnded, Send
+from meet443.proto.signaling.room import ChatPosted, Close, LookupRoom, MeetingEnded, RevokeTurn, Send
 from meet443.proto.turn.allocation import ClientFlow
 from meet443.proto.turn.server import ToClient, ToPeer
+
+if TYPE_CHECKING:
+    from meet443.aio.cluster import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ class NodeService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._armed = float("inf")
+        #: The node's link to the others (docs/cluster.md), set by :class:`~meet443.aio.cluster.Cluster`.
+        self.cluster: Cluster | None = None
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -118,6 +123,11 @@ class NodeService:
     def signaling_closed(self, conn: int) -> None:
         self.dispatch(self.node.disconnected(conn, self._clock()))
 
+    def revoke_turn(self, participant: str, until: float) -> None:
+        """Another node revoked a participant's TURN credentials (docs/cluster.md)."""
+        self.node.revoke_turn(participant, until, self._clock())
+        self.dispatch([])
+
     def end_meeting(self, room: str) -> None:
         """The meeting of ``room`` was deleted through the API: send everyone in it away."""
         self.dispatch(self.node.end_meeting(room, self._clock()))
@@ -156,6 +166,8 @@ class NodeService:
             self._spawn(self._lookup(output))
         elif isinstance(output, MeetingEnded) and self._on_meeting_ended is not None:
             self._spawn(self._on_meeting_ended(output.room))
+        elif isinstance(output, RevokeTurn | ChatPosted) and self.cluster is not None:
+            self.cluster.publish(output)
 
     def to_client(self, flow: ClientFlow, data: bytes) -> None:
         if flow.transport is _UDP:

@@ -235,7 +235,7 @@ class RedisState:
                 log = logger.warning if failures == 1 else logger.debug
                 log("revocations: subscription lost (%s); retrying with backoff", exc)
             finally:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await listener.aclose()
             await asyncio.sleep(backoff)
             backoff = min(BACKOFF_MAX, backoff * 2)

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from meet443.proto.addresses import Transport
 from meet443.proto.stun.attributes import (
     AdditionalAddressFamily,
-    AlternateServer,
     AddressErrorCode,
+    AlternateServer,
     ChannelNumber,
     Data,
     DontFragment,
@@ -604,4 +604,6 @@ class TestRfc8656Section7TryAlternate:
         assert kept.request(Method.REFRESH, [Lifetime(600)]).klass == StunClass.SUCCESS
         # No alternate of the client's family: it is served here.
         server.alternates = (("2001:db8::9", 443),)
-        assert TurnClient(server, clock, address=("203.0.113.11", 40000)).allocate().klass == StunClass.SUCCESS
+        assert (
+            TurnClient(server, clock, address=("203.0.113.11", 40000)).allocate().klass == StunClass.SUCCESS
+        )

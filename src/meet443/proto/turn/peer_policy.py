@@ -227,7 +227,9 @@ class PeerPolicy:
         #: Other nodes' addresses (as the codec writes them) → their SFU ports and relay ranges.
         self._cluster: dict[str, tuple[frozenset[int], tuple[tuple[int, int], ...]]] = {}
 
-    def set_cluster_nodes(self, nodes: Iterable[tuple[Iterable[str], Iterable[int], tuple[int, int]]]) -> None:
+    def set_cluster_nodes(
+        self, nodes: Iterable[tuple[Iterable[str], Iterable[int], tuple[int, int]]]
+    ) -> None:
         """The other live nodes of the cluster as ``(addresses, sfu_ports, relay_ports)``; replaces
         the previous list. Invalid addresses are skipped (the registry is not trusted to be tidy)."""
         cluster: dict[str, tuple[frozenset[int], tuple[tuple[int, int], ...]]] = {}

@@ -34,9 +34,9 @@ from meet443.exceptions import ParseError, StunErrorResponse
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport, address_key
 from meet443.proto.ratelimit import KeyedRateLimiter, TokenBucket
 from meet443.proto.stun.attributes import (
-    AlternateServer,
     AdditionalAddressFamily,
     AddressErrorCode,
+    AlternateServer,
     Attribute,
     ChangeRequest,
     ChannelNumber,
