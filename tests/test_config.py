@@ -19,8 +19,9 @@ from meet443.config import (
     default_public_url,
     discover_public_ip,
     ip_literal_warning,
-    load_data_dir,
     load_serve_config,
+    load_store_settings,
+    parse_database_url,
     turn_uris_for,
 )
 from meet443.exceptions import ConfigError
@@ -347,6 +348,45 @@ class TestRedaction:
         assert view["port"] == 8443
         assert view["data_dir"] == str(data_dir)
 
+    def test_database_password_never_shows(self, data_dir: Path, tmp_path: Path) -> None:
+        config = load(data_dir, "--database", "postgresql://meet:pa%40ss-in-url@db.internal:5433/meet443")
+        assert config.database == "postgresql://meet@db.internal:5433/meet443"
+        assert config.database_password == "pa@ss-in-url"
+        for text in (json.dumps(config.redacted()), repr(config)):
+            assert "pa%40ss" not in text and "pa@ss" not in text
+        assert config.redacted()["database"] == "postgresql://meet@db.internal:5433/meet443"
+        assert config.redacted()["database_password"] == "<redacted>"
+        (tmp_path / "pw").write_text("from-file\n")
+        config = load(
+            data_dir, "--database", "postgres://meet@db/m", "--database-password-file", str(tmp_path / "pw")
+        )
+        assert (config.database, config.database_password) == ("postgres://meet@db/m", "from-file")
+        assert load(data_dir).database is None  # the single node: SQLite in the data dir
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["--database", "mysql://u:hidden@db/m"], "--database: expected postgresql://"),
+            (["--database", "postgresql://u:hidden@/m"], "no host"),
+            (["--database-password-file", "/x"], "needs --database"),
+            (["--database", "postgresql://u:hidden@db/m", "--database-password-file", "/x"], "both in"),
+            (
+                ["--database", "postgresql://u@db/m", "--database-password-file", "/nonexistent"],
+                "cannot read",
+            ),
+        ],
+    )
+    def test_bad_database_settings(self, data_dir: Path, argv: list[str], message: str) -> None:
+        with pytest.raises(ConfigError, match=message) as caught:
+            load(data_dir, *argv)
+        assert "hidden" not in str(caught.value)
+
+    def test_database_url_by_socket(self) -> None:
+        assert parse_database_url("postgresql://m@/meet?host=/run/postgresql") == (
+            "postgresql://m@/meet?host=/run/postgresql",
+            None,
+        )
+
     def test_repr_hides_secret_and_passwords(self, data_dir: Path) -> None:
         config = load(data_dir, "--turn-secret", "s3cret-value", "--turn-user", "alice:pa55word")
         assert "s3cret-value" not in repr(config)
@@ -463,6 +503,7 @@ class TestOptionTable:
             assert {option.dest, option.dest + "s", option.dest + "_file"} & fields or option.dest in {
                 "turn_secret_file",
                 "turn_users_file",
+                "database_password_file",
             }, option.name
 
 
@@ -575,24 +616,39 @@ class TestMeetingOptions:
         assert "(default False)" not in text
 
 
-class TestLoadDataDir:
-    """``meet443 api-key`` finds the data dir where ``serve`` does."""
+class TestLoadStoreSettings:
+    """``meet443 api-key`` finds the store where ``serve`` does."""
 
     def namespace(self, *argv: str) -> argparse.Namespace:
         parser = argparse.ArgumentParser()
-        add_serve_arguments(parser, only=("config", "data-dir"))
+        add_serve_arguments(parser, only=("config", "data-dir", "database", "database-password-file"))
         return parser.parse_args(list(argv))
 
     def test_levels(self, tmp_path: Path) -> None:
         env = {"HOME": str(tmp_path)}
-        assert load_data_dir(self.namespace(), env) == tmp_path / ".local/share/meet443"
+
+        def data_dir(*argv: str) -> Path:
+            settings = load_store_settings(self.namespace(*argv), env)
+            assert settings.database is None
+            return settings.data_dir
+
+        assert data_dir() == tmp_path / ".local/share/meet443"
         config_file = write_toml(tmp_path, 'data-dir = "toml-state"\n')
         with_file = ["--config", str(config_file)]
-        assert load_data_dir(self.namespace(*with_file), env) == tmp_path / "toml-state"
+        assert data_dir(*with_file) == tmp_path / "toml-state"
         env["MEET443_DATA_DIR"] = "~/env-state"
-        assert load_data_dir(self.namespace(*with_file), env) == tmp_path / "env-state"
+        assert data_dir(*with_file) == tmp_path / "env-state"
         flag = ["--data-dir", str(tmp_path / "flag-state")]
-        assert load_data_dir(self.namespace(*with_file, *flag), env) == tmp_path / "flag-state"
+        assert data_dir(*with_file, *flag) == tmp_path / "flag-state"
+
+    def test_database_and_its_password_file(self, tmp_path: Path) -> None:
+        (tmp_path / "pw").write_text("from-file\n")
+        config_file = write_toml(
+            tmp_path, 'database = "postgresql://m@db/meet"\ndatabase-password-file = "pw"\n'
+        )
+        settings = load_store_settings(self.namespace("--config", str(config_file)), {})
+        assert (settings.database, settings.database_password) == ("postgresql://m@db/meet", "from-file")
+        assert "from-file" not in repr(settings)
 
     def test_only_declares_the_named_options(self) -> None:
         parser = argparse.ArgumentParser()

@@ -29,7 +29,6 @@ from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
 from meet443.config import ServeConfig, ip_literal_warning, redact_url, turn_uris_for
-from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
 from meet443.proto.addresses import ServerPort
@@ -44,6 +43,7 @@ from meet443.sfu.conference import Conference
 from meet443.state import SharedState
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState
+from meet443.store import MeetingStore, open_store
 
 logger = logging.getLogger("meet443")
 
@@ -166,9 +166,7 @@ def meeting_directory(
     """The meeting store as the signaling adapter asks it: who may join a room, and an ended meeting."""
 
     async def directory(room: str, room_key: str | None, now: float) -> RoomAdmission | Refusal:
-        # SQLite blocks; a thread keeps a slow disk from stalling media on the event loop.
-        return await asyncio.to_thread(
-            store.admission,
+        return await store.admission(
             room,
             room_key,
             int(now * 1000),
@@ -177,7 +175,7 @@ def meeting_directory(
         )
 
     async def meeting_ended(room: str) -> None:
-        await asyncio.to_thread(store.end, room, int(time.time() * 1000))
+        await store.end(room, int(time.time() * 1000))
 
     return directory, meeting_ended
 
@@ -199,7 +197,8 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
             room_creation_rate=config.joins_per_minute / 120,
             room_creation_burst=float(config.joins_per_minute),
         ),
-        # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
+        # One per start, from the store: chat ids of this run never repeat an earlier run's, nor
+        # another node's.
         server_epoch=server_epoch,
     )
     conference = Conference(
@@ -212,12 +211,12 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
     return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
-def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
+async def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
     """The node of ``meet443 serve`` in its adapter, before any socket is bound."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
     return NodeService(
-        build_node(config, relays, store.next_epoch()),
+        build_node(config, relays, await store.next_epoch()),
         relays,
         directory=directory,
         public_url=config.public_url,
@@ -288,8 +287,9 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     cert, key = _tls_files(config)
     ssl_context = make_server_ssl_context(cert, key)
 
-    store = MeetingStore.open(config.data_dir)
-    service = build_service(config, store)
+    store = await open_store(config.data_dir, config.database, config.database_password)
+    logger.info("meetings and API keys in %s", store.where)
+    service = await build_service(config, store)
     node = service.node
     turn, conference = node.turn, node.conference
     assert turn is not None and conference is not None
@@ -386,7 +386,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
             await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)
         except TimeoutError:
             logger.warning("shutdown did not finish in %.0f s", SHUTDOWN_SECONDS)
-        store.close()
+        await store.close()
 
 
 def serve(config: ServeConfig) -> int:

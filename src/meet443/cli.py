@@ -1,8 +1,9 @@
-"""The ``meet443`` command: ``serve``, ``turn-credentials``, ``api-key create|list|revoke``, ``check``
-and ``firewall-rules``.
+"""The ``meet443`` command: ``serve``, ``turn-credentials``, ``api-key create|list|revoke``, ``db copy``,
+``check`` and ``firewall-rules``.
 
-``serve``'s flags come from :data:`meet443.config.SERVE_OPTIONS`, and so do ``api-key``'s ``--config`` and
-``--data-dir`` and all of ``firewall-rules``'s server options, resolved as ``serve`` resolves them; this
+``serve``'s flags come from :data:`meet443.config.SERVE_OPTIONS`, and so do ``api-key``'s ``--config``,
+``--data-dir``, ``--database`` and ``--database-password-file`` and all of ``firewall-rules``'s server
+options, resolved as ``serve`` resolves them; this
 module only wires subcommands. Usage and configuration errors exit with status 2; revoking a key that
 does not exist exits with 1; ``check`` exits with 1 when no media path works.
 """
@@ -29,24 +30,26 @@ from meet443.config import (
     discover_public_ip,
     load_cluster_client,
     load_config_from_arguments,
-    load_data_dir,
     load_serve_config,
+    load_store_settings,
+    parse_database_url,
     parse_public_url,
     turn_uris_for,
 )
 from meet443.exceptions import ConfigError, StateUnavailable
 from meet443.firewall import FORMATS, outbound_rules, render
-from meet443.meetings import ApiKey, MeetingStore, check_api_key_label
+from meet443.meetings import ApiKey, check_api_key_label
 from meet443.network import NetworkDescription
 from meet443.proto.turn.credentials import rest_credentials
 from meet443.state import NodeInfo
+from meet443.store import open_store
 
 __all__ = ["main"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 #: The options of ``serve`` that say where its state lives.
-_STATE_OPTIONS = ("config", "data-dir")
+_STATE_OPTIONS = ("config", "data-dir", "database", "database-password-file")
 
 
 def _argument_type(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
@@ -130,8 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "api-key",
         help="create, list or revoke keys for the meetings API",
         description="Manage the API keys that may call /v1/meetings. Keys live in "
-        "<data-dir>/meetings.sqlite3, as SHA-256 digests: a new key is printed once and cannot be "
-        "shown again. Changes apply to a running server at once.",
+        "<data-dir>/meetings.sqlite3, or in PostgreSQL with --database, as SHA-256 digests: a new key "
+        "is printed once and cannot be shown again. Changes apply to running servers at once.",
         allow_abbrev=False,
     )
     actions = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
@@ -165,10 +168,51 @@ def _build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", metavar="KEY_ID", help="the id that `api-key list` shows")
     for action in (create, listing, revoke):
         add_serve_arguments(action, only=_STATE_OPTIONS)
+    _add_db_parser(commands)
     _add_check_parser(commands)
     _add_firewall_parser(commands)
     _add_drain_parser(commands)
     return parser
+
+
+def _add_db_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = commands.add_parser(
+        "db",
+        help="move the meetings store into PostgreSQL",
+        description="Manage where meetings and API keys live (docs/cluster.md).",
+        allow_abbrev=False,
+    )
+    actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    copy = actions.add_parser(
+        "copy",
+        help="copy a SQLite store into PostgreSQL",
+        description="Copy the meetings (ended and deleted ones too) and API keys of a single node's "
+        "SQLite store into PostgreSQL, creating its schema if needed. Running it again copies only "
+        "what is new, and carries over meetings ended and keys revoked since. Prints counts.",
+        allow_abbrev=False,
+    )
+    copy.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        type=Path,
+        required=True,
+        help="the data dir, or its meetings.sqlite3",
+    )
+    copy.add_argument(
+        "--to",
+        dest="target",
+        metavar="URL",
+        type=_argument_type(parse_database_url, "URL"),
+        required=True,
+        help="postgresql://USER@HOST[:PORT]/DB",
+    )
+    copy.add_argument(
+        "--database-password-file",
+        metavar="FILE",
+        type=Path,
+        help="file holding the PostgreSQL password (rather than in the URL)",
+    )
 
 
 def _add_check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -306,27 +350,50 @@ def _key_line(key: ApiKey) -> str:
     return f"{key.key_id}  created {_iso(key.created_ms)}  {state}  {key.label}".rstrip()
 
 
-def _api_key(args: argparse.Namespace) -> int:
-    with MeetingStore.open(load_data_dir(args, os.environ)) as store:
+async def _api_key(args: argparse.Namespace) -> int:
+    settings = load_store_settings(args, os.environ)
+    store = await open_store(settings.data_dir, settings.database, settings.database_password)
+    try:
         if args.api_key_command == "create":
-            key_id, secret_key = store.api_keys.create(args.label, now_ms=_now_ms(), admin=args.admin)
+            key_id, secret_key = await store.api_keys.create(args.label, now_ms=_now_ms(), admin=args.admin)
             # The key alone on stdout, so that `KEY=$(meet443 api-key create)` works.
             print(secret_key)
             print(f"API key {key_id} created; store it now, it cannot be shown again", file=sys.stderr)
             return 0
         if args.api_key_command == "list":
-            keys = store.api_keys.list()
+            keys = await store.api_keys.list()
             for key in keys:
                 print(_key_line(key))
             if not keys:
-                print(f"no API keys in {store.path}", file=sys.stderr)
+                print(f"no API keys in {store.where}", file=sys.stderr)
             return 0
-        revoked = store.api_keys.revoke(args.key_id, now_ms=_now_ms())
+        revoked = await store.api_keys.revoke(args.key_id, now_ms=_now_ms())
         if revoked is None:
-            print(f"meet443 api-key: error: no API key {args.key_id!r} in {store.path}", file=sys.stderr)
+            print(f"meet443 api-key: error: no API key {args.key_id!r} in {store.where}", file=sys.stderr)
             return EXIT_FAILURE
         print(_key_line(revoked))
         return 0
+    finally:
+        await store.close()
+
+
+async def _db_copy(args: argparse.Namespace) -> int:
+    # Imported here: only this command needs both stores.
+    from meet443.store.copy import copy_sqlite_to_postgres  # noqa: PLC0415
+    from meet443.store.postgres import PostgresStore  # noqa: PLC0415
+
+    url, password = args.target
+    if args.database_password_file is not None:
+        if password is not None:
+            raise ConfigError("the database password is both in --to and in --database-password-file")
+        password = _read_secret_file(args.database_password_file)
+    target = await PostgresStore.connect(url, password)
+    try:
+        counts = await copy_sqlite_to_postgres(args.source, target)
+    finally:
+        await target.close()
+    print(f"{counts.summary()} (from {args.source} to {target.where})")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -445,7 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # subcommand is the first word; load_serve_config reads the words after it.
             return _serve(arguments[arguments.index("serve") + 1 :])
         if args.command == "api-key":
-            return _api_key(args)
+            return asyncio.run(_api_key(args))
+        if args.command == "db":
+            return asyncio.run(_db_copy(args))
         if args.command == "check":
             return _check(args)
         if args.command == "firewall-rules":

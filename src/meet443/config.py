@@ -49,14 +49,16 @@ __all__ = [
     "ClusterClient",
     "Option",
     "ServeConfig",
+    "StoreSettings",
     "add_serve_arguments",
     "default_public_url",
     "discover_public_ip",
     "ip_literal_warning",
     "load_cluster_client",
     "load_config_from_arguments",
-    "load_data_dir",
     "load_serve_config",
+    "load_store_settings",
+    "parse_database_url",
     "parse_origin",
     "parse_public_url",
     "parse_redis_url",
@@ -171,6 +173,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     ),
     Option("key", "PEM", "TLS private key (with --cert)"),
     Option("data-dir", "DIR", f"state directory (default {DEFAULT_DATA_DIR})"),
+    Option(
+        "database",
+        "URL",
+        "postgresql://USER@HOST[:PORT]/DB: meetings and API keys in PostgreSQL, shared by every node "
+        "(default: SQLite in the data dir); put the password in --database-password-file, not the URL",
+    ),
+    Option("database-password-file", "FILE", "file holding the PostgreSQL password of --database"),
     Option("metrics-listen", "HOST:PORT", "serve Prometheus metrics there (default: off)"),
     Option("log-level", "LEVEL", f"one of {', '.join(LOG_LEVELS)}"),
     Option("max-allocations-per-user", "N", "TURN allocations one participant (or static user) may hold"),
@@ -361,6 +370,9 @@ class ServeConfig:
     cert: Path | None = None
     key: Path | None = None
     data_dir: Path
+    #: PostgreSQL URL without its password (:func:`parse_database_url`); None: SQLite in the data dir.
+    database: str | None = None
+    database_password: str | None = field(default=None, repr=False, metadata={"redact": "value"})
     metrics_listen: tuple[str, int] | None = None
     log_level: str = "info"
     max_allocations_per_user: int = 10
@@ -507,6 +519,22 @@ def parse_public_url(text: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"{text!r} must not have a query or fragment")
     return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+
+def parse_database_url(text: str) -> tuple[str, str | None]:
+    """A ``postgresql://`` (or ``postgres://``) URL as ``(url without the password, password)``;
+    raises ``ValueError``, never echoing the text (it may hold a password)."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected postgresql://USER@HOST[:PORT]/DB")
+    if parts.fragment:
+        raise ValueError("a database URL has no #fragment")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not hosts and "host=" not in parts.query:
+        raise ValueError("no host in the database URL (postgresql://USER@HOST[:PORT]/DB)")
+    url = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}{at}{hosts}"))
+    return url, urllib.parse.unquote(password) if colon else None
 
 
 # A DNS name (ASCII; internationalized names in their xn-- form) or an IPv4 address.
@@ -995,18 +1023,46 @@ def load_config_from_arguments(
     return _build(_Values(_merge(layers), environ), config_file, read_secrets=read_secrets)
 
 
-def load_data_dir(namespace: argparse.Namespace, environ: Mapping[str, str]) -> Path:
-    """``--data-dir`` as ``serve`` resolves it (flag > environment > ``--config`` file > default).
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where meetings and API keys live, as ``serve`` resolves it (``meet443 api-key``)."""
 
-    For commands that take only ``--config`` and ``--data-dir`` (declared with
-    ``add_serve_arguments(parser, only=("config", "data-dir"))``); reads no other file.
+    data_dir: Path
+    database: str | None = None
+    database_password: str | None = field(default=None, repr=False)
+
+
+def load_store_settings(namespace: argparse.Namespace, environ: Mapping[str, str]) -> StoreSettings:
+    """``--data-dir``, ``--database`` and its password as ``serve`` resolves them (flag > environment >
+    ``--config`` file > default).
+
+    For commands that declare only those options and ``--config`` with
+    ``add_serve_arguments(parser, only=...)``; reads no other file.
     """
     flags = _flag_layer(namespace)
     env = _env_layer(environ)
     config_file = _Values(_merge([flags, env]), environ).path("config")
     layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
     values = _Values(_merge(layers), environ)
-    return values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR)
+    return StoreSettings(values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR), *_database(values))
+
+
+def _database(values: _Values) -> tuple[str | None, str | None]:
+    """``--database`` without its password, and the password from the URL or the password file."""
+    parsed = values.one("database", parse_database_url)
+    password_file = values.path("database_password_file")
+    if parsed is None:
+        if password_file is not None:
+            raise ConfigError(f"{values.source('database_password_file')} needs --database")
+        return None, None
+    url, password = parsed
+    if password_file is not None:
+        if password is not None:
+            raise ConfigError("the database password is both in --database and in --database-password-file")
+        password = _read_text(password_file, "database password file").strip()
+        if not password:
+            raise ConfigError(f"{values.source('database_password_file')}: {password_file} is empty")
+    return url, password
 
 
 @dataclass(frozen=True)
@@ -1084,6 +1140,7 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
     node_url = values.one("node_url", parse_public_url)
     _check_cluster(values, redis, node_url, serving=read_secrets)
 
+    database, database_password = _database(values)
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together: give both or neither")
@@ -1106,6 +1163,8 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         cert=cert,
         key=key,
         data_dir=data_dir,
+        database=database,
+        database_password=database_password,
         metrics_listen=values.one("metrics_listen", _parse_host_port),
         log_level=pick("log_level", _parse_log_level),
         max_allocations_per_user=pick("max_allocations_per_user", _int_parser(1)),

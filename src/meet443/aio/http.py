@@ -27,12 +27,12 @@ from meet443.aio.api import add_api_routes
 from meet443.aio.network import NetworkEndpoints, add_network_routes
 from meet443.aio.tcp import PendingDeadline
 from meet443.config import parse_origin, parse_public_url
-from meet443.meetings import MeetingStore
 from meet443.node import NodeCore
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.room import SignalingServer
 from meet443.proto.turn.server import TurnServer
 from meet443.sfu.conference import Conference
+from meet443.store import MeetingStore
 
 logger = logging.getLogger(__name__)
 

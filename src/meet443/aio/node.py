@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from meet443.aio.signaling import SignalingEndpoint
 from meet443.aio.turn import RelayPool, StreamTurnProtocol, UdpPortProtocol
+from meet443.exceptions import StoreUnavailable
 from meet443.node import NodeCore, Output
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
@@ -36,6 +37,8 @@ Directory = Callable[[str, str | None, float], Awaitable[RoomAdmission | Refusal
 STREAM_WRITE_LIMIT = 1 << 20
 #: RFC 6455 §7.4.1: the server hit an unexpected condition (the directory failed).
 CLOSE_INTERNAL_ERROR = 1011
+#: RFC 6455 §7.4.1 (IANA registry): try again later (the meetings database cannot be reached now).
+CLOSE_TRY_AGAIN_LATER = 1013
 #: After a timer raised (a bug), when to run the timers again: the SFU's tick.
 RETRY_AFTER_FAILURE = 0.02
 _UDP = Transport.UDP
@@ -193,6 +196,12 @@ class NodeService:
     async def _lookup(self, lookup: LookupRoom) -> None:
         try:
             answer = await self._directory(lookup.room, lookup.room_key, self._clock())
+        except StoreUnavailable as exc:
+            logger.warning("conn %d: directory lookup for room %s: %s", lookup.conn, lookup.room, exc)
+            self.signaling.enqueue(
+                lookup.conn, Close(lookup.conn, CLOSE_TRY_AGAIN_LATER, "directory unavailable, try again")
+            )
+            return
         except Exception:
             # The room key is never logged; the traceback carries no arguments.
             logger.exception("conn %d: directory lookup for room %s failed", lookup.conn, lookup.room)
