@@ -18,8 +18,8 @@ each other's names the same way, for the internal WSS between edge and home, and
 through ``--cluster-ca-file``.
 
 Redis and PostgreSQL are the Debian packages' real servers, started by the lab and stopped by PID
-with the rest of it; PostgreSQL runs as the ``postgres`` user (it refuses root), with its data
-directory outside the test's temporary directory (which the ``postgres`` user cannot enter).
+with the rest of it; PostgreSQL is tests/postgres.py's ``PostgresServer`` (the ``postgres`` user,
+its data outside the test's temporary directory), run inside the db namespace.
 """
 
 from __future__ import annotations
@@ -27,17 +27,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.postgres import PostgresServer
+
 from .netns import (
     Lab,
-    LabError,
     Namespace,
     Proc,
     default_route,
@@ -141,78 +140,16 @@ class RedisServer:
         return sorted(self.raw("--scan", "--pattern", pattern).split())
 
 
-def postgres_bin() -> Path:
-    """The newest installed PostgreSQL's binaries (Debian keeps them per major version)."""
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
-    if not versions:
-        raise LabError("PostgreSQL is not installed (apt-get install postgresql)")
-    return versions[-1].parent
-
-
-@dataclass
-class PostgresServer:
-    """A throwaway PostgreSQL cluster on ``ip:port`` in `ns`: ``initdb`` in a fresh directory, the
-    server as the ``postgres`` user, one database and role for meet443 with a random password."""
-
-    ns: Namespace
-    ip: str
-    port: int = POSTGRES_PORT
-    database: str = "meet443"
-    user: str = "meet443"
-    password: str = field(default_factory=lambda: secrets.token_hex(12))
-    datadir: Path | None = None
-    proc: Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@{self.ip}:{self.port}/{self.database}"
-
-    def _as_postgres(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
-        # setpriv execs (no fork, unlike runuser), so the lab's PID is the server's own.
-        return [
-            "setpriv",
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            *(os.fspath(a) for a in argv),
-        ]
-
-    def start(self) -> PostgresServer:
-        pg = postgres_bin()
-        self.datadir = Path(tempfile.mkdtemp(prefix="cx-pg-"))
-        data, sockets = self.datadir / "data", self.datadir / "run"
-        sockets.mkdir()
-        shutil.chown(self.datadir, "postgres", "postgres")
-        shutil.chown(sockets, "postgres", "postgres")
-        initdb: list[str | os.PathLike[str]] = [
-            pg / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8",
-        ]  # fmt: skip
-        self.ns.run(self._as_postgres(initdb), timeout=120)
-        # Local socket: trust (the lab's own setup); the network: password only.
-        (data / "pg_hba.conf").write_text("local all all trust\nhost all all 10.200.130.0/23 scram-sha-256\n")
-        argv: list[str | os.PathLike[str]] = [
-            pg / "postgres", "-D", data, "-h", self.ip, "-p", str(self.port), "-k", sockets,
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-        ]  # fmt: skip
-        self.proc = self.ns.spawn(self._as_postgres(argv), name="postgres")
-        wait_listening(self.ns, self.ip, self.port, "tcp", timeout=30, proc=self.proc)
-        self.psql(f"CREATE ROLE {self.user} LOGIN PASSWORD '{self.password}'")
-        self.psql(f"CREATE DATABASE {self.database} OWNER {self.user}")
-        return self
-
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        """Run `sql` as the superuser over the local socket; its unaligned output."""
-        assert self.datadir is not None
-        argv: list[str | os.PathLike[str]] = [
-            postgres_bin() / "psql", "-h", self.datadir / "run", "-p", str(self.port), "-U", "postgres",
-            "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql,
-        ]  # fmt: skip
-        return self.ns.run(self._as_postgres(argv)).stdout
-
-    def remove(self) -> None:
-        """Delete the data directory (after the lab stopped the server)."""
-        if self.datadir is not None:
-            shutil.rmtree(self.datadir, ignore_errors=True)
+def lab_postgres(ns: Namespace, ip: str, workdir: Path) -> PostgresServer:
+    """tests/postgres.py's server, run inside `ns` on ``ip:5432``, accepting the lab's nodes with
+    the password (scram-sha-256); `password_file` beside it for ``--database-password-file``."""
+    server = PostgresServer(port=POSTGRES_PORT, listen=ip, command_prefix=["ip", "netns", "exec", ns.name])
+    with (server.data / "pg_hba.conf").open("a") as hba:
+        hba.write("host all all 10.200.130.0/23 scram-sha-256\n")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "database-password").write_text(server.password + "\n")
+    (workdir / "database-password").chmod(0o600)
+    return server
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,8 +246,9 @@ class Cluster:
     pki: LabPki
     workdir: Path
     load: Namespace | None = None
-    #: The nodes' ``--database`` (meetings and API keys shared), None when each keeps its own.
-    database_url: str | None = None
+    #: The nodes' ``--database`` flags (meetings and API keys shared); empty when each node keeps
+    #: its own in its data directory.
+    database_flags: tuple[str, ...] = ()
 
     @property
     def public_url(self) -> str:
@@ -395,18 +333,19 @@ def cluster_lab(
             stack.enter_context(hosts_file(load_ns, {**names, PUBLIC_NAME: node_ip(0)}))
 
         redis = RedisServer(db, DB_IP, workdir / "redis").start()
-        pg = PostgresServer(db, DB_IP) if postgres else None
+        pg = lab_postgres(db, DB_IP, workdir / "postgres") if postgres else None
         if pg is not None:
-            stack.callback(pg.remove)
-            pg.start()
+            stack.enter_context(pg)  # stopped (by its postmaster's PID) after the nodes
         shared: list[str] = []
-        database_url = pg.url if pg is not None and database and cluster else None
+        database_flags: tuple[str, ...] = ()
+        if pg is not None and database and cluster:
+            password_file = workdir / "postgres" / "database-password"
+            database_flags = ("--database", pg.url, "--database-password-file", str(password_file))
         if cluster:
             shared = ["--redis", redis.url, "--redis-password-file", str(redis.password_file()),
                       "--turn-secret-file", str(shared_secret_file(workdir / "secrets")),
                       "--cluster-ca-file", str(pki.ca)]  # fmt: skip
-            if database_url is not None:
-                shared += ["--database", database_url]
+            shared += database_flags
         members = []
         for i, ns in enumerate(node_ns):
             leaf = issue_leaf(
@@ -417,4 +356,4 @@ def cluster_lab(
             member.spawn()
         for member in members:
             member.wait_ready()
-        yield Cluster(lab, rt, db, members, client_ns, redis, pg, pki, workdir, load_ns, database_url)
+        yield Cluster(lab, rt, db, members, client_ns, redis, pg, pki, workdir, load_ns, database_flags)
