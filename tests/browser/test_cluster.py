@@ -300,8 +300,9 @@ def test_first_joins_racing_on_three_nodes_make_one_home(cluster: Cluster) -> No
 def test_call_and_chat_survive_a_redis_restart(
     cluster: Cluster, browsers: BrowserPool, people: list[Participant], console_log: list[str]
 ) -> None:
-    c1, c2 = cluster.clients[0], cluster.clients[1]
-    url = f"{cluster.public_url}/{room_name('redis')}"
+    c1, c2, c3 = cluster.clients
+    room = room_name("redis")
+    url = f"{cluster.public_url}/{room}"
     a = join(cluster, browsers, people, console_log, url, "Ann", c1)
     a.wait_phase("in-call")
     b = join(cluster, browsers, people, console_log, url, "Bob", c2)
@@ -321,6 +322,14 @@ def test_call_and_chat_survive_a_redis_restart(
     wait_until(lambda: live_nodes(cluster) == {n.node_id for n in cluster.nodes}, RECOVERY_S,
                what="every node back in the registry after the restart")  # fmt: skip
     wait_until(lambda: media_growing([a, b], during), 15, what="media after the restart")
+    # Redis came back empty; the home takes its room's lease again, so a first join through a
+    # third node finds the room instead of making a second one.
+    wait_until(lambda: home_of(cluster, room) == cluster.nodes[0].node_id, RECOVERY_S,
+               what="n1 holding the room's lease again")  # fmt: skip
+    c = join(cluster, browsers, people, console_log, url, "Cy", c3)
+    c.wait_phase("in-call")
+    wait_until(lambda: len(a.state()["participants"]) == 3, 10, what="Ann seeing Cy join through n3")
+    assert sorted(p["displayName"] for p in c.state()["participants"]) == ["Ann", "Bob", "Cy"]
     send_chat(a, "after a")
     send_chat(b, "after b")
     expected = {"before a", "before b", "during a", "during b", "after a", "after b"}
