@@ -126,7 +126,7 @@ async def load(spec: dict[str, Any]) -> Result:
         await gather_limited(in_flight, [c.join() for c in warm])
         for c in warm:
             await c.close()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
 
         # Reading the counters is itself counted (redis-cli's AUTH and INFO): one read right after
         # another measures that; a second later, the nodes' background traffic adds to it.
