@@ -28,7 +28,6 @@ BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
 ]
-#: The database the parametrized store tests share, emptied before each test.
 SHARED_DATABASE = "meet443_tests"
 
 OpenStore = Callable[..., Coroutine[Any, Any, TableStore]]
@@ -62,20 +61,29 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-async def _emptied_shared_database(server: PostgresServer) -> str:
-    url = server.socket_url(SHARED_DATABASE)
-    admin = await asyncpg.connect(server.socket_url())
-    try:
-        if not await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", SHARED_DATABASE):
+@pytest.fixture(scope="session")
+def shared_database(postgres: PostgresServer) -> str:
+    """The database the parametrized store tests share (with the schema), emptied before each."""
+
+    async def create() -> str:
+        admin = await asyncpg.connect(postgres.socket_url())
+        try:
             await admin.execute(f"CREATE DATABASE {SHARED_DATABASE}")
-    finally:
-        await admin.close()
-    store = await PostgresStore.connect(url)  # creates the schema on first use
+        finally:
+            await admin.close()
+        url = postgres.socket_url(SHARED_DATABASE)
+        await (await PostgresStore.connect(url)).close()
+        return url
+
+    return asyncio.run(create())
+
+
+async def _empty(url: str) -> None:
+    connection = await asyncpg.connect(url)
     try:
-        await store.pool.execute("TRUNCATE meetings, api_keys; ALTER SEQUENCE server_epoch RESTART")
+        await connection.execute("TRUNCATE meetings, api_keys; ALTER SEQUENCE server_epoch RESTART")
     finally:
-        await store.close()
-    return url
+        await connection.close()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -85,7 +93,8 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path, runner: asyncio.R
     opened: list[TableStore] = []
     url = None
     if request.param == "postgresql":
-        url = runner.run(_emptied_shared_database(request.getfixturevalue("postgres")))
+        url = request.getfixturevalue("shared_database")
+        runner.run(_empty(url))
 
     async def open_(random_bytes: RandomBytes = token_bytes) -> TableStore:
         store: TableStore

@@ -89,7 +89,9 @@ class PostgresServer:
     """One PostgreSQL server on a copy of :func:`template_cluster`.
 
     ``directory``: where its data and socket go (default: a new directory under /tmp, removed on
-    :meth:`close`). ``settings``: extra ``postgresql.conf`` settings, e.g. the defaults a test wants
+    :meth:`close`); under root the ``postgres`` user must reach it, which pytest's ``tmp_path``
+    (below a 0700 directory) does not allow; the path of the socket must stay under 100 bytes.
+    ``settings``: extra ``postgresql.conf`` settings, e.g. the defaults a test wants
     the store to override.
     """
 
@@ -199,12 +201,13 @@ class PostgresServer:
         self.process = None
         _wait_gone(doomed)
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT), if running."""
+    def stop(self, *, immediate: bool = False) -> None:
+        """Fast shutdown (SIGINT: a checkpoint first), or an immediate one (SIGQUIT: the next start
+        recovers from the WAL), if running."""
         if self.process is None:
             return
         if self.process.poll() is None:
-            os.kill(self.postmaster_pid(), signal.SIGINT)
+            os.kill(self.postmaster_pid(), signal.SIGQUIT if immediate else signal.SIGINT)
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
@@ -213,7 +216,8 @@ class PostgresServer:
         self.process = None
 
     def close(self) -> None:
-        self.stop()
+        # Nobody will start a server on a directory that goes away: skip the final checkpoint.
+        self.stop(immediate=self._owns_directory)
         if self._owns_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 

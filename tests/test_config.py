@@ -336,6 +336,41 @@ class TestTurnSecret:
         assert config.turn_secret == "from-env"
 
 
+class TestResumeKey:
+    """docs/signaling.md "Node restarts": resume tokens are signed with a key kept across restarts."""
+
+    def test_generated_once_0600_and_reused(self, data_dir: Path) -> None:
+        first = load(data_dir)
+        key_file = data_dir / "resume-key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert len(first.resume_key) >= 43
+        assert first.resume_key != first.turn_secret.encode()
+        assert load(data_dir).resume_key == first.resume_key
+        assert first.resume_key_origin == str(key_file)
+
+    def test_file(self, tmp_path: Path, data_dir: Path) -> None:
+        key_file = tmp_path / "key"
+        key_file.write_text("k" * 40 + "\n")
+        config = load(data_dir, "--resume-key-file", str(key_file))
+        assert config.resume_key == b"k" * 40
+        assert not (data_dir / "resume-key").exists()
+
+    def test_short_key_refused(self, tmp_path: Path, data_dir: Path) -> None:
+        key_file = tmp_path / "key"
+        key_file.write_text("short\n")
+        with pytest.raises(ConfigError, match="less than 32 characters"):
+            load(data_dir, "--resume-key-file", str(key_file))
+
+    def test_redacted(self, data_dir: Path) -> None:
+        config = load(data_dir)
+        assert config.redacted()["resume_key"] == "<redacted>"
+        assert config.resume_key.decode() not in repr(config)
+
+    def test_shutdown_timeout(self, data_dir: Path) -> None:
+        assert load(data_dir).shutdown_timeout == 10.0
+        assert load(data_dir, "--shutdown-timeout", "2.5").shutdown_timeout == 2.5
+
+
 class TestRedaction:
     def test_redacted_hides_secret_and_passwords(self, data_dir: Path) -> None:
         config = load(data_dir, "--turn-secret", "s3cret-value", "--turn-user", "alice:pa55word")
@@ -503,6 +538,7 @@ class TestOptionTable:
             assert {option.dest, option.dest + "s", option.dest + "_file"} & fields or option.dest in {
                 "turn_secret_file",
                 "turn_users_file",
+                "resume_key_file",
                 "database_password_file",
             }, option.name
 
@@ -671,3 +707,65 @@ def test_joins_per_minute(tmp_path: Path) -> None:
     assert load_serve_config([*base, "--joins-per-minute", "600"], {}).joins_per_minute == 600
     with pytest.raises(ConfigError):
         load_serve_config([*base, "--joins-per-minute", "0"], {})
+
+
+class TestClusterMode:
+    """docs/cluster.md "How to run a node in a cluster"."""
+
+    def shared(self, tmp_path: Path) -> list[str]:
+        (tmp_path / "secret").write_text("s" * 40)
+        (tmp_path / "resume").write_text("r" * 40)
+        return [
+            "--turn-secret-file", str(tmp_path / "secret"), "--resume-key-file", str(tmp_path / "resume"),
+            "--database", "postgresql://meet443@db.example.test/meet443",
+        ]  # fmt: skip
+
+    def test_a_node_of_a_cluster(self, data_dir: Path, tmp_path: Path) -> None:
+        config = load(
+            data_dir,
+            "--redis", "rediss://:hunter2-pass@redis.example.test:6380/1",
+            "--node-url", "https://n1.example.test/",
+            "--region", "eu-west",
+            "--drain-timeout", "30",
+            *self.shared(tmp_path),
+        )  # fmt: skip
+        assert config.cluster and config.node_url == "https://n1.example.test"
+        assert (config.region, config.drain_timeout) == ("eu-west", 30.0)
+        assert "hunter2-pass" not in json.dumps(config.redacted())
+        assert "hunter2-pass" not in repr(config)
+
+    def test_single_node_by_default(self, data_dir: Path) -> None:
+        config = load(data_dir)
+        assert not config.cluster and config.node_url is None and config.drain_timeout == 600.0
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["--redis", "redis://r:6379"], "--turn-secret-file"),
+            (["--redis", "http://r:6379"], "redis://"),
+            (["--node-url", "https://n1.example.test"], "only for cluster mode"),
+        ],
+    )
+    def test_refusals(self, data_dir: Path, argv: list[str], message: str) -> None:
+        with pytest.raises(ConfigError, match=message):
+            load(data_dir, *argv)
+
+    def test_shared_secrets_and_a_node_url_are_required(self, data_dir: Path, tmp_path: Path) -> None:
+        secret = tmp_path / "secret"
+        secret.write_text("s" * 40)
+        with pytest.raises(ConfigError, match="--resume-key-file"):
+            load(
+                data_dir,
+                "--redis",
+                "redis://r",
+                "--node-url",
+                "https://n1.test",
+                "--turn-secret-file",
+                str(secret),
+            )
+        with pytest.raises(ConfigError, match="--node-url"):
+            load(data_dir, "--redis", "redis://r", *self.shared(tmp_path))
+        with pytest.raises(ConfigError, match="--database"):
+            load(
+                data_dir, "--redis", "redis://r", "--node-url", "https://n1.test", *self.shared(tmp_path)[:4]
+            )

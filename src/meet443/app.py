@@ -29,6 +29,7 @@ from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
 from meet443.config import ServeConfig, ip_literal_warning, redact_url, turn_uris_for
+from meet443.exceptions import ParseError
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
 from meet443.proto.addresses import ServerPort
@@ -36,6 +37,7 @@ from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.shares import LocalSharedCap, default_share
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import SignalingLimits, SignalingServer
+from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
@@ -43,11 +45,11 @@ from meet443.sfu.conference import Conference
 from meet443.state import SharedState
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState
+from meet443.state.rooms import RoomStateStore, SqliteRoomStore
 from meet443.store import MeetingStore, open_store
 
 logger = logging.getLogger("meet443")
 
-SHUTDOWN_SECONDS = 4.0
 #: An address may keep this many connections pending however small the global cap's tenth is.
 MIN_PENDING_PER_ADDRESS = 32
 #: Descriptors the server holds whatever its load: listeners, the UDP ports, the database, logs,
@@ -140,6 +142,7 @@ def build_signaling_server(
     max_participants: int = 10000,
     limits: SignalingLimits | None = None,
     server_epoch: int = 0,
+    resume_key: bytes | None = None,
     token: Callable[[int], str] = secrets.token_urlsafe,
 ) -> SignalingServer:
     """The signaling core, handing out TURN credentials for this server's TURN URIs."""
@@ -157,6 +160,7 @@ def build_signaling_server(
         max_participants=max_participants,
         limits=limits,
         server_epoch=server_epoch,
+        resume_key=resume_key,
     )
 
 
@@ -200,6 +204,7 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
         # One per start, from the store: chat ids of this run never repeat an earlier run's, nor
         # another node's.
         server_epoch=server_epoch,
+        resume_key=config.resume_key,
     )
     conference = Conference(
         DtlsCertificate.generate(time.time(), os.urandom),
@@ -211,16 +216,23 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
     return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
-async def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
-    """The node of ``meet443 serve`` in its adapter, before any socket is bound."""
+async def build_service(
+    config: ServeConfig, store: MeetingStore, rooms: RoomStateStore | None = None
+) -> NodeService:
+    """The node of ``meet443 serve`` in its adapter, before any socket is bound; with ``rooms``,
+    the rooms it holds are restored from there and written through to it."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
+    node = build_node(config, relays, await store.next_epoch())
+    if rooms is not None:
+        node.restore(load_rooms(rooms), time.time())
     return NodeService(
-        build_node(config, relays, await store.next_epoch()),
+        node,
         relays,
         directory=directory,
         public_url=config.public_url,
         on_meeting_ended=meeting_ended,
+        rooms=rooms,
     )
 
 
@@ -248,6 +260,7 @@ def build_cluster(config: ServeConfig, service: NodeService, other_port: int) ->
         turn_secret=config.turn_secret,
         client_ssl=client_ssl,
         max_msg_size=MAX_MSG_SIZE,
+        shared=config.cluster,
     )
 
 
@@ -256,6 +269,19 @@ def _own_public_addresses(config: ServeConfig) -> list[str]:
     if config.public_ipv6 is not None:
         addresses.append(config.public_ipv6)
     return addresses
+
+
+def load_rooms(rooms: RoomStateStore) -> list[RoomSnapshot]:
+    """The snapshots an earlier run wrote; one that does not decode is logged and left out."""
+    loaded = []
+    for name, data in rooms.load_all().items():
+        try:
+            loaded.append(RoomSnapshot.parse(data))
+        except ParseError as exc:
+            logger.warning("room %s: its saved state is unreadable, not restored: %s", name, exc)
+    if loaded:
+        logger.info("restoring %d rooms: their participants may resume for 30 s", len(loaded))
+    return loaded
 
 
 def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
@@ -289,7 +315,8 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     store = await open_store(config.data_dir, config.database, config.database_password)
     logger.info("meetings and API keys in %s", store.where)
-    service = await build_service(config, store)
+    rooms = SqliteRoomStore.open(config.data_dir)
+    service = await build_service(config, store, rooms)
     node = service.node
     turn, conference = node.turn, node.conference
     assert turn is not None and conference is not None
@@ -369,6 +396,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGTERM, terminate)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_certificates)
+    service.dispatch([])  # arms the timer for the restored rooms' resume windows
     cluster.start(config.drain_timeout)
     drained = asyncio.ensure_future(cluster.drained.wait())
     try:
@@ -379,13 +407,20 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         tcp.close()
-        await service.close()
-        await cluster.close()
-        cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])
+
+        async def shut_down() -> None:
+            # Clients are told the server restarts (1012) and the rooms' state is written before
+            # anything else closes: that is what resuming needs. Then the node leaves the cluster.
+            await service.close()
+            await asyncio.gather(
+                http.close(), cluster.close(), *([metrics_runner.cleanup()] if metrics_runner else [])
+            )
+
         try:
-            await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)
+            await asyncio.wait_for(shut_down(), config.shutdown_timeout)
         except TimeoutError:
-            logger.warning("shutdown did not finish in %.0f s", SHUTDOWN_SECONDS)
+            logger.warning("shutdown did not finish in %.0f s", config.shutdown_timeout)
+        rooms.close()
         await store.close()
 
 

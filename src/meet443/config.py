@@ -81,6 +81,9 @@ DEFAULT_MAX_PARTICIPANTS = 1000
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ENV_PREFIX = "MEET443_"
 SECRET_FILE_NAME = "turn-secret"  # noqa: S105 -- a file name, not a secret
+RESUME_KEY_FILE_NAME = "resume-key"
+#: A resume key shorter than this is guessable; the generated one has 43 (256 bits).
+MIN_RESUME_KEY_CHARS = 32
 
 # RFC 8489 §14.3: USERNAME is fewer than 509 bytes of UTF-8.
 _MAX_USERNAME_BYTES = 508
@@ -151,6 +154,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "FILE",
         f"file holding the shared secret (default: <data-dir>/{SECRET_FILE_NAME}, generated on first run)",
         exclusive_group="turn-secret",
+    ),
+    Option(
+        "resume-key-file",
+        "FILE",
+        "file holding the key that signs resume tokens, so that participants resume across a restart "
+        f"(default: <data-dir>/{RESUME_KEY_FILE_NAME}, generated on first run)",
+    ),
+    Option(
+        "shutdown-timeout",
+        "SECONDS",
+        "on SIGTERM: tell clients the server restarts, write the rooms' state, and exit within this long",
     ),
     Option("turn-user", "USER:PASS", "static TURN user (repeatable)", repeatable=True),
     Option("turn-users-file", "FILE", "file with one USER:PASS per line, # starts a comment"),
@@ -357,6 +371,11 @@ class ServeConfig:
     turn_secret: str = field(repr=False, metadata={"redact": "value"})
     #: Where the secret came from (a flag, a variable or a file path), safe to log.
     turn_secret_origin: str = ""
+    #: Signs resume tokens (docs/signaling.md "Node restarts"); empty when not read.
+    resume_key: bytes = field(default=b"", repr=False, metadata={"redact": "value"})
+    resume_key_origin: str = ""
+    #: SIGTERM to exit, at most.
+    shutdown_timeout: float = 10.0
     #: Static long-term users, username → password.
     turn_users: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}),
@@ -406,7 +425,7 @@ class ServeConfig:
     #: ``other_udp_port`` was set explicitly: failing to bind it is fatal.
     other_udp_port_fixed: bool = False
     #: Cluster mode (docs/cluster.md): the Redis URL (its password is never logged).
-    redis: str | None = field(default=None, metadata={"redact": "url"})
+    redis: str | None = field(default=None, repr=False, metadata={"redact": "url"})
     redis_password_file: Path | None = None
     #: This node's own URL in a cluster; ``None`` on a single node.
     node_url: str | None = None
@@ -965,12 +984,12 @@ def _publish_new_secret(path: Path) -> None:
         os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    logger.info("generated a TURN shared secret in %s", path)
+    logger.info("generated a secret in %s", path)
 
 
-def _load_or_create_secret(data_dir: Path) -> tuple[str, Path]:
-    """Read ``<data-dir>/turn-secret``, creating it (mode 0600) on first use."""
-    path = data_dir / SECRET_FILE_NAME
+def _load_or_create_secret(data_dir: Path, name: str = SECRET_FILE_NAME) -> tuple[str, Path]:
+    """Read ``<data-dir>/<name>`` (the TURN secret, the resume key), creating it (mode 0600) on first use."""
+    path = data_dir / name
     if not path.exists():
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -981,7 +1000,7 @@ def _load_or_create_secret(data_dir: Path) -> tuple[str, Path]:
             raise ConfigError(f"cannot create {path}: {exc.strerror or exc}") from None
     if sys.platform != "win32" and path.stat().st_mode & 0o077:
         logger.warning("%s is readable by other users; run: chmod 600 %s", path, path)
-    secret = _read_text(path, "TURN secret file").strip()
+    secret = _read_text(path, "secret file").strip()
     if not secret:
         raise ConfigError(f"{path} is empty; delete it to generate a new secret")
     return secret, path
@@ -1047,8 +1066,9 @@ def load_store_settings(namespace: argparse.Namespace, environ: Mapping[str, str
     return StoreSettings(values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR), *_database(values))
 
 
-def _database(values: _Values) -> tuple[str | None, str | None]:
-    """``--database`` without its password, and the password from the URL or the password file."""
+def _database(values: _Values, *, read_secrets: bool = True) -> tuple[str | None, str | None]:
+    """``--database`` without its password, and the password from the URL or the password file
+    (neither with ``read_secrets=False``)."""
     parsed = values.one("database", parse_database_url)
     password_file = values.path("database_password_file")
     if parsed is None:
@@ -1056,6 +1076,8 @@ def _database(values: _Values) -> tuple[str | None, str | None]:
             raise ConfigError(f"{values.source('database_password_file')} needs --database")
         return None, None
     url, password = parsed
+    if not read_secrets:
+        return url, None
     if password_file is not None:
         if password is not None:
             raise ConfigError("the database password is both in --database and in --database-password-file")
@@ -1069,7 +1091,7 @@ def _database(values: _Values) -> tuple[str | None, str | None]:
 class ClusterClient:
     """What ``meet443 drain`` needs to reach a cluster: its Redis and a node's URL."""
 
-    redis: str = field(metadata={"redact": "url"})
+    redis: str = field(repr=False, metadata={"redact": "url"})
     redis_password_file: Path | None
     node_url: str
 
@@ -1140,7 +1162,34 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
     node_url = values.one("node_url", parse_public_url)
     _check_cluster(values, redis, node_url, serving=read_secrets)
 
-    database, database_password = _database(values)
+    resume_key_file = values.path("resume_key_file")
+    if not read_secrets:
+        resume_key, resume_origin = "", "not read"
+    elif resume_key_file is not None:
+        resume_key = _read_text(resume_key_file, "resume key file").strip()
+        if len(resume_key) < MIN_RESUME_KEY_CHARS:
+            raise ConfigError(
+                f"{values.source('resume_key_file')}: {resume_key_file} holds less than "
+                f"{MIN_RESUME_KEY_CHARS} characters"
+            )
+        resume_origin = str(resume_key_file)
+    else:
+        if redis is not None:
+            # A resume token made on one node must open the participant's seat on any other.
+            raise ConfigError(
+                "--redis needs the cluster's shared resume-token key (--resume-key-file); a key "
+                "generated per node would make resume tokens fail on every other node"
+            )
+        resume_key, generated = _load_or_create_secret(data_dir, RESUME_KEY_FILE_NAME)
+        resume_origin = str(generated)
+
+    database, database_password = _database(values, read_secrets=read_secrets)
+    if redis is not None and database is None and read_secrets:
+        # Any node serves any meeting: each must find the meetings and API keys the others made.
+        raise ConfigError(
+            "--redis needs --database postgresql://...: the meetings and API keys every node of the "
+            "cluster shares (docs/cluster.md)"
+        )
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together: give both or neither")
@@ -1156,6 +1205,9 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         relay_ports=pick("relay_ports", _parse_relay_ports),
         turn_secret=secret,
         turn_secret_origin=secret_origin,
+        resume_key=resume_key.encode(),
+        resume_key_origin=resume_origin,
+        shutdown_timeout=pick("shutdown_timeout", _parse_positive_float),
         turn_users=types.MappingProxyType(_static_users(values) if read_secrets else {}),
         allow_peers=tuple(values.many("allow_peer", _parse_cidr)),
         public_url=public_url,

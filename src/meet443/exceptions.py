@@ -4,10 +4,10 @@
 
     Meet443Error
     ├── ConfigError                 bad flags, environment or config file; the CLI exits 2
-    ├── StateUnavailable            the cluster's shared state (Redis) cannot be reached; new
-    │                               rooms cannot be placed, calls in progress go on
     ├── StoreUnavailable            the meetings database (PostgreSQL) cannot be reached now;
     │                               the API answers 503, a join is closed with 1013 (try again)
+    ├── StateUnavailable            the cluster's shared state (Redis) cannot be reached; new
+    │                               rooms cannot be placed, calls in progress go on
     └── ProtocolError               a peer sent something we cannot accept
         ├── ParseError              bytes that do not decode (STUN, ChannelData, ...);
         │                           the datagram or frame is dropped and counted
@@ -34,11 +34,13 @@ class ConfigError(Meet443Error):
     """The configuration (flags, environment, TOML file) is invalid."""
 
 
-class StateUnavailable(Meet443Error):
-    """The shared state of a cluster (:mod:`meet443.state`) did not answer."""
 class StoreUnavailable(Meet443Error):
     """The meetings database cannot be reached now (down, restarting, unreachable); retrying later
     may work. The message names the database without its password."""
+
+
+class StateUnavailable(Meet443Error):
+    """The shared state of a cluster (:mod:`meet443.state`) did not answer."""
 
 
 class ProtocolError(Meet443Error):

@@ -42,6 +42,7 @@ from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import LeftSfu, RevokeTurn, SignalingServer, ToSfu
 from meet443.proto.signaling.room import Output as SignalingOutput
+from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.proto.stun.message import Message
 from meet443.proto.turn.allocation import ClientFlow
 from meet443.proto.turn.server import Output as TurnOutput
@@ -202,6 +203,22 @@ class NodeCore:
         if self.turn is not None:
             self.turn.revoke(participant, until)
             self._touch_turn(now)
+
+    def restore(self, snapshots: list[RoomSnapshot], now: float) -> None:
+        """Rooms saved by an earlier run (docs/signaling.md "Node restarts"); before any connection."""
+        self.signaling.restore(snapshots, now)
+        self._signaling_due = _or_never(self.signaling.get_timer())
+        self._rearm()
+
+    def restart_sfu(self, room: str, now: float) -> list[Output]:
+        """The SFU lost ``room``'s media session (the media worker serving it died): the SFU
+        forgets the room, and its participants are told to publish and subscribe again on new
+        connections, keeping their ids (docs/signaling.md "SFU restart")."""
+        out: list[Output] = []
+        if self.conference is not None:
+            out += self._conference_outputs(self.conference.forget_room(room, now), now)
+        out += self._signaling_outputs(self.signaling.sfu_restarted(room), now)
+        return out
 
     # -- timers ---------------------------------------------------------------------------------
 

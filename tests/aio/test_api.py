@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 from aiohttp import web
@@ -20,7 +21,9 @@ from meet443.app import build_signaling_server
 from meet443.node import NodeCore
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
 from meet443.store import MeetingStore
+from meet443.store.postgres import PostgresStore
 from tests.aio.test_signaling import Peer
+from tests.postgres import PostgresServer
 
 PUBLIC_URL = "https://meet.example.org"
 NOW_S = 1_900_000_000.0  # 2030-03-17T17:46:40Z
@@ -370,6 +373,49 @@ class TestScopedKeys:
             assert (await client.delete(path, headers=bearer(admin))).status == 204
             theirs_path = f"/v1/meetings/{theirs['meetingId']}"
             assert (await client.delete(theirs_path, headers=bearer(other))).status == 204
+
+
+@pytest.mark.postgresql
+class TestStoreUnavailable:
+    async def test_503_while_postgres_does_not_answer(self, postgres: PostgresServer) -> None:
+        """A statement that cannot finish (here: a table locked past ``statement_timeout``) is a 503
+        with Retry-After, on every route; once the table is free, the same requests succeed."""
+        url = await postgres.fresh_database()
+        store = await PostgresStore.connect(f"{url}&statement_timeout=200")
+        blocker = await asyncpg.connect(url)
+        try:
+            key_id, key = await store.api_keys.create("tests", now_ms=int(NOW_S * 1000))
+            created = await store.create(
+                created_by=key_id,
+                end_ms=int(NOW_S * 1000) + 3_600_000,
+                mode=RoomMode.NORMAL,
+                now_ms=int(NOW_S * 1000),
+            )
+            path = f"/v1/meetings/{created.meeting.meeting_id}"
+            async with api_client(store) as client:
+                async with blocker.transaction():
+                    await blocker.execute("LOCK TABLE meetings")
+                    for response in (
+                        await client.post(
+                            "/v1/meetings",
+                            json={"endDate": END_DATE, "roomMode": "normal"},
+                            headers=bearer(key),
+                        ),
+                        await client.get(path, headers=bearer(key)),
+                        await client.delete(path, headers=bearer(key)),
+                    ):
+                        assert await error_of(response, 503) == "store-unavailable"
+                        assert response.headers["Retry-After"] == "5"
+                    await blocker.execute("LOCK TABLE api_keys")
+                    assert (
+                        await error_of(await client.get(path, headers=bearer(key)), 503)
+                        == "store-unavailable"
+                    )
+                await create(client, key)
+                assert (await client.get(path, headers=bearer(key))).status == 200
+        finally:
+            await blocker.close()
+            await store.close()
 
 
 class TestDeleteEndsTheMeeting:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +82,22 @@ def test_acknowledged_meeting_survives_a_postgres_crash(
         assert f"meetings and API keys in {postgres.url}" in log
         assert postgres.password not in log
         assert json.dumps(postgres.password)[1:-1] not in log
+
+
+def test_unreachable_database_stops_the_start_without_showing_the_password(tmp_path: Path) -> None:
+    port = free_tcp_port()  # nothing listens there
+    finished = subprocess.run(
+        [
+            sys.executable, "-m", "meet443", "serve", "--listen", HOST, "--port", str(free_tcp_port()),
+            "--data-dir", str(tmp_path), "--database", f"postgresql://meet:hunter2-pw@{HOST}:{port}/meet443",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert finished.returncode == 2, finished.stderr
+    assert (
+        f"meet443 serve: error: cannot open the meetings database postgresql://meet@{HOST}:{port}/meet443"
+        in finished.stderr
+    )
+    assert "hunter2" not in finished.stderr

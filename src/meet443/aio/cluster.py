@@ -113,9 +113,13 @@ class Cluster:
         turn_secret: str,
         client_ssl: ssl.SSLContext,
         max_msg_size: int,
+        shared: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
+        #: Other nodes share the state: revocations and chat are worth publishing. A single node
+        #: (in-memory state) has applied its revocations already and keeps its chat in the room.
+        self.shared = shared
         self.service = service
         service.cluster = self
         self.node_url = node_url
@@ -340,6 +344,8 @@ class Cluster:
     def publish(self, output: RevokeTurn | ChatPosted) -> None:
         """Hand a revocation or a chat message to the shared state, asynchronously and in order:
         no call waits on Redis."""
+        if not self.shared:
+            return
         state = self.state
         if isinstance(output, RevokeTurn):
             participant, until = output.participant, output.until

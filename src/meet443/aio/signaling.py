@@ -70,7 +70,8 @@ MAX_MSG_SIZE = 2 * MAX_FRAME_BYTES
 #: A socket that cannot take this much of what we send it is gone in all but name.
 MAX_QUEUED_BYTES = 1 << 20
 SHUTDOWN_SECONDS = 2.0
-CLOSE_GOING_AWAY = 1001
+#: RFC 6455 §7.4 (IANA registry): the server is restarting; clients reconnect at once and resume.
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_POLICY_VIOLATION = 1008
 
 #: Default ports of the schemes a web page's origin (or the public URL) has; other schemes never match.
@@ -155,7 +156,7 @@ class SignalingEndpoint:
         self._peers: dict[int, _Peer] = {}
 
     def add_routes(self, app: web.Application) -> None:
-        """Register ``GET /v1/ws``; its sockets close (1001) when the app shuts down."""
+        """Register ``GET /v1/ws``; its sockets close (1012) when the app shuts down."""
         app.router.add_get("/v1/ws", self.handle)
         app.on_shutdown.append(self._on_shutdown)
 
@@ -163,9 +164,10 @@ class SignalingEndpoint:
         await self.close()
 
     async def close(self) -> None:
-        """Close every socket with 1001 (going away)."""
+        """Close every socket with 1012 (service restart): the node keeps its rooms for the resume
+        window (docs/signaling.md "Node restarts"), so clients come back at once."""
         for conn in list(self._peers):
-            self.enqueue(conn, Close(conn, CLOSE_GOING_AWAY, "server shutting down"))
+            self.enqueue(conn, Close(conn, CLOSE_SERVICE_RESTART, "server restarting"))
         writers = [p.writer for p in self._peers.values() if p.writer is not None]
         if writers:
             await asyncio.wait(writers, timeout=SHUTDOWN_SECONDS)
@@ -229,7 +231,12 @@ class SignalingEndpoint:
                 if message.type is WSMsgType.TEXT and cluster is not None and not peer.closing:
                     home = await self._home_of(conn, cluster, message.data, relayed=relayed)
                     if home == "refused":
-                        continue
+                        # Written here, not queued: no other task reads or closes the socket.
+                        handed_over = True
+                        self._forget(conn)
+                        await ws.send_str(unavailable_error("the meeting cannot be reached now; try again"))
+                        await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"try again")
+                        return ws
                     if home != "here":
                         # The room lives elsewhere: this node forgets the socket and relays it.
                         handed_over = True
@@ -261,8 +268,6 @@ class SignalingEndpoint:
             home = await cluster.route(room, relayed=relayed)
         except (StateUnavailable, RoomElsewhere) as exc:
             logger.warning("conn %d: join of room %s refused: %s", conn, room, exc)
-            self.enqueue(conn, unavailable_error("the meeting cannot be reached now; try again").encode())
-            self.enqueue(conn, Close(conn, CLOSE_TRY_AGAIN_LATER, "try again"))
             return "refused"
         return "here" if home is None else home
 

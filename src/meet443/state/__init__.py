@@ -13,7 +13,8 @@ against both (``tests/state/test_state.py``). What lives here, and the promise o
   so a node that missed the publication reads them on :meth:`SharedState.revocations`;
 * the chat of each room, appended at least once per message with its ``(epoch, seq)`` id.
 
-Sans-I/O cores never see this: the adapters (:mod:`meet443.aio.cluster`) talk to it.
+Sans-I/O cores never see this: the adapters (:mod:`meet443.aio.cluster`) talk to it. What a
+single node keeps beyond its process (room snapshots for a restart) is in :mod:`meet443.state.rooms`.
 """
 
 from __future__ import annotations

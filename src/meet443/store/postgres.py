@@ -35,8 +35,10 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "redact_url"]
 SCHEMA_VERSION = 1
 #: Taken (for one transaction) by every node that migrates: "m443" in ASCII.
 MIGRATION_LOCK = 0x6D343433
-#: A node's connections; each serves one short statement or transaction at a time.
-POOL_MIN_SIZE = 1
+#: A node's connections; each serves one short statement or transaction at a time. No floor: asyncpg
+#: keeps a floor by reconnecting in the background, which while PostgreSQL is down logs a traceback on
+#: every try; without one, connections are made when calls need them.
+POOL_MIN_SIZE = 0
 POOL_MAX_SIZE = 10
 #: Seconds to open a connection, and to wait for one statement: past them the API answers 503
 #: rather than holding the request.
@@ -72,7 +74,8 @@ MIGRATIONS: tuple[str, ...] = (
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
-# Connection lost, refused or being shut down: worth one more try on a fresh connection.
+# Connection lost, refused or being shut down, or a statement canceled (class 57, which includes
+# statement_timeout): worth one more try on a fresh connection.
 _CONNECTION_LOST = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -106,6 +109,10 @@ def _stored_meeting(row: asyncpg.Record) -> StoredMeeting:
 
 def _api_key(row: asyncpg.Record) -> ApiKey:
     return ApiKey(row["key_id"], row["label"], row["created_ms"], row["revoked_ms"], row["admin"])
+
+
+def _stored_api_key(row: asyncpg.Record) -> StoredApiKey:
+    return StoredApiKey(_api_key(row), row["key_sha256"])
 
 
 async def migrate(connection: asyncpg.Connection[asyncpg.Record] | Connection) -> None:
@@ -173,133 +180,125 @@ class PostgresStore(TableStore):
         was lost."""
         for attempt in range(2 if retry else 1):
             try:
-                async with self.pool.acquire() as connection:
+                # With every connection busy, a call waits for one no longer than for PostgreSQL.
+                async with self.pool.acquire(timeout=CONNECT_TIMEOUT + COMMAND_TIMEOUT) as connection:
                     return await operation(connection)
             except _CONNECTION_LOST as exc:
                 if attempt == 1 or not retry:
-                    raise StoreUnavailable(f"PostgreSQL at {self._where} is unreachable: {exc}") from exc
+                    raise StoreUnavailable(f"PostgreSQL at {self._where}: {exc}") from exc
             except TimeoutError as exc:
                 raise StoreUnavailable(f"PostgreSQL at {self._where} did not answer in time") from exc
         raise AssertionError("unreachable")
+
+    async def _row(
+        self, convert: Callable[[asyncpg.Record], _T], query: str, *args: object, retry: bool = True
+    ) -> _T | None:
+        """The one row ``query`` returns, through ``convert``; None for no row."""
+
+        async def fetch(db: Connection) -> _T | None:
+            row = await db.fetchrow(query, *args)
+            return None if row is None else convert(row)
+
+        return await self._run(fetch, retry=retry)
+
+    async def _value(self, query: str, *args: object, retry: bool = True) -> object:
+        async def fetch(db: Connection) -> object:
+            return await db.fetchval(query, *args)
+
+        return await self._run(fetch, retry=retry)
 
     # -- rows --------------------------------------------------------------------------------------
 
     async def insert_meeting(self, row: StoredMeeting) -> bool:
         m = row.meeting
-
-        async def insert(db: Connection) -> bool:
-            inserted = await db.fetchval(
-                "INSERT INTO meetings (meeting_id, room_name, room_mode, start_ms, end_ms, "
-                    "host_key_sha256, created_by, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                "ON CONFLICT DO NOTHING RETURNING true",
-                m.meeting_id, m.room_name, m.mode.value, m.start_ms, m.end_ms,
-                row.host_key_sha256, row.created_by, row.deleted,
-            )  # fmt: skip
-            return bool(inserted)
-
-        return await self._run(insert, retry=False)
+        inserted = await self._value(
+            "INSERT INTO meetings (meeting_id, room_name, room_mode, start_ms, end_ms, host_key_sha256, "
+            "created_by, deleted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+            "ON CONFLICT DO NOTHING RETURNING true",
+            m.meeting_id, m.room_name, m.mode.value, m.start_ms, m.end_ms,
+            row.host_key_sha256, row.created_by, row.deleted,
+            retry=False,
+        )  # fmt: skip
+        return inserted is True
 
     async def find_meeting(self, meeting_id: str, created_by: str | None) -> Meeting | None:
-        async def find(db: Connection) -> Meeting | None:
-            row = await db.fetchrow(
-                "SELECT meeting_id, room_name, room_mode, start_ms, end_ms FROM meetings "
-                "WHERE meeting_id = $1 AND NOT deleted AND ($2::text IS NULL OR created_by = $2)",
-                meeting_id,
-                created_by,
-            )
-            return None if row is None else _meeting(row)
-
-        return await self._run(find)
+        return await self._row(
+            _meeting,
+            "SELECT meeting_id, room_name, room_mode, start_ms, end_ms FROM meetings "
+            "WHERE meeting_id = $1 AND NOT deleted AND ($2::text IS NULL OR created_by = $2)",
+            meeting_id,
+            created_by,
+        )
 
     async def meeting_in_room(self, room_name: str) -> StoredMeeting | None:
-        async def find(db: Connection) -> StoredMeeting | None:
-            row = await db.fetchrow(
-                "SELECT meeting_id, room_name, room_mode, start_ms, end_ms, host_key_sha256, "
-                "created_by, deleted FROM meetings WHERE room_name = $1",
-                room_name,
-            )
-            return None if row is None else _stored_meeting(row)
-
-        return await self._run(find)
+        return await self._row(
+            _stored_meeting,
+            "SELECT meeting_id, room_name, room_mode, start_ms, end_ms, host_key_sha256, created_by, deleted "
+            "FROM meetings WHERE room_name = $1",
+            room_name,
+        )
 
     async def delete_meeting(self, meeting_id: str, created_by: str | None) -> Meeting | None:
-        async def delete(db: Connection) -> Meeting | None:
-            row = await db.fetchrow(
-                "UPDATE meetings SET deleted = true "
-                "WHERE meeting_id = $1 AND NOT deleted AND ($2::text IS NULL OR created_by = $2) "
-                "RETURNING meeting_id, room_name, room_mode, start_ms, end_ms",
-                meeting_id,
-                created_by,
-            )
-            return None if row is None else _meeting(row)
-
-        return await self._run(delete, retry=False)
+        return await self._row(
+            _meeting,
+            "UPDATE meetings SET deleted = true "
+            "WHERE meeting_id = $1 AND NOT deleted AND ($2::text IS NULL OR created_by = $2) "
+            "RETURNING meeting_id, room_name, room_mode, start_ms, end_ms",
+            meeting_id,
+            created_by,
+            retry=False,
+        )
 
     async def end(self, room_name: str, now_ms: int) -> bool:
-        async def end(db: Connection) -> bool:
-            status = await db.execute(
-                "UPDATE meetings SET end_ms = least(end_ms, $1) WHERE room_name = $2 AND NOT deleted",
-                now_ms,
-                room_name,
-            )
-            return bool(status == "UPDATE 1")
-
-        return await self._run(end)
+        ended = await self._value(
+            "UPDATE meetings SET end_ms = least(end_ms, $1) WHERE room_name = $2 AND NOT deleted "
+            "RETURNING true",
+            now_ms,
+            room_name,
+        )
+        return ended is True
 
     async def insert_api_key(self, row: StoredApiKey) -> bool:
         k = row.key
-
-        async def insert(db: Connection) -> bool:
-            inserted = await db.fetchval(
-                "INSERT INTO api_keys (key_id, label, key_sha256, created_ms, revoked_ms, admin) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
-                k.key_id, k.label, row.key_sha256, k.created_ms, k.revoked_ms, k.admin,
-            )  # fmt: skip
-            return bool(inserted)
-
-        return await self._run(insert, retry=False)
+        inserted = await self._value(
+            "INSERT INTO api_keys (key_id, label, key_sha256, created_ms, revoked_ms, admin) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+            k.key_id, k.label, row.key_sha256, k.created_ms, k.revoked_ms, k.admin,
+            retry=False,
+        )  # fmt: skip
+        return inserted is True
 
     async def api_key_row(self, key_id: str) -> StoredApiKey | None:
-        async def find(db: Connection) -> StoredApiKey | None:
-            row = await db.fetchrow(
-                "SELECT key_id, label, created_ms, revoked_ms, admin, key_sha256 FROM api_keys "
-                "WHERE key_id = $1",
-                key_id,
-            )
-            return None if row is None else StoredApiKey(_api_key(row), row["key_sha256"])
-
-        return await self._run(find)
+        return await self._row(
+            _stored_api_key,
+            "SELECT key_id, label, created_ms, revoked_ms, admin, key_sha256 FROM api_keys WHERE key_id = $1",
+            key_id,
+        )
 
     async def api_key_rows(self) -> builtins.list[ApiKey]:
         async def rows(db: Connection) -> builtins.list[ApiKey]:
             found = await db.fetch(
-                "SELECT key_id, label, created_ms, revoked_ms, admin FROM api_keys ORDER BY "
-                "created_ms, key_id"
+                "SELECT key_id, label, created_ms, revoked_ms, admin FROM api_keys "
+                "ORDER BY created_ms, key_id"
             )
             return [_api_key(row) for row in found]
 
         return await self._run(rows)
 
     async def revoke_api_key(self, key_id: str, now_ms: int) -> ApiKey | None:
-        async def revoke(db: Connection) -> ApiKey | None:
-            row = await db.fetchrow(
-                "UPDATE api_keys SET revoked_ms = coalesce(revoked_ms, $1) WHERE key_id = $2 "
-                "RETURNING key_id, label, created_ms, revoked_ms, admin",
-                now_ms,
-                key_id,
-            )
-            return None if row is None else _api_key(row)
-
-        return await self._run(revoke)
+        return await self._row(
+            _api_key,
+            "UPDATE api_keys SET revoked_ms = coalesce(revoked_ms, $1) WHERE key_id = $2 "
+            "RETURNING key_id, label, created_ms, revoked_ms, admin",
+            now_ms,
+            key_id,
+        )
 
     async def next_epoch(self) -> int:
-        async def take(db: Connection) -> int:
-            # nextval is WAL-logged and durable on commit (it takes a transaction id for that).
-            epoch = await db.fetchval("SELECT nextval('server_epoch')")
-            assert isinstance(epoch, int)
-            return epoch
-
-        return await self._run(take)
+        # nextval is WAL-logged and durable on commit (it takes a transaction id for that).
+        epoch = await self._value("SELECT nextval('server_epoch')")
+        assert isinstance(epoch, int)
+        return epoch
 
     # -- ``meet443 db copy`` -----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from meet443.proto.signaling.room import (
     MeetingEnded,
     Output,
     RevokeTurn,
+    RoomChanged,
     Send,
     SignalingLimits,
     SignalingServer,
@@ -48,7 +49,13 @@ class Harness:
     """One server, an in-memory directory and the frames each connection has received."""
 
     def __init__(
-        self, *, force_relay: bool = False, max_participants: int = 1000, server_epoch: int = 0, **limits: Any
+        self,
+        *,
+        force_relay: bool = False,
+        max_participants: int = 1000,
+        server_epoch: int = 0,
+        resume_key: bytes = b"resume-key-do-not-log",
+        **limits: Any,
     ) -> None:
         self.clock = FakeClock()
         counter = itertools.count(1)
@@ -59,6 +66,7 @@ class Harness:
             max_participants=max_participants,
             limits=SignalingLimits(**limits),
             server_epoch=server_epoch,
+            resume_key=resume_key,
         )
         self.inbox: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.closed: dict[int, tuple[int, str]] = {}
@@ -69,6 +77,8 @@ class Harness:
         self.sfu: list[ToSfu | LeftSfu] = []
         self.revoked: list[RevokeTurn] = []
         self.posted: list[ChatPosted] = []
+        #: Rooms named by RoomChanged, in order.
+        self.changed: list[str] = []
         self.conns = itertools.count(1)
         self.ice_calls: list[tuple[str, float]] = []
 
@@ -111,6 +121,8 @@ class Harness:
                 self.revoked.append(output)
             elif isinstance(output, ChatPosted):
                 self.posted.append(output)
+            elif isinstance(output, RoomChanged):
+                self.changed.append(output.room)
             else:
                 assert isinstance(output, MeetingEnded)
                 self.ended.append(output.room)
