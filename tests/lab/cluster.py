@@ -269,13 +269,15 @@ class Cluster:
         return "\n".join(f"--- {n.name} ---\n{n.log()[-chars:]}" for n in self.nodes)
 
 
-def shared_secret_file(directory: Path) -> Path:
-    """The cluster's one TURN secret (mode 0600), for every node's ``--turn-secret-file``."""
+def shared_secret_files(directory: Path) -> tuple[Path, Path]:
+    """The cluster's one TURN secret and one resume-token key (mode 0600), for every node's
+    ``--turn-secret-file`` and ``--resume-key-file``."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "turn-secret"
-    path.write_text(secrets.token_hex(32) + "\n")
-    path.chmod(0o600)
-    return path
+    paths = directory / "turn-secret", directory / "resume-key"
+    for path in paths:
+        path.write_text(secrets.token_hex(32) + "\n")
+        path.chmod(0o600)
+    return paths
 
 
 @contextlib.contextmanager
@@ -342,8 +344,9 @@ def cluster_lab(
             password_file = workdir / "postgres" / "database-password"
             database_flags = ("--database", pg.url, "--database-password-file", str(password_file))
         if cluster:
+            turn_secret, resume_key = shared_secret_files(workdir / "secrets")
             shared = ["--redis", redis.url, "--redis-password-file", str(redis.password_file()),
-                      "--turn-secret-file", str(shared_secret_file(workdir / "secrets")),
+                      "--turn-secret-file", str(turn_secret), "--resume-key-file", str(resume_key),
                       "--cluster-ca-file", str(pki.ca),
                       # The lab stops nodes with SIGTERM: rooms still open then need not outlive
                       # it by the default ten minutes (the lab's SIGKILL comes after 5 s).
