@@ -14,8 +14,9 @@ three people to three nodes. One cluster serves the whole module.
 2. Placement is atomic: 50 times, the first join of a new room reaches all three nodes at once; each
    time exactly one node is its home (Redis' lease and epoch, and the three participants meet in
    one room with one host).
-3. Redis restarts in the middle of a call: media keeps flowing; no chat message sent before, during
-   or after is lost or shown twice.
+3. Redis restarts (empty) in the middle of a call: media keeps flowing; no chat message sent
+   before, during or after is lost or shown twice; the home takes its room's lease again, so a third
+   person joining through n3 lands in the same room.
 4. The firewall team's view: the rules ``meet443 firewall-rules`` prints from the live cluster
    (/v1/network), loaded as a client's outbound firewall, are enough for a call across two nodes;
    without their accept rules the same client cannot join.
