@@ -6,15 +6,15 @@ what each join costs in Redis; the same load on one node alone, in the same run,
     sudo .venv/bin/python bench/cluster_join.py --smoke    # 200 clients in 50 rooms, < 30 s
 
 Setup: the cluster lab of tests/lab/cluster.py (network namespaces, so root): three ``meet443
-serve`` nodes sharing one redis-server, with the flags of docs/cluster.md, TLS on port 443 with a
-lab CA. The load generator runs inside the lab's load namespace (this file with ``--load``) and
-reuses bench/signaling_load.py's clients: client *i* opens ``wss://n<i mod 3>.cx.test/v1/ws`` from
-one of 200 source addresses (10 clients each, 10.200.131.3-202), so rooms of four (room r gets
-clients r, r+R, r+2R, r+3R) mix nodes and most joins cross from an edge to the room's home. Then
-the three nodes stop and node 1 starts again without any cluster flag: the same load on one node
-is the anchor. Nodes run with ``--max-participants`` above the client count, all other limits as in
-the tests (``--joins-per-minute 600``). Nothing is pinned: three nodes, Redis and the load share the
-machine's cores, as they would a small VM.
+serve`` nodes sharing one redis-server and one PostgreSQL, with the flags of docs/cluster.md, TLS
+on port 443 with a lab CA. The load generator runs inside the lab's load namespace (this file with
+``--load``) and reuses bench/signaling_load.py's clients: client *i* opens ``wss://n<i mod
+3>.cx.test/v1/ws`` from one of 200 source addresses (10 clients each, 10.200.131.3-202), so rooms
+of four (room r gets clients r, r+R, r+2R, r+3R) mix nodes and most joins cross from an edge to the
+room's home. Then the three nodes stop and node 1 starts again without any cluster flag: the same
+load on one node is the anchor. Nodes run with ``--max-participants`` above the client count, all
+other limits as in the tests (``--joins-per-minute 600``). Nothing is pinned: three nodes, Redis
+and the load share the machine's cores, as they would a small VM.
 
 Phases per target (as bench/signaling_load.py): 20 warm-up joins; all sockets connect (TLS); then
 all join, ``--in-flight`` at a time; latency is ``send(join)`` to ``joined`` at the client. Redis is
@@ -254,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         pki = make_test_pki(work / "ca")
         prefix = f"cxb{os.getpid() % 100}-"
-        with cluster_lab(
-            work, pki, prefix=prefix, clients=0, load=True, postgres=False, node_extra=extra
-        ) as c:
+        with cluster_lab(work, pki, prefix=prefix, clients=0, load=True, node_extra=extra) as c:
             wait_registered(c)
             names = [n.name for n in c.nodes]
             print(f"# cluster join: {args.clients} clients in {args.rooms} rooms, {args.in_flight} in flight")

@@ -290,7 +290,6 @@ def cluster_lab(
     clients: int = 2,
     load: bool = False,
     postgres: bool = True,
-    database: bool = True,
     cluster: bool = True,
     node_extra: Sequence[str] = (),
 ) -> Iterator[Cluster]:
@@ -298,8 +297,8 @@ def cluster_lab(
     files, PostgreSQL's directory) on leaving.
 
     `pki` is the lab CA (its key beside it) that the clients trust; each node gets a leaf from it.
-    `cluster=False` starts the same nodes without any cluster flag (each one alone); `database`
-    gives the nodes ``--database`` (the PostgreSQL store) when `postgres` runs.
+    `cluster=False` starts the same nodes without any cluster flag (each one alone); only then may
+    `postgres` be False (cluster mode needs the shared ``--database``).
     `prefix` must start with ``cx`` and be short (veth names are ``<prefix>v<n>a``).
     """
     assert prefix.startswith("cx"), prefix
@@ -340,7 +339,7 @@ def cluster_lab(
             stack.enter_context(pg)  # stopped (by its postmaster's PID) after the nodes
         shared: list[str] = []
         database_flags: tuple[str, ...] = ()
-        if pg is not None and database and cluster:
+        if pg is not None and cluster:
             password_file = workdir / "postgres" / "database-password"
             database_flags = ("--database", pg.url, "--database-password-file", str(password_file))
         if cluster:
