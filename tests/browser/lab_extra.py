@@ -554,6 +554,14 @@ class FirefoxParticipant(Participant):
 _firefox_pages = itertools.count(1)
 
 
+def send_chat(p: Participant, text: str) -> None:
+    """Type `text` into the chat (opening the panel if it is closed) and send it with Enter."""
+    if p.page.locator("#chat-input").is_hidden():
+        p.page.click("#ctl-chat")
+    p.page.fill("#chat-input", text)
+    p.page.press("#chat-input", "Enter")
+
+
 def close_people(opened: Sequence[Participant], failed: bool, *servers: Meet443Web) -> None:
     """After a test: close its participants' contexts, show the servers' logs if it failed, and
     fail it if a server died meanwhile."""
@@ -702,6 +710,7 @@ __all__ = [
     "media_growing",
     "nft_counter",
     "nss_home",
+    "send_chat",
     "server_route_exists",
     "wait_until",
 ]

@@ -47,6 +47,7 @@ from .lab_extra import (
     call_failed,
     media_flowing,
     media_growing,
+    send_chat,
     wait_until,
 )
 
@@ -139,11 +140,19 @@ def join(
     return p
 
 
-def send_chat(p: Participant, text: str) -> None:
-    if p.page.locator("#chat-input").is_hidden():
-        p.page.click("#ctl-chat")
-    p.page.fill("#chat-input", text)
-    p.page.press("#chat-input", "Enter")
+def call_of_two(
+    cluster: Cluster, browsers: BrowserPool, people: list[Participant], log: list[str], tag: str
+) -> tuple[str, Participant, Participant, list[dict[str, Any]]]:
+    """Ann through n1 and Bob through n2 in a new room; its name, them, and their states once
+    media flows both ways."""
+    room = room_name(tag)
+    url = f"{cluster.public_url}/{room}"
+    a = join(cluster, browsers, people, log, url, "Ann", cluster.clients[0])
+    a.wait_phase("in-call")
+    b = join(cluster, browsers, people, log, url, "Bob", cluster.clients[1])
+    b.wait_phase("in-call")
+    states = wait_until(lambda: media_flowing([a, b]), MEDIA_TIMEOUT_S, what=f"media both ways ({tag})")
+    return room, a, b, states
 
 
 def chat_texts(p: Participant) -> list[str]:
@@ -194,13 +203,7 @@ def test_any_node_serves_any_meeting(
     cluster: Cluster, browsers: BrowserPool, people: list[Participant], console_log: list[str]
 ) -> None:
     c1, c2 = cluster.clients[0], cluster.clients[1]
-    room = room_name("two")
-    url = f"{cluster.public_url}/{room}"
-    a = join(cluster, browsers, people, console_log, url, "Ann", c1)
-    a.wait_phase("in-call")
-    b = join(cluster, browsers, people, console_log, url, "Bob", c2)
-    b.wait_phase("in-call")
-    before = wait_until(lambda: media_flowing([a, b]), MEDIA_TIMEOUT_S, what="media both ways")
+    room, a, b, before = call_of_two(cluster, browsers, people, console_log, "two")
     wait_until(lambda: media_growing([a, b], before), 15, what="media still flowing")
     on_edges([(c1, cluster.nodes[0]), (c2, cluster.nodes[1])])
     # Ann came first, through n1: the room lives there, and Bob reaches it through n2.
@@ -301,14 +304,7 @@ def test_first_joins_racing_on_three_nodes_make_one_home(cluster: Cluster) -> No
 def test_call_and_chat_survive_a_redis_restart(
     cluster: Cluster, browsers: BrowserPool, people: list[Participant], console_log: list[str]
 ) -> None:
-    c1, c2, c3 = cluster.clients
-    room = room_name("redis")
-    url = f"{cluster.public_url}/{room}"
-    a = join(cluster, browsers, people, console_log, url, "Ann", c1)
-    a.wait_phase("in-call")
-    b = join(cluster, browsers, people, console_log, url, "Bob", c2)
-    b.wait_phase("in-call")
-    before = wait_until(lambda: media_flowing([a, b]), MEDIA_TIMEOUT_S, what="media before the restart")
+    room, a, b, before = call_of_two(cluster, browsers, people, console_log, "redis")
     chat_both_ways(a, b, ("before a", "before b"))
 
     cluster.redis.stop()
@@ -327,7 +323,7 @@ def test_call_and_chat_survive_a_redis_restart(
     # third node finds the room instead of making a second one.
     wait_until(lambda: home_of(cluster, room) == cluster.nodes[0].node_id, RECOVERY_S,
                what="n1 holding the room's lease again")  # fmt: skip
-    c = join(cluster, browsers, people, console_log, url, "Cy", c3)
+    c = join(cluster, browsers, people, console_log, f"{cluster.public_url}/{room}", "Cy", cluster.clients[2])
     c.wait_phase("in-call")
     wait_until(lambda: len(a.state()["participants"]) == 3, 10, what="Ann seeing Cy join through n3")
     assert sorted(p["displayName"] for p in c.state()["participants"]) == ["Ann", "Bob", "Cy"]
