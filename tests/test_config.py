@@ -750,22 +750,18 @@ class TestClusterMode:
         with pytest.raises(ConfigError, match=message):
             load(data_dir, *argv)
 
-    def test_shared_secrets_and_a_node_url_are_required(self, data_dir: Path, tmp_path: Path) -> None:
-        secret = tmp_path / "secret"
-        secret.write_text("s" * 40)
+    def test_shared_secrets_a_node_url_and_a_database_are_required(
+        self, data_dir: Path, tmp_path: Path
+    ) -> None:
+        turn, resume, database = (
+            self.shared(tmp_path)[0:2],
+            self.shared(tmp_path)[2:4],
+            self.shared(tmp_path)[4:],
+        )
+        cluster = ["--redis", "redis://r", "--node-url", "https://n1.test"]
         with pytest.raises(ConfigError, match="--resume-key-file"):
-            load(
-                data_dir,
-                "--redis",
-                "redis://r",
-                "--node-url",
-                "https://n1.test",
-                "--turn-secret-file",
-                str(secret),
-            )
-        with pytest.raises(ConfigError, match="--node-url"):
-            load(data_dir, "--redis", "redis://r", *self.shared(tmp_path))
+            load(data_dir, *cluster, *turn, *database)
         with pytest.raises(ConfigError, match="--database"):
-            load(
-                data_dir, "--redis", "redis://r", "--node-url", "https://n1.test", *self.shared(tmp_path)[:4]
-            )
+            load(data_dir, *cluster, *turn, *resume)
+        with pytest.raises(ConfigError, match="--node-url"):
+            load(data_dir, "--redis", "redis://r", *turn, *resume, *database)

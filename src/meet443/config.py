@@ -1260,6 +1260,12 @@ def _check_cluster(values: _Values, redis: str | None, node_url: str | None, *, 
         return
     if node_url is None and serving:
         raise ConfigError("--redis needs --node-url: this node's own https:// name in the cluster")
+    if values.source("database") is None and serving:
+        # Meetings, API keys and chat epochs must be the same whichever node a request reaches.
+        raise ConfigError(
+            "--redis needs --database postgresql://...: every node must see the same meetings and API "
+            "keys (a SQLite file in each node's data dir would not)"
+        )
     for dest in files:
         path = values.path(dest)
         if path is not None and not path.is_file():

@@ -1,4 +1,5 @@
-"""Three ``meet443 serve`` nodes on 127.0.0.2-4 sharing one real redis-server (docs/cluster.md).
+"""Three ``meet443 serve`` nodes on 127.0.0.2-4 sharing one real redis-server and one real
+PostgreSQL (docs/cluster.md).
 
 The nodes run as real processes; clients are aiohttp WebSockets and the socket TURN client of the
 other server tests. The tests run in file order: the drain test drains node C, the last one stops
@@ -38,6 +39,8 @@ from tests.aio.test_signaling import Peer as SignalingPeer
 from tests.aio.turn_client import SocketTurnClient
 from tests.postgres import PostgresServer
 from tests.redis_server import RedisServer, running_redis
+
+pytestmark = pytest.mark.postgresql
 
 SECRET = "cluster-secret-never-logged"
 NODES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
