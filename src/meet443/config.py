@@ -1231,12 +1231,6 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         resume_origin = str(generated)
 
     database, database_password = _database(values, read_secrets=read_secrets)
-    if redis is not None and database is None and read_secrets:
-        # Any node serves any meeting: each must find the meetings and API keys the others made.
-        raise ConfigError(
-            "--redis needs --database postgresql://...: the meetings and API keys every node of the "
-            "cluster shares (docs/cluster.md)"
-        )
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together: give both or neither")

@@ -434,9 +434,7 @@ class TestDrain:
                 assert (await carol.expect("chat"))["text"] == "still here"
                 await dave.ws.close()
                 # After --drain-timeout (3 s) the node exits, though Carol is still in.
-                # 1012 (restart: resume) when the close handshake finishes before the process
-                # exits; on a loaded machine the client may see the connection drop (1006) first.
-                assert await carol.closed() in (1012, 1006)
+                assert await carol.closed() == 1012  # restart: resume elsewhere
 
         run(scenario())
         assert c.process.wait(10) == 0
