@@ -168,13 +168,20 @@ def wait_listening(node: Node) -> None:
     raise RuntimeError("node did not start:\n" + node.log.read_text())
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("cluster")
+def cluster_files(tmp: Path, postgres: PostgresServer) -> tuple[str, Path, Path]:
+    """What every node of a test cluster shares: a fresh database, the TURN secret and resume key
+    (in ``tmp``), and one certificate (and its key)."""
     database = asyncio.run(postgres.fresh_database())
     (tmp / "secret").write_text(SECRET + "\n")
     (tmp / "resume-key").write_text("r" * 64 + "\n")
     cert, key = write_certificate(tmp)
+    return database, cert, key
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    database, cert, key = cluster_files(tmp, postgres)
     # An admin API key in the cluster's database, for /v1/network.
     created = subprocess.run(
         [sys.executable, "-m", "meet443", "api-key", "create", "--admin", "--database", database],
