@@ -19,7 +19,8 @@ import uvloop
 from aiohttp import web
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
-from meet443.aio.http import HttpService, build_main_app, build_metrics_app
+from meet443.aio.control import MediaWorkers
+from meet443.aio.http import HttpService, build_main_app, build_metrics_app, render_metrics
 from meet443.aio.network import NetworkEndpoints
 from meet443.aio.node import Directory, NodeService
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
@@ -36,8 +37,10 @@ from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import SignalingLimits, SignalingServer
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
+from meet443.proto.turn.quota import QuotaLedger
 from meet443.proto.turn.server import TurnServer, TurnSettings
 from meet443.sfu.conference import Conference
+from meet443.workers import WorkerPlacement
 
 logger = logging.getLogger("meet443")
 
@@ -97,7 +100,9 @@ def _own_addresses(config: ServeConfig) -> list[str]:
     return addresses
 
 
-def build_turn_server(config: ServeConfig, relays: RelayPool) -> TurnServer:
+def build_turn_server(
+    config: ServeConfig, relays: RelayPool, ledger: QuotaLedger | None = None
+) -> TurnServer:
     own = _own_addresses(config)
     settings = TurnSettings(
         realm=config.realm,
@@ -121,6 +126,7 @@ def build_turn_server(config: ServeConfig, relays: RelayPool) -> TurnServer:
         ),
         relays,
         os.urandom,
+        ledger,
     )
 
 
@@ -176,9 +182,8 @@ def meeting_directory(
     return directory, meeting_ended
 
 
-def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> NodeCore:
-    """Every core of a single node: TURN, the SFU and signaling, composed."""
-    signaling = build_signaling_server(
+def _node_signaling(config: ServeConfig, server_epoch: int) -> SignalingServer:
+    return build_signaling_server(
         turn_secret=config.turn_secret,
         public_url=config.public_url,
         turn_port=config.port,
@@ -195,9 +200,14 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
         # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
         server_epoch=server_epoch,
     )
+
+
+def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> NodeCore:
+    """Every core of a single node: TURN, the SFU and signaling, composed."""
+    signaling = _node_signaling(config, server_epoch)
     conference = Conference(
         DtlsCertificate.generate(time.time(), os.urandom),
-        _sfu_addresses(config, None),
+        sfu_addresses(config, None),
         os.urandom,
         last_n=config.sfu_last_n,
         nack=config.sfu_nack,
@@ -218,7 +228,21 @@ def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
     )
 
 
-def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
+def build_control_service(config: ServeConfig, store: MeetingStore, workers: MediaWorkers) -> NodeService:
+    """The control process of ``--workers N``: signaling, with the SFU rooms placed on workers."""
+    directory, meeting_ended = meeting_directory(config, store)
+    node = NodeCore(_node_signaling(config, store.next_epoch()), placement=WorkerPlacement(config.workers))
+    return NodeService(
+        node,
+        None,
+        directory=directory,
+        public_url=config.public_url,
+        on_meeting_ended=meeting_ended,
+        to_process=workers.to_process,
+    )
+
+
+def sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
     """The SFU's host candidates (RFC 8445 §5.1.1.1): the public address on the main port, and on
     the second UDP port, since browsers ignore candidates on ports below 1024 (such as 443)."""
     addresses = [(config.public_ip, config.port)]
@@ -246,21 +270,19 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     ssl_context = make_server_ssl_context(cert, key)
 
     store = MeetingStore.open(config.data_dir)
-    service = build_service(config, store)
+    workers: MediaWorkers | None = None
+    if config.workers > 1:
+        cap = config.max_pending_connections
+        share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
+        workers = MediaWorkers(config, cap, share)
+        service = build_control_service(config, store, workers)
+        sfu_ports = workers.sfu_ports
+        await workers.start(service)
+    else:
+        service = build_service(config, store)
+        sfu_ports = [await _listen_single(config, service)]
     node = service.node
-    turn, conference = node.turn, node.conference
-    assert turn is not None and conference is not None
-    udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
-    enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
-    udp_sock.bind((config.listen, config.port))
-    await service.listen_udp(ServerPort.MAIN, udp_sock)
-    other_sock = bind_other_port(
-        config.listen, config.other_udp_port, config.relay_ports, fixed=config.other_udp_port_fixed
-    )
-    other_port = other_sock.getsockname()[1]
-    await service.listen_udp(ServerPort.OTHER, other_sock)
-    turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
-    conference.addresses = _sfu_addresses(config, other_port)
+    other_port = sfu_ports[0]
 
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config),
@@ -268,6 +290,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         turn_uris=config.turn_uris(),
         relay_ports=config.relay_ports,
         other_udp_port=lambda: other_port,
+        sfu_ports=(sfu_ports[0], sfu_ports[-1]),
         check_rate_per_minute=config.check_rate,
     )
     app = build_main_app(
@@ -282,12 +305,30 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     await http.start()
     cap = config.max_pending_connections
     share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
-    tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, LocalSharedCap(cap, share))
+    if workers is None:
+        tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, LocalSharedCap(cap, share))
+    else:
+        tcp = SniffingTcpPort(
+            workers.tls_bridge, http.protocol, ssl_context, LocalSharedCap(cap, share), workers.hand_over
+        )
     tcp.listen(config.listen, config.port)
 
     where = f"{config.listen}:{config.port}"
     logger.info("listening on udp %s: STUN, TURN (UDP) and ChannelData; SFU (ICE-lite, DTLS-SRTP)", where)
-    logger.info("listening on udp %s:%d: STUN Binding only (RFC 5780 change port)", config.listen, other_port)
+    if workers is None:
+        logger.info(
+            "listening on udp %s:%d: SFU; STUN Binding (RFC 5780 change port)", config.listen, other_port
+        )
+    else:
+        logger.info(
+            "%d media workers; worker k: udp %s (shared), SFU and STUN Binding on udp %s:%d+k, "
+            "relay ports %s",
+            config.workers,
+            where,
+            config.listen,
+            other_port,
+            ", ".join(f"{lo}-{hi}" for lo, hi in workers.relay_slices),
+        )
     logger.info(
         "listening on tcp %s: TURN over TCP and TLS; HTTPS web app, REST API and WSS signaling", where
     )
@@ -300,7 +341,11 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
-        metrics_runner = web.AppRunner(build_metrics_app(node), access_log=None, handle_signals=False)
+        metrics_runner = web.AppRunner(
+            build_metrics_app(workers.metrics if workers is not None else _own_metrics(node)),
+            access_log=None,
+            handle_signals=False,
+        )
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, *config.metrics_listen).start()
         logger.info("listening on tcp %s:%d: Prometheus metrics at /metrics", *config.metrics_listen)
@@ -323,12 +368,39 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
             loop.remove_signal_handler(sig)
         tcp.close()
         await service.close()
+        if workers is not None:
+            await workers.close()
         cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])
         try:
             await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)
         except TimeoutError:
             logger.warning("shutdown did not finish in %.0f s", SHUTDOWN_SECONDS)
         store.close()
+
+
+async def _listen_single(config: ServeConfig, service: NodeService) -> int:
+    """One process: bind the two UDP ports and serve them; the second one's number."""
+    turn, conference = service.node.turn, service.node.conference
+    assert turn is not None and conference is not None
+    udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
+    enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
+    udp_sock.bind((config.listen, config.port))
+    await service.listen_udp(ServerPort.MAIN, udp_sock)
+    other_sock = bind_other_port(
+        config.listen, config.other_udp_port, config.relay_ports, fixed=config.other_udp_port_fixed
+    )
+    other_port: int = other_sock.getsockname()[1]
+    await service.listen_udp(ServerPort.OTHER, other_sock)
+    turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
+    conference.addresses = sfu_addresses(config, other_port)
+    return other_port
+
+
+def _own_metrics(node: NodeCore) -> Callable[[], Awaitable[str]]:
+    async def render() -> str:
+        return render_metrics(node.turn, node.signaling, node.conference)
+
+    return render
 
 
 def serve(config: ServeConfig) -> int:

@@ -4,6 +4,7 @@
 
     Meet443Error
     ├── ConfigError                 bad flags, environment or config file; the CLI exits 2
+    ├── StartupError                a part of the server did not come up (a media worker)
     └── ProtocolError               a peer sent something we cannot accept
         ├── ParseError              bytes that do not decode (STUN, ChannelData, ...);
         │                           the datagram or frame is dropped and counted
@@ -28,6 +29,10 @@ class Meet443Error(Exception):
 
 class ConfigError(Meet443Error):
     """The configuration (flags, environment, TOML file) is invalid."""
+
+
+class StartupError(Meet443Error):
+    """The server could not start: a media worker (``--workers``) did not come up in time."""
 
 
 class ProtocolError(Meet443Error):

@@ -50,8 +50,13 @@ class NodeService:
         public_url: str,
         on_meeting_ended: Callable[[str], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        to_process: Callable[[Output], None] | None = None,
     ) -> None:
+        """``to_process`` takes the outputs that leave for another process (``--workers``):
+        :class:`~meet443.node.ToWorker` and :class:`~meet443.node.Forward`, and a worker's SFU
+        signals."""
         self.relays = relays
+        self._to_process = to_process
         self.node = node
         if relays is not None and node.turn is not None:
             # The pool is made before the TURN core that uses it, so it learns its listeners here.
@@ -81,9 +86,13 @@ class NodeService:
         if out is not None:
             self.to_client(out.flow, out.data)
 
-    def stream_opened(self, transport: asyncio.Transport, kind: Transport) -> ClientFlow:
-        """A TURN client's TCP or TLS connection: its flow, for :meth:`stream_message`."""
-        peer = transport.get_extra_info("peername")
+    def stream_opened(
+        self, transport: asyncio.Transport, kind: Transport, peer: Address | None = None
+    ) -> ClientFlow:
+        """A TURN client's TCP or TLS connection: its flow, for :meth:`stream_message`. ``peer``:
+        the client, when ``transport`` is a pipe from the control process that holds its TLS."""
+        peer = peer or transport.get_extra_info("peername")
+        assert peer is not None
         self._connection_ids += 1
         flow = ClientFlow(kind, (str(peer[0]), int(peer[1])), self._connection_ids)
         self.streams[flow.connection] = transport
@@ -154,8 +163,11 @@ class NodeService:
             self.signaling.enqueue(output.conn, output)
         elif isinstance(output, LookupRoom):
             self._spawn(self._lookup(output))
-        elif isinstance(output, MeetingEnded) and self._on_meeting_ended is not None:
-            self._spawn(self._on_meeting_ended(output.room))
+        elif isinstance(output, MeetingEnded):
+            if self._on_meeting_ended is not None:
+                self._spawn(self._on_meeting_ended(output.room))
+        elif self._to_process is not None:
+            self._to_process(output)
 
     def to_client(self, flow: ClientFlow, data: bytes) -> None:
         if flow.transport is _UDP:

@@ -551,6 +551,11 @@ class Speaker(_ServerBase, tag="speaker", frozen=True):
     participant_id: str | None
 
 
+class SfuRestart(_ServerBase, tag="sfu-restart", frozen=True):
+    """The SFU lost this participant's sessions (its media worker was restarted): close the SFU
+    peer connections and publish and subscribe again, in the same room, as the same participant."""
+
+
 class ErrorMessage(_ServerBase, tag="error", frozen=True, omit_defaults=True):
     code: str
     message: str
@@ -582,6 +587,7 @@ ServerMessage = (
     | Tracks
     | Republish
     | Speaker
+    | SfuRestart
     | ErrorMessage
 )
 

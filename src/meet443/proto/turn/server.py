@@ -178,6 +178,9 @@ class TurnServer:
         self.by_relay: dict[Address, Allocation] = {}
         #: Relay port numbers in use (an IPv4 and an IPv6 relay may share one): see is_own_relay.
         self._relay_ports: dict[int, int] = {}
+        #: Relay ports other media workers of this server hold open (``--workers``), told by the
+        #: control process: their datagrams must not reach TURN here either.
+        self.sibling_relay_ports: set[int] = set()
         #: UDP allocations by client address alone: the per-datagram lookup then builds no ClientFlow.
         self.udp_allocations: dict[Address, Allocation] = {}
         #: This server's allocations by quota user, so a revocation finds them.
@@ -303,7 +306,9 @@ class TurnServer:
     def is_own_relay(self, address: Address) -> bool:
         """Did this datagram come from one of our relay sockets? (Not merely from a port in the
         relay range: clients on the server's own host use ephemeral ports in that range too.)"""
-        return address[0] in self.settings.server_addresses and address[1] in self._relay_ports
+        return address[0] in self.settings.server_addresses and (
+            address[1] in self._relay_ports or address[1] in self.sibling_relay_ports
+        )
 
     def revoke(self, user: str, until: float) -> None:
         """A participant left (or was removed from) its meeting: delete its allocations now and
