@@ -57,23 +57,22 @@ START_SECONDS = 30.0
 RESPAWN_BACKOFF = 1.0
 
 
-def bind_main_group(host: str, port: int, count: int) -> list[socket.socket]:
-    """The main UDP port as ``count`` SO_REUSEPORT sockets, one per worker."""
+def main_group(host: str, count: int) -> list[socket.socket]:
+    """The main UDP port's ``count`` SO_REUSEPORT sockets, one per worker, not yet bound: they
+    are bound (:func:`bind_group`) once every worker serves its own, so that the port answers
+    as soon as it is open."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    group: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            group.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            enlarge_udp_buffers(sock, MAIN_UDP_BUFFER_BYTES)
-            sock.bind((host, port))
-            sock.setblocking(False)
-    except OSError:
-        for sock in group:
-            sock.close()
-        raise
+    group = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(count)]
+    for sock in group:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        enlarge_udp_buffers(sock, MAIN_UDP_BUFFER_BYTES)
+        sock.setblocking(False)
     return group
+
+
+def bind_group(group: list[socket.socket], host: str, port: int) -> None:
+    for sock in group:
+        sock.bind((host, port))
 
 
 @dataclass
@@ -102,9 +101,14 @@ class MediaWorkers:
         self.pending_share = pending_share
         self.config = config
         self.relay_slices = split_range(config.relay_ports, count)
-        main = bind_main_group(config.listen, config.port, count)
+        main = main_group(config.listen, count)
         sfu = bind_port_block(
-            config.listen, config.other_udp_port, count, config.relay_ports, fixed=config.other_udp_port_fixed
+            config.listen,
+            config.other_udp_port,
+            count,
+            config.relay_ports,
+            fixed=config.other_udp_port_fixed,
+            avoid=config.port,
         )
         self.sfu_ports = [sock.getsockname()[1] for sock in sfu]
         inboxes = [inbox_pair() for _ in range(count)]
@@ -157,6 +161,7 @@ class MediaWorkers:
             await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in self.workers)), START_SECONDS)
         except TimeoutError:
             raise StartupError(f"the media workers did not start within {START_SECONDS:.0f} s") from None
+        bind_group([w.main for w in self.workers], self.config.listen, self.config.port)
 
     def _spawn(self, worker: _Worker) -> None:
         ours, theirs = channel_pair()

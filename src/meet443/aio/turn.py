@@ -256,10 +256,17 @@ def bind_other_port(
 
 
 def bind_port_block(
-    bind_host: str, port: int, count: int, relay_ports: tuple[int, int], *, fixed: bool = False
+    bind_host: str,
+    port: int,
+    count: int,
+    relay_ports: tuple[int, int],
+    *,
+    fixed: bool = False,
+    avoid: int | None = None,
 ) -> list[socket.socket]:
     """Bind ``count`` consecutive UDP ports from ``port`` (the workers' SFU ports, ``--workers``):
-    :func:`bind_other_port` for a block, which is moved as a whole when it must move."""
+    :func:`bind_other_port` for a block, which is moved as a whole when it must move. ``avoid``:
+    a port the block must not take (the main port, bound later), as if it were taken."""
     family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
     low, high = relay_ports
     choices = [*range(1024, low - count + 1), *range(high + 1, 65537 - count)] or list(
@@ -272,6 +279,8 @@ def bind_port_block(
     for index, candidate in enumerate(candidates):
         socks: list[socket.socket] = []
         try:
+            if avoid is not None and candidate <= avoid < candidate + count:
+                raise OSError(errno.EADDRINUSE, "the main port")
             for offset in range(count):
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 socks.append(sock)

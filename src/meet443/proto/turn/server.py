@@ -165,7 +165,7 @@ class TurnServer:
         ledger: QuotaLedger | None = None,
     ) -> None:
         self.settings = settings
-        self.ledger: QuotaLedger = ledger or MemoryLedger()
+        self.ledger: QuotaLedger = ledger if ledger is not None else MemoryLedger()
         self.credentials = credentials
         self.policy = policy
         self.relay_ports = relay_ports
