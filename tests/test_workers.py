@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from meet443.node import Forward, NodeCore, Output, ToWorker
-from meet443.proto.addresses import Address, ServerPort, ToClientFrom
+from meet443.proto.addresses import ServerPort, ToClientFrom
 from meet443.proto.signaling.admission import RoomAdmission, RoomMode
 from meet443.proto.signaling.room import (
     Close,

@@ -197,13 +197,6 @@ class EchoPeer:
         self.sock.close()
 
 
-@pytest.fixture
-def echo_peer() -> Iterator[EchoPeer]:
-    peer = EchoPeer()
-    yield peer
-    peer.close()
-
-
 def https_get(server: Server, path: str) -> tuple[int, bytes, dict[str, str]]:
     request = urllib.request.Request(f"https://{HOST}:{server.port}{path}")
     with urllib.request.urlopen(request, context=server.tls_context(), timeout=5) as response:

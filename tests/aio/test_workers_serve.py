@@ -19,11 +19,9 @@ import pytest
 
 from meet443.proto.stun.attributes import ErrorCode, RequestedTransport
 from meet443.proto.stun.message import Method, StunClass
-
 from meet443.proto.turn.credentials import rest_credentials
 
 from .test_serve import SECRET, EchoPeer, Server, free_port, start_server, stop_server
-from .test_serve import echo_peer as echo_peer  # the fixture
 from .turn_client import SocketTurnClient, stun_binding_request
 
 HOST = "127.0.0.1"
