@@ -335,6 +335,41 @@ class TestTurnSecret:
         assert config.turn_secret == "from-env"
 
 
+class TestResumeKey:
+    """docs/signaling.md "Node restarts": resume tokens are signed with a key kept across restarts."""
+
+    def test_generated_once_0600_and_reused(self, data_dir: Path) -> None:
+        first = load(data_dir)
+        key_file = data_dir / "resume-key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert len(first.resume_key) >= 43
+        assert first.resume_key != first.turn_secret.encode()
+        assert load(data_dir).resume_key == first.resume_key
+        assert first.resume_key_origin == str(key_file)
+
+    def test_file(self, tmp_path: Path, data_dir: Path) -> None:
+        key_file = tmp_path / "key"
+        key_file.write_text("k" * 40 + "\n")
+        config = load(data_dir, "--resume-key-file", str(key_file))
+        assert config.resume_key == b"k" * 40
+        assert not (data_dir / "resume-key").exists()
+
+    def test_short_key_refused(self, tmp_path: Path, data_dir: Path) -> None:
+        key_file = tmp_path / "key"
+        key_file.write_text("short\n")
+        with pytest.raises(ConfigError, match="less than 32 characters"):
+            load(data_dir, "--resume-key-file", str(key_file))
+
+    def test_redacted(self, data_dir: Path) -> None:
+        config = load(data_dir)
+        assert config.redacted()["resume_key"] == "<redacted>"
+        assert config.resume_key.decode() not in repr(config)
+
+    def test_shutdown_timeout(self, data_dir: Path) -> None:
+        assert load(data_dir).shutdown_timeout == 10.0
+        assert load(data_dir, "--shutdown-timeout", "2.5").shutdown_timeout == 2.5
+
+
 class TestRedaction:
     def test_redacted_hides_secret_and_passwords(self, data_dir: Path) -> None:
         config = load(data_dir, "--turn-secret", "s3cret-value", "--turn-user", "alice:pa55word")
@@ -463,6 +498,7 @@ class TestOptionTable:
             assert {option.dest, option.dest + "s", option.dest + "_file"} & fields or option.dest in {
                 "turn_secret_file",
                 "turn_users_file",
+                "resume_key_file",
             }, option.name
 
 

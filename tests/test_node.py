@@ -15,6 +15,7 @@ import pytest
 
 from meet443.node import SWEEP_SECONDS, NodeCore, Output
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
+from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.rtp.packet import RtpPacket
 from meet443.proto.signaling.admission import RoomAdmission, RoomMode
 from meet443.proto.signaling.room import Close, LookupRoom, Send, SignalingServer
@@ -169,6 +170,58 @@ class TestGroupRoomThroughSignaling:
         alice = Browser("alice", CLIENT, SFU_CERT, "ualice")
         node.send(1, {"type": "publish", "sdp": alice.publish_offer(), "sources": {"0": "microphone"}})
         assert [m["type"] for m in node.inbox[1]] == ["joined"]
+
+
+class TestSfuRestart:
+    """docs/signaling.md "SFU restart": the SFU forgets a room; its participants start over."""
+
+    def test_everyone_is_told_and_publishes_again_on_new_connections(self) -> None:
+        node = Node()
+        alice_id = node.join(1, "Alice")["selfId"]
+        bob_id = node.join(2, "Bob")["selfId"]
+        node.join(3, "Carol", room="other-room")
+        alice = Browser("alice", CLIENT, SFU_CERT, "ualice")
+        node.send(1, {"type": "publish", "sdp": alice.publish_offer(), "sources": {"0": "microphone"}})
+        first = sfu_ice(node.last(1, "publish-answer")["sdp"])
+        conference = node.core.conference
+        assert conference is not None and conference.track_count == 2
+        node.inbox.clear()
+        node.take(node.core.restart_sfu("town-hall", node.now))
+        assert node.inbox[1] == [{"type": "sfu-restart"}]
+        assert node.inbox[2] == [{"type": "sfu-restart"}]
+        assert 3 not in node.inbox  # another room's media session is untouched
+        # Members again, with nothing published and no connection: the old ICE session is gone.
+        assert conference.participant_count == 3 and conference.track_count == 0
+        alice.remote["publish"] = first
+        assert not conference.owns_stun(Message.parse(alice.check("publish")))
+        # A publish of the old peer connection still in flight, then the new one's (a new certificate).
+        node.send(1, {"type": "publish", "sdp": alice.publish_offer(), "sources": {"0": "microphone"}})
+        stale = sfu_ice(node.last(1, "publish-answer")["sdp"])
+        again = Browser("alice", CLIENT, DtlsCertificate.generate(NOW, seeded(5)), "ualice2")
+        node.send(1, {"type": "publish", "sdp": again.publish_offer(), "sources": {"0": "microphone"}})
+        again.remote["publish"] = sfu_ice(node.last(1, "publish-answer")["sdp"])
+        assert again.remote["publish"] not in (first, stale)
+        alice.remote["publish"] = stale
+        assert not conference.owns_stun(Message.parse(alice.check("publish")))
+        assert conference.owns_stun(Message.parse(again.check("publish")))
+        offer = node.last(2, "subscribe-offer")
+        assert {t["participantId"] for t in offer["tracks"]} == {alice_id}
+        assert node.signaling.room_of(2) == "town-hall" and bob_id != alice_id
+
+    def test_a_participant_awaiting_resume_gets_it_after_joined(self) -> None:
+        node = Node()
+        token = node.join(1, "Alice")["resumeToken"]
+        node.join(2, "Bob")
+        node.take(node.core.disconnected(1, node.now))
+        node.take(node.core.restart_sfu("town-hall", node.now))
+        node.take(node.core.connect(4, "198.51.100.7", node.now))
+        node.send(
+            4, {"type": "join", "v": 1, "room": "town-hall", "displayName": "Alice", "resumeToken": token}
+        )
+        assert [m["type"] for m in node.inbox[4]] == ["joined", "sfu-restart"]
+
+    def test_an_unknown_room_is_a_no_op(self) -> None:
+        assert Node().core.restart_sfu("nowhere", NOW) == []
 
 
 def connected_publisher(node: Node, port: ServerPort) -> Browser:

@@ -27,6 +27,7 @@ from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
 from meet443.config import ServeConfig, ip_literal_warning, turn_uris_for
+from meet443.exceptions import ParseError
 from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
@@ -35,16 +36,17 @@ from meet443.proto.dtls.certificate import DtlsCertificate
 from meet443.proto.shares import LocalSharedCap, default_share
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import SignalingLimits, SignalingServer
+from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.quota import QuotaLedger
 from meet443.proto.turn.server import TurnServer, TurnSettings
 from meet443.sfu.conference import Conference
+from meet443.state.rooms import RoomStateStore, SqliteRoomStore
 from meet443.workers import WorkerPlacement
 
 logger = logging.getLogger("meet443")
 
-SHUTDOWN_SECONDS = 4.0
 #: An address may keep this many connections pending however small the global cap's tenth is.
 MIN_PENDING_PER_ADDRESS = 32
 #: Descriptors the server holds whatever its load: listeners, the UDP ports, the database, logs,
@@ -140,6 +142,7 @@ def build_signaling_server(
     max_participants: int = 10000,
     limits: SignalingLimits | None = None,
     server_epoch: int = 0,
+    resume_key: bytes | None = None,
     token: Callable[[int], str] = secrets.token_urlsafe,
 ) -> SignalingServer:
     """The signaling core, handing out TURN credentials for this server's TURN URIs."""
@@ -157,6 +160,7 @@ def build_signaling_server(
         max_participants=max_participants,
         limits=limits,
         server_epoch=server_epoch,
+        resume_key=resume_key,
     )
 
 
@@ -199,6 +203,7 @@ def _node_signaling(config: ServeConfig, server_epoch: int) -> SignalingServer:
         ),
         # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
         server_epoch=server_epoch,
+        resume_key=config.resume_key,
     )
 
 
@@ -215,31 +220,57 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
     return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
-def build_service(config: ServeConfig, store: MeetingStore) -> NodeService:
-    """The node of ``meet443 serve`` in its adapter, before any socket is bound."""
+def build_service(
+    config: ServeConfig, store: MeetingStore, rooms: RoomStateStore | None = None
+) -> NodeService:
+    """The node of ``meet443 serve`` in its adapter, before any socket is bound; with ``rooms``,
+    the rooms it holds are restored from there and written through to it."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
+    node = build_node(config, relays, store.next_epoch())
+    if rooms is not None:
+        node.restore(load_rooms(rooms), time.time())
     return NodeService(
-        build_node(config, relays, store.next_epoch()),
+        node,
         relays,
         directory=directory,
         public_url=config.public_url,
         on_meeting_ended=meeting_ended,
+        rooms=rooms,
     )
 
 
-def build_control_service(config: ServeConfig, store: MeetingStore, workers: MediaWorkers) -> NodeService:
-    """The control process of ``--workers N``: signaling, with the SFU rooms placed on workers."""
+def build_control_service(
+    config: ServeConfig, store: MeetingStore, rooms: RoomStateStore | None, workers: MediaWorkers
+) -> NodeService:
+    """The control process of ``--workers N``: signaling, with the SFU rooms placed on workers
+    (:func:`build_service` otherwise)."""
     directory, meeting_ended = meeting_directory(config, store)
     node = NodeCore(_node_signaling(config, store.next_epoch()), placement=WorkerPlacement(config.workers))
+    if rooms is not None:
+        node.restore(load_rooms(rooms), time.time())
     return NodeService(
         node,
         None,
         directory=directory,
         public_url=config.public_url,
         on_meeting_ended=meeting_ended,
+        rooms=rooms,
         to_process=workers.to_process,
     )
+
+
+def load_rooms(rooms: RoomStateStore) -> list[RoomSnapshot]:
+    """The snapshots an earlier run wrote; one that does not decode is logged and left out."""
+    loaded = []
+    for name, data in rooms.load_all().items():
+        try:
+            loaded.append(RoomSnapshot.parse(data))
+        except ParseError as exc:
+            logger.warning("room %s: its saved state is unreadable, not restored: %s", name, exc)
+    if loaded:
+        logger.info("restoring %d rooms: their participants may resume for 30 s", len(loaded))
+    return loaded
 
 
 def sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
@@ -270,16 +301,17 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     ssl_context = make_server_ssl_context(cert, key)
 
     store = MeetingStore.open(config.data_dir)
+    rooms = SqliteRoomStore.open(config.data_dir)
     workers: MediaWorkers | None = None
     if config.workers > 1:
         cap = config.max_pending_connections
         share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
         workers = MediaWorkers(config, cap, share)
-        service = build_control_service(config, store, workers)
+        service = build_control_service(config, store, rooms, workers)
         sfu_ports = workers.sfu_ports
         await workers.start(service)
     else:
-        service = build_service(config, store)
+        service = build_service(config, store, rooms)
         sfu_ports = [await _listen_single(config, service)]
     node = service.node
     other_port = sfu_ports[0]
@@ -360,6 +392,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_certificates)
+    service.dispatch([])  # arms the timer for the restored rooms' resume windows
     try:
         await stop.wait()
     finally:
@@ -367,14 +400,21 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         tcp.close()
-        await service.close()
-        if workers is not None:
-            await workers.close()
-        cleanups = [http.close()] + ([metrics_runner.cleanup()] if metrics_runner else [])
+
+        async def shut_down() -> None:
+            # Clients are told the server restarts (1012) and the rooms' state is written before
+            # anything else closes: that is what resuming needs.
+            await service.close()
+            closing = [http.close(), *([metrics_runner.cleanup()] if metrics_runner else [])]
+            if workers is not None:
+                closing.append(workers.close())
+            await asyncio.gather(*closing)
+
         try:
-            await asyncio.wait_for(asyncio.gather(*cleanups), SHUTDOWN_SECONDS)
+            await asyncio.wait_for(shut_down(), config.shutdown_timeout)
         except TimeoutError:
-            logger.warning("shutdown did not finish in %.0f s", SHUTDOWN_SECONDS)
+            logger.warning("shutdown did not finish in %.0f s", config.shutdown_timeout)
+        rooms.close()
         store.close()
 
 

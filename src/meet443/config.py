@@ -76,6 +76,9 @@ DEFAULT_MAX_PARTICIPANTS = 1000
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ENV_PREFIX = "MEET443_"
 SECRET_FILE_NAME = "turn-secret"  # noqa: S105 -- a file name, not a secret
+RESUME_KEY_FILE_NAME = "resume-key"
+#: A resume key shorter than this is guessable; the generated one has 43 (256 bits).
+MIN_RESUME_KEY_CHARS = 32
 
 # RFC 8489 §14.3: USERNAME is fewer than 509 bytes of UTF-8.
 _MAX_USERNAME_BYTES = 508
@@ -146,6 +149,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "FILE",
         f"file holding the shared secret (default: <data-dir>/{SECRET_FILE_NAME}, generated on first run)",
         exclusive_group="turn-secret",
+    ),
+    Option(
+        "resume-key-file",
+        "FILE",
+        "file holding the key that signs resume tokens, so that participants resume across a restart "
+        f"(default: <data-dir>/{RESUME_KEY_FILE_NAME}, generated on first run)",
+    ),
+    Option(
+        "shutdown-timeout",
+        "SECONDS",
+        "on SIGTERM: tell clients the server restarts, write the rooms' state, and exit within this long",
     ),
     Option("turn-user", "USER:PASS", "static TURN user (repeatable)", repeatable=True),
     Option("turn-users-file", "FILE", "file with one USER:PASS per line, # starts a comment"),
@@ -326,6 +340,11 @@ class ServeConfig:
     turn_secret: str = field(repr=False, metadata={"redact": "value"})
     #: Where the secret came from (a flag, a variable or a file path), safe to log.
     turn_secret_origin: str = ""
+    #: Signs resume tokens (docs/signaling.md "Node restarts"); empty when not read.
+    resume_key: bytes = field(default=b"", repr=False, metadata={"redact": "value"})
+    resume_key_origin: str = ""
+    #: SIGTERM to exit, at most.
+    shutdown_timeout: float = 10.0
     #: Static long-term users, username → password.
     turn_users: Mapping[str, str] = field(
         default_factory=lambda: types.MappingProxyType({}),
@@ -881,12 +900,12 @@ def _publish_new_secret(path: Path) -> None:
         os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    logger.info("generated a TURN shared secret in %s", path)
+    logger.info("generated a secret in %s", path)
 
 
-def _load_or_create_secret(data_dir: Path) -> tuple[str, Path]:
-    """Read ``<data-dir>/turn-secret``, creating it (mode 0600) on first use."""
-    path = data_dir / SECRET_FILE_NAME
+def _load_or_create_secret(data_dir: Path, name: str = SECRET_FILE_NAME) -> tuple[str, Path]:
+    """Read ``<data-dir>/<name>`` (the TURN secret, the resume key), creating it (mode 0600) on first use."""
+    path = data_dir / name
     if not path.exists():
         try:
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -897,7 +916,7 @@ def _load_or_create_secret(data_dir: Path) -> tuple[str, Path]:
             raise ConfigError(f"cannot create {path}: {exc.strerror or exc}") from None
     if sys.platform != "win32" and path.stat().st_mode & 0o077:
         logger.warning("%s is readable by other users; run: chmod 600 %s", path, path)
-    secret = _read_text(path, "TURN secret file").strip()
+    secret = _read_text(path, "secret file").strip()
     if not secret:
         raise ConfigError(f"{path} is empty; delete it to generate a new secret")
     return secret, path
@@ -998,6 +1017,21 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         secret, generated = _load_or_create_secret(data_dir)
         secret_origin = str(generated)
 
+    resume_key_file = values.path("resume_key_file")
+    if not read_secrets:
+        resume_key, resume_origin = "", "not read"
+    elif resume_key_file is not None:
+        resume_key = _read_text(resume_key_file, "resume key file").strip()
+        if len(resume_key) < MIN_RESUME_KEY_CHARS:
+            raise ConfigError(
+                f"{values.source('resume_key_file')}: {resume_key_file} holds less than "
+                f"{MIN_RESUME_KEY_CHARS} characters"
+            )
+        resume_origin = str(resume_key_file)
+    else:
+        resume_key, generated = _load_or_create_secret(data_dir, RESUME_KEY_FILE_NAME)
+        resume_origin = str(generated)
+
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together: give both or neither")
@@ -1013,6 +1047,9 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         relay_ports=pick("relay_ports", _parse_relay_ports),
         turn_secret=secret,
         turn_secret_origin=secret_origin,
+        resume_key=resume_key.encode(),
+        resume_key_origin=resume_origin,
+        shutdown_timeout=pick("shutdown_timeout", _parse_positive_float),
         turn_users=types.MappingProxyType(_static_users(values) if read_secrets else {}),
         allow_peers=tuple(values.many("allow_peer", _parse_cidr)),
         public_url=public_url,

@@ -47,9 +47,9 @@ from meet443.exceptions import ParseError
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
 from meet443.proto.demux import KIND_BY_FIRST_BYTE, PacketKind
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
-from meet443.proto.signaling.messages import SfuRestart
 from meet443.proto.signaling.room import LeftSfu, RevokeTurn, SignalingServer, ToSfu
 from meet443.proto.signaling.room import Output as SignalingOutput
+from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.proto.stun.message import Message
 from meet443.proto.turn.allocation import ClientFlow
 from meet443.proto.turn.server import Output as TurnOutput
@@ -261,17 +261,20 @@ class NodeCore:
         """Media worker: a :class:`ToWorker` request of the control process."""
         return self._signaling_outputs([message], now, input_=False)
 
+    def restore(self, snapshots: list[RoomSnapshot], now: float) -> None:
+        """Rooms saved by an earlier run (docs/signaling.md "Node restarts"); before any connection."""
+        self.signaling.restore(snapshots, now)
+        self._signaling_due = _or_never(self.signaling.get_timer())
+        self._rearm()
+
     def restart_sfu(self, room: str, now: float) -> list[Output]:
-        """The SFU lost ``room``'s sessions (its worker died): the room's worker is told its
-        participants again, and they are told ``sfu-restart`` (new SFU peer connections, new
-        DTLS fingerprint: docs/signaling.md). Control process only."""
-        placement = self.placement
-        assert placement is not None, "restart_sfu is for a control process's rooms"
-        worker = placement.worker_of(room)
-        if worker is None:
-            return []
-        out: list[Output] = [ToWorker(worker, ToSfu(room, p, None)) for p in placement.members(room)]
-        out += self.signaling.broadcast(room, SfuRestart())
+        """The SFU lost ``room``'s media session (the media worker serving it died): the SFU
+        forgets the room, and its participants are told to publish and subscribe again on new
+        connections, keeping their ids (docs/signaling.md "SFU restart")."""
+        out: list[Output] = []
+        if self.conference is not None:
+            out += self._conference_outputs(self.conference.forget_room(room, now), now)
+        out += self._signaling_outputs(self.signaling.sfu_restarted(room), now)
         return out
 
     def worker_died(self, worker: int, now: float) -> list[Output]:

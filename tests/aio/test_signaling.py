@@ -47,7 +47,9 @@ async def serving(
     **kwargs: Any,
 ) -> AsyncIterator[tuple[NodeService, str, aiohttp.ClientSession]]:
     kwargs.setdefault("limits", SignalingLimits(join_burst=100))
-    adapter_kwargs = {name: kwargs.pop(name) for name in ("clock", "on_meeting_ended") if name in kwargs}
+    adapter_kwargs = {
+        name: kwargs.pop(name) for name in ("clock", "on_meeting_ended", "rooms") if name in kwargs
+    }
     core = build_signaling_server(turn_secret=SECRET, public_url=PUBLIC_URL, turn_port=443, **kwargs)
     service = NodeService(NodeCore(core), None, directory=directory, public_url=PUBLIC_URL, **adapter_kwargs)
     app = web.Application()
@@ -336,13 +338,15 @@ class TestAdapter:
 
         run(scenario())
 
-    def test_close_says_going_away(self) -> None:
+    def test_close_says_service_restart(self) -> None:
+        """RFC 6455 §7.4: 1012, so that clients come back at once and resume."""
+
         async def scenario() -> None:
             async with serving() as (service, url, session):
                 ada = await Peer.open(session, url)
                 await ada.join()
                 await service.close()
-                assert await ada.closed() == 1001
+                assert await ada.closed() == 1012
 
         run(scenario())
 

@@ -74,7 +74,7 @@ def test_chat_survives_a_restart(tmp_path: Path) -> None:
             try:
                 line = await asyncio.wait_for(node.stdout.readline(), TIMEOUT)
                 assert line == b"restart\n", line + await node.stderr.read()
-                await runner.cleanup()  # every socket closes with 1001, as on SIGTERM
+                await runner.cleanup()  # every socket closes with 1012, as on SIGTERM
                 runner = await start(tmp_path, store, port)
                 node.stdin.write(b"restarted\n")
                 await node.stdin.drain()

@@ -435,3 +435,22 @@ class TestFiftyInARoom:
         assert kinds.count("audio") == 16 and kinds.count("video") == 9
         assert len(offer.sdp.encode()) < MAX_SDP_BYTES // 2, len(offer.sdp)
         assert len({t.participant_id for t in offer.tracks}) >= 16
+
+
+class TestForgetRoom:
+    """docs/signaling.md "SFU restart": the SFU forgets a room; its participants come back on new
+    peer connections (new ICE credentials, new certificates)."""
+
+    def test_a_new_peer_connection_gets_a_new_dtls_association(self) -> None:
+        room = Room()
+        alice = room.join("alice", 40001)
+        room.publish(alice)
+        room.connect(alice, "publish")
+        room.sfu.forget_room(ROOM, room.now)  # a DTLS close_notify to alice, which she ignores
+        assert room.sfu.participant_count == 0 and room.sfu.routers == {}
+        room.deliver(room.sfu.request(ROOM, "alice", None, room.now))
+        room.publish(alice)  # a publish of the old peer connection, still in flight
+        again = Browser("alice", alice.address, DtlsCertificate.generate(NOW, seeded(9)), "uagain")
+        room.browsers["alice"] = room.by_address[again.address] = again
+        room.publish(again)
+        room.connect(again, "publish")  # the handshake completes: the SFU expects the new certificate

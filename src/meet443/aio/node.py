@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 from meet443.aio.signaling import SignalingEndpoint
@@ -20,9 +21,10 @@ from meet443.aio.turn import RelayPool, StreamTurnProtocol, UdpPortProtocol
 from meet443.node import NodeCore, Output
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
-from meet443.proto.signaling.room import Close, LookupRoom, MeetingEnded, Send
+from meet443.proto.signaling.room import Close, LookupRoom, MeetingEnded, RoomChanged, Send
 from meet443.proto.turn.allocation import ClientFlow
 from meet443.proto.turn.server import ToClient, ToPeer
+from meet443.state.rooms import RoomStateStore
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ STREAM_WRITE_LIMIT = 1 << 20
 CLOSE_INTERNAL_ERROR = 1011
 #: After a timer raised (a bug), when to run the timers again: the SFU's tick.
 RETRY_AFTER_FAILURE = 0.02
+#: Changes to one room within this long are written as one snapshot (a burst of chat, a join's
+#: several steps). It is what a crash can lose; SIGTERM writes everything (BENCHMARKS.md).
+SNAPSHOT_COALESCE_SECONDS = 0.1
 _UDP = Transport.UDP
 
 
@@ -49,12 +54,14 @@ class NodeService:
         directory: Directory,
         public_url: str,
         on_meeting_ended: Callable[[str], Awaitable[None]] | None = None,
+        rooms: RoomStateStore | None = None,
         clock: Callable[[], float] = time.time,
         to_process: Callable[[Output], None] | None = None,
     ) -> None:
-        """``to_process`` takes the outputs that leave for another process (``--workers``):
-        :class:`~meet443.node.ToWorker` and :class:`~meet443.node.Forward`, and a worker's SFU
-        signals."""
+        """``rooms``: where room snapshots are written through (docs/signaling.md "Node restarts");
+        None keeps rooms in memory only. ``to_process`` takes the outputs that leave for another
+        process (``--workers``): :class:`~meet443.node.ToWorker` and
+        :class:`~meet443.node.Forward`, and a worker's SFU signals."""
         self.relays = relays
         self._to_process = to_process
         self.node = node
@@ -74,6 +81,12 @@ class NodeService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._armed = float("inf")
+        self._rooms = rooms
+        #: Rooms changed since the last write, and the one call that writes them.
+        self._dirty: set[str] = set()
+        self._flush: asyncio.TimerHandle | None = None
+        #: One thread: the store's writes block, and must land in the order the rooms changed.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="room-state") if rooms is not None else None
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -163,6 +176,12 @@ class NodeService:
             self.signaling.enqueue(output.conn, output)
         elif isinstance(output, LookupRoom):
             self._spawn(self._lookup(output))
+        elif isinstance(output, RoomChanged):
+            if self._rooms is not None:
+                self._dirty.add(output.room)
+                if self._flush is None:
+                    loop = asyncio.get_running_loop()
+                    self._flush = loop.call_later(SNAPSHOT_COALESCE_SECONDS, self.write_rooms)
         elif isinstance(output, MeetingEnded):
             if self._on_meeting_ended is not None:
                 self._spawn(self._on_meeting_ended(output.room))
@@ -201,6 +220,40 @@ class NodeService:
             )
             return
         self.dispatch(self.node.admit(lookup.conn, answer, self._clock()))
+
+    # -- room snapshots -------------------------------------------------------------------------
+
+    def write_rooms(self) -> None:
+        """Hand the snapshots of the rooms changed since the last call to the store's thread: taken
+        now, on the loop, so each is consistent; written there, in order."""
+        self._flush = None
+        if self._rooms is None or self._writer is None:
+            return
+        dirty, self._dirty = self._dirty, set()
+        now = self._clock()
+        for room in sorted(dirty):
+            snapshot = self.node.signaling.snapshot(room)
+            self._writer.submit(self._write_room, room, None if snapshot is None else bytes(snapshot), now)
+
+    def _write_room(self, room: str, data: bytes | None, now: float) -> None:
+        assert self._rooms is not None
+        try:
+            if data is None:
+                self._rooms.delete(room)
+            else:
+                self._rooms.save(room, data, now)
+        except Exception:
+            # A full disk costs resuming after a restart, not the meeting going on now.
+            logger.exception("room %s: its snapshot could not be written", room)
+
+    async def flush_rooms(self) -> None:
+        """Write every pending snapshot and wait until the store has them (SIGTERM)."""
+        if self._flush is not None:
+            self._flush.cancel()
+        self.write_rooms()
+        if self._writer is not None:
+            # One worker, first in first out: this runs after every write queued before it.
+            await asyncio.get_running_loop().run_in_executor(self._writer, lambda: None)
 
     # -- the timer ------------------------------------------------------------------------------
 
@@ -243,13 +296,17 @@ class NodeService:
         self.udp[port] = cast(asyncio.DatagramTransport, transport)
 
     async def close(self) -> None:
-        """Stop the timer, close every signaling socket (1001) and every TURN connection and relay."""
+        """Stop the timer, close every signaling socket (1012), write the rooms' snapshots, close
+        every TURN connection and relay."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         for task in list(self._tasks):
             task.cancel()
         await self.signaling.close()
+        await self.flush_rooms()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
         for port in (ServerPort.OTHER, ServerPort.MAIN):
             transport = self.udp[port]
             if transport is not None:

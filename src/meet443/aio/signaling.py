@@ -60,7 +60,8 @@ MAX_MSG_SIZE = 2 * MAX_FRAME_BYTES
 #: A socket that cannot take this much of what we send it is gone in all but name.
 MAX_QUEUED_BYTES = 1 << 20
 SHUTDOWN_SECONDS = 2.0
-CLOSE_GOING_AWAY = 1001
+#: RFC 6455 §7.4 (IANA registry): the server is restarting; clients reconnect at once and resume.
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_POLICY_VIOLATION = 1008
 
 #: Default ports of the schemes a web page's origin (or the public URL) has; other schemes never match.
@@ -145,7 +146,7 @@ class SignalingEndpoint:
         self._peers: dict[int, _Peer] = {}
 
     def add_routes(self, app: web.Application) -> None:
-        """Register ``GET /v1/ws``; its sockets close (1001) when the app shuts down."""
+        """Register ``GET /v1/ws``; its sockets close (1012) when the app shuts down."""
         app.router.add_get("/v1/ws", self.handle)
         app.on_shutdown.append(self._on_shutdown)
 
@@ -153,9 +154,10 @@ class SignalingEndpoint:
         await self.close()
 
     async def close(self) -> None:
-        """Close every socket with 1001 (going away)."""
+        """Close every socket with 1012 (service restart): the node keeps its rooms for the resume
+        window (docs/signaling.md "Node restarts"), so clients come back at once."""
         for conn in list(self._peers):
-            self.enqueue(conn, Close(conn, CLOSE_GOING_AWAY, "server shutting down"))
+            self.enqueue(conn, Close(conn, CLOSE_SERVICE_RESTART, "server restarting"))
         writers = [p.writer for p in self._peers.values() if p.writer is not None]
         if writers:
             await asyncio.wait(writers, timeout=SHUTDOWN_SECONDS)

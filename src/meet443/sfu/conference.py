@@ -233,10 +233,34 @@ class Conference:
             del self.codec_plans[room]
         return out
 
+    def forget_room(self, room: str, now: float) -> list[Output]:
+        """Drop every connection, track and slot of ``room`` (its media session is lost: the
+        worker or node serving it restarted). Its participants come back with ``request(room,
+        participant, None)`` and publish on new connections (docs/signaling.md "SFU restart")."""
+        out = self._out = []
+        for key in [key for key in self._members if key[0] == room]:
+            member = self._members.pop(key)
+            for connection in (member.publish, member.subscribe):
+                if connection is not None:
+                    self._close(connection, now)
+        self._keyframes_due = deque(due for due in self._keyframes_due if due[1].room != room)
+        self.routers.pop(room, None)
+        self.codec_plans.pop(room, None)
+        return out
+
     def _on_publish(self, member: _Member, message: Publish, now: float) -> None:
         offer = SessionDescription.parse(message.sdp)
         remote = remote_transport(offer)
         connection = member.publish
+        if (
+            connection is not None
+            and connection.dtls is not None
+            and (connection.dtls.remote_fingerprints != tuple(remote.fingerprints))
+        ):
+            # Another certificate: a new peer connection (the client started over after an
+            # sfu-restart, and a publish of its old one reached us first). Its DTLS starts afresh.
+            self._close(connection, now)
+            connection = None
         if connection is None:
             connection = member.publish = self._connection(member, PcRole.PUBLISH, remote.ice_ufrag, now)
         session = self.mux.sessions[connection.ice_id]

@@ -28,6 +28,7 @@ function fresh(overrides = {}) {
     speaking: [],
     reactions: [],
     reactionSeq: 0,
+    sfuRestarts: 0,
     pinned: null,
     panel: null,
     ...overrides,
@@ -97,6 +98,18 @@ test('joined in a group room: the SFU starts and the current speaker shows at on
   assert.ok(!types(fx).includes('mesh-add'));
   receive(s, { type: 'speaker', participantId: null });
   assert.equal(s.speaker, null);
+});
+
+test('sfu-restart starts the SFU session over in a group room, and means nothing peer to peer', () => {
+  const s = fresh();
+  receive(s, joined({ room: { name: 'r', mode: 'group', locked: false, maxParticipants: 50 } }));
+  assert.deepEqual(receive(s, { type: 'sfu-restart' }), [{ type: 'sfu-restart' }]);
+  assert.equal(s.sfuRestarts, 1);
+  assert.equal(s.selfId, 'me');
+  const p2p = fresh();
+  receive(p2p, joined());
+  assert.deepEqual(receive(p2p, { type: 'sfu-restart' }), []);
+  assert.equal(p2p.sfuRestarts, 0);
 });
 
 test('a fresh join puts the hand down; a resume keeps it', () => {

@@ -201,3 +201,38 @@ test('leave sends leave and never reconnects', () => {
   mock.timers.tick(60_000);
   assert.equal(FakeWebSocket.all.length, 1);
 });
+
+test('1012 (service restart): back within half a second, then about every second for 30 s', () => {
+  client.start();
+  let ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  ws.drop(1012);
+  const delays = [statuses.at(-1)[1].delay];
+  assert.ok(delays[0] >= 250 && delays[0] <= 500, `first try after ${delays[0]} ms`);
+  // The server is not back yet: every try fails; the delays stay short for the resume window.
+  for (let i = 0; i < 20; i += 1) {
+    mock.timers.tick(1_000);
+    ws = FakeWebSocket.all.at(-1);
+    ws.drop(1006);
+    delays.push(statuses.at(-1)[1].delay);
+  }
+  assert.ok(delays.slice(1).every((d) => d >= 500 && d <= 1_000), delays.join(' '));
+  mock.timers.tick(1_000);
+  ws = FakeWebSocket.all.at(-1);
+  ws.open();
+  assert.equal(ws.sent[0].resumeToken, 'tok-1');
+  ws.receive(joined({ resumed: true }));
+  assert.equal(client.restartingSince, null);
+});
+
+test('after the resume window a restart backs off as any other drop', () => {
+  const t0 = Date.now();
+  client.restartingSince = t0;
+  client.attempts = 6;
+  assert.ok(client.retryDelay(0.5, t0 + 29_000) <= 1_000);
+  assert.ok(client.retryDelay(0.5, t0 + 31_000) >= 6_000);
+  client.restartingSince = null;
+  client.attempts = 1;
+  assert.ok(client.retryDelay(0.5) === 500);
+});

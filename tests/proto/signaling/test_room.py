@@ -22,6 +22,7 @@ from meet443.proto.signaling.room import (
     MeetingEnded,
     Output,
     RevokeTurn,
+    RoomChanged,
     Send,
     SignalingLimits,
     SignalingServer,
@@ -47,7 +48,13 @@ class Harness:
     """One server, an in-memory directory and the frames each connection has received."""
 
     def __init__(
-        self, *, force_relay: bool = False, max_participants: int = 1000, server_epoch: int = 0, **limits: Any
+        self,
+        *,
+        force_relay: bool = False,
+        max_participants: int = 1000,
+        server_epoch: int = 0,
+        resume_key: bytes = b"resume-key-do-not-log",
+        **limits: Any,
     ) -> None:
         self.clock = FakeClock()
         counter = itertools.count(1)
@@ -58,6 +65,7 @@ class Harness:
             max_participants=max_participants,
             limits=SignalingLimits(**limits),
             server_epoch=server_epoch,
+            resume_key=resume_key,
         )
         self.inbox: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.closed: dict[int, tuple[int, str]] = {}
@@ -67,6 +75,8 @@ class Harness:
         self.ended: list[str] = []
         self.sfu: list[ToSfu | LeftSfu] = []
         self.revoked: list[RevokeTurn] = []
+        #: Rooms named by RoomChanged, in order.
+        self.changed: list[str] = []
         self.conns = itertools.count(1)
         self.ice_calls: list[tuple[str, float]] = []
 
@@ -107,6 +117,8 @@ class Harness:
                 self.sfu.append(output)
             elif isinstance(output, RevokeTurn):
                 self.revoked.append(output)
+            elif isinstance(output, RoomChanged):
+                self.changed.append(output.room)
             else:
                 assert isinstance(output, MeetingEnded)
                 self.ended.append(output.room)

@@ -67,6 +67,7 @@ __all__ = [
     "RoomInfo",
     "RoomUpdated",
     "ServerMessage",
+    "SfuRestart",
     "clean_display_name",
     "decode_client_message",
     "encode",
@@ -412,7 +413,8 @@ class _ServerBase(Struct, tag_field="type", rename="camel", frozen=True):
 
 class ChatMessage(_ServerBase, tag="chat", frozen=True):
     """A chat message; ``(epoch, seq)`` is its id: ``seq`` counts from 1 in each room, ``epoch``
-    changes (grows) whenever a room's chat starts again, after a server restart included."""
+    changes (grows) whenever a room's chat starts again, after a server restart that did not
+    restore the room included."""
 
     seq: int
     sender: str = msgspec.field(name="from")
@@ -545,15 +547,16 @@ class Republish(_ServerBase, tag="republish", frozen=True):
     every subscriber decodes it): send a new ``publish`` offer."""
 
 
+class SfuRestart(_ServerBase, tag="sfu-restart", frozen=True):
+    """The SFU lost this participant's media session (its worker or node restarted): close the
+    SFU peer connections and publish and subscribe again on new ones, keeping the participant id,
+    the tiles and the chat (docs/signaling.md "Group rooms")."""
+
+
 class Speaker(_ServerBase, tag="speaker", frozen=True):
     """The room's dominant speaker changed (RFC 6464 audio levels measured by the SFU)."""
 
     participant_id: str | None
-
-
-class SfuRestart(_ServerBase, tag="sfu-restart", frozen=True):
-    """The SFU lost this participant's sessions (its media worker was restarted): close the SFU
-    peer connections and publish and subscribe again, in the same room, as the same participant."""
 
 
 class ErrorMessage(_ServerBase, tag="error", frozen=True, omit_defaults=True):
@@ -586,8 +589,8 @@ ServerMessage = (
     | SubscribeOffer
     | Tracks
     | Republish
-    | Speaker
     | SfuRestart
+    | Speaker
     | ErrorMessage
 )
 

@@ -7,14 +7,18 @@ Connections are plain integers chosen by the adapter. Bytes and ``now`` go in, o
 * ``admit(conn, admission, now)``: the directory's answer to a :class:`LookupRoom` output;
 * ``disconnected(conn, now)``: the socket is gone (the participant may resume for 30 s);
 * ``end_meeting(room, now)``: the meeting was deleted through the API; everyone in it is sent away;
-* ``handle_timer(now)``: heartbeats, resume windows, TURN credential refresh, meeting end times.
+* ``handle_timer(now)``: heartbeats, resume windows, TURN credential refresh, meeting end times;
+* ``sfu_restarted(room)``: the SFU lost the room's media session (docs/signaling.md "SFU restart");
+* ``snapshot(room)`` / ``restore(snapshots, now)``: a room's durable state, and the rooms an earlier
+  run of the node saved (docs/signaling.md "Node restarts").
 
-Outputs are :class:`Send`, :class:`Close`, :class:`LookupRoom` (join is two-phase: the directory
-is I/O), :class:`MeetingEnded` and :class:`RevokeTurn` (for the TURN core). ``now`` is wall-clock
-seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames are all
-wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
-``token(nbytes) -> str`` and TURN credentials from the injected
-``ice_servers(participant_id, now) -> (servers, ttl)``.
+Outputs are :class:`Send`, :class:`Close`, :class:`LookupRoom` (join is two-phase: the directory is
+I/O), :class:`MeetingEnded`, :class:`RevokeTurn` (for the TURN core), :class:`ToSfu` and
+:class:`LeftSfu` (for the SFU) and :class:`RoomChanged` (write the room's snapshot). ``now`` is
+wall-clock seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames
+are all wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
+``token(nbytes) -> str`` and TURN credentials from the injected ``ice_servers(participant_id, now)
+-> (servers, ttl)``.
 
 State, in one place:
 
@@ -91,11 +95,13 @@ from meet443.proto.signaling.messages import (
     RoomUpdated,
     ServerMessage,
     SfuRequest,
+    SfuRestart,
     Speaker,
     SubscribeAnswer,
     decode_client_message,
     encode,
 )
+from meet443.proto.signaling.snapshot import ParticipantSnapshot, RoomSnapshot, resume_token
 
 __all__ = [
     "Close",
@@ -107,6 +113,7 @@ __all__ = [
     "Output",
     "ParticipantState",
     "RevokeTurn",
+    "RoomChanged",
     "Send",
     "SignalingCounters",
     "SignalingLimits",
@@ -231,7 +238,15 @@ class RevokeTurn:
     until: float
 
 
-Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn
+@dataclass(frozen=True, slots=True)
+class RoomChanged:
+    """What resuming ``room`` after a restart needs changed (:meth:`SignalingServer.snapshot`
+    tells it now, or None: the room is gone). Several in a row may be written as one."""
+
+    room: str
+
+
+Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn | RoomChanged
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,6 +382,11 @@ class _Participant:
     conn: int | None
     reactions: TokenBucket
     resume_token: str | None = None
+    #: What the token derives from with the resume key (:func:`resume_token`); fresh on every join.
+    resume_nonce: str = ""
+    #: Restored from a snapshot in a group room: the SFU does not know it; on resume it is added
+    #: again and its client told ``sfu-restart``.
+    sfu_lost: bool = False
     audio: bool = False
     video: bool = False
     screen: bool = False
@@ -430,11 +450,15 @@ class SignalingServer:
         limits: SignalingLimits | None = None,
         server_epoch: int = 0,
         sockets: SharedCap | None = None,
+        resume_key: bytes | None = None,
     ) -> None:
         """``server_epoch``: a number no earlier run of this server had (``MeetingStore.next_epoch``).
         ``sockets`` counts open sockets per address for the whole server (default: this process
-        only, with ``limits``' cap and share)."""
+        only, with ``limits``' cap and share). ``resume_key`` signs resume tokens (:func:`resume_token`);
+        a node that restores rooms after a restart must be given the same key (default: one made
+        from ``token``, good for this run only)."""
         self._ice_servers = ice_servers
+        self._resume_key = resume_key if resume_key is not None else token(32).encode()
         self._next_chat_epoch = server_epoch * ROOMS_PER_RUN
         self._token = token
         self._policy: Literal["all", "relay"] = "relay" if force_relay else "all"
@@ -622,10 +646,97 @@ class SignalingServer:
         return min(finite) if finite else None
 
     # ---------------------------------------------------------------------------------------------
+    # Node restarts (docs/signaling.md "Node restarts")
+
+    def snapshot(self, room: str) -> RoomSnapshot | None:
+        """What resuming ``room`` needs, or None when the room is gone (after a :class:`RoomChanged`)."""
+        r = self._rooms.get(room)
+        if r is None or not r.participants:
+            return None  # a room of knockers only: nobody in it could resume
+        return RoomSnapshot(
+            name=r.name,
+            mode="group" if r.mode is RoomMode.GROUP else "normal",
+            api_created=r.api_created,
+            end_ms=r.end_ms,
+            locked=r.locked,
+            chat_epoch=r.chat_epoch,
+            chat_seq=r.chat_seq,
+            history=list(r.history),
+            participants=[
+                ParticipantSnapshot(
+                    id=p.id,
+                    display_name=p.display_name,
+                    host=p.host,
+                    audio=p.audio,
+                    video=p.video,
+                    screen=p.screen,
+                    hand=p.hand,
+                    resume_nonce=p.resume_nonce,
+                    turn_until=p.turn_until,
+                )
+                for p in r.participants.values()
+            ],
+        )
+
+    def restore(self, snapshots: list[RoomSnapshot], now: float) -> None:
+        """Rooms saved by an earlier run of this node (given the same resume key), every participant
+        awaiting resume from ``now``: for the resume window they keep their ids, tokens and place,
+        and the chat goes on in the same epoch. Call before any connection."""
+        for snap in snapshots:
+            if snap.name in self._rooms or not snap.participants:
+                continue
+            mode = RoomMode.GROUP if snap.mode == "group" else RoomMode.NORMAL
+            history: deque[ChatMessage] = deque(snap.history, maxlen=self.limits.chat_history)
+            room = _Room(
+                snap.name,
+                mode,
+                snap.api_created,
+                snap.end_ms,
+                history,
+                locked=snap.locked,
+                chat_epoch=snap.chat_epoch,
+                chat_seq=snap.chat_seq,
+            )
+            for ps in snap.participants:
+                p = _Participant(
+                    ps.id,
+                    room,
+                    ps.display_name,
+                    ps.host,
+                    ParticipantState.AWAITING_RESUME,
+                    None,
+                    TokenBucket(self.limits.reaction_rate, self.limits.reaction_burst),
+                    resume_nonce=ps.resume_nonce,
+                    sfu_lost=mode is RoomMode.GROUP,
+                    audio=ps.audio,
+                    video=ps.video,
+                    screen=ps.screen,
+                    hand=ps.hand,
+                    disconnected_at=now,
+                    turn_until=ps.turn_until,
+                )
+                p.resume_token = resume_token(self._resume_key, room.name, p.id, p.resume_nonce)
+                room.participants[p.id] = p
+                self._resume_tokens[p.resume_token] = p
+                self._participant_count += 1
+            # A resent chat message is recognised by its clientMessageId, as before the restart.
+            for message in history:
+                sender = room.participants.get(message.sender)
+                if sender is not None:
+                    sender.chat_ids[message.client_message_id] = message.seq
+            self._rooms[room.name] = room
+            logger.info(
+                "room %s restored with %d participants awaiting resume", room.name, len(room.participants)
+            )
+
+    # ---------------------------------------------------------------------------------------------
     # Plumbing
 
     def _send(self, conn: int, message: ServerMessage) -> None:
         self._out.append(Send(conn, encode(message)))
+
+    def _changed(self, room: _Room) -> None:
+        self._out.append(RoomChanged(room.name))
 
     def _broadcast(self, room: _Room, message: ServerMessage, exclude: _Participant | None = None) -> None:
         payload: bytes | None = None
@@ -854,8 +965,10 @@ class SignalingServer:
         if p.resume_token is not None:
             del self._resume_tokens[p.resume_token]
         # A new token on every join: one seen on an old socket cannot take the participant over.
-        p.resume_token = self._token(_RESUME_TOKEN_BYTES)
+        p.resume_nonce = self._token(_RESUME_TOKEN_BYTES)
+        p.resume_token = resume_token(self._resume_key, room.name, p.id, p.resume_nonce)
         self._resume_tokens[p.resume_token] = p
+        self._changed(room)
         p.conn, p.state = c.conn, ParticipantState.CONNECTED
         c.participant, c.state = p, ConnectionState.JOINED
         servers, _ = self._mint_ice_servers(p, now)
@@ -893,6 +1006,12 @@ class SignalingServer:
         was_connected = p.state is ParticipantState.CONNECTED
         logger.info("conn %d: participant %s of room %s resumed", c.conn, p.id, p.room.name)
         self._join(c, p, join, now, resumed=True)
+        if p.sfu_lost:
+            # Restored after a node restart: the SFU starts this one over (docs/signaling.md
+            # "SFU restart"); the message goes first, so the SFU's offers follow it.
+            p.sfu_lost = False
+            self._send(c.conn, SfuRestart())
+            self._out.append(ToSfu(p.room.name, p.id, None))
         if not was_connected:
             self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
         while p.backlog:
@@ -914,6 +1033,7 @@ class SignalingServer:
             p.resume_token = None
         p.backlog.clear()
         self._revoke_turn(p)
+        self._changed(room)
         logger.info("participant %s left room %s (%s)", p.id, room.name, reason)
         self._broadcast(room, ParticipantLeft(p.id, reason))
         if room.mode is RoomMode.GROUP:
@@ -952,6 +1072,7 @@ class SignalingServer:
                 return
         if not room.knockers and self._rooms.get(room.name) is room:
             del self._rooms[room.name]
+            self._changed(room)
             logger.info("room %s forgotten (empty)", room.name)
 
     def _let_in(self, room: _Room, k: _Participant, kc: _Connection, now: float) -> None:
@@ -988,6 +1109,7 @@ class SignalingServer:
         room.participants.clear()
         room.knockers.clear()
         del self._rooms[room.name]
+        self._changed(room)
         logger.info("room %s ended (%s)", room.name, why)
         if why != "end time" and room.api_created:
             self._ended_meetings[room.name] = room.end_ms
@@ -1047,6 +1169,18 @@ class SignalingServer:
             self._deliver(target, encode(message))
         return out
 
+    def sfu_restarted(self, room: str) -> list[Output]:
+        """The SFU lost ``room``'s media session: everyone in it gets ``sfu-restart`` (kept for
+        those awaiting resume) and is a member of the SFU again (docs/signaling.md "SFU restart")."""
+        out = self._out = []
+        r = self._rooms.get(room)
+        if r is not None and r.mode is RoomMode.GROUP:
+            payload = encode(SfuRestart())
+            for p in r.participants.values():
+                self._deliver(p, payload)
+                self._out.append(ToSfu(r.name, p.id, None))
+        return out
+
     def broadcast(self, room: str, message: ServerMessage) -> list[Output]:
         """A message from the SFU to everyone in ``room`` (active speaker, remembered for joiners)."""
         out = self._out = []
@@ -1080,6 +1214,7 @@ class SignalingServer:
             room.chat_epoch,
         )
         room.history.append(chat)
+        self._changed(room)
         p.chat_ids[message.client_message_id] = chat.seq
         if len(p.chat_ids) > self.limits.chat_dedupe_window:
             p.chat_ids.popitem(last=False)
@@ -1089,6 +1224,7 @@ class SignalingServer:
         """docs/signaling.md ``media``: broadcast as ``participant-updated``."""
         assert isinstance(message, Media)
         p.audio, p.video, p.screen = message.audio, message.video, message.screen
+        self._changed(p.room)
         self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
 
     def _on_hand(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
@@ -1097,6 +1233,7 @@ class SignalingServer:
         if p.hand == message.raised:
             return
         p.hand = message.raised
+        self._changed(p.room)
         self._broadcast(p.room, ParticipantUpdated(p.info()), exclude=p)
 
     def _on_reaction(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
@@ -1118,6 +1255,7 @@ class SignalingServer:
         if room.locked == message.locked:
             return
         room.locked = message.locked
+        self._changed(room)
         logger.info("room %s %s by %s", room.name, "locked" if room.locked else "unlocked", p.id)
         self._broadcast(room, RoomUpdated(room.info()))
         if not room.locked:

@@ -16,7 +16,7 @@ const LEAVE_REASONS = { kicked: 'was removed', timeout: 'lost the connection' };
  * Apply one server message to `s`; returns a list of effects, each `{type, ...}`:
  * notify {text, kind}, finish {phase, failure?}, connections {fresh}, config {iceServers, policy},
  * mesh-add {id, polite}, mesh-remove {id}, mesh-handle {message}, mesh-prune {present},
- * sfu {message}, sfu-start, send-media, mute-self {kind}, expire-reaction {key, ms}, error {message}.
+ * sfu {message}, sfu-start, sfu-restart, send-media, mute-self {kind}, expire-reaction {key, ms}, error {message}.
  */
 export function receive(s, m) {
   const fx = [];
@@ -91,6 +91,13 @@ export function receive(s, m) {
       break;
     case 'speaker':
       s.speaker = m.participantId ?? null;
+      break;
+    case 'sfu-restart':
+      // The SFU lost our media session (docs/signaling.md "SFU restart"): new connections, same id.
+      if (group()) {
+        s.sfuRestarts += 1;
+        fx.push({ type: 'sfu-restart' });
+      }
       break;
     case 'publish-answer':
     case 'subscribe-offer':

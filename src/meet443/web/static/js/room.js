@@ -411,6 +411,10 @@ function run(fx) {
       return sfu ? undefined : startSfu(iceConfig);
     case 'sfu':
       return sfu?.handle(fx.message);
+    case 'sfu-restart':
+      // New peer connections, so new ICE credentials and a new DTLS handshake with the new SFU.
+      closeSfu();
+      return startSfu(iceConfig);
     case 'send-media':
       return sendMediaState();
     case 'mute-self':

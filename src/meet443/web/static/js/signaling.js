@@ -4,9 +4,11 @@
 // socket is reopened with backoff and the `resumeToken`, so the server gives back the same
 // participant id and the chat messages missed meanwhile. Messages for peers sent while the socket
 // is down wait in a queue; chat messages stay in an outbox until the server echoes them with an id
-// (the server drops duplicates by clientMessageId, so resending is safe). After a server restart
-// the resume fails and the client joins afresh; the chat cursor (chat.js) tells the new server
-// which epoch its `lastChatSeq` counts in.
+// (the server drops duplicates by clientMessageId, so resending is safe). A server that restarts
+// closes with 1012 and keeps its rooms for the 30 s resume window: the client comes back within a
+// second and retries every second or so until then, so it resumes as the same participant. If
+// the resume fails (a server that lost its state) the client joins afresh; the chat cursor
+// (chat.js) tells the new server which epoch its `lastChatSeq` counts in.
 
 import { ChatCursor } from './chat.js';
 
@@ -17,6 +19,13 @@ export const SILENCE_LIMIT_MS = 25_000;
 export const CONNECT_TIMEOUT_MS = 10_000;
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 8_000;
+/** RFC 6455 §7.4: the server is restarting (docs/signaling.md "Node restarts"). */
+export const CLOSE_SERVICE_RESTART = 1012;
+/** After a 1012: the first try within this long (jittered, so a room does not come back at once)... */
+const RESTART_FIRST_MS = 500;
+/** ...then one about every second, for as long as the server keeps our place. */
+const RESTART_RETRY_MS = 1_000;
+export const RESUME_WINDOW_MS = 30_000;
 const QUEUE_LIMIT = 500;
 
 /** Error codes after which the server closes the socket and trying again cannot help. */
@@ -59,6 +68,7 @@ export class SignalingClient {
     this.attempts = 0;
     this.stopped = false;
     this.lastHeard = 0;
+    this.restartingSince = null; // when the server said it restarts (1012)
     this.timers = { ping: null, retry: null, connect: null };
     this.onOnline = () => this.reconnectNow();
   }
@@ -118,6 +128,7 @@ export class SignalingClient {
         this.handlers.status('closed', { code: event.code });
         return;
       }
+      if (event.code === CLOSE_SERVICE_RESTART) this.restartingSince = Date.now();
       this.scheduleReconnect();
     };
     ws.onerror = () => {
@@ -134,6 +145,7 @@ export class SignalingClient {
         }
         this.joined = true;
         this.attempts = 0;
+        this.restartingSince = null;
         this.selfId = msg.selfId;
         this.resumeToken = msg.resumeToken || null;
         for (const m of msg.chat || []) this.noteChat(m);
@@ -225,11 +237,22 @@ export class SignalingClient {
   scheduleReconnect() {
     if (this.stopped) return;
     this.attempts += 1;
-    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (this.attempts - 1));
-    const delay = base * (0.75 + Math.random() * 0.5);
+    const delay = this.retryDelay(Math.random());
     this.handlers.status('reconnecting', { attempts: this.attempts, delay });
     clearTimeout(this.timers.retry);
     this.timers.retry = setTimeout(() => this.connect(), delay);
+  }
+
+  /**
+   * How long before the next try, `jitter` in [0, 1): exponential backoff, except while a
+   * restarting server keeps our place (30 s after its 1012), when it is a second at most.
+   */
+  retryDelay(jitter, now = Date.now()) {
+    if (this.restartingSince !== null && now - this.restartingSince < RESUME_WINDOW_MS) {
+      return (this.attempts <= 1 ? RESTART_FIRST_MS : RESTART_RETRY_MS) * (0.5 + jitter * 0.5);
+    }
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (this.attempts - 1));
+    return base * (0.75 + jitter * 0.5);
   }
 
   /** The network came back (or the socket is known dead): try again without waiting. */

@@ -31,6 +31,7 @@ export function snapshot(s, live) {
     connections: live.connections,
     ...(live.group ? { sfu: live.group } : {}),
     speaker: s.speaker,
+    sfuRestarts: s.sfuRestarts,
     speaking: [...s.speaking],
     reactions: s.reactions.map((r) => ({ participantId: r.participantId, emoji: r.emoji })),
     pinned: s.pinned,

@@ -37,6 +37,7 @@ export const state = {
   links: {},
   screens: [], // group rooms: ids of participants whose screen share we receive (a tile of its own)
   speaker: null, // group rooms: the dominant speaker's id, as the SFU measures it
+  sfuRestarts: 0, // group rooms: times the server lost our SFU session and we started it again
   speaking: [], // peer-to-peer rooms (and self everywhere): ids whose audio this page hears now
   reactions: [], // [{key, participantId, emoji}] shown over tiles for a few seconds
   reactionSeq: 0,
