@@ -349,9 +349,13 @@ class NodeCore:
         placement = self.placement
         if placement is not None:
             if isinstance(request, ToSfu):
-                return [ToWorker(placement.joined(request.room, request.participant), request)]
-            worker = placement.left(request.room, request.participant)
-            return [] if worker is None else [ToWorker(worker, request)]
+                new = placement.worker_of(request.room) is None
+                worker = placement.joined(request.room, request.participant)
+                if new:
+                    logger.info("room %s: SFU on worker %d", request.room, worker)
+                return [ToWorker(worker, request)]
+            was = placement.left(request.room, request.participant)
+            return [] if was is None else [ToWorker(was, request)]
         conference = self.conference
         if conference is None:
             logger.warning("room %s: a group-room request, but this node runs no SFU", request.room)
