@@ -317,7 +317,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     other_port = sfu_ports[0]
 
     network = NetworkEndpoints(
-        description=NetworkDescription.from_config(config),
+        description=NetworkDescription.from_config(config, (sfu_ports[0], sfu_ports[-1])),
         turn_secret=config.turn_secret,
         turn_uris=config.turn_uris(),
         relay_ports=config.relay_ports,

@@ -66,6 +66,8 @@ def outbound_rules(
                 )
             )
             rules.append(Rule("udp", address, (node.udp_port,) * 2, "TURN over UDP, SFU media", False))
+            if node.sfu_ports is not None:
+                rules.append(Rule("udp", address, node.sfu_ports, "SFU media on its own ports", False))
             if relay_direct:
                 rules.append(
                     Rule("udp", address, node.relay_ports, "media directly to relayed addresses", False)

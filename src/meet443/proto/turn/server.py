@@ -621,6 +621,7 @@ class TurnServer:
             self._check_allocations.add(allocation)
             self.ledger.allocated(_CHECK_POOL)
             self.ledger.allocated(_check_key(flow))
+            self.ledger.allocated(_check_relay_key(relay))
         self.counters.allocations_created += 1
         logger.info("allocation %s:%d for %s %s:%d", *relay, flow.transport.value, *flow.address)
         attributes: list[Attribute] = [
@@ -694,10 +695,9 @@ class TurnServer:
 
     def _is_check_relay(self, peer: Address) -> bool:
         """A check allocation (credentials anyone may get) reaches this server's own addresses only,
-        and of those only the relayed addresses of other check allocations: never a participant."""
-        return (
-            peer[0] in self.settings.server_addresses and self.by_relay.get(peer) in self._check_allocations
-        )
+        and of those only the relayed addresses of other check allocations: never a participant.
+        The ledger knows them, also those of other processes (``--workers``)."""
+        return peer[0] in self.settings.server_addresses and self.ledger.held(_check_relay_key(peer)) > 0
 
     def _create_permission(
         self, request: Message, flow: ClientFlow, username: str, key: bytes, now: float
@@ -753,6 +753,7 @@ class TurnServer:
             self._check_allocations.discard(allocation)
             self.ledger.released(_CHECK_POOL)
             self.ledger.released(_check_key(allocation.flow))
+            self.ledger.released(_check_relay_key(allocation.relay))
         self.relay_ports.close(allocation.relay)
         logger.info("allocation %s:%d deleted (%s)", *allocation.relay, why)
 
@@ -760,6 +761,12 @@ class TurnServer:
 #: Ledger keys (:mod:`meet443.proto.turn.quota`).
 _USER = "user:"
 _CHECK_POOL = "check"
+_CHECK_RELAY = "check-relay:"
+
+
+def _check_relay_key(relay: Address) -> str:
+    """The relayed address of a check allocation (held 1 while it lives)."""
+    return f"{_CHECK_RELAY}{relay[0]}:{relay[1]}"
 
 
 def _check_key(flow: ClientFlow) -> str:
