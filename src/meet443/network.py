@@ -170,13 +170,6 @@ class NetworkDescription:
         purpose = "SFU media on its own ports (one per media worker)"
         return [Service("sfu-ports", purpose, "udp", node.sfu_ports, "servers", False)]
 
-    @staticmethod
-    def _sfu_ports(node: Node) -> list[Service]:
-        if node.sfu_ports is None:
-            return []
-        purpose = "SFU media on its own ports (one per media worker)"
-        return [Service("sfu-ports", purpose, "udp", node.sfu_ports, "servers", False)]
-
     def to_json(self) -> dict[str, Any]:
         return {
             "version": VERSION,
