@@ -186,19 +186,21 @@ class MediaWorkers:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "meet443.aio.worker", str(theirs.fileno()), pass_fds=(theirs.fileno(),)
             )
-        finally:
+        except OSError as exc:  # out of processes or memory: try again, as if it had died
             theirs.close()
-        worker.pid = process.pid
-        logger.info("worker %d started (pid %d)", worker.index, process.pid)
-        code = await process.wait()
+            logger.error("worker %d could not be started: %s", worker.index, exc)
+            pid, why = 0, "not started"
+        else:
+            theirs.close()
+            worker.pid = pid = process.pid
+            logger.info("worker %d started (pid %d)", worker.index, pid)
+            code = await process.wait()
+            why = f"signal {-code}" if code < 0 else f"exit code {code}"
         if self._stopping:
             return
         self.restarts += 1
         logger.error(
-            "worker %d (pid %d) died (%s); respawning it on the same sockets",
-            worker.index,
-            process.pid,
-            f"signal {-code}" if code < 0 else f"exit code {code}",
+            "worker %d (pid %d) died (%s); respawning it on the same sockets", worker.index, pid, why
         )
         self._forget(worker)
         lived = time.monotonic() - worker.spawned_at
