@@ -11,7 +11,7 @@ write:
 - ``snapshot + encode``: ``server.snapshot(room)`` and ``bytes()``, on the event loop;
 - ``SqliteRoomStore.save``: the write, in the store's thread, on the data dir's disk
   (WAL, synchronous=NORMAL);
-- ``MeetingStore.next_epoch``: one synchronous=FULL transaction in the same directory, the
+- ``SqliteStore.next_epoch``: one synchronous=FULL transaction in the same directory, the
   anchor: what a durable SQLite commit costs on this disk.
 
 A chat message or a join is one write (the adapter coalesces every change to a room within
@@ -31,10 +31,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from meet443.meetings import MeetingStore
 from meet443.proto.signaling.admission import RoomAdmission, RoomMode
 from meet443.proto.signaling.room import LookupRoom, SignalingServer
 from meet443.state.rooms import SqliteRoomStore
+from meet443.store.sqlite import SqliteStore
 
 NOW = 1_800_000_000.0
 
@@ -91,10 +91,10 @@ def main() -> None:
         args.participants, args.chat_chars, args.writes, args.repeat = "4", "100", 20, 1
     with tempfile.TemporaryDirectory(dir=args.dir) as work:
         store = SqliteRoomStore.open(Path(work))
-        meetings = MeetingStore.open(Path(work))
+        meetings = SqliteStore.open(Path(work))
         print("| room | snapshot bytes | snapshot + encode | SqliteRoomStore.save | next_epoch (FULL) |")
         print("|---|---|---|---|---|")
-        anchor = per_call(meetings.next_epoch, max(10, args.writes // 10), args.repeat)
+        anchor = per_call(meetings.file.next_epoch, max(10, args.writes // 10), args.repeat)
         for n in (int(x) for x in args.participants.split(",")):
             for chars in (int(x) for x in args.chat_chars.split(",")):
                 server = full_room(n, chars)
@@ -108,7 +108,7 @@ def main() -> None:
                     f"{anchor[0]:.0f} / {anchor[1]:.0f} µs |"
                 )
         store.close()
-        meetings.close()
+        meetings.file.close()
 
 
 if __name__ == "__main__":

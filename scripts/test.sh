@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-packages=(chromium firefox-esr coturn nftables iproute2 libnss3-tools openssl curl procps tinyproxy janus nodejs python3-venv python3-dev gcc)
+packages=(chromium firefox-esr coturn redis-server nftables iproute2 libnss3-tools openssl curl procps tinyproxy janus postgresql nodejs python3-venv python3-dev gcc)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,8 +17,38 @@ import meet443
 import meet443.cli
 from meet443.cli import main
 from meet443.config import ServeConfig
-from meet443.meetings import MeetingStore
+from meet443.meetings import ApiKey
 from meet443.proto.turn.credentials import rest_password
+from meet443.store import open_store
+from tests.conftest import BACKENDS
+from tests.postgres import PostgresServer
+
+
+@pytest.fixture(params=BACKENDS)
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """Where ``api-key`` keeps keys: ``--data-dir`` (SQLite) or ``--database`` (a fresh PostgreSQL
+    database)."""
+    if request.param == "sqlite":
+        return ["--data-dir", str(tmp_path / "data")]
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return ["--database", asyncio.run(server.fresh_database())]
+
+
+def verify(location: list[str], api_key: str) -> ApiKey | None:
+    """What the store at ``location`` says about ``api_key``, as a server sharing it would."""
+
+    async def check() -> ApiKey | None:
+        flag, value = location
+        if flag == "--data-dir":
+            store = await open_store(Path(value))
+        else:
+            store = await open_store(Path("/nonexistent"), value)
+        try:
+            return await store.api_keys.verify(api_key)
+        finally:
+            await store.close()
+
+    return asyncio.run(check())
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
@@ -183,7 +214,7 @@ class TestServe:
 
 
 class TestApiKey:
-    """``meet443 api-key create|list|revoke`` against ``<data-dir>/meetings.sqlite3``."""
+    """``meet443 api-key create|list|revoke`` against ``<data-dir>/meetings.sqlite3`` or ``--database``."""
 
     @pytest.fixture(autouse=True)
     def _clean_environment(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -204,13 +235,12 @@ class TestApiKey:
         assert main(["api-key", "list", *argv]) == 0
         return capsys.readouterr().out.splitlines()
 
-    def test_create_list_revoke(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        data_dir = ["--data-dir", str(tmp_path / "data")]
+    def test_create_list_revoke(self, location: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+        data_dir = location
         key_id, api_key = self.create(capsys, "--label", "ci bot", *data_dir)
         other_id, _ = self.create(capsys, *data_dir)
-        with MeetingStore.open(tmp_path / "data") as store:
-            verified = store.api_keys.verify(api_key)
-            assert verified is not None and verified.key_id == key_id
+        verified = verify(location, api_key)
+        assert verified is not None and verified.key_id == key_id
         lines = self.list_keys(capsys, *data_dir)
         assert len(lines) == 2
         assert re.fullmatch(rf"{key_id}  created \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ  active  ci bot", lines[0])
@@ -219,29 +249,27 @@ class TestApiKey:
 
         assert main(["api-key", "revoke", key_id, *data_dir]) == 0
         assert " revoked " in capsys.readouterr().out
-        with MeetingStore.open(tmp_path / "data") as store:
-            assert store.api_keys.verify(api_key) is None
+        assert verify(location, api_key) is None
         assert " revoked " in self.list_keys(capsys, *data_dir)[0]
 
-    def test_admin_key(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        data_dir = ["--data-dir", str(tmp_path / "data")]
+    def test_admin_key(self, location: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+        data_dir = location
         admin_id, api_key = self.create(capsys, "--admin", "--label", "ops", *data_dir)
         scoped_id, scoped_key = self.create(capsys, *data_dir)
-        with MeetingStore.open(tmp_path / "data") as store:
-            verified = store.api_keys.verify(api_key)
-            assert verified is not None and verified.scope is None
-            verified = store.api_keys.verify(scoped_key)
-            assert verified is not None and verified.scope == scoped_id
+        verified = verify(location, api_key)
+        assert verified is not None and verified.scope is None
+        verified = verify(location, scoped_key)
+        assert verified is not None and verified.scope == scoped_id
         lines = self.list_keys(capsys, *data_dir)
         assert lines[0].startswith(admin_id) and lines[0].endswith("  active admin  ops")
         assert lines[1].endswith("  active")
 
-    def test_revoke_unknown_key(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        assert main(["api-key", "revoke", "feedfeedfeed", "--data-dir", str(tmp_path)]) == 1
+    def test_revoke_unknown_key(self, location: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["api-key", "revoke", "feedfeedfeed", *location]) == 1
         assert "no API key 'feedfeedfeed'" in capsys.readouterr().err
 
-    def test_empty_list(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        assert main(["api-key", "list", "--data-dir", str(tmp_path)]) == 0
+    def test_empty_list(self, location: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["api-key", "list", *location]) == 0
         captured = capsys.readouterr()
         assert captured.out == ""
         assert "no API keys" in captured.err

@@ -19,8 +19,9 @@ from meet443.config import (
     default_public_url,
     discover_public_ip,
     ip_literal_warning,
-    load_data_dir,
     load_serve_config,
+    load_store_settings,
+    parse_database_url,
     turn_uris_for,
 )
 from meet443.exceptions import ConfigError
@@ -382,6 +383,45 @@ class TestRedaction:
         assert view["port"] == 8443
         assert view["data_dir"] == str(data_dir)
 
+    def test_database_password_never_shows(self, data_dir: Path, tmp_path: Path) -> None:
+        config = load(data_dir, "--database", "postgresql://meet:pa%40ss-in-url@db.internal:5433/meet443")
+        assert config.database == "postgresql://meet@db.internal:5433/meet443"
+        assert config.database_password == "pa@ss-in-url"
+        for text in (json.dumps(config.redacted()), repr(config)):
+            assert "pa%40ss" not in text and "pa@ss" not in text
+        assert config.redacted()["database"] == "postgresql://meet@db.internal:5433/meet443"
+        assert config.redacted()["database_password"] == "<redacted>"
+        (tmp_path / "pw").write_text("from-file\n")
+        config = load(
+            data_dir, "--database", "postgres://meet@db/m", "--database-password-file", str(tmp_path / "pw")
+        )
+        assert (config.database, config.database_password) == ("postgres://meet@db/m", "from-file")
+        assert load(data_dir).database is None  # the single node: SQLite in the data dir
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["--database", "mysql://u:hidden@db/m"], "--database: expected postgresql://"),
+            (["--database", "postgresql://u:hidden@/m"], "no host"),
+            (["--database-password-file", "/x"], "needs --database"),
+            (["--database", "postgresql://u:hidden@db/m", "--database-password-file", "/x"], "both in"),
+            (
+                ["--database", "postgresql://u@db/m", "--database-password-file", "/nonexistent"],
+                "cannot read",
+            ),
+        ],
+    )
+    def test_bad_database_settings(self, data_dir: Path, argv: list[str], message: str) -> None:
+        with pytest.raises(ConfigError, match=message) as caught:
+            load(data_dir, *argv)
+        assert "hidden" not in str(caught.value)
+
+    def test_database_url_by_socket(self) -> None:
+        assert parse_database_url("postgresql://m@/meet?host=/run/postgresql") == (
+            "postgresql://m@/meet?host=/run/postgresql",
+            None,
+        )
+
     def test_repr_hides_secret_and_passwords(self, data_dir: Path) -> None:
         config = load(data_dir, "--turn-secret", "s3cret-value", "--turn-user", "alice:pa55word")
         assert "s3cret-value" not in repr(config)
@@ -499,6 +539,7 @@ class TestOptionTable:
                 "turn_secret_file",
                 "turn_users_file",
                 "resume_key_file",
+                "database_password_file",
             }, option.name
 
 
@@ -611,24 +652,39 @@ class TestMeetingOptions:
         assert "(default False)" not in text
 
 
-class TestLoadDataDir:
-    """``meet443 api-key`` finds the data dir where ``serve`` does."""
+class TestLoadStoreSettings:
+    """``meet443 api-key`` finds the store where ``serve`` does."""
 
     def namespace(self, *argv: str) -> argparse.Namespace:
         parser = argparse.ArgumentParser()
-        add_serve_arguments(parser, only=("config", "data-dir"))
+        add_serve_arguments(parser, only=("config", "data-dir", "database", "database-password-file"))
         return parser.parse_args(list(argv))
 
     def test_levels(self, tmp_path: Path) -> None:
         env = {"HOME": str(tmp_path)}
-        assert load_data_dir(self.namespace(), env) == tmp_path / ".local/share/meet443"
+
+        def data_dir(*argv: str) -> Path:
+            settings = load_store_settings(self.namespace(*argv), env)
+            assert settings.database is None
+            return settings.data_dir
+
+        assert data_dir() == tmp_path / ".local/share/meet443"
         config_file = write_toml(tmp_path, 'data-dir = "toml-state"\n')
         with_file = ["--config", str(config_file)]
-        assert load_data_dir(self.namespace(*with_file), env) == tmp_path / "toml-state"
+        assert data_dir(*with_file) == tmp_path / "toml-state"
         env["MEET443_DATA_DIR"] = "~/env-state"
-        assert load_data_dir(self.namespace(*with_file), env) == tmp_path / "env-state"
+        assert data_dir(*with_file) == tmp_path / "env-state"
         flag = ["--data-dir", str(tmp_path / "flag-state")]
-        assert load_data_dir(self.namespace(*with_file, *flag), env) == tmp_path / "flag-state"
+        assert data_dir(*with_file, *flag) == tmp_path / "flag-state"
+
+    def test_database_and_its_password_file(self, tmp_path: Path) -> None:
+        (tmp_path / "pw").write_text("from-file\n")
+        config_file = write_toml(
+            tmp_path, 'database = "postgresql://m@db/meet"\ndatabase-password-file = "pw"\n'
+        )
+        settings = load_store_settings(self.namespace("--config", str(config_file)), {})
+        assert (settings.database, settings.database_password) == ("postgresql://m@db/meet", "from-file")
+        assert "from-file" not in repr(settings)
 
     def test_only_declares_the_named_options(self) -> None:
         parser = argparse.ArgumentParser()
@@ -651,3 +707,65 @@ def test_joins_per_minute(tmp_path: Path) -> None:
     assert load_serve_config([*base, "--joins-per-minute", "600"], {}).joins_per_minute == 600
     with pytest.raises(ConfigError):
         load_serve_config([*base, "--joins-per-minute", "0"], {})
+
+
+class TestClusterMode:
+    """docs/cluster.md "How to run a node in a cluster"."""
+
+    def shared(self, tmp_path: Path) -> list[str]:
+        (tmp_path / "secret").write_text("s" * 40)
+        (tmp_path / "resume").write_text("r" * 40)
+        return [
+            "--turn-secret-file", str(tmp_path / "secret"), "--resume-key-file", str(tmp_path / "resume"),
+            "--database", "postgresql://meet443@db.example.test/meet443",
+        ]  # fmt: skip
+
+    def test_a_node_of_a_cluster(self, data_dir: Path, tmp_path: Path) -> None:
+        config = load(
+            data_dir,
+            "--redis", "rediss://:hunter2-pass@redis.example.test:6380/1",
+            "--node-url", "https://n1.example.test/",
+            "--region", "eu-west",
+            "--drain-timeout", "30",
+            *self.shared(tmp_path),
+        )  # fmt: skip
+        assert config.cluster and config.node_url == "https://n1.example.test"
+        assert (config.region, config.drain_timeout) == ("eu-west", 30.0)
+        assert "hunter2-pass" not in json.dumps(config.redacted())
+        assert "hunter2-pass" not in repr(config)
+
+    def test_single_node_by_default(self, data_dir: Path) -> None:
+        config = load(data_dir)
+        assert not config.cluster and config.node_url is None and config.drain_timeout == 600.0
+
+    @pytest.mark.parametrize(
+        ("argv", "message"),
+        [
+            (["--redis", "redis://r:6379"], "--turn-secret-file"),
+            (["--redis", "http://r:6379"], "redis://"),
+            (["--node-url", "https://n1.example.test"], "only for cluster mode"),
+        ],
+    )
+    def test_refusals(self, data_dir: Path, argv: list[str], message: str) -> None:
+        with pytest.raises(ConfigError, match=message):
+            load(data_dir, *argv)
+
+    def test_shared_secrets_and_a_node_url_are_required(self, data_dir: Path, tmp_path: Path) -> None:
+        secret = tmp_path / "secret"
+        secret.write_text("s" * 40)
+        with pytest.raises(ConfigError, match="--resume-key-file"):
+            load(
+                data_dir,
+                "--redis",
+                "redis://r",
+                "--node-url",
+                "https://n1.test",
+                "--turn-secret-file",
+                str(secret),
+            )
+        with pytest.raises(ConfigError, match="--node-url"):
+            load(data_dir, "--redis", "redis://r", *self.shared(tmp_path))
+        with pytest.raises(ConfigError, match="--database"):
+            load(
+                data_dir, "--redis", "redis://r", "--node-url", "https://n1.test", *self.shared(tmp_path)[:4]
+            )

@@ -14,21 +14,29 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvloop
 from aiohttp import web
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
+from meet443.aio.cluster import Cluster, NodeAddresses
 from meet443.aio.control import MediaWorkers
-from meet443.aio.http import HttpService, build_main_app, build_metrics_app, render_metrics
+from meet443.aio.http import (
+    HttpService,
+    build_main_app,
+    build_metrics_app,
+    render_metrics,
+    render_named_metrics,
+)
 from meet443.aio.network import NetworkEndpoints
 from meet443.aio.node import Directory, NodeService
+from meet443.aio.signaling import MAX_MSG_SIZE
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
-from meet443.config import ServeConfig, ip_literal_warning, turn_uris_for
+from meet443.config import ServeConfig, ip_literal_warning, redact_url, turn_uris_for
 from meet443.exceptions import ParseError
-from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
 from meet443.proto.addresses import ServerPort
@@ -42,7 +50,11 @@ from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.quota import QuotaLedger
 from meet443.proto.turn.server import TurnServer, TurnSettings
 from meet443.sfu.conference import Conference
+from meet443.state import SharedState
+from meet443.state.memory import MemoryState
+from meet443.state.redis_backend import RedisState
 from meet443.state.rooms import RoomStateStore, SqliteRoomStore
+from meet443.store import MeetingStore, open_store
 from meet443.workers import WorkerPlacement
 
 logger = logging.getLogger("meet443")
@@ -170,9 +182,7 @@ def meeting_directory(
     """The meeting store as the signaling adapter asks it: who may join a room, and an ended meeting."""
 
     async def directory(room: str, room_key: str | None, now: float) -> RoomAdmission | Refusal:
-        # SQLite blocks; a thread keeps a slow disk from stalling media on the event loop.
-        return await asyncio.to_thread(
-            store.admission,
+        return await store.admission(
             room,
             room_key,
             int(now * 1000),
@@ -181,7 +191,7 @@ def meeting_directory(
         )
 
     async def meeting_ended(room: str) -> None:
-        await asyncio.to_thread(store.end, room, int(time.time() * 1000))
+        await store.end(room, int(time.time() * 1000))
 
     return directory, meeting_ended
 
@@ -189,7 +199,8 @@ def meeting_directory(
 def _node_signaling(config: ServeConfig, server_epoch: int) -> SignalingServer:
     return build_signaling_server(
         turn_secret=config.turn_secret,
-        public_url=config.public_url,
+        # In a cluster, participants use the TURN of their room's home, next to its SFU.
+        public_url=config.node_url or config.public_url,
         turn_port=config.port,
         credential_ttl=config.credential_ttl,
         force_relay=config.force_relay,
@@ -201,7 +212,8 @@ def _node_signaling(config: ServeConfig, server_epoch: int) -> SignalingServer:
             room_creation_rate=config.joins_per_minute / 120,
             room_creation_burst=float(config.joins_per_minute),
         ),
-        # One per start, from the data dir: chat ids of this run never repeat an earlier run's.
+        # One per start, from the store: chat ids of this run never repeat an earlier run's, nor
+        # another node's.
         server_epoch=server_epoch,
         resume_key=config.resume_key,
     )
@@ -220,14 +232,14 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
     return NodeCore(signaling, build_turn_server(config, relays), conference)
 
 
-def build_service(
+async def build_service(
     config: ServeConfig, store: MeetingStore, rooms: RoomStateStore | None = None
 ) -> NodeService:
     """The node of ``meet443 serve`` in its adapter, before any socket is bound; with ``rooms``,
     the rooms it holds are restored from there and written through to it."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
-    node = build_node(config, relays, store.next_epoch())
+    node = build_node(config, relays, await store.next_epoch())
     if rooms is not None:
         node.restore(load_rooms(rooms), time.time())
     return NodeService(
@@ -240,13 +252,15 @@ def build_service(
     )
 
 
-def build_control_service(
+async def build_control_service(
     config: ServeConfig, store: MeetingStore, rooms: RoomStateStore | None, workers: MediaWorkers
 ) -> NodeService:
     """The control process of ``--workers N``: signaling, with the SFU rooms placed on workers
     (:func:`build_service` otherwise)."""
     directory, meeting_ended = meeting_directory(config, store)
-    node = NodeCore(_node_signaling(config, store.next_epoch()), placement=WorkerPlacement(config.workers))
+    node = NodeCore(
+        _node_signaling(config, await store.next_epoch()), placement=WorkerPlacement(config.workers)
+    )
     if rooms is not None:
         node.restore(load_rooms(rooms), time.time())
     return NodeService(
@@ -258,6 +272,41 @@ def build_control_service(
         rooms=rooms,
         to_process=workers.to_process,
     )
+
+
+def build_cluster(config: ServeConfig, service: NodeService, other_port: int) -> Cluster:
+    """The node's link to the others (docs/cluster.md): through Redis with ``--redis``, else
+    through the in-memory state, where this node is the only one."""
+    state: SharedState
+    if config.redis is not None:
+        state = RedisState.from_config(config.redis, config.redis_password_file)
+        logger.info("cluster mode: node %s, shared state %s", config.node_url, redact_url(config.redis))
+    else:
+        state = MemoryState()
+    addresses = tuple(_own_public_addresses(config))
+    sfu_ports = tuple(dict.fromkeys((config.port, other_port)))
+    client_ssl = ssl.create_default_context(
+        cafile=str(config.cluster_ca_file) if config.cluster_ca_file is not None else None
+    )
+    return Cluster(
+        state,
+        service,
+        node_url=config.node_url or config.public_url,
+        public_url=config.public_url,
+        region=config.region,
+        where=NodeAddresses(addresses, config.port, sfu_ports, config.relay_ports, config.max_participants),
+        turn_secret=config.turn_secret,
+        client_ssl=client_ssl,
+        max_msg_size=MAX_MSG_SIZE,
+        shared=config.cluster,
+    )
+
+
+def _own_public_addresses(config: ServeConfig) -> list[str]:
+    addresses = [config.public_ip]
+    if config.public_ipv6 is not None:
+        addresses.append(config.public_ipv6)
+    return addresses
 
 
 def load_rooms(rooms: RoomStateStore) -> list[RoomSnapshot]:
@@ -288,6 +337,8 @@ def _tls_files(config: ServeConfig) -> tuple[Path, Path]:
     if config.cert is not None and config.key is not None:
         return config.cert, config.key
     hosts = [config.public_host, config.public_ip]
+    if config.node_url is not None:
+        hosts.append(urlsplit(config.node_url).hostname or config.public_ip)
     if config.listen not in ("0.0.0.0", "::"):  # noqa: S104
         hosts.append(config.listen)
     return ensure_certificate(config.data_dir, hosts)
@@ -300,24 +351,30 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     cert, key = _tls_files(config)
     ssl_context = make_server_ssl_context(cert, key)
 
-    store = MeetingStore.open(config.data_dir)
+    store = await open_store(config.data_dir, config.database, config.database_password)
+    logger.info("meetings and API keys in %s", store.where)
     rooms = SqliteRoomStore.open(config.data_dir)
     workers: MediaWorkers | None = None
-    if config.workers > 1:
+    if config.workers > 1 and not config.cluster:
         cap = config.max_pending_connections
         share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
         workers = MediaWorkers(config, cap, share)
-        service = build_control_service(config, store, rooms, workers)
+        service = await build_control_service(config, store, rooms, workers)
         sfu_ports = workers.sfu_ports
         await workers.start(service)
     else:
-        service = build_service(config, store, rooms)
+        if config.workers > 1:
+            # The cluster link configures the TURN core in-process (docs/cluster.md): one process.
+            logger.warning("cluster mode runs one process: --workers %d is ignored", config.workers)
+        service = await build_service(config, store, rooms)
         sfu_ports = [await _listen_single(config, service)]
     node = service.node
     other_port = sfu_ports[0]
 
+    cluster = build_cluster(config, service, other_port)
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config, (sfu_ports[0], sfu_ports[-1])),
+        nodes=cluster.network_nodes if config.cluster else None,
         turn_secret=config.turn_secret,
         turn_uris=config.turn_uris(),
         relay_ports=config.relay_ports,
@@ -374,9 +431,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
         metrics_runner = web.AppRunner(
-            build_metrics_app(workers.metrics if workers is not None else _own_metrics(node)),
-            access_log=None,
-            handle_signals=False,
+            build_metrics_app(_metrics(node, workers, cluster)), access_log=None, handle_signals=False
         )
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, *config.metrics_listen).start()
@@ -389,23 +444,33 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         except (OSError, ssl.SSLError) as exc:
             logger.error("TLS certificate reload failed, keeping the old one: %s", exc)
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    def terminate() -> None:
+        # docs/cluster.md "Drain": in a cluster the first SIGTERM drains, a second one stops.
+        if config.cluster and not cluster.draining:
+            cluster.drain("SIGTERM")
+        else:
+            stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_certificates)
     service.dispatch([])  # arms the timer for the restored rooms' resume windows
+    cluster.start(config.drain_timeout)
+    drained = asyncio.ensure_future(cluster.drained.wait())
     try:
-        await stop.wait()
+        await asyncio.wait([asyncio.ensure_future(stop.wait()), drained], return_when=asyncio.FIRST_COMPLETED)
     finally:
         logger.info("stopping")
+        drained.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         tcp.close()
 
         async def shut_down() -> None:
             # Clients are told the server restarts (1012) and the rooms' state is written before
-            # anything else closes: that is what resuming needs.
+            # anything else closes: that is what resuming needs. Then the node leaves the cluster.
             await service.close()
-            closing = [http.close(), *([metrics_runner.cleanup()] if metrics_runner else [])]
+            closing = [http.close(), cluster.close(), *([metrics_runner.cleanup()] if metrics_runner else [])]
             if workers is not None:
                 closing.append(workers.close())
             await asyncio.gather(*closing)
@@ -415,7 +480,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         except TimeoutError:
             logger.warning("shutdown did not finish in %.0f s", config.shutdown_timeout)
         rooms.close()
-        store.close()
+        await store.close()
 
 
 async def _listen_single(config: ServeConfig, service: NodeService) -> int:
@@ -436,9 +501,17 @@ async def _listen_single(config: ServeConfig, service: NodeService) -> int:
     return other_port
 
 
-def _own_metrics(node: NodeCore) -> Callable[[], Awaitable[str]]:
+def _metrics(node: NodeCore, workers: MediaWorkers | None, cluster: Cluster) -> Callable[[], Awaitable[str]]:
+    """What ``/metrics`` shows: this process's cores (or, with workers, every process's, summed)
+    and the cluster link's."""
+
     async def render() -> str:
-        return render_metrics(node.turn, node.signaling, node.conference)
+        own = (
+            await workers.metrics()
+            if workers is not None
+            else render_metrics(node.turn, node.signaling, node.conference)
+        )
+        return own + render_named_metrics(cluster.metrics())
 
     return render
 

@@ -1,8 +1,9 @@
-"""The ``meet443`` command: ``serve``, ``turn-credentials``, ``api-key create|list|revoke``, ``check``
-and ``firewall-rules``.
+"""The ``meet443`` command: ``serve``, ``turn-credentials``, ``api-key create|list|revoke``, ``db copy``,
+``check`` and ``firewall-rules``.
 
-``serve``'s flags come from :data:`meet443.config.SERVE_OPTIONS`, and so do ``api-key``'s ``--config`` and
-``--data-dir`` and all of ``firewall-rules``'s server options, resolved as ``serve`` resolves them; this
+``serve``'s flags come from :data:`meet443.config.SERVE_OPTIONS`, and so do ``api-key``'s ``--config``,
+``--data-dir``, ``--database`` and ``--database-password-file`` and all of ``firewall-rules``'s server
+options, resolved as ``serve`` resolves them; this
 module only wires subcommands. Usage and configuration errors exit with status 2; revoking a key that
 does not exist exits with 1; ``check`` exits with 1 when no media path works.
 """
@@ -10,6 +11,7 @@ does not exist exits with 1; ``check`` exits with 1 when no media path works.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import os
@@ -22,27 +24,32 @@ from meet443 import __version__
 from meet443.config import (
     DEFAULT_CREDENTIAL_TTL,
     DEFAULT_PORT,
+    ServeConfig,
     add_serve_arguments,
     default_public_url,
     discover_public_ip,
+    load_cluster_client,
     load_config_from_arguments,
-    load_data_dir,
     load_serve_config,
+    load_store_settings,
+    parse_database_url,
     parse_public_url,
     turn_uris_for,
 )
-from meet443.exceptions import ConfigError
+from meet443.exceptions import ConfigError, StateUnavailable
 from meet443.firewall import FORMATS, outbound_rules, render
-from meet443.meetings import ApiKey, MeetingStore, check_api_key_label
+from meet443.meetings import ApiKey, check_api_key_label
 from meet443.network import NetworkDescription
 from meet443.proto.turn.credentials import rest_credentials
+from meet443.state import NodeInfo
+from meet443.store import open_store
 
 __all__ = ["main"]
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 #: The options of ``serve`` that say where its state lives.
-_STATE_OPTIONS = ("config", "data-dir")
+_STATE_OPTIONS = ("config", "data-dir", "database", "database-password-file")
 
 
 def _argument_type(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
@@ -126,8 +133,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "api-key",
         help="create, list or revoke keys for the meetings API",
         description="Manage the API keys that may call /v1/meetings. Keys live in "
-        "<data-dir>/meetings.sqlite3, as SHA-256 digests: a new key is printed once and cannot be "
-        "shown again. Changes apply to a running server at once.",
+        "<data-dir>/meetings.sqlite3, or in PostgreSQL with --database, as SHA-256 digests: a new key "
+        "is printed once and cannot be shown again. Changes apply to running servers at once.",
         allow_abbrev=False,
     )
     actions = api_key.add_subparsers(dest="api_key_command", required=True, metavar="ACTION")
@@ -161,9 +168,51 @@ def _build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", metavar="KEY_ID", help="the id that `api-key list` shows")
     for action in (create, listing, revoke):
         add_serve_arguments(action, only=_STATE_OPTIONS)
+    _add_db_parser(commands)
     _add_check_parser(commands)
     _add_firewall_parser(commands)
+    _add_drain_parser(commands)
     return parser
+
+
+def _add_db_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = commands.add_parser(
+        "db",
+        help="move the meetings store into PostgreSQL",
+        description="Manage where meetings and API keys live (docs/cluster.md).",
+        allow_abbrev=False,
+    )
+    actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    copy = actions.add_parser(
+        "copy",
+        help="copy a SQLite store into PostgreSQL",
+        description="Copy the meetings (ended and deleted ones too) and API keys of a single node's "
+        "SQLite store into PostgreSQL, creating its schema if needed. Running it again copies only "
+        "what is new, and carries over meetings ended and keys revoked since. Prints counts.",
+        allow_abbrev=False,
+    )
+    copy.add_argument(
+        "--from",
+        dest="source",
+        metavar="PATH",
+        type=Path,
+        required=True,
+        help="the data dir, or its meetings.sqlite3",
+    )
+    copy.add_argument(
+        "--to",
+        dest="target",
+        metavar="URL",
+        type=_argument_type(parse_database_url, "URL"),
+        required=True,
+        help="postgresql://USER@HOST[:PORT]/DB",
+    )
+    copy.add_argument(
+        "--database-password-file",
+        metavar="FILE",
+        type=Path,
+        help="file holding the PostgreSQL password (rather than in the URL)",
+    )
 
 
 def _add_check_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -239,6 +288,20 @@ def _add_firewall_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
     add_serve_arguments(rules)
 
 
+def _add_drain_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    drain = commands.add_parser(
+        "drain",
+        help="drain a node of a cluster: no new rooms, existing ones go on up to --drain-timeout",
+        description="Ask the node named by --node-url to drain, through the cluster's Redis (the node "
+        "reads the request within a second): it places no new rooms, answers new TURN allocations with "
+        "300 Try Alternate, and exits when its rooms are empty or its --drain-timeout passed. Takes "
+        "--redis, --redis-password-file and --node-url like `meet443 serve` (flags, MEET443_* variables, "
+        "--config), so on the node itself `meet443 drain --config FILE` names it. See docs/cluster.md.",
+        allow_abbrev=False,
+    )
+    add_serve_arguments(drain, only=("config", "redis", "redis-password-file", "node-url"))
+
+
 def _label(text: str) -> str:
     check_api_key_label(text)
     return text
@@ -287,27 +350,50 @@ def _key_line(key: ApiKey) -> str:
     return f"{key.key_id}  created {_iso(key.created_ms)}  {state}  {key.label}".rstrip()
 
 
-def _api_key(args: argparse.Namespace) -> int:
-    with MeetingStore.open(load_data_dir(args, os.environ)) as store:
+async def _api_key(args: argparse.Namespace) -> int:
+    settings = load_store_settings(args, os.environ)
+    store = await open_store(settings.data_dir, settings.database, settings.database_password)
+    try:
         if args.api_key_command == "create":
-            key_id, secret_key = store.api_keys.create(args.label, now_ms=_now_ms(), admin=args.admin)
+            key_id, secret_key = await store.api_keys.create(args.label, now_ms=_now_ms(), admin=args.admin)
             # The key alone on stdout, so that `KEY=$(meet443 api-key create)` works.
             print(secret_key)
             print(f"API key {key_id} created; store it now, it cannot be shown again", file=sys.stderr)
             return 0
         if args.api_key_command == "list":
-            keys = store.api_keys.list()
+            keys = await store.api_keys.list()
             for key in keys:
                 print(_key_line(key))
             if not keys:
-                print(f"no API keys in {store.path}", file=sys.stderr)
+                print(f"no API keys in {store.where}", file=sys.stderr)
             return 0
-        revoked = store.api_keys.revoke(args.key_id, now_ms=_now_ms())
+        revoked = await store.api_keys.revoke(args.key_id, now_ms=_now_ms())
         if revoked is None:
-            print(f"meet443 api-key: error: no API key {args.key_id!r} in {store.path}", file=sys.stderr)
+            print(f"meet443 api-key: error: no API key {args.key_id!r} in {store.where}", file=sys.stderr)
             return EXIT_FAILURE
         print(_key_line(revoked))
         return 0
+    finally:
+        await store.close()
+
+
+async def _db_copy(args: argparse.Namespace) -> int:
+    # Imported here: only this command needs both stores.
+    from meet443.store.copy import copy_sqlite_to_postgres  # noqa: PLC0415
+    from meet443.store.postgres import PostgresStore  # noqa: PLC0415
+
+    url, password = args.target
+    if args.database_password_file is not None:
+        if password is not None:
+            raise ConfigError("the database password is both in --to and in --database-password-file")
+        password = _read_secret_file(args.database_password_file)
+    target = await PostgresStore.connect(url, password)
+    try:
+        counts = await copy_sqlite_to_postgres(args.source, target)
+    finally:
+        await target.close()
+    print(f"{counts.summary()} (from {args.source} to {target.where})")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -338,8 +424,9 @@ def _firewall_rules(args: argparse.Namespace) -> int:
             print(f"meet443 firewall-rules: error: {exc}", file=sys.stderr)
             return EXIT_FAILURE
     else:
-        network = NetworkDescription.from_config(
-            load_config_from_arguments(args, os.environ, read_secrets=False)
+        config = load_config_from_arguments(args, os.environ, read_secrets=False)
+        network = (
+            _cluster_network(config) if config.redis is not None else NetworkDescription.from_config(config)
         )
     try:
         text = render(
@@ -352,6 +439,53 @@ def _firewall_rules(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     sys.stdout.write(text)
+    return 0
+
+
+def _cluster_network(config: ServeConfig) -> NetworkDescription:
+    """docs/cluster.md: a cluster's rules list every live node, read from its registry."""
+    from meet443.state.redis_backend import RedisState  # noqa: PLC0415
+
+    assert config.redis is not None
+    state = RedisState.from_config(config.redis, config.redis_password_file)
+
+    async def read() -> list[NodeInfo]:
+        try:
+            return await state.live_nodes()
+        finally:
+            await state.close()
+
+    try:
+        nodes = asyncio.run(read())
+    except StateUnavailable as exc:
+        raise ConfigError(f"cannot read the cluster's registry: {exc}") from None
+    if not nodes:
+        raise ConfigError("the cluster's registry lists no live node")
+    return NetworkDescription.from_registry(config.public_url, nodes, None)
+
+
+def _drain(args: argparse.Namespace) -> int:
+    """docs/cluster.md "Drain": ask a node to drain, through the cluster's Redis."""
+    from meet443.state import node_id_of  # noqa: PLC0415
+    from meet443.state.redis_backend import RedisState  # noqa: PLC0415
+
+    client = load_cluster_client(args, os.environ)
+    state = RedisState.from_config(client.redis, client.redis_password_file)
+    node_id = node_id_of(client.node_url)
+
+    async def request() -> bool:
+        try:
+            await state.request_drain(node_id)
+            return any(n.node_id == node_id for n in await state.live_nodes())
+        finally:
+            await state.close()
+
+    try:
+        live = asyncio.run(request())
+    except StateUnavailable as exc:
+        print(f"meet443 drain: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"asked {node_id} to drain" + ("" if live else " (it is not live now; it drains when it starts)"))
     return 0
 
 
@@ -378,11 +512,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             # subcommand is the first word; load_serve_config reads the words after it.
             return _serve(arguments[arguments.index("serve") + 1 :])
         if args.command == "api-key":
-            return _api_key(args)
+            return asyncio.run(_api_key(args))
+        if args.command == "db":
+            return asyncio.run(_db_copy(args))
         if args.command == "check":
             return _check(args)
         if args.command == "firewall-rules":
             return _firewall_rules(args)
+        if args.command == "drain":
+            return _drain(args)
         return _turn_credentials(args)
     except ConfigError as exc:
         print(f"meet443 {args.command}: error: {exc}", file=sys.stderr)

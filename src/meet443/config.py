@@ -47,17 +47,23 @@ from meet443.workers import MAX_WORKERS
 __all__ = [
     "DEFAULT_PORT",
     "SERVE_OPTIONS",
+    "ClusterClient",
     "Option",
     "ServeConfig",
+    "StoreSettings",
     "add_serve_arguments",
     "default_public_url",
     "discover_public_ip",
     "ip_literal_warning",
+    "load_cluster_client",
     "load_config_from_arguments",
-    "load_data_dir",
     "load_serve_config",
+    "load_store_settings",
+    "parse_database_url",
     "parse_origin",
     "parse_public_url",
+    "parse_redis_url",
+    "redact_url",
     "turn_uris_for",
 ]
 
@@ -182,6 +188,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     ),
     Option("key", "PEM", "TLS private key (with --cert)"),
     Option("data-dir", "DIR", f"state directory (default {DEFAULT_DATA_DIR})"),
+    Option(
+        "database",
+        "URL",
+        "postgresql://USER@HOST[:PORT]/DB: meetings and API keys in PostgreSQL, shared by every node "
+        "(default: SQLite in the data dir); put the password in --database-password-file, not the URL",
+    ),
+    Option("database-password-file", "FILE", "file holding the PostgreSQL password of --database"),
     Option("metrics-listen", "HOST:PORT", "serve Prometheus metrics there (default: off)"),
     Option("log-level", "LEVEL", f"one of {', '.join(LOG_LEVELS)}"),
     Option("max-allocations-per-user", "N", "TURN allocations one participant (or static user) may hold"),
@@ -265,6 +278,32 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "N",
         "media worker processes (TURN relaying and the SFU), default one per usable CPU core; 1 runs "
         "everything in one process",
+    ),
+    Option(
+        "redis",
+        "URL",
+        "redis:// or rediss:// URL of the cluster's Redis: turns on cluster mode (docs/cluster.md); "
+        "a password in the URL shows in the process list: prefer --redis-password-file",
+    ),
+    Option("redis-password-file", "FILE", "file holding the Redis password (cluster mode)"),
+    Option(
+        "node-url",
+        "URL",
+        "this node's own https:// name in a cluster, for its TURN and SFU and for other nodes' relays "
+        "(cluster mode: required)",
+    ),
+    Option("region", "NAME", "region label of this node in the cluster registry"),
+    Option(
+        "drain-timeout",
+        "SECONDS",
+        "cluster mode: after SIGTERM or `meet443 drain`, how long rooms already here may go on before "
+        "the node exits",
+    ),
+    Option(
+        "cluster-ca-file",
+        "PEM",
+        "CA certificates that other nodes' TLS certificates are checked against when this node relays "
+        "signaling to them (default: the system's)",
     ),
     Option(
         "check-rate",
@@ -358,6 +397,9 @@ class ServeConfig:
     cert: Path | None = None
     key: Path | None = None
     data_dir: Path
+    #: PostgreSQL URL without its password (:func:`parse_database_url`); None: SQLite in the data dir.
+    database: str | None = None
+    database_password: str | None = field(default=None, repr=False, metadata={"redact": "value"})
     metrics_listen: tuple[str, int] | None = None
     log_level: str = "info"
     max_allocations_per_user: int = 10
@@ -392,7 +434,20 @@ class ServeConfig:
     other_udp_port_fixed: bool = False
     #: Media worker processes; 1: one process. (The flag's default is :func:`usable_cores`.)
     workers: int = 1
+    #: Cluster mode (docs/cluster.md): the Redis URL (its password is never logged).
+    redis: str | None = field(default=None, repr=False, metadata={"redact": "url"})
+    redis_password_file: Path | None = None
+    #: This node's own URL in a cluster; ``None`` on a single node.
+    node_url: str | None = None
+    region: str = ""
+    drain_timeout: float = 600.0
+    cluster_ca_file: Path | None = None
     config_file: Path | None = None
+
+    @property
+    def cluster(self) -> bool:
+        """Is this node one of a cluster (``--redis``)?"""
+        return self.redis is not None
 
     @property
     def public_host(self) -> str:
@@ -416,6 +471,8 @@ class ServeConfig:
             redact = f.metadata.get("redact")
             if redact == "value":
                 view[f.name] = "<redacted>" if value else None
+            elif redact == "url":
+                view[f.name] = None if value is None else redact_url(value)
             elif redact == "keys":
                 view[f.name] = sorted(value)
             else:
@@ -435,6 +492,27 @@ def _jsonable(value: object) -> object:
 
 # --------------------------------------------------------------------------------------------------
 # URLs and TURN URIs, shared with ``meet443 turn-credentials``
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_redis_url(text: str) -> str:
+    """A ``redis://`` or ``rediss://`` URL; raises ``ValueError`` (without echoing a password)."""
+    try:
+        parts = urllib.parse.urlsplit(text.strip())
+        parts.port  # noqa: B018 -- raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("not a valid redis:// or rediss:// URL") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"expected redis://host[:port][/db] or rediss://..., got {redact_url(text)!r}")
+    return text.strip()
 
 
 def _host_for_uri(host: str) -> str:
@@ -470,6 +548,22 @@ def parse_public_url(text: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"{text!r} must not have a query or fragment")
     return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+
+def parse_database_url(text: str) -> tuple[str, str | None]:
+    """A ``postgresql://`` (or ``postgres://``) URL as ``(url without the password, password)``;
+    raises ``ValueError``, never echoing the text (it may hold a password)."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected postgresql://USER@HOST[:PORT]/DB")
+    if parts.fragment:
+        raise ValueError("a database URL has no #fragment")
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not hosts and "host=" not in parts.query:
+        raise ValueError("no host in the database URL (postgresql://USER@HOST[:PORT]/DB)")
+    url = urllib.parse.urlunsplit(parts._replace(netloc=f"{user}{at}{hosts}"))
+    return url, urllib.parse.unquote(password) if colon else None
 
 
 # A DNS name (ASCII; internationalized names in their xn-- form) or an IPv4 address.
@@ -958,18 +1052,74 @@ def load_config_from_arguments(
     return _build(_Values(_merge(layers), environ), config_file, read_secrets=read_secrets)
 
 
-def load_data_dir(namespace: argparse.Namespace, environ: Mapping[str, str]) -> Path:
-    """``--data-dir`` as ``serve`` resolves it (flag > environment > ``--config`` file > default).
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where meetings and API keys live, as ``serve`` resolves it (``meet443 api-key``)."""
 
-    For commands that take only ``--config`` and ``--data-dir`` (declared with
-    ``add_serve_arguments(parser, only=("config", "data-dir"))``); reads no other file.
+    data_dir: Path
+    database: str | None = None
+    database_password: str | None = field(default=None, repr=False)
+
+
+def load_store_settings(namespace: argparse.Namespace, environ: Mapping[str, str]) -> StoreSettings:
+    """``--data-dir``, ``--database`` and its password as ``serve`` resolves them (flag > environment >
+    ``--config`` file > default).
+
+    For commands that declare only those options and ``--config`` with
+    ``add_serve_arguments(parser, only=...)``; reads no other file.
     """
     flags = _flag_layer(namespace)
     env = _env_layer(environ)
     config_file = _Values(_merge([flags, env]), environ).path("config")
     layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
     values = _Values(_merge(layers), environ)
-    return values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR)
+    return StoreSettings(values.path("data_dir") or values.expand_user(DEFAULT_DATA_DIR), *_database(values))
+
+
+def _database(values: _Values, *, read_secrets: bool = True) -> tuple[str | None, str | None]:
+    """``--database`` without its password, and the password from the URL or the password file
+    (neither with ``read_secrets=False``)."""
+    parsed = values.one("database", parse_database_url)
+    password_file = values.path("database_password_file")
+    if parsed is None:
+        if password_file is not None:
+            raise ConfigError(f"{values.source('database_password_file')} needs --database")
+        return None, None
+    url, password = parsed
+    if not read_secrets:
+        return url, None
+    if password_file is not None:
+        if password is not None:
+            raise ConfigError("the database password is both in --database and in --database-password-file")
+        password = _read_text(password_file, "database password file").strip()
+        if not password:
+            raise ConfigError(f"{values.source('database_password_file')}: {password_file} is empty")
+    return url, password
+
+
+@dataclass(frozen=True)
+class ClusterClient:
+    """What ``meet443 drain`` needs to reach a cluster: its Redis and a node's URL."""
+
+    redis: str = field(repr=False, metadata={"redact": "url"})
+    redis_password_file: Path | None
+    node_url: str
+
+
+def load_cluster_client(namespace: argparse.Namespace, environ: Mapping[str, str]) -> ClusterClient:
+    """``--redis``, ``--redis-password-file`` and ``--node-url`` as ``serve`` resolves them (flag >
+    environment > ``--config`` file), for commands declared with
+    ``add_serve_arguments(parser, only=("config", "redis", "redis-password-file", "node-url"))``."""
+    flags = _flag_layer(namespace)
+    env = _env_layer(environ)
+    config_file = _Values(_merge([flags, env]), environ).path("config")
+    layers = [flags, env] if config_file is None else [flags, env, _toml_layer(config_file)]
+    values = _Values(_merge(layers), environ)
+    redis = values.one("redis", parse_redis_url)
+    node_url = values.one("node_url", parse_public_url)
+    if redis is None or node_url is None:
+        raise ConfigError("needs --redis and --node-url (flags, MEET443_* variables or --config)")
+    return ClusterClient(redis, values.path("redis_password_file"), node_url)
 
 
 def usable_cores() -> int:
@@ -1014,8 +1164,18 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
             raise ConfigError(f"{values.source('turn_secret_file')}: {secret_file} is empty")
         secret_origin = str(secret_file)
     else:
+        if values.one("redis", parse_redis_url) is not None:
+            # Every node checks every node's TURN credentials and relay headers: one secret.
+            raise ConfigError(
+                "--redis needs the cluster's shared TURN secret (--turn-secret-file); a secret generated "
+                "per node would make other nodes' TURN credentials fail here"
+            )
         secret, generated = _load_or_create_secret(data_dir)
         secret_origin = str(generated)
+
+    redis = values.one("redis", parse_redis_url)
+    node_url = values.one("node_url", parse_public_url)
+    _check_cluster(values, redis, node_url, serving=read_secrets)
 
     resume_key_file = values.path("resume_key_file")
     if not read_secrets:
@@ -1029,9 +1189,22 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
             )
         resume_origin = str(resume_key_file)
     else:
+        if redis is not None:
+            # A resume token made on one node must open the participant's seat on any other.
+            raise ConfigError(
+                "--redis needs the cluster's shared resume-token key (--resume-key-file); a key "
+                "generated per node would make resume tokens fail on every other node"
+            )
         resume_key, generated = _load_or_create_secret(data_dir, RESUME_KEY_FILE_NAME)
         resume_origin = str(generated)
 
+    database, database_password = _database(values, read_secrets=read_secrets)
+    if redis is not None and database is None and read_secrets:
+        # Any node serves any meeting: each must find the meetings and API keys the others made.
+        raise ConfigError(
+            "--redis needs --database postgresql://...: the meetings and API keys every node of the "
+            "cluster shares (docs/cluster.md)"
+        )
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together: give both or neither")
@@ -1057,6 +1230,8 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         cert=cert,
         key=key,
         data_dir=data_dir,
+        database=database,
+        database_password=database_password,
         metrics_listen=values.one("metrics_listen", _parse_host_port),
         log_level=pick("log_level", _parse_log_level),
         max_allocations_per_user=pick("max_allocations_per_user", _int_parser(1)),
@@ -1081,7 +1256,30 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         other_udp_port_fixed=values.source("other_udp_port") is not None,
         workers=values.one("workers", _int_parser(1, MAX_WORKERS)) or usable_cores(),
         config_file=config_file,
+        redis=redis,
+        redis_password_file=values.path("redis_password_file"),
+        node_url=node_url,
+        region=values.one("region", _parse_nonempty) or "",
+        drain_timeout=pick("drain_timeout", _parse_positive_float),
+        cluster_ca_file=values.path("cluster_ca_file"),
     )
+
+
+def _check_cluster(values: _Values, redis: str | None, node_url: str | None, *, serving: bool) -> None:
+    """docs/cluster.md "How to run a node in a cluster": what ``--redis`` requires of a node
+    (``serving``; ``firewall-rules`` only reads the registry), and what only it allows."""
+    files = ("redis_password_file", "cluster_ca_file")
+    if redis is None:
+        for dest in (*files, "node_url"):
+            if values.source(dest) is not None:
+                raise ConfigError(f"{values.source(dest)}: only for cluster mode, which --redis turns on")
+        return
+    if node_url is None and serving:
+        raise ConfigError("--redis needs --node-url: this node's own https:// name in the cluster")
+    for dest in files:
+        path = values.path(dest)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{values.source(dest)}: {path} is not a readable file")
 
 
 def _static_users(values: _Values) -> dict[str, str]:

@@ -5,6 +5,10 @@
     Meet443Error
     ├── ConfigError                 bad flags, environment or config file; the CLI exits 2
     ├── StartupError                a part of the server did not come up (a media worker)
+    ├── StoreUnavailable            the meetings database (PostgreSQL) cannot be reached now;
+    │                               the API answers 503, a join is closed with 1013 (try again)
+    ├── StateUnavailable            the cluster's shared state (Redis) cannot be reached; new
+    │                               rooms cannot be placed, calls in progress go on
     └── ProtocolError               a peer sent something we cannot accept
         ├── ParseError              bytes that do not decode (STUN, ChannelData, ...);
         │                           the datagram or frame is dropped and counted
@@ -33,6 +37,15 @@ class ConfigError(Meet443Error):
 
 class StartupError(Meet443Error):
     """The server could not start: a media worker (``--workers``) did not come up in time."""
+
+
+class StoreUnavailable(Meet443Error):
+    """The meetings database cannot be reached now (down, restarting, unreachable); retrying later
+    may work. The message names the database without its password."""
+
+
+class StateUnavailable(Meet443Error):
+    """The shared state of a cluster (:mod:`meet443.state`) did not answer."""
 
 
 class ProtocolError(Meet443Error):

@@ -104,6 +104,8 @@ def _header(network: NetworkDescription, comment: str) -> list[str]:
             f"{comment} host names (for proxies and firewalls that filter by name): "
             + ", ".join(network.hostnames)
         )
+    if network.domain_patterns:
+        lines.append(f"{comment} domain patterns to allow: " + ", ".join(network.domain_patterns))
     lines.append(f"{comment} not included: DNS, and anything else your clients need")
     return lines
 
@@ -112,6 +114,7 @@ def _json(network: NetworkDescription, rules: Sequence[Rule], client_net: str | 
     document = {
         "server": network.public_url,
         "hostnames": list(network.hostnames),
+        "domainPatterns": list(network.domain_patterns),
         "source": client_net,
         "rules": [
             {
@@ -150,6 +153,8 @@ def _table(network: NetworkDescription, rules: Sequence[Rule], client_net: str |
         lines.append(
             "Host names (for proxies and firewalls that filter by name): " + ", ".join(network.hostnames)
         )
+    if network.domain_patterns:
+        lines.append("Domain patterns to allow: " + ", ".join(network.domain_patterns))
     lines.append("Nothing inbound: a stateful firewall lets the answers of these flows back in.")
     return "\n".join(lines) + "\n"
 

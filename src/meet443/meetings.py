@@ -1,10 +1,9 @@
-"""Meetings made through ``POST /v1/meetings``, the API keys allowed to make them, and the server
-epoch (:meth:`MeetingStore.next_epoch`), in SQLite.
+"""What a meeting and an API key are, and the rules both stores apply to them (``meet443.store``).
 
-The store lives in ``<data-dir>/meetings.sqlite3`` (WAL, schema version in ``PRAGMA user_version``) and
-survives restarts. It is synchronous on purpose: the asyncio adapters call it through
-``asyncio.to_thread``; a lock makes one connection safe to share between those threads, and WAL lets
-``meet443 api-key`` write while the server reads.
+Meetings are made through ``POST /v1/meetings``; API keys allow making them. The stores (SQLite in the
+data dir, PostgreSQL with ``--database``) keep rows; everything that decides something lives here, free
+of I/O: the checks on what a client asks for, drawing names and secrets, the answer to a join, and
+whether a bearer token is a valid key.
 
 Secrets are stored only as SHA-256 digests and compared with :func:`hmac.compare_digest`: a meeting's
 host room key (256 random bits, shown once in ``hostRoomUrl``) and an API key (``m443_<id>_<secret>``,
@@ -12,14 +11,13 @@ host room key (256 random bits, shown once in ``hostRoomUrl``) and an API key (`
 random, not chosen by people: there is no dictionary to try.
 
 API keys are scoped: a key sees and deletes only the meetings it created (``created_by``), unless it
-is an admin key (``meet443 api-key create --admin``). Keys made before schema version 2 are not
-admin keys; they keep the meetings they created.
+is an admin key (``meet443 api-key create --admin``).
 
 A deleted or ended meeting stays in the table as a tombstone, so its room name keeps refusing joins
 with ``meeting-ended`` and never turns into an ad-hoc room that anyone holding an old link could enter.
 
 Nothing here reads a clock: ``now_ms`` (milliseconds since the epoch) is always a parameter, and
-randomness comes from the ``random_bytes`` callable given to :class:`MeetingStore`.
+randomness comes from a ``random_bytes`` callable.
 """
 
 from __future__ import annotations
@@ -27,18 +25,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
-import sqlite3
-import threading
-import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from secrets import token_bytes
 
-from meet443.exceptions import ConfigError
 from meet443.proto.signaling.admission import (
     Refusal,
     RoomAdmission,
@@ -48,21 +38,25 @@ from meet443.proto.signaling.admission import (
 
 __all__ = [
     "API_KEY_PREFIX",
-    "DB_FILE_NAME",
+    "INSERT_ATTEMPTS",
     "MAX_MEETING_MS",
     "MAX_ROOM_NAME_PREFIX",
     "ApiKey",
-    "ApiKeys",
     "Meeting",
-    "MeetingStore",
     "NewMeeting",
+    "RandomBytes",
+    "StoredApiKey",
+    "StoredMeeting",
+    "admission_for",
+    "api_key_id",
     "check_api_key_label",
     "check_meeting_end",
     "check_room_name_prefix",
+    "draw_api_key",
+    "draw_meeting",
+    "verified_api_key",
 ]
 
-DB_FILE_NAME = "meetings.sqlite3"
-SCHEMA_VERSION = 2
 #: A meeting may end at most this far in the future.
 MAX_MEETING_MS = 365 * 86_400_000
 #: 80 random bits: 16 base32 characters, out of reach of guessing at any join rate limit.
@@ -78,53 +72,18 @@ API_KEY_SECRET_BYTES = 32
 MAX_API_KEY_LABEL = 100
 #: Longer bearer tokens are refused before hashing; a real key is 70 characters.
 MAX_API_KEY_LENGTH = 200
-_INSERT_ATTEMPTS = 4
-_BUSY_TIMEOUT_MS = 5000
+#: Draws of a new meeting or key before giving up: a repeat is already a 2^-80 event.
+INSERT_ATTEMPTS = 4
 
 _ROOM_NAME_PREFIX = re.compile(r"[a-z0-9][a-z0-9-]*")
 _API_KEY_ID = re.compile(r"[0-9a-f]{12}")
 # Compared against when a key id is unknown, so an unknown id costs the same work as a wrong secret.
 _NO_DIGEST = bytes(32)
 
-# Each entry moves the schema from its index to index + 1, inside one transaction.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE meetings (
-        meeting_id TEXT PRIMARY KEY,
-        room_name TEXT NOT NULL UNIQUE,
-        room_mode TEXT NOT NULL CHECK (room_mode IN ('normal', 'group')),
-        start_ms INTEGER NOT NULL,
-        end_ms INTEGER NOT NULL,
-        host_key_sha256 BLOB NOT NULL,
-        created_by TEXT,
-        deleted INTEGER NOT NULL DEFAULT 0
-    ) STRICT;
-    CREATE TABLE api_keys (
-        key_id TEXT PRIMARY KEY,
-        label TEXT NOT NULL,
-        key_sha256 BLOB NOT NULL,
-        created_ms INTEGER NOT NULL,
-        revoked_ms INTEGER
-    ) STRICT;
-    """,
-    # 2: admin keys see and delete every meeting; the others only those they created. The server
-    # epoch numbers each start of a server on this store (chat ids, see :meth:`MeetingStore.next_epoch`).
-    """
-    ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX meetings_created_by ON meetings (created_by);
-    CREATE TABLE server_epoch (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        epoch INTEGER NOT NULL
-    ) STRICT;
-    INSERT INTO server_epoch (id, epoch) VALUES (1, 0);
-    """,
-)
-assert len(_MIGRATIONS) == SCHEMA_VERSION
-
 RandomBytes = Callable[[int], bytes]
 
 
-def _sha256(text: str) -> bytes:
+def sha256(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
@@ -189,6 +148,17 @@ class NewMeeting:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredMeeting:
+    """A meeting's row, as every store keeps it (and ``meet443 db copy`` moves it)."""
+
+    meeting: Meeting
+    host_key_sha256: bytes
+    #: The key id of the API key that made it.
+    created_by: str | None
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     """What is known about an API key after it was printed: never its secret."""
 
@@ -205,294 +175,92 @@ class ApiKey:
         return None if self.admin else self.key_id
 
 
+@dataclass(frozen=True, slots=True)
+class StoredApiKey:
+    """An API key's row: the key and the digest of its secret."""
+
+    key: ApiKey
+    key_sha256: bytes
+
+
 # --------------------------------------------------------------------------------------------------
-# The store
+# Rules
 
 
-class _Database:
-    """One SQLite connection shared by threads, one statement or transaction at a time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        # The database holds only digests, but nobody else needs to read them: create it 0600 before
-        # SQLite does (SQLite gives the -wal and -shm files the database file's mode).
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.lock = threading.Lock()
-        self.connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        self.connection.execute("PRAGMA journal_mode = WAL")
-        # synchronous stays FULL: writes are rare (API calls), and a 201 must survive a power cut.
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.connection
-            except BaseException:
-                self.connection.execute("ROLLBACK")
-                raise
-            self.connection.execute("COMMIT")
-
-    @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            yield self.connection
-
-    def migrate(self) -> None:
-        with self.transaction() as db:
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"{self.path} has schema version {version}, newer than this meet443 understands "
-                    f"({SCHEMA_VERSION}); run a newer meet443"
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target - 1].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version = {target}")
-
-    def close(self) -> None:
-        with self.lock:
-            self.connection.close()
+def draw_meeting(
+    random_bytes: RandomBytes,
+    *,
+    end_ms: int,
+    mode: RoomMode,
+    now_ms: int,
+    room_name_prefix: str | None,
+    created_by: str | None,
+) -> tuple[StoredMeeting, str]:
+    """A new meeting's row and its host room key, from fresh random bytes; the caller has checked
+    ``end_ms`` and the prefix."""
+    random_part = _base32(random_bytes(ROOM_NAME_RANDOM_BYTES))
+    room_name = random_part if room_name_prefix is None else f"{room_name_prefix}-{random_part}"
+    assert is_valid_room_name(room_name), room_name
+    meeting = Meeting(
+        meeting_id=random_bytes(MEETING_ID_BYTES).hex(),
+        room_name=room_name,
+        mode=mode,
+        start_ms=now_ms,
+        end_ms=end_ms,
+    )
+    host_room_key = _urlsafe(random_bytes(HOST_KEY_BYTES))
+    return StoredMeeting(meeting, sha256(host_room_key), created_by), host_room_key
 
 
-class ApiKeys:
-    """API keys for ``/v1/meetings``: ``m443_<key id>_<secret>``, stored as a SHA-256 digest."""
-
-    def __init__(self, database: _Database, random_bytes: RandomBytes) -> None:
-        self._db = database
-        self._random_bytes = random_bytes
-
-    def create(self, label: str, *, now_ms: int, admin: bool = False) -> tuple[str, str]:
-        """Return ``(key_id, api_key)``; the key is not stored and cannot be shown again."""
-        check_api_key_label(label)
-        for _ in range(_INSERT_ATTEMPTS):
-            key_id = self._random_bytes(API_KEY_ID_BYTES).hex()
-            api_key = f"{API_KEY_PREFIX}_{key_id}_{_base32(self._random_bytes(API_KEY_SECRET_BYTES))}"
-            try:
-                with self._db.transaction() as db:
-                    db.execute(
-                        "INSERT INTO api_keys (key_id, label, key_sha256, created_ms, admin) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (key_id, label, _sha256(api_key), now_ms, int(admin)),
-                    )
-            except sqlite3.IntegrityError:  # a key id repeated: draw again
-                continue
-            return key_id, api_key
-        raise RuntimeError("could not draw an unused API key id")  # only with a broken random source
-
-    def list(self) -> list[ApiKey]:
-        with self._db.reading() as db:
-            rows = db.execute(
-                "SELECT key_id, label, created_ms, revoked_ms, admin FROM api_keys "
-                "ORDER BY created_ms, key_id"
-            ).fetchall()
-        return [_api_key(row) for row in rows]
-
-    def revoke(self, key_id: str, *, now_ms: int) -> ApiKey | None:
-        """Revoke a key (at once, for every later request); returns it, or None if there is no such key.
-
-        A key revoked before keeps its first ``revoked_ms``.
-        """
-        with self._db.transaction() as db:
-            db.execute(
-                "UPDATE api_keys SET revoked_ms = ? WHERE key_id = ? AND revoked_ms IS NULL", (now_ms, key_id)
-            )
-            row = db.execute(
-                "SELECT key_id, label, created_ms, revoked_ms, admin FROM api_keys WHERE key_id = ?",
-                (key_id,),
-            ).fetchone()
-        return None if row is None else _api_key(row)
-
-    def verify(self, api_key: str) -> ApiKey | None:
-        """The valid, unrevoked ``api_key``, else None; compared in constant time."""
-        if len(api_key) > MAX_API_KEY_LENGTH:
-            return None
-        prefix, _, rest = api_key.partition("_")
-        key_id, _, _secret = rest.partition("_")
-        if prefix != API_KEY_PREFIX or not _API_KEY_ID.fullmatch(key_id):
-            return None
-        with self._db.reading() as db:
-            row = db.execute(
-                "SELECT key_sha256, key_id, label, created_ms, revoked_ms, admin FROM api_keys "
-                "WHERE key_id = ?",
-                (key_id,),
-            ).fetchone()
-        expected = row[0] if row is not None else _NO_DIGEST
-        matches = hmac.compare_digest(_sha256(api_key), expected)
-        if not matches or row is None:
-            return None
-        found = _api_key(row[1:])
-        return found if found.revoked_ms is None else None
+def draw_api_key(
+    random_bytes: RandomBytes, label: str, *, now_ms: int, admin: bool
+) -> tuple[StoredApiKey, str]:
+    """A new key's row and the key itself (``m443_<key id>_<secret>``), never stored."""
+    key_id = random_bytes(API_KEY_ID_BYTES).hex()
+    api_key = f"{API_KEY_PREFIX}_{key_id}_{_base32(random_bytes(API_KEY_SECRET_BYTES))}"
+    return StoredApiKey(ApiKey(key_id, label, now_ms, None, admin), sha256(api_key)), api_key
 
 
-def _api_key(row: tuple[str, str, int, int | None, int]) -> ApiKey:
-    key_id, label, created_ms, revoked_ms, admin = row
-    return ApiKey(key_id, label, created_ms, revoked_ms, bool(admin))
+def api_key_id(api_key: str) -> str | None:
+    """The key id of a well-formed bearer token, else None (look nothing up for it)."""
+    if len(api_key) > MAX_API_KEY_LENGTH:
+        return None
+    prefix, _, rest = api_key.partition("_")
+    key_id, _, _secret = rest.partition("_")
+    if prefix != API_KEY_PREFIX or not _API_KEY_ID.fullmatch(key_id):
+        return None
+    return key_id
 
 
-class MeetingStore:
-    """Meetings and API keys in ``<data-dir>/meetings.sqlite3``. Open with :meth:`open`; close when done."""
+def verified_api_key(api_key: str, row: StoredApiKey | None) -> ApiKey | None:
+    """The key if ``api_key`` matches the row of its key id and is not revoked; compared in constant
+    time, with the same work when there is no row."""
+    expected = row.key_sha256 if row is not None else _NO_DIGEST
+    matches = hmac.compare_digest(sha256(api_key), expected)
+    if not matches or row is None or row.key.revoked_ms is not None:
+        return None
+    return row.key
 
-    def __init__(self, path: Path, *, random_bytes: RandomBytes = token_bytes) -> None:
-        self.path = path
-        self._random_bytes = random_bytes
-        try:
-            self._db = _Database(path)
-            self._db.migrate()
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the meetings database {path}: {exc}") from None
-        self.api_keys = ApiKeys(self._db, random_bytes)
 
-    @classmethod
-    def open(cls, data_dir: Path, *, random_bytes: RandomBytes = token_bytes) -> MeetingStore:
-        """The store in ``data_dir`` (created 0700 if missing)."""
-        try:
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create {data_dir}: {exc.strerror or exc}") from None
-        return cls(data_dir / DB_FILE_NAME, random_bytes=random_bytes)
-
-    def close(self) -> None:
-        self._db.close()
-
-    def next_epoch(self) -> int:
-        """A number no earlier call on this store returned, larger than all of them: a server takes
-        one when it starts, so the chat ids of its rooms (docs/signaling.md ``chat``) never repeat
-        those of an earlier run. Durable before it is returned (synchronous=FULL)."""
-        with self._db.transaction() as db:
-            (epoch,) = db.execute("UPDATE server_epoch SET epoch = epoch + 1 RETURNING epoch").fetchone()
-        assert isinstance(epoch, int)
-        return epoch
-
-    def __enter__(self) -> MeetingStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: types.TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # ----------------------------------------------------------------------------------------------
-    # Meetings
-
-    def create(
-        self,
-        *,
-        end_ms: int,
-        mode: RoomMode,
-        now_ms: int,
-        room_name_prefix: str | None = None,
-        created_by: str | None = None,
-    ) -> NewMeeting:
-        """A meeting from ``now_ms`` to ``end_ms`` in a new room with an unguessable name.
-
-        Raises ValueError for an end outside :func:`check_meeting_end` or a bad prefix.
-        """
-        check_meeting_end(end_ms, now_ms)
-        if room_name_prefix is not None:
-            check_room_name_prefix(room_name_prefix)
-        for _ in range(_INSERT_ATTEMPTS):
-            random_part = _base32(self._random_bytes(ROOM_NAME_RANDOM_BYTES))
-            room_name = random_part if room_name_prefix is None else f"{room_name_prefix}-{random_part}"
-            assert is_valid_room_name(room_name), room_name
-            meeting = Meeting(
-                meeting_id=self._random_bytes(MEETING_ID_BYTES).hex(),
-                room_name=room_name,
-                mode=mode,
-                start_ms=now_ms,
-                end_ms=end_ms,
-            )
-            host_room_key = _urlsafe(self._random_bytes(HOST_KEY_BYTES))
-            try:
-                with self._db.transaction() as db:
-                    db.execute(
-                        "INSERT INTO meetings (meeting_id, room_name, room_mode, start_ms, end_ms, "
-                        "host_key_sha256, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            meeting.meeting_id,
-                            room_name,
-                            mode.value,
-                            now_ms,
-                            end_ms,
-                            _sha256(host_room_key),
-                            created_by,
-                        ),
-                    )
-            except sqlite3.IntegrityError:  # a room name or meeting id repeated: draw again
-                continue
-            return NewMeeting(meeting, host_room_key)
-        raise RuntimeError("could not draw an unused room name")  # only with a broken random source
-
-    def get(self, meeting_id: str, *, created_by: str | None = None) -> Meeting | None:
-        """The meeting, ended or not; None if it never existed, was deleted, or (with
-        ``created_by``, an API key's :attr:`ApiKey.scope`) was created by another key."""
-        with self._db.reading() as db:
-            return self._get(db, meeting_id, created_by)
-
-    @staticmethod
-    def _get(db: sqlite3.Connection, meeting_id: str, created_by: str | None) -> Meeting | None:
-        row = db.execute(
-            "SELECT meeting_id, room_name, room_mode, start_ms, end_ms FROM meetings "
-            "WHERE meeting_id = ? AND deleted = 0 AND (? IS NULL OR created_by = ?)",
-            (meeting_id, created_by, created_by),
-        ).fetchone()
-        if row is None:
-            return None
-        meeting_id, room_name, mode, start_ms, end_ms = row
-        return Meeting(meeting_id, room_name, RoomMode(mode), start_ms, end_ms)
-
-    def delete(self, meeting_id: str, *, created_by: str | None = None) -> Meeting | None:
-        """Delete a meeting: its room refuses every later join. Returns what was deleted, or None
-        if there was none to delete (``created_by`` as for :meth:`get`)."""
-        with self._db.transaction() as db:
-            meeting = self._get(db, meeting_id, created_by)
-            if meeting is not None:
-                db.execute("UPDATE meetings SET deleted = 1 WHERE meeting_id = ?", (meeting_id,))
-        return meeting
-
-    def end(self, room_name: str, now_ms: int) -> bool:
-        """A host ended the meeting for all: it admits nobody from now on, across restarts too."""
-        with self._db.transaction() as db:
-            cursor = db.execute(
-                "UPDATE meetings SET end_ms = MIN(end_ms, ?) WHERE room_name = ? AND deleted = 0",
-                (now_ms, room_name),
-            )
-        return cursor.rowcount == 1
-
-    def admission(
-        self,
-        room_name: str,
-        room_key: str | None,
-        now_ms: int,
-        *,
-        require_api_key: bool,
-        default_mode: RoomMode,
-    ) -> RoomAdmission | Refusal:
-        """What the directory says about one join (docs/signaling.md, "Rooms")."""
-        if not is_valid_room_name(room_name):
-            return Refusal.BAD_ROOM_NAME
-        with self._db.reading() as db:
-            row = db.execute(
-                "SELECT room_mode, end_ms, host_key_sha256, deleted FROM meetings WHERE room_name = ?",
-                (room_name,),
-            ).fetchone()
-        if row is None:
-            if require_api_key:
-                return Refusal.ROOM_NOT_FOUND
-            return RoomAdmission(
-                room_name, default_mode, api_created=False, end_ms=None, host_key_valid=False
-            )
-        mode, end_ms, host_key_sha256, deleted = row
-        if deleted or now_ms >= end_ms:
-            return Refusal.MEETING_ENDED
-        host_key_valid = room_key is not None and hmac.compare_digest(_sha256(room_key), host_key_sha256)
-        return RoomAdmission(
-            room_name, RoomMode(mode), api_created=True, end_ms=end_ms, host_key_valid=host_key_valid
-        )
+def admission_for(
+    room_name: str,
+    room_key: str | None,
+    row: StoredMeeting | None,
+    now_ms: int,
+    *,
+    require_api_key: bool,
+    default_mode: RoomMode,
+) -> RoomAdmission | Refusal:
+    """What the directory says about one join to a valid room name whose meeting row (if any) is
+    ``row`` (docs/signaling.md, "Rooms")."""
+    if row is None:
+        if require_api_key:
+            return Refusal.ROOM_NOT_FOUND
+        return RoomAdmission(room_name, default_mode, api_created=False, end_ms=None, host_key_valid=False)
+    end_ms = row.meeting.end_ms
+    if row.deleted or now_ms >= end_ms:
+        return Refusal.MEETING_ENDED
+    host_key_valid = room_key is not None and hmac.compare_digest(sha256(room_key), row.host_key_sha256)
+    return RoomAdmission(
+        room_name, row.meeting.mode, api_created=True, end_ms=end_ms, host_key_valid=host_key_valid
+    )

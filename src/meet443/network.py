@@ -16,8 +16,11 @@ The JSON shape (``version`` 1)::
      "nodes": [{"name", "self": bool, "hostnames": [...], "addresses": [...],
                 "tcpPort", "udpPort", "relayPorts": [lo, hi]}]}
 
-``nodes`` is a list so that a deployment of several servers can list all of them later; today it holds
-this node. ``services`` is the network contract of the README, with this deployment's port numbers.
+``nodes`` lists every live node of a cluster (docs/cluster.md), or this node alone. A cluster's
+document also has ``"domainPatterns"``: the names to allow on a proxy or firewall that filters by
+name, ``*.<parent>`` for node names under a common parent domain (``n1.example.com`` →
+``*.example.com``) and the public URL's host. ``services`` is the network contract of the README,
+with this deployment's port numbers.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from meet443.config import ServeConfig
+    from meet443.state import NodeInfo
 
-__all__ = ["P2P_PORTS", "NetworkDescription", "Node", "Service"]
+__all__ = ["P2P_PORTS", "NetworkDescription", "Node", "Service", "domain_patterns"]
 
 Protocol = Literal["tcp", "udp"]
 #: RFC 6335 user and dynamic ports: where browsers put their host and reflexive candidates.
@@ -99,6 +103,17 @@ class NetworkDescription:
     public_url: str
     hostnames: tuple[str, ...]
     nodes: tuple[Node, ...]
+    domain_patterns: tuple[str, ...] = ()
+
+    @classmethod
+    def cluster(cls, public_url: str, nodes: Sequence[Node]) -> NetworkDescription:
+        """Every live node of a cluster; host names are the public URL's and the nodes'."""
+        host = urlsplit(public_url).hostname or ""
+        names = [host] if host and not _is_ip(host) else []
+        for node in nodes:
+            names.extend(node.hostnames)
+        hostnames = tuple(dict.fromkeys(names))
+        return cls(public_url, hostnames, tuple(nodes), domain_patterns(hostnames))
 
     @classmethod
     def single_node(
@@ -141,6 +156,27 @@ class NetworkDescription:
             sfu_ports = (config.other_udp_port, config.other_udp_port + config.workers - 1)
         return cls.single_node(config.public_url, addresses, config.port, config.relay_ports, sfu_ports)
 
+    @classmethod
+    def from_registry(
+        cls, public_url: str, nodes: Sequence[NodeInfo], self_id: str | None
+    ) -> NetworkDescription:
+        """A cluster's live nodes as the registry describes them (docs/cluster.md)."""
+        listed = []
+        for info in sorted(nodes, key=lambda n: n.node_id):
+            host = urlsplit(info.node_url).hostname or info.node_id
+            listed.append(
+                Node(
+                    name=host,
+                    addresses=tuple(_normalise_ip(a) for a in info.addresses),
+                    tcp_port=info.port,
+                    udp_port=info.port,
+                    relay_ports=info.relay_ports,
+                    hostnames=() if _is_ip(host) else (host,),
+                    is_self=info.node_id == self_id,
+                )
+            )
+        return cls.cluster(public_url, listed)
+
     def services(self) -> list[Service]:
         """The network contract with this deployment's ports (ports of the first node)."""
         node = self.nodes[0]
@@ -171,13 +207,16 @@ class NetworkDescription:
         return [Service("sfu-ports", purpose, "udp", node.sfu_ports, "servers", False)]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "version": VERSION,
             "publicUrl": self.public_url,
             "hostnames": list(self.hostnames),
             "services": [service.to_json() for service in self.services()],
             "nodes": [node.to_json() for node in self.nodes],
         }
+        if self.domain_patterns:
+            document["domainPatterns"] = list(self.domain_patterns)
+        return document
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> NetworkDescription:
@@ -188,11 +227,22 @@ class NetworkDescription:
             public_url = _string(document["publicUrl"])
             hostnames = tuple(_string(h) for h in document["hostnames"])
             nodes = tuple(_node(raw) for raw in document["nodes"])
+            patterns = tuple(_string(p) for p in document.get("domainPatterns", ()))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a /v1/network document: {exc!r}") from None
         if not nodes:
             raise ValueError("not a /v1/network document: no nodes")
-        return cls(public_url=public_url, hostnames=hostnames, nodes=nodes)
+        return cls(public_url=public_url, hostnames=hostnames, nodes=nodes, domain_patterns=patterns)
+
+
+def domain_patterns(hostnames: Sequence[str]) -> tuple[str, ...]:
+    """Names to allow by pattern: ``*.<parent>`` for a name of three labels or more (the nodes of
+    a service share a parent, as ``*.turn.example.com`` does), else the name itself."""
+    patterns = []
+    for name in hostnames:
+        labels = name.split(".")
+        patterns.append("*." + ".".join(labels[1:]) if len(labels) >= 3 else name)
+    return tuple(dict.fromkeys(patterns))
 
 
 def _node(raw: Mapping[str, Any]) -> Node:

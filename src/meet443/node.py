@@ -261,6 +261,13 @@ class NodeCore:
         """Media worker: a :class:`ToWorker` request of the control process."""
         return self._signaling_outputs([message], now, input_=False)
 
+    def revoke_turn(self, participant: str, until: float, now: float) -> None:
+        """A participant of a room on another node left for good (docs/cluster.md "TURN across
+        nodes"): its allocations here go and its credentials are refused until ``until``."""
+        if self.turn is not None:
+            self.turn.revoke(participant, until)
+            self._touch_turn(now)
+
     def restore(self, snapshots: list[RoomSnapshot], now: float) -> None:
         """Rooms saved by an earlier run (docs/signaling.md "Node restarts"); before any connection."""
         self.signaling.restore(snapshots, now)
@@ -338,6 +345,8 @@ class NodeCore:
                 elif self.turn is not None:
                     self.turn.revoke(output.participant, output.until)
                     self._touch_turn(now)
+                # Other nodes' TURN servers hear of it through the adapter (docs/cluster.md).
+                out.append(output)
             else:
                 out.append(output)
         if input_ and now + SWEEP_SECONDS < self._signaling_due:

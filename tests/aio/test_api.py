@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 from aiohttp import web
@@ -18,10 +18,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from meet443.aio.api import CreateMeetingRequest, FailedAuthLimit, add_api_routes, openapi_document
 from meet443.aio.node import NodeService
 from meet443.app import build_signaling_server
-from meet443.meetings import MeetingStore
 from meet443.node import NodeCore
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
+from meet443.store import MeetingStore
+from meet443.store.postgres import PostgresStore
 from tests.aio.test_signaling import Peer
+from tests.postgres import PostgresServer
 
 PUBLIC_URL = "https://meet.example.org"
 NOW_S = 1_900_000_000.0  # 2030-03-17T17:46:40Z
@@ -38,19 +40,9 @@ class FakeClock:
         return self.now
 
 
-def run(scenario: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(scenario)
-
-
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[MeetingStore]:
-    with MeetingStore.open(tmp_path) as opened:
-        yield opened
-
-
-@pytest.fixture
-def api_key(store: MeetingStore) -> str:
-    return store.api_keys.create("tests", now_ms=int(NOW_S * 1000))[1]
+def api_key(store: MeetingStore, runner: asyncio.Runner) -> str:
+    return runner.run(store.api_keys.create("tests", now_ms=int(NOW_S * 1000)))[1]
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -100,58 +92,52 @@ async def error_of(response: Any, status: int) -> str:
 
 
 class TestCreate:
-    def test_created_meeting(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                response = await client.post(
-                    "/v1/meetings",
-                    json={"endDate": END_DATE, "roomMode": "group", "roomNamePrefix": "team"},
-                    headers=bearer(api_key),
-                )
-                assert response.status == 201
-                assert response.headers["Cache-Control"] == "no-store"
-                body = await response.json()
-                assert set(body) == {
-                    "meetingId",
-                    "roomName",
-                    "roomUrl",
-                    "hostRoomUrl",
-                    "roomMode",
-                    "startDate",
-                    "endDate",
-                }
-                assert re.fullmatch(r"team-[a-z2-7]{16}", body["roomName"])
-                assert body["roomUrl"] == f"{PUBLIC_URL}/{body['roomName']}"
-                url, _, key = body["hostRoomUrl"].partition("?roomKey=")
-                assert url == body["roomUrl"]
-                assert response.headers["Location"] == f"{PUBLIC_URL}/v1/meetings/{body['meetingId']}"
-                assert body["roomMode"] == "group"
-                assert body["startDate"] == "2030-03-17T17:46:40.000Z"
-                assert body["endDate"] == "2030-03-18T00:00:00.000Z"
-                answer = store.admission(
-                    body["roomName"],
-                    key,
-                    int(NOW_S * 1000),
-                    require_api_key=True,
-                    default_mode=RoomMode.NORMAL,
-                )
-                assert answer == RoomAdmission(
-                    body["roomName"],
-                    RoomMode.GROUP,
-                    api_created=True,
-                    end_ms=1_900_022_400_000,
-                    host_key_valid=True,
-                )
+    async def test_created_meeting(self, store: MeetingStore, api_key: str) -> None:
+        async with api_client(store) as client:
+            response = await client.post(
+                "/v1/meetings",
+                json={"endDate": END_DATE, "roomMode": "group", "roomNamePrefix": "team"},
+                headers=bearer(api_key),
+            )
+            assert response.status == 201
+            assert response.headers["Cache-Control"] == "no-store"
+            body = await response.json()
+            assert set(body) == {
+                "meetingId",
+                "roomName",
+                "roomUrl",
+                "hostRoomUrl",
+                "roomMode",
+                "startDate",
+                "endDate",
+            }
+            assert re.fullmatch(r"team-[a-z2-7]{16}", body["roomName"])
+            assert body["roomUrl"] == f"{PUBLIC_URL}/{body['roomName']}"
+            url, _, key = body["hostRoomUrl"].partition("?roomKey=")
+            assert url == body["roomUrl"]
+            assert response.headers["Location"] == f"{PUBLIC_URL}/v1/meetings/{body['meetingId']}"
+            assert body["roomMode"] == "group"
+            assert body["startDate"] == "2030-03-17T17:46:40.000Z"
+            assert body["endDate"] == "2030-03-18T00:00:00.000Z"
+            answer = await store.admission(
+                body["roomName"],
+                key,
+                int(NOW_S * 1000),
+                require_api_key=True,
+                default_mode=RoomMode.NORMAL,
+            )
+            assert answer == RoomAdmission(
+                body["roomName"],
+                RoomMode.GROUP,
+                api_created=True,
+                end_ms=1_900_022_400_000,
+                host_key_valid=True,
+            )
 
-        run(scenario())
-
-    def test_end_date_with_offset(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                body = await create(client, api_key, endDate="2030-03-18T02:30:00.250+02:30")
-                assert body["endDate"] == "2030-03-18T00:00:00.250Z"
-
-        run(scenario())
+    async def test_end_date_with_offset(self, store: MeetingStore, api_key: str) -> None:
+        async with api_client(store) as client:
+            body = await create(client, api_key, endDate="2030-03-18T02:30:00.250+02:30")
+            assert body["endDate"] == "2030-03-18T00:00:00.250Z"
 
     @pytest.mark.parametrize(
         "forged",
@@ -160,28 +146,23 @@ class TestCreate:
             {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "Forwarded": "host=evil.example"},
         ],
     )
-    def test_urls_come_from_the_public_url_only(
+    async def test_urls_come_from_the_public_url_only(
         self, store: MeetingStore, api_key: str, forged: dict[str, str]
     ) -> None:
-        async def scenario() -> None:
-            async with api_client(store, public_url="https://meet.example.org:8443/") as client:
-                response = await client.post(
-                    "/v1/meetings",
-                    json={"endDate": END_DATE, "roomMode": "normal"},
-                    headers={**bearer(api_key), **forged},
-                )
-                assert response.status == 201
-                body = await response.json()
-                text = json.dumps(body) + response.headers["Location"]
-                assert "evil" not in text
-                assert body["roomUrl"] == f"https://meet.example.org:8443/{body['roomName']}"
-                assert body["hostRoomUrl"].startswith(body["roomUrl"] + "?roomKey=")
-                got = await client.get(
-                    f"/v1/meetings/{body['meetingId']}", headers={**bearer(api_key), **forged}
-                )
-                assert (await got.json())["roomUrl"] == body["roomUrl"]
-
-        run(scenario())
+        async with api_client(store, public_url="https://meet.example.org:8443/") as client:
+            response = await client.post(
+                "/v1/meetings",
+                json={"endDate": END_DATE, "roomMode": "normal"},
+                headers={**bearer(api_key), **forged},
+            )
+            assert response.status == 201
+            body = await response.json()
+            text = json.dumps(body) + response.headers["Location"]
+            assert "evil" not in text
+            assert body["roomUrl"] == f"https://meet.example.org:8443/{body['roomName']}"
+            assert body["hostRoomUrl"].startswith(body["roomUrl"] + "?roomKey=")
+            got = await client.get(f"/v1/meetings/{body['meetingId']}", headers={**bearer(api_key), **forged})
+            assert (await got.json())["roomUrl"] == body["roomUrl"]
 
     @pytest.mark.parametrize(
         ("body", "status", "code"),
@@ -208,34 +189,27 @@ class TestCreate:
             (VALID[:-1] + b', "pad": "' + b"x" * 20000 + b'"}', 413, "too-large"),
         ],
     )  # fmt: skip
-    def test_bad_bodies(self, store: MeetingStore, api_key: str, body: bytes, status: int, code: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                headers = {**bearer(api_key), "Content-Type": "application/json"}
-                response = await client.post("/v1/meetings", data=body, headers=headers)
-                assert await error_of(response, status) == code
+    async def test_bad_bodies(
+        self, store: MeetingStore, api_key: str, body: bytes, status: int, code: str
+    ) -> None:
+        async with api_client(store) as client:
+            headers = {**bearer(api_key), "Content-Type": "application/json"}
+            response = await client.post("/v1/meetings", data=body, headers=headers)
+            assert await error_of(response, status) == code
 
-        run(scenario())
+    async def test_null_prefix_is_no_prefix(self, store: MeetingStore, api_key: str) -> None:
+        async with api_client(store) as client:
+            body = await create(client, api_key, roomNamePrefix=None)
+            assert re.fullmatch(r"[a-z2-7]{16}", body["roomName"])
 
-    def test_null_prefix_is_no_prefix(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                body = await create(client, api_key, roomNamePrefix=None)
-                assert re.fullmatch(r"[a-z2-7]{16}", body["roomName"])
-
-        run(scenario())
-
-    def test_other_methods_get_a_json_405(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                response = await client.get("/v1/meetings", headers=bearer(api_key))
-                assert await error_of(response, 405) == "method-not-allowed"
-                assert response.headers["Allow"] == "POST"
-                response = await client.put("/v1/meetings/" + "0" * 32, headers=bearer(api_key))
-                assert await error_of(response, 405) == "method-not-allowed"
-                assert response.headers["Allow"] == "GET, HEAD, DELETE"
-
-        run(scenario())
+    async def test_other_methods_get_a_json_405(self, store: MeetingStore, api_key: str) -> None:
+        async with api_client(store) as client:
+            response = await client.get("/v1/meetings", headers=bearer(api_key))
+            assert await error_of(response, 405) == "method-not-allowed"
+            assert response.headers["Allow"] == "POST"
+            response = await client.put("/v1/meetings/" + "0" * 32, headers=bearer(api_key))
+            assert await error_of(response, 405) == "method-not-allowed"
+            assert response.headers["Allow"] == "GET, HEAD, DELETE"
 
 
 class TestAuthentication:
@@ -251,86 +225,73 @@ class TestAuthentication:
             ({"Authorization": "Basic dXNlcjpwYXNz"}, 'Bearer realm="meet443", error="invalid_token"'),
         ],
     )
-    def test_without_a_valid_key(
+    async def test_without_a_valid_key(
         self, store: MeetingStore, api_key: str, headers: dict[str, str], challenge: str
     ) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                meeting_id = (await create(client, api_key))["meetingId"]
-                requests = [
-                    client.post(
-                        "/v1/meetings", json={"endDate": END_DATE, "roomMode": "normal"}, headers=headers
-                    ),
-                    client.get(f"/v1/meetings/{meeting_id}", headers=headers),
-                    client.delete(f"/v1/meetings/{meeting_id}", headers=headers),
-                ]
-                for request in requests:
-                    response = await request
-                    assert await error_of(response, 401) == "unauthorized"
-                    assert response.headers["WWW-Authenticate"] == challenge
-                assert store.get(meeting_id) is not None
-
-        run(scenario())
-
-    def test_scheme_is_case_insensitive(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                response = await client.post(
-                    "/v1/meetings",
-                    json={"endDate": END_DATE, "roomMode": "normal"},
-                    headers={"Authorization": f"bearer {api_key}"},
-                )
-                assert response.status == 201
-
-        run(scenario())
-
-    def test_revoked_key(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                await create(client, api_key)
-                key_id = api_key.split("_")[1]
-                store.api_keys.revoke(key_id, now_ms=0)
-                response = await client.post(
-                    "/v1/meetings", json={"endDate": END_DATE, "roomMode": "normal"}, headers=bearer(api_key)
-                )
+        async with api_client(store) as client:
+            meeting_id = (await create(client, api_key))["meetingId"]
+            requests = [
+                client.post(
+                    "/v1/meetings", json={"endDate": END_DATE, "roomMode": "normal"}, headers=headers
+                ),
+                client.get(f"/v1/meetings/{meeting_id}", headers=headers),
+                client.delete(f"/v1/meetings/{meeting_id}", headers=headers),
+            ]
+            for request in requests:
+                response = await request
                 assert await error_of(response, 401) == "unauthorized"
+                assert response.headers["WWW-Authenticate"] == challenge
+            assert await store.get(meeting_id) is not None
 
-        run(scenario())
+    async def test_scheme_is_case_insensitive(self, store: MeetingStore, api_key: str) -> None:
+        async with api_client(store) as client:
+            response = await client.post(
+                "/v1/meetings",
+                json={"endDate": END_DATE, "roomMode": "normal"},
+                headers={"Authorization": f"bearer {api_key}"},
+            )
+            assert response.status == 201
 
-    def test_failed_attempts_are_rate_limited_per_address(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            clock = FakeClock()
-            limit = FailedAuthLimit(rate=0.5, burst=2)
-            async with api_client(store, monotonic=clock, failed_auth=limit) as client:
-                wrong = bearer("m443_000000000000_" + "a" * 52)
-                for _ in range(2):
-                    assert await error_of(await client.get("/v1/meetings/" + "0" * 32, headers=wrong), 401)
-                response = await client.get("/v1/meetings/" + "0" * 32, headers=wrong)
-                assert await error_of(response, 429) == "rate-limited"
-                assert response.headers["Retry-After"] == "2"
-                # Shut out: invalid keys get 429 until a token refills.
-                clock.now += 1
-                response = await client.get("/v1/meetings/" + "0" * 32, headers=wrong)
-                assert await error_of(response, 429) == "rate-limited"
-                clock.now += 1
+    async def test_revoked_key(self, store: MeetingStore, api_key: str) -> None:
+        async with api_client(store) as client:
+            await create(client, api_key)
+            key_id = api_key.split("_")[1]
+            await store.api_keys.revoke(key_id, now_ms=0)
+            response = await client.post(
+                "/v1/meetings", json={"endDate": END_DATE, "roomMode": "normal"}, headers=bearer(api_key)
+            )
+            assert await error_of(response, 401) == "unauthorized"
+
+    async def test_failed_attempts_are_rate_limited_per_address(
+        self, store: MeetingStore, api_key: str
+    ) -> None:
+        clock = FakeClock()
+        limit = FailedAuthLimit(rate=0.5, burst=2)
+        async with api_client(store, monotonic=clock, failed_auth=limit) as client:
+            wrong = bearer("m443_000000000000_" + "a" * 52)
+            for _ in range(2):
                 assert await error_of(await client.get("/v1/meetings/" + "0" * 32, headers=wrong), 401)
+            response = await client.get("/v1/meetings/" + "0" * 32, headers=wrong)
+            assert await error_of(response, 429) == "rate-limited"
+            assert response.headers["Retry-After"] == "2"
+            # Shut out: invalid keys get 429 until a token refills.
+            clock.now += 1
+            response = await client.get("/v1/meetings/" + "0" * 32, headers=wrong)
+            assert await error_of(response, 429) == "rate-limited"
+            clock.now += 1
+            assert await error_of(await client.get("/v1/meetings/" + "0" * 32, headers=wrong), 401)
 
-        run(scenario())
-
-    def test_bad_keys_do_not_lock_out_a_valid_key(self, store: MeetingStore, api_key: str) -> None:
+    async def test_bad_keys_do_not_lock_out_a_valid_key(self, store: MeetingStore, api_key: str) -> None:
         """Issue 10 §4: 10 bad keys from an address made its next valid request 429; now 201."""
 
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                wrong = bearer("m443_000000000000_" + "a" * 52)
-                statuses = [
-                    (await client.get("/v1/meetings/" + "0" * 32, headers=wrong)).status for _ in range(11)
-                ]
-                assert statuses == [401] * 10 + [429]
-                await create(client, api_key)
-                assert (await client.get("/v1/meetings/" + "0" * 32, headers=wrong)).status == 429
-
-        run(scenario())
+        async with api_client(store) as client:
+            wrong = bearer("m443_000000000000_" + "a" * 52)
+            statuses = [
+                (await client.get("/v1/meetings/" + "0" * 32, headers=wrong)).status for _ in range(11)
+            ]
+            assert statuses == [401] * 10 + [429]
+            await create(client, api_key)
+            assert (await client.get("/v1/meetings/" + "0" * 32, headers=wrong)).status == 429
 
 
 class TestFailedAuthLimit:
@@ -356,83 +317,113 @@ class TestFailedAuthLimit:
 
 
 class TestGetAndDelete:
-    def test_get(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                created = await create(client, api_key)
-                response = await client.get(f"/v1/meetings/{created['meetingId']}", headers=bearer(api_key))
-                assert response.status == 200
-                assert response.headers["Cache-Control"] == "no-store"
-                body = await response.json()
-                expected = dict(created)
-                del expected["hostRoomUrl"]
-                assert body == expected
-                assert "roomKey" not in json.dumps(body)
-
-        run(scenario())
+    async def test_get(self, store: MeetingStore, api_key: str) -> None:
+        async with api_client(store) as client:
+            created = await create(client, api_key)
+            response = await client.get(f"/v1/meetings/{created['meetingId']}", headers=bearer(api_key))
+            assert response.status == 200
+            assert response.headers["Cache-Control"] == "no-store"
+            body = await response.json()
+            expected = dict(created)
+            del expected["hostRoomUrl"]
+            assert body == expected
+            assert "roomKey" not in json.dumps(body)
 
     @pytest.mark.parametrize("meeting_id", ["0" * 32, "nope", "A" * 32, "0" * 33])
-    def test_unknown(self, store: MeetingStore, api_key: str, meeting_id: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                for method in (client.get, client.delete):
-                    response = await method(f"/v1/meetings/{meeting_id}", headers=bearer(api_key))
-                    assert await error_of(response, 404) == "not-found"
+    async def test_unknown(self, store: MeetingStore, api_key: str, meeting_id: str) -> None:
+        async with api_client(store) as client:
+            for method in (client.get, client.delete):
+                response = await method(f"/v1/meetings/{meeting_id}", headers=bearer(api_key))
+                assert await error_of(response, 404) == "not-found"
 
-        run(scenario())
-
-    def test_delete(self, store: MeetingStore, api_key: str) -> None:
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                created = await create(client, api_key)
-                path = f"/v1/meetings/{created['meetingId']}"
-                response = await client.delete(path, headers=bearer(api_key))
-                assert response.status == 204
-                assert await response.read() == b""
-                assert await error_of(await client.get(path, headers=bearer(api_key)), 404) == "not-found"
-                assert await error_of(await client.delete(path, headers=bearer(api_key)), 404) == "not-found"
-                answer = store.admission(
-                    created["roomName"],
-                    None,
-                    int(NOW_S * 1000),
-                    require_api_key=False,
-                    default_mode=RoomMode.NORMAL,
-                )
-                assert answer is Refusal.MEETING_ENDED
-
-        run(scenario())
+    async def test_delete(self, store: MeetingStore, api_key: str) -> None:
+        async with api_client(store) as client:
+            created = await create(client, api_key)
+            path = f"/v1/meetings/{created['meetingId']}"
+            response = await client.delete(path, headers=bearer(api_key))
+            assert response.status == 204
+            assert await response.read() == b""
+            assert await error_of(await client.get(path, headers=bearer(api_key)), 404) == "not-found"
+            assert await error_of(await client.delete(path, headers=bearer(api_key)), 404) == "not-found"
+            answer = await store.admission(
+                created["roomName"],
+                None,
+                int(NOW_S * 1000),
+                require_api_key=False,
+                default_mode=RoomMode.NORMAL,
+            )
+            assert answer is Refusal.MEETING_ENDED
 
 
 class TestScopedKeys:
     """A key sees and deletes only the meetings it created; an admin key sees them all."""
 
-    def test_other_keys_meetings_are_not_found(self, store: MeetingStore, api_key: str) -> None:
-        other = store.api_keys.create("other", now_ms=int(NOW_S * 1000))[1]
-        admin = store.api_keys.create("ops", now_ms=int(NOW_S * 1000), admin=True)[1]
+    async def test_other_keys_meetings_are_not_found(self, store: MeetingStore, api_key: str) -> None:
+        other = (await store.api_keys.create("other", now_ms=int(NOW_S * 1000)))[1]
+        admin = (await store.api_keys.create("ops", now_ms=int(NOW_S * 1000), admin=True))[1]
 
-        async def scenario() -> None:
+        async with api_client(store) as client:
+            mine = await create(client, api_key)
+            theirs = await create(client, other)
+            path = f"/v1/meetings/{mine['meetingId']}"
+            for method in (client.get, client.delete):
+                assert await error_of(await method(path, headers=bearer(other)), 404) == "not-found"
+            assert (await client.get(path, headers=bearer(api_key))).status == 200
+            assert (await client.get(path, headers=bearer(admin))).status == 200
+            assert (await client.delete(path, headers=bearer(admin))).status == 204
+            theirs_path = f"/v1/meetings/{theirs['meetingId']}"
+            assert (await client.delete(theirs_path, headers=bearer(other))).status == 204
+
+
+@pytest.mark.postgresql
+class TestStoreUnavailable:
+    async def test_503_while_postgres_does_not_answer(self, postgres: PostgresServer) -> None:
+        """A statement that cannot finish (here: a table locked past ``statement_timeout``) is a 503
+        with Retry-After, on every route; once the table is free, the same requests succeed."""
+        url = await postgres.fresh_database()
+        store = await PostgresStore.connect(f"{url}&statement_timeout=200")
+        blocker = await asyncpg.connect(url)
+        try:
+            key_id, key = await store.api_keys.create("tests", now_ms=int(NOW_S * 1000))
+            created = await store.create(
+                created_by=key_id,
+                end_ms=int(NOW_S * 1000) + 3_600_000,
+                mode=RoomMode.NORMAL,
+                now_ms=int(NOW_S * 1000),
+            )
+            path = f"/v1/meetings/{created.meeting.meeting_id}"
             async with api_client(store) as client:
-                mine = await create(client, api_key)
-                theirs = await create(client, other)
-                path = f"/v1/meetings/{mine['meetingId']}"
-                for method in (client.get, client.delete):
-                    assert await error_of(await method(path, headers=bearer(other)), 404) == "not-found"
-                assert (await client.get(path, headers=bearer(api_key))).status == 200
-                assert (await client.get(path, headers=bearer(admin))).status == 200
-                assert (await client.delete(path, headers=bearer(admin))).status == 204
-                theirs_path = f"/v1/meetings/{theirs['meetingId']}"
-                assert (await client.delete(theirs_path, headers=bearer(other))).status == 204
-
-        run(scenario())
+                async with blocker.transaction():
+                    await blocker.execute("LOCK TABLE meetings")
+                    for response in (
+                        await client.post(
+                            "/v1/meetings",
+                            json={"endDate": END_DATE, "roomMode": "normal"},
+                            headers=bearer(key),
+                        ),
+                        await client.get(path, headers=bearer(key)),
+                        await client.delete(path, headers=bearer(key)),
+                    ):
+                        assert await error_of(response, 503) == "store-unavailable"
+                        assert response.headers["Retry-After"] == "5"
+                    await blocker.execute("LOCK TABLE api_keys")
+                    assert (
+                        await error_of(await client.get(path, headers=bearer(key)), 503)
+                        == "store-unavailable"
+                    )
+                await create(client, key)
+                assert (await client.get(path, headers=bearer(key))).status == 200
+        finally:
+            await blocker.close()
+            await store.close()
 
 
 class TestDeleteEndsTheMeeting:
     """Issue 10 §4: ``DELETE`` ends the meeting: ``ended`` and close 1000 for everyone, no resume."""
 
-    def test_participants_are_sent_away(self, store: MeetingStore, api_key: str) -> None:
+    async def test_participants_are_sent_away(self, store: MeetingStore, api_key: str) -> None:
         async def directory(room: str, room_key: str | None, now: float) -> RoomAdmission | Refusal:
-            return await asyncio.to_thread(
-                store.admission,
+            return await store.admission(
                 room,
                 room_key,
                 int(now * 1000),
@@ -440,42 +431,35 @@ class TestDeleteEndsTheMeeting:
                 default_mode=RoomMode.NORMAL,
             )
 
-        async def scenario() -> None:
-            core = build_signaling_server(turn_secret="s", public_url=PUBLIC_URL, turn_port=443)
-            service = NodeService(
-                NodeCore(core), None, directory=directory, public_url=PUBLIC_URL, clock=lambda: NOW_S
-            )
-            app = web.Application()
-            service.signaling.add_routes(app)
-            add_api_routes(
-                app, store, PUBLIC_URL, clock=lambda: NOW_S, on_meeting_deleted=service.end_meeting
-            )
-            async with TestClient(TestServer(app)) as client:
-                created = await create(client, api_key)
-                room = created["roomName"]
-                url = str(client.make_url("/v1/ws"))
-                ada = Peer(await client.session.ws_connect(url))
-                bob = Peer(await client.session.ws_connect(url))
-                assert (await ada.join(room))["type"] == "joined"
-                assert (await bob.join(room, "Bob"))["type"] == "joined"
-                await ada.expect("participant-joined")
-                token = bob.resume_token
-                await bob.ws.close()  # bob's socket drops: he may resume for 30 s
-                assert (await ada.expect("participant-updated"))["participant"]["connected"] is False
+        core = build_signaling_server(turn_secret="s", public_url=PUBLIC_URL, turn_port=443)
+        service = NodeService(
+            NodeCore(core), None, directory=directory, public_url=PUBLIC_URL, clock=lambda: NOW_S
+        )
+        app = web.Application()
+        service.signaling.add_routes(app)
+        add_api_routes(app, store, PUBLIC_URL, clock=lambda: NOW_S, on_meeting_deleted=service.end_meeting)
+        async with TestClient(TestServer(app)) as client:
+            created = await create(client, api_key)
+            room = created["roomName"]
+            url = str(client.make_url("/v1/ws"))
+            ada = Peer(await client.session.ws_connect(url))
+            bob = Peer(await client.session.ws_connect(url))
+            assert (await ada.join(room))["type"] == "joined"
+            assert (await bob.join(room, "Bob"))["type"] == "joined"
+            await ada.expect("participant-joined")
+            token = bob.resume_token
+            await bob.ws.close()  # bob's socket drops: he may resume for 30 s
+            assert (await ada.expect("participant-updated"))["participant"]["connected"] is False
 
-                response = await client.delete(
-                    f"/v1/meetings/{created['meetingId']}", headers=bearer(api_key)
-                )
-                assert response.status == 204
-                assert await ada.recv() == {"type": "ended"}
-                assert await ada.closed() == 1000
+            response = await client.delete(f"/v1/meetings/{created['meetingId']}", headers=bearer(api_key))
+            assert response.status == 204
+            assert await ada.recv() == {"type": "ended"}
+            assert await ada.closed() == 1000
 
-                bob = Peer(await client.session.ws_connect(url))
-                answer = await bob.join(room, "Bob", resumeToken=token)
-                assert answer["type"] == "error" and answer["code"] == "meeting-ended", answer
-                assert await bob.closed() == 1000
-
-        run(scenario())
+            bob = Peer(await client.session.ws_connect(url))
+            answer = await bob.join(room, "Bob", resumeToken=token)
+            assert answer["type"] == "error" and answer["code"] == "meeting-ended", answer
+            assert await bob.closed() == 1000
 
 
 def _refs(node: object) -> Iterator[str]:
@@ -491,30 +475,27 @@ def _refs(node: object) -> Iterator[str]:
 
 
 class TestOpenApi:
-    def test_served_without_a_key_and_matches_the_routes(self, store: MeetingStore) -> None:
-        async def scenario() -> None:
-            async with api_client(store, public_url="https://meet.example.org/") as client:
-                response = await client.get("/v1/openapi.json")
-                assert response.status == 200
-                assert response.content_type == "application/json"
-                document = await response.json()
-                assert document["openapi"] == "3.1.0"
-                assert document["servers"] == [{"url": "https://meet.example.org"}]
-                assert client.app is not None
-                routes = {
-                    (route.resource.canonical, route.method.lower())
-                    for route in client.app.router.routes()
-                    if route.resource is not None and route.method not in ("*", "HEAD")
-                }
-                documented = {
-                    (path, method)
-                    for path, item in document["paths"].items()
-                    for method in item
-                    if method in ("get", "post", "put", "patch", "delete")
-                }
-                assert documented == routes
-
-        run(scenario())
+    async def test_served_without_a_key_and_matches_the_routes(self, store: MeetingStore) -> None:
+        async with api_client(store, public_url="https://meet.example.org/") as client:
+            response = await client.get("/v1/openapi.json")
+            assert response.status == 200
+            assert response.content_type == "application/json"
+            document = await response.json()
+            assert document["openapi"] == "3.1.0"
+            assert document["servers"] == [{"url": "https://meet.example.org"}]
+            assert client.app is not None
+            routes = {
+                (route.resource.canonical, route.method.lower())
+                for route in client.app.router.routes()
+                if route.resource is not None and route.method not in ("*", "HEAD")
+            }
+            documented = {
+                (path, method)
+                for path, item in document["paths"].items()
+                for method in item
+                if method in ("get", "post", "put", "patch", "delete")
+            }
+            assert documented == routes
 
     def test_refs_resolve(self) -> None:
         document = openapi_document(PUBLIC_URL)
@@ -524,7 +505,7 @@ class TestOpenApi:
                 node = node[part]
             assert isinstance(node, dict), ref
 
-    def test_schemas_match_the_bodies(self, store: MeetingStore, api_key: str) -> None:
+    async def test_schemas_match_the_bodies(self, store: MeetingStore, api_key: str) -> None:
         schemas = openapi_document(PUBLIC_URL)["components"]["schemas"]
         request_fields = {field.encode_name for field in msgspec.structs.fields(CreateMeetingRequest)}
         assert set(schemas["CreateMeetingRequest"]["properties"]) == request_fields
@@ -532,12 +513,9 @@ class TestOpenApi:
         meeting = schemas["Meeting"]
         created_extra = schemas["CreatedMeeting"]["allOf"][1]
 
-        async def scenario() -> None:
-            async with api_client(store) as client:
-                created = await create(client, api_key)
-                assert set(created) == set(meeting["required"]) | set(created_extra["required"])
-                assert set(meeting["required"]) == set(meeting["properties"])
-                for name in ("meetingId", "roomName"):
-                    assert re.fullmatch(meeting["properties"][name]["pattern"], created[name])
-
-        run(scenario())
+        async with api_client(store) as client:
+            created = await create(client, api_key)
+            assert set(created) == set(meeting["required"]) | set(created_extra["required"])
+            assert set(meeting["required"]) == set(meeting["properties"])
+            for name in ("meetingId", "roomName"):
+                assert re.fullmatch(meeting["properties"][name]["pattern"], created[name])

@@ -21,9 +21,9 @@ from yarl import URL
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.http import WEB_DIR, HttpService, build_main_app, sum_expositions
 from meet443.aio.network import NetworkEndpoints
-from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.proto.signaling.admission import RoomMode
+from meet443.store.sqlite import SqliteStore
 
 PUBLIC_URL = "https://meet.example.org:8443"
 INDEX = "<!doctype html><title>landing</title>"
@@ -73,7 +73,7 @@ async def https_client(
     tls: ssl.SSLContext,
     web_dir: Path = WEB_DIR,
     embed_origins: Sequence[str] = (),
-    meetings: MeetingStore | None = None,
+    meetings: SqliteStore | None = None,
 ) -> AsyncIterator[Client]:
     app = build_main_app(PUBLIC_URL, embed_origins=embed_origins, meetings=meetings, web_dir=web_dir)
     async with tls_client(app, tls) as client:
@@ -379,7 +379,7 @@ class TestHostileRequests:
         assert [r.getMessage() for r in caplog.records] == ["GET /v1/boom failed"]
 
     def test_head_wherever_get_is_answered(self, tls: ssl.SSLContext, web_dir: Path, tmp_path: Path) -> None:
-        async def scenario(store: MeetingStore, api_key: str, meeting: str) -> None:
+        async def scenario(store: SqliteStore, api_key: str, meeting: str) -> None:
             app = build_main_app(PUBLIC_URL, meetings=store, web_dir=web_dir, network=network_endpoints())
             auth = {"Authorization": f"Bearer {api_key}"}
             async with tls_client(app, tls) as client:
@@ -394,13 +394,18 @@ class TestHostileRequests:
                     assert await head.read() == b""
                     assert_security_headers(head)
 
-        with MeetingStore.open(tmp_path / "data") as store:
-            _, api_key = store.api_keys.create("", now_ms=0)
-            tomorrow = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
-            meeting = store.create(
-                end_ms=int(tomorrow.timestamp() * 1000), mode=RoomMode.NORMAL, now_ms=int(time.time() * 1000)
-            ).meeting.meeting_id
-            run(scenario(store, api_key, meeting))
+        async def with_a_meeting() -> None:
+            async with SqliteStore.open(tmp_path / "data") as store:
+                _, api_key = await store.api_keys.create("", now_ms=0)
+                tomorrow = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+                created = await store.create(
+                    end_ms=int(tomorrow.timestamp() * 1000),
+                    mode=RoomMode.NORMAL,
+                    now_ms=int(time.time() * 1000),
+                )
+                await scenario(store, api_key, created.meeting.meeting_id)
+
+        run(with_a_meeting())
 
     def test_no_version_banner_and_one_line_for_a_bad_request(self, caplog: pytest.LogCaptureFixture) -> None:
         """Through :class:`HttpService`, as ``meet443 serve`` runs it, so aiohttp's own 400 counts."""
@@ -464,7 +469,7 @@ class TestPlainHttp:
 
 class TestWithMeetingsApi:
     def test_api_routes_and_headers(self, tls: ssl.SSLContext, web_dir: Path, tmp_path: Path) -> None:
-        async def scenario(store: MeetingStore, api_key: str) -> None:
+        async def scenario(store: SqliteStore, api_key: str) -> None:
             async with https_client(tls, web_dir, meetings=store) as client:
                 response = await client.get("/v1/openapi.json")
                 assert response.status == 200
@@ -485,9 +490,12 @@ class TestWithMeetingsApi:
                 page = await client.get(room_url.path)
                 assert await page.text() == ROOM
 
-        with MeetingStore.open(tmp_path / "data") as store:
-            _, api_key = store.api_keys.create("", now_ms=0)
-            run(scenario(store, api_key))
+        async def with_a_key() -> None:
+            async with SqliteStore.open(tmp_path / "data") as store:
+                _, api_key = await store.api_keys.create("", now_ms=0)
+                await scenario(store, api_key)
+
+        run(with_a_key())
 
 
 def test_redirect_keeps_the_path_encoded(web_dir: Path) -> None:

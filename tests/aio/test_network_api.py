@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.http import WEB_DIR, build_main_app
 from meet443.aio.network import NetworkEndpoints
-from meet443.meetings import MeetingStore
 from meet443.network import NetworkDescription
 from meet443.proto.turn.check import is_check_username
 from meet443.proto.turn.credentials import rest_password, rest_username_expiry
+from meet443.store.sqlite import SqliteStore
 
 PUBLIC_URL = "https://meet.example.org"
 SECRET = "network-secret"
@@ -46,18 +46,20 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[MeetingStore]:
-    with MeetingStore.open(tmp_path) as opened:
-        yield opened
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """Only API keys: the store's own tests run on both backends (tests/test_meetings.py)."""
+    opened = SqliteStore.open(tmp_path)
+    yield opened
+    asyncio.run(opened.close())
 
 
 @pytest.fixture
-def api_key(store: MeetingStore) -> str:
-    return store.api_keys.create("it", now_ms=1_900_000_000_000)[1]
+def api_key(store: SqliteStore) -> str:
+    return asyncio.run(store.api_keys.create("it", now_ms=1_900_000_000_000))[1]
 
 
 @asynccontextmanager
-async def client_for(tls: ssl.SSLContext, store: MeetingStore, check_rate: int = 6) -> AsyncIterator[Client]:
+async def client_for(tls: ssl.SSLContext, store: SqliteStore, check_rate: int = 6) -> AsyncIterator[Client]:
     endpoints = NetworkEndpoints(
         description=NETWORK,
         turn_secret=SECRET,
@@ -74,7 +76,7 @@ async def client_for(tls: ssl.SSLContext, store: MeetingStore, check_rate: int =
 
 
 class TestNetwork:
-    def test_needs_an_admin_api_key(self, tls: ssl.SSLContext, store: MeetingStore, api_key: str) -> None:
+    def test_needs_an_admin_api_key(self, tls: ssl.SSLContext, store: SqliteStore, api_key: str) -> None:
         async def scenario() -> None:
             async with client_for(tls, store) as client:
                 response = await client.get("/v1/network")
@@ -90,14 +92,15 @@ class TestNetwork:
                 document = await good.json()
                 assert document == NETWORK.to_json()
                 assert NetworkDescription.from_json(document) == NETWORK
-                store.api_keys.revoke(store.api_keys.list()[0].key_id, now_ms=1_900_000_000_001)
+                (key,) = await store.api_keys.list()
+                await store.api_keys.revoke(key.key_id, now_ms=1_900_000_000_001)
                 revoked = await client.get("/v1/network", headers={"Authorization": f"Bearer {api_key}"})
                 assert revoked.status == 401
                 assert (await client.post("/v1/network")).status == 405
 
         run(scenario())
 
-    def test_failed_keys_are_rate_limited(self, tls: ssl.SSLContext, store: MeetingStore) -> None:
+    def test_failed_keys_are_rate_limited(self, tls: ssl.SSLContext, store: SqliteStore) -> None:
         async def scenario() -> None:
             async with client_for(tls, store) as client:
                 statuses = [
@@ -111,7 +114,7 @@ class TestNetwork:
 
 
 class TestCheckCredentials:
-    def test_short_lived_check_credentials(self, tls: ssl.SSLContext, store: MeetingStore) -> None:
+    def test_short_lived_check_credentials(self, tls: ssl.SSLContext, store: SqliteStore) -> None:
         async def scenario() -> None:
             async with client_for(tls, store) as client:
                 response = await client.post("/v1/network/check-credentials")
@@ -142,7 +145,7 @@ class TestCheckCredentials:
 
         run(scenario())
 
-    def test_rate_limited_per_address(self, tls: ssl.SSLContext, store: MeetingStore) -> None:
+    def test_rate_limited_per_address(self, tls: ssl.SSLContext, store: SqliteStore) -> None:
         async def scenario() -> None:
             async with client_for(tls, store, check_rate=3) as client:
                 statuses = [(await client.post("/v1/network/check-credentials")).status for _ in range(4)]
@@ -155,7 +158,7 @@ class TestCheckCredentials:
 
 
 class TestCheckPageAndDocument:
-    def test_check_page(self, tls: ssl.SSLContext, store: MeetingStore) -> None:
+    def test_check_page(self, tls: ssl.SSLContext, store: SqliteStore) -> None:
         async def scenario() -> None:
             async with client_for(tls, store) as client:
                 page = await client.get("/check")
@@ -174,7 +177,7 @@ class TestCheckPageAndDocument:
 
         run(scenario())
 
-    def test_openapi_documents_exactly_the_routes(self, tls: ssl.SSLContext, store: MeetingStore) -> None:
+    def test_openapi_documents_exactly_the_routes(self, tls: ssl.SSLContext, store: SqliteStore) -> None:
         async def scenario() -> None:
             async with client_for(tls, store) as client:
                 document = await (await client.get("/v1/openapi.json")).json()

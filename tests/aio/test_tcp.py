@@ -22,10 +22,10 @@ from meet443.aio.node import NodeService
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.app import build_service
 from meet443.config import load_serve_config
-from meet443.meetings import MeetingStore
 from meet443.proto.shares import LocalSharedCap
 from meet443.proto.stun.attributes import ErrorCode, RequestedTransport, XorRelayedAddress
 from meet443.proto.stun.message import Message, Method, StunClass
+from meet443.store.sqlite import SqliteStore
 
 from .turn_client import SocketTurnClient, stun_binding_request
 
@@ -43,8 +43,8 @@ async def tcp_port(tmp_path: Path, pending: LocalSharedCap) -> AsyncIterator[tup
         {},
     )  # fmt: skip
     cert, key = ensure_certificate(tmp_path, [HOST])
-    store = MeetingStore.open(tmp_path)
-    service = build_service(config, store)
+    store = SqliteStore.open(tmp_path)
+    service = await build_service(config, store)
     http = HttpService(build_main_app(f"https://{HOST}"))
     await http.start()
     port = SniffingTcpPort(
@@ -57,7 +57,7 @@ async def tcp_port(tmp_path: Path, pending: LocalSharedCap) -> AsyncIterator[tup
         port.close()
         await service.close()
         await http.close()
-        store.close()
+        await store.close()
 
 
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:

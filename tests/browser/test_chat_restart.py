@@ -21,7 +21,7 @@ from aiohttp import web
 
 from meet443.app import build_service
 from meet443.config import load_serve_config
-from meet443.meetings import MeetingStore
+from meet443.store.sqlite import SqliteStore
 
 SCRIPT = Path(__file__).with_name("js") / "chat_restart.mjs"
 TIMEOUT = 30.0
@@ -43,12 +43,12 @@ def free_port() -> int:
         return port
 
 
-async def start(data_dir: Path, store: MeetingStore, port: int) -> web.AppRunner:
+async def start(data_dir: Path, store: SqliteStore, port: int) -> web.AppRunner:
     config = load_serve_config(
         ["--data-dir", str(data_dir), "--listen", "127.0.0.1", "--public-ip", "127.0.0.1"], {}
     )
     app = web.Application()
-    build_service(config, store).signaling.add_routes(app)
+    (await build_service(config, store)).signaling.add_routes(app)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -60,7 +60,7 @@ def test_chat_survives_a_restart(tmp_path: Path) -> None:
 
     async def scenario() -> dict[str, list[list[object]]]:
         port = free_port()
-        with MeetingStore.open(tmp_path) as store:
+        async with SqliteStore.open(tmp_path) as store:
             runner = await start(tmp_path, store, port)
             node = await asyncio.create_subprocess_exec(
                 *command,

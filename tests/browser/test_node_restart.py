@@ -27,11 +27,14 @@ from lab.pki import LabPki
 from .conftest import require_lab
 from .lab_extra import (
     BrowserPool,
+    FirefoxBrowser,
+    FirefoxParticipant,
     Meet443Web,
     Participant,
     call_failed,
     close_people,
     default_route,
+    firefox_tools_missing,
     hosts_file,
     ipv4_only,
     media_flowing,
@@ -77,6 +80,19 @@ def site(
                 browsers.release(cli)
 
 
+@pytest.fixture(scope="module")
+def firefox(site: Site) -> Iterator[FirefoxBrowser]:
+    """Firefox in ``cli`` beside Chromium, started only for the test that asks for it."""
+    missing = firefox_tools_missing()
+    if missing is not None:
+        pytest.fail(f"cannot run the Firefox test: {missing}", pytrace=False)
+    browser = FirefoxBrowser(site.cli, site.pki, site.workdir)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
 @pytest.fixture
 def servers(site: Site) -> list[Meet443Web]:
     """The server of a test (each test starts its own, in its own data dir)."""
@@ -113,11 +129,20 @@ def sigterm(site: Site, web: Meet443Web) -> float:
 
 
 def join_all(
-    site: Site, web: Meet443Web, people: list[Participant], log: list[str], room: str
+    site: Site,
+    web: Meet443Web,
+    people: list[Participant],
+    log: list[str],
+    room: str,
+    firefox: FirefoxBrowser | None = None,
 ) -> list[Participant]:
+    """Ann and Bob in Chromium, or Bob in ``firefox`` when given."""
     joined = []
     for name in ("Ann", "Bob"):
-        p = Participant(site.browsers.browser(site.cli), name, log)
+        if name == "Bob" and firefox is not None:
+            p: Participant = FirefoxParticipant(firefox, name, log)
+        else:
+            p = Participant(site.browsers.browser(site.cli), name, log)
         people.append(p)
         p.open(web.room_url(room, displayName=name, autojoin=1))
         joined.append(p)
@@ -184,11 +209,19 @@ def test_p2p_call_keeps_flowing_and_resumes_across_a_restart(
     print(f"SIGTERM to exit: {took:.2f} s")
 
 
+@pytest.mark.parametrize("bob_in", ["chromium", "firefox"])
 def test_group_room_media_comes_back_through_sfu_restart(
-    site: Site, servers: list[Meet443Web], people: list[Participant], console_log: list[str]
+    site: Site,
+    servers: list[Meet443Web],
+    people: list[Participant],
+    console_log: list[str],
+    request: pytest.FixtureRequest,
+    bob_in: str,
 ) -> None:
-    web = start_server(site, servers, "group", "--default-room-mode", "group")
-    a, b = join_all(site, web, people, console_log, f"restart-group-{int(time.time()) % 100000}")
+    web = start_server(site, servers, f"group-{bob_in}", "--default-room-mode", "group")
+    room = f"restart-group-{int(time.time()) % 100000}"
+    firefox = request.getfixturevalue("firefox") if bob_in == "firefox" else None
+    a, b = join_all(site, web, people, console_log, room, firefox)
     before = wait_until(lambda: media_flowing([a, b]), MEDIA_TIMEOUT_S, what="media before the restart")
     ids = [s["selfId"] for s in before]
     assert [s["sfuRestarts"] for s in before] == [0, 0]

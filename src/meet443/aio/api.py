@@ -15,15 +15,15 @@ and deletes only the meetings it created, unless it is an admin key (``--admin``
 meeting is a 404, as if it did not exist. Deleting a meeting ends it for everyone in it (the
 ``on_meeting_deleted`` callback, which ``app.py`` points at the signaling service). Errors are
 ``{"error": {"code", "message"}}``. Every URL in an answer is built from the configured public URL, never
-from the request's ``Host`` header, which the client controls. The SQLite store is synchronous; its
-calls run in a worker thread.
+from the request's ``Host`` header, which the client controls. While the store cannot be reached
+(PostgreSQL restarting), requests get ``503 store-unavailable`` with ``Retry-After``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import json
+import logging
 import math
 import re
 import time
@@ -36,17 +36,18 @@ import msgspec
 from aiohttp import web
 
 from meet443.config import parse_public_url
+from meet443.exceptions import StoreUnavailable
 from meet443.meetings import (
     MAX_ROOM_NAME_PREFIX,
     ApiKey,
     Meeting,
-    MeetingStore,
     NewMeeting,
     check_meeting_end,
     check_room_name_prefix,
 )
 from meet443.proto.ratelimit import KeyedRateLimiter
 from meet443.proto.signaling.admission import RoomMode
+from meet443.store import MeetingStore
 
 __all__ = [
     "CreateMeetingRequest",
@@ -56,6 +57,8 @@ __all__ = [
     "error_response",
     "openapi_document",
 ]
+
+logger = logging.getLogger("meet443.api")
 
 MEETINGS_PATH = "/v1/meetings"
 MEETING_PATH = "/v1/meetings/{meetingId}"
@@ -141,6 +144,31 @@ def error_response(
 
 _error = error_response
 
+#: Seconds a client should wait before retrying while the store is unreachable.
+STORE_RETRY_AFTER = 5
+
+
+def _store_unavailable(exc: StoreUnavailable) -> web.HTTPException:
+    logger.warning("meetings API: %s", exc)
+    return _error(
+        web.HTTPServiceUnavailable,
+        "store-unavailable",
+        "the meetings database cannot be reached; try again shortly",
+        {"Retry-After": str(STORE_RETRY_AFTER)},
+    )
+
+
+def _answer_503_while_unreachable(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreUnavailable as exc:
+            raise _store_unavailable(exc) from None
+
+    return answer
+
 
 def _iso(ms: int) -> str:
     """``2030-01-01T12:00:00.000Z``, as JavaScript's ``Date.prototype.toISOString`` writes it."""
@@ -200,7 +228,11 @@ class MeetingsApi:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         key = None
         if scheme.lower() == "bearer" and token.strip():
-            key = await asyncio.to_thread(self.store.api_keys.verify, token.strip())
+            try:
+                key = await self.store.api_keys.verify(token.strip())
+            except StoreUnavailable as exc:
+                # /v1/network authenticates here too.
+                raise _store_unavailable(exc) from None
         if key is not None:
             return key
         retry_after = self.failed_auth.retry_after(address, self._monotonic())
@@ -263,8 +295,7 @@ class MeetingsApi:
                 check_room_name_prefix(wanted.room_name_prefix)
         except ValueError as exc:
             raise _error(web.HTTPUnprocessableEntity, "invalid-request", str(exc)) from None
-        created = await asyncio.to_thread(
-            self.store.create,
+        created = await self.store.create(
             end_ms=end_ms,
             mode=wanted.room_mode,
             now_ms=now_ms,
@@ -282,14 +313,14 @@ class MeetingsApi:
 
     async def get_meeting(self, request: web.Request) -> web.Response:
         key = await self.authenticate(request)
-        meeting = await asyncio.to_thread(self.store.get, self._meeting_id(request), created_by=key.scope)
+        meeting = await self.store.get(self._meeting_id(request), created_by=key.scope)
         if meeting is None:
             raise _error(web.HTTPNotFound, "not-found", "no such meeting")
         return web.json_response(self._meeting_body(meeting), headers={"Cache-Control": "no-store"})
 
     async def delete_meeting(self, request: web.Request) -> web.Response:
         key = await self.authenticate(request)
-        deleted = await asyncio.to_thread(self.store.delete, self._meeting_id(request), created_by=key.scope)
+        deleted = await self.store.delete(self._meeting_id(request), created_by=key.scope)
         if deleted is None:
             raise _error(web.HTTPNotFound, "not-found", "no such meeting")
         if self._on_meeting_deleted is not None:
@@ -343,12 +374,13 @@ def add_api_routes(
         on_meeting_deleted=on_meeting_deleted,
     )
     meetings = app.router.add_resource(MEETINGS_PATH)
-    meetings.add_route("POST", api.create_meeting)
+    meetings.add_route("POST", _answer_503_while_unreachable(api.create_meeting))
     meetings.add_route("*", api.method_not_allowed("POST"))
     meeting = app.router.add_resource(MEETING_PATH)
-    meeting.add_route("GET", api.get_meeting)
-    meeting.add_route("HEAD", api.get_meeting)  # aiohttp sends the headers only
-    meeting.add_route("DELETE", api.delete_meeting)
+    meeting.add_route("GET", _answer_503_while_unreachable(api.get_meeting))
+    # aiohttp sends the headers only
+    meeting.add_route("HEAD", _answer_503_while_unreachable(api.get_meeting))
+    meeting.add_route("DELETE", _answer_503_while_unreachable(api.delete_meeting))
     meeting.add_route("*", api.method_not_allowed("GET, HEAD, DELETE"))
     app.router.add_get(OPENAPI_PATH, api.openapi)
     return api
@@ -497,6 +529,7 @@ def _meetings_document(public_url: str) -> dict[str, Any]:
             ("413", "TooLarge"),
             ("422", "Invalid"),
             ("429", "RateLimited"),
+            ("503", "Unavailable"),
         ]
     }
     return {
@@ -527,7 +560,7 @@ def _meetings_document(public_url: str) -> dict[str, Any]:
                             "headers": {"Location": {"schema": url}},
                             "content": {_JSON: {"schema": {"$ref": "#/components/schemas/CreatedMeeting"}}},
                         },
-                        **{s: refs[s] for s in ("400", "401", "413", "422", "429")},
+                        **{s: refs[s] for s in ("400", "401", "413", "422", "429", "503")},
                     },
                 }
             },
@@ -538,7 +571,7 @@ def _meetings_document(public_url: str) -> dict[str, Any]:
                     "summary": "Get a meeting (without its host room URL)",
                     "responses": {
                         "200": {"description": "The meeting, also after its end date", "content": json_body},
-                        **{s: refs[s] for s in ("401", "404", "429")},
+                        **{s: refs[s] for s in ("401", "404", "429", "503")},
                     },
                 },
                 "delete": {
@@ -549,7 +582,7 @@ def _meetings_document(public_url: str) -> dict[str, Any]:
                     "later join with `meeting-ended`.",
                     "responses": {
                         "204": {"description": "Deleted and ended"},
-                        **{s: refs[s] for s in ("401", "404", "429")},
+                        **{s: refs[s] for s in ("401", "404", "429", "503")},
                     },
                 },
             },
@@ -654,6 +687,11 @@ def _meetings_document(public_url: str) -> dict[str, Any]:
                 ),
                 "RateLimited": _error_response(
                     "Too many invalid API keys from this address (`rate-limited`); valid keys still work",
+                    {"Retry-After": {"schema": {"type": "integer"}}},
+                ),
+                "Unavailable": _error_response(
+                    "The meetings database cannot be reached now (`store-unavailable`); retry after "
+                    "Retry-After seconds",
                     {"Retry-After": {"schema": {"type": "integer"}}},
                 ),
             },

@@ -27,11 +27,11 @@ from meet443.aio.api import add_api_routes
 from meet443.aio.network import NetworkEndpoints, add_network_routes
 from meet443.aio.tcp import PendingDeadline
 from meet443.config import parse_origin, parse_public_url
-from meet443.meetings import MeetingStore
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.room import SignalingServer
 from meet443.proto.turn.server import TurnServer
 from meet443.sfu.conference import Conference
+from meet443.store import MeetingStore
 
 logger = logging.getLogger(__name__)
 
@@ -494,6 +494,14 @@ def _sfu_metrics(lines: list[str], sfu: Conference) -> None:
         dropped[reason] = dropped.get(reason, 0) + n
     samples = {f'{{reason="{r}"}}': n for r, n in sorted(dropped.items())}
     _metric(lines, "meet443_sfu_dropped_total", "counter", "SFU packets dropped, by reason.", samples)
+
+
+def render_named_metrics(metrics: Mapping[str, tuple[str, str, int]]) -> str:
+    """Metrics given as name → (type, help, value), such as the cluster link's."""
+    lines: list[str] = []
+    for name, (kind, help_text, value) in metrics.items():
+        _metric(lines, name, kind, help_text, {"": value})
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def build_metrics_app(render: Callable[[], Awaitable[str]]) -> web.Application:

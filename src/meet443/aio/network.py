@@ -52,6 +52,8 @@ class NetworkEndpoints:
     check_rate_per_minute: int = 6
     #: The SFU ports, one per media worker (the first is ``other_udp_port``), lowest and highest.
     sfu_ports: tuple[int, int] | None = None
+    #: In a cluster: every live node's description, from the registry (docs/cluster.md).
+    nodes: Callable[[], NetworkDescription] | None = None
 
 
 class NetworkApi:
@@ -74,7 +76,9 @@ class NetworkApi:
 
     async def network(self, request: web.Request) -> web.Response:
         await self.meetings.authenticate(request)
-        return web.json_response(self.endpoints.description.to_json(), headers={"Cache-Control": "no-store"})
+        nodes = self.endpoints.nodes
+        description = self.endpoints.description if nodes is None else nodes()
+        return web.json_response(description.to_json(), headers={"Cache-Control": "no-store"})
 
     async def check_credentials(self, request: web.Request) -> web.Response:
         if not self._limit.allow(request.remote or "", self._monotonic()):

@@ -14,17 +14,29 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from meet443.aio.signaling import SignalingEndpoint
 from meet443.aio.turn import RelayPool, StreamTurnProtocol, UdpPortProtocol
+from meet443.exceptions import StoreUnavailable
 from meet443.node import NodeCore, Output
 from meet443.proto.addresses import Address, ServerPort, ToClientFrom, Transport
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
-from meet443.proto.signaling.room import Close, LookupRoom, MeetingEnded, RoomChanged, Send
+from meet443.proto.signaling.room import (
+    ChatPosted,
+    Close,
+    LookupRoom,
+    MeetingEnded,
+    RevokeTurn,
+    RoomChanged,
+    Send,
+)
 from meet443.proto.turn.allocation import ClientFlow
 from meet443.proto.turn.server import ToClient, ToPeer
 from meet443.state.rooms import RoomStateStore
+
+if TYPE_CHECKING:
+    from meet443.aio.cluster import Cluster
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +47,8 @@ Directory = Callable[[str, str | None, float], Awaitable[RoomAdmission | Refusal
 STREAM_WRITE_LIMIT = 1 << 20
 #: RFC 6455 §7.4.1: the server hit an unexpected condition (the directory failed).
 CLOSE_INTERNAL_ERROR = 1011
+#: RFC 6455 §7.4.1 (IANA registry): try again later (the meetings database cannot be reached now).
+CLOSE_TRY_AGAIN_LATER = 1013
 #: After a timer raised (a bug), when to run the timers again: the SFU's tick.
 RETRY_AFTER_FAILURE = 0.02
 #: Changes to one room within this long are written as one snapshot (a burst of chat, a join's
@@ -81,6 +95,8 @@ class NodeService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._armed = float("inf")
+        #: The node's link to the others (docs/cluster.md), set by :class:`~meet443.aio.cluster.Cluster`.
+        self.cluster: Cluster | None = None
         self._rooms = rooms
         #: Rooms changed since the last write, and the one call that writes them.
         self._dirty: set[str] = set()
@@ -140,6 +156,11 @@ class NodeService:
     def signaling_closed(self, conn: int) -> None:
         self.dispatch(self.node.disconnected(conn, self._clock()))
 
+    def revoke_turn(self, participant: str, until: float) -> None:
+        """Another node revoked a participant's TURN credentials (docs/cluster.md)."""
+        self.node.revoke_turn(participant, until, self._clock())
+        self.dispatch([])
+
     def end_meeting(self, room: str) -> None:
         """The meeting of ``room`` was deleted through the API: send everyone in it away."""
         self.dispatch(self.node.end_meeting(room, self._clock()))
@@ -185,6 +206,9 @@ class NodeService:
         elif isinstance(output, MeetingEnded):
             if self._on_meeting_ended is not None:
                 self._spawn(self._on_meeting_ended(output.room))
+        elif isinstance(output, RevokeTurn | ChatPosted):
+            if self.cluster is not None:
+                self.cluster.publish(output)
         elif self._to_process is not None:
             self._to_process(output)
 
@@ -212,6 +236,12 @@ class NodeService:
     async def _lookup(self, lookup: LookupRoom) -> None:
         try:
             answer = await self._directory(lookup.room, lookup.room_key, self._clock())
+        except StoreUnavailable as exc:
+            logger.warning("conn %d: directory lookup for room %s: %s", lookup.conn, lookup.room, exc)
+            self.signaling.enqueue(
+                lookup.conn, Close(lookup.conn, CLOSE_TRY_AGAIN_LATER, "directory unavailable, try again")
+            )
+            return
         except Exception:
             # The room key is never logged; the traceback carries no arguments.
             logger.exception("conn %d: directory lookup for room %s failed", lookup.conn, lookup.room)
@@ -306,7 +336,10 @@ class NodeService:
         await self.signaling.close()
         await self.flush_rooms()
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
+            # Its queue is empty (flush_rooms waited for it); what changes from here on (sockets
+            # closing) is not durable, and is not written.
+            self._writer.shutdown(wait=False)
+            self._writer = None
         for port in (ServerPort.OTHER, ServerPort.MAIN):
             transport = self.udp[port]
             if transport is not None:

@@ -29,6 +29,12 @@ aiortc tools; ``meet443 check`` sends ours) and is let through: a same-origin ch
 in browsers. A refusal is a 403 with a short reason before any upgrade, logged by path (never with
 the query string) and counted (``meet443_signaling_origin_refusals_total``).
 
+In a cluster (docs/cluster.md "How signaling crosses nodes") the first ``join`` of a socket asks
+the cluster where its room lives; a room on another node gets the socket relayed there
+(:mod:`meet443.aio.relay`), and this node's signaling core forgets it. A relayed handshake from
+another node carries no Origin but the relay header, whose HMAC is checked instead; a relay
+header that does not verify (or any, on a single node) is refused with 403.
+
 Outgoing frames go through a queue per socket drained by a short-lived writer task, so one slow
 reader never stalls the loop that serves the others; a socket whose queue passes
 :data:`MAX_QUEUED_BYTES` is closed.
@@ -42,15 +48,19 @@ import itertools
 import logging
 import urllib.parse
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import WSMsgType, web
 
+from meet443.aio.relay import CLOSE_TRY_AGAIN_LATER, RELAY_HEADER, RoomElsewhere, join_room, unavailable_error
+from meet443.exceptions import StateUnavailable
 from meet443.proto.signaling.messages import MAX_FRAME_BYTES
 from meet443.proto.signaling.room import Close
 
 if TYPE_CHECKING:
+    from meet443.aio.cluster import Cluster
     from meet443.aio.node import NodeService
+    from meet443.state import NodeInfo
 
 __all__ = ["MAX_MSG_SIZE", "MAX_QUEUED_BYTES", "SignalingEndpoint", "origin_host_port"]
 
@@ -186,31 +196,80 @@ class SignalingEndpoint:
         return "cross-origin WebSocket refused: Origin does not match this server", repr(origin[:200])
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        refusal = self._refusal(request)
-        if refusal is not None:
-            reason, origin = refusal
-            self._service.node.signaling.counters.origin_refusals += 1
-            # The path only: query strings may carry room keys and are never logged.
-            logger.info("refused %s from %s: %s (Origin %s)", request.path, request.remote, reason, origin)
-            raise web.HTTPForbidden(text=reason + "\n")
+        service = self._service
+        cluster = service.cluster
+        client_ip, relayed = request.remote or "", RELAY_HEADER in request.headers
+        if relayed:
+            verified = cluster.verify_relay(request.headers[RELAY_HEADER]) if cluster is not None else None
+            if verified is None:
+                service.node.signaling.counters.origin_refusals += 1
+                logger.warning(
+                    "refused %s from %s: relay header does not verify", request.path, request.remote
+                )
+                raise web.HTTPForbidden(text="relay header refused\n")
+            client_ip = verified
+        else:
+            refusal = self._refusal(request)
+            if refusal is not None:
+                reason, origin = refusal
+                service.node.signaling.counters.origin_refusals += 1
+                # The path only: query strings may carry room keys and are never logged.
+                logger.info(
+                    "refused %s from %s: %s (Origin %s)", request.path, request.remote, reason, origin
+                )
+                raise web.HTTPForbidden(text=reason + "\n")
         ws = web.WebSocketResponse(
             max_msg_size=MAX_MSG_SIZE, compress=False, autoping=True, heartbeat=None, decode_text=False
         )
         await ws.prepare(request)
         conn = next(self._ids)
-        self._peers[conn] = _Peer(ws)
-        service = self._service
-        service.signaling_connect(conn, request.remote or "")
+        peer = self._peers[conn] = _Peer(ws)
+        service.signaling_connect(conn, client_ip)
+        handed_over = False
         try:
             async for message in ws:
+                if message.type is WSMsgType.TEXT and cluster is not None and not peer.closing:
+                    home = await self._home_of(conn, cluster, message.data, relayed=relayed)
+                    if home == "refused":
+                        # Written here, not queued: no other task reads or closes the socket.
+                        handed_over = True
+                        self._forget(conn)
+                        await ws.send_str(unavailable_error("the meeting cannot be reached now; try again"))
+                        await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"try again")
+                        return ws
+                    if home != "here":
+                        # The room lives elsewhere: this node forgets the socket and relays it.
+                        handed_over = True
+                        self._forget(conn)
+                        await cluster.relay(ws, home, message.data, client_ip)
+                        return ws
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     service.signaling_message(conn, message.data, binary=message.type is WSMsgType.BINARY)
         finally:
-            service.signaling_closed(conn)
-            peer = self._peers.pop(conn, None)
-            if peer is not None and peer.writer is not None and not peer.closing:
-                peer.writer.cancel()
+            if not handed_over:
+                self._forget(conn)
         return ws
+
+    def _forget(self, conn: int) -> None:
+        self._service.signaling_closed(conn)
+        peer = self._peers.pop(conn, None)
+        if peer is not None and peer.writer is not None and not peer.closing:
+            peer.writer.cancel()
+
+    async def _home_of(
+        self, conn: int, cluster: Cluster, data: bytes, *, relayed: bool
+    ) -> NodeInfo | Literal["here", "refused"]:
+        """For a ``join`` on a socket in no room: the room's home if it is another node, ``here``,
+        or ``refused`` (``unavailable``; the socket closes with 1013)."""
+        room = join_room(data)
+        if room is None or self._service.node.signaling.room_of(conn) is not None:
+            return "here"
+        try:
+            home = await cluster.route(room, relayed=relayed)
+        except (StateUnavailable, RoomElsewhere) as exc:
+            logger.warning("conn %d: join of room %s refused: %s", conn, room, exc)
+            return "refused"
+        return "here" if home is None else home
 
     # ---------------------------------------------------------------------------------------------
     # Writing

@@ -51,8 +51,12 @@ const ops = {
     page.on('console', (m) => emit({ event: 'console', page: name, text: `${m.type()}: ${m.text()}` }));
     page.on('pageerror', (err) => {
       // Firefox reports its own ICE failures as errors of the page ("WebRTC: ICE failed, add a STUN
-      // server…"); they are the browser's notes, not exceptions the page threw.
-      const kind = /^WebRTC: /.test(err.message) ? 'firefox' : 'pageerror';
+      // server…"), and a WebSocket it could not open while a server restarts ("Firefox can't
+      // establish a connection to the server at wss://…"); they are the browser's notes, not
+      // exceptions the page threw.
+      const kind = /^(WebRTC: |Firefox can.t establish a connection to the server at wss:)/.test(err.message)
+        ? 'firefox'
+        : 'pageerror';
       emit({ event: 'console', page: name, text: `${kind}: ${err}` });
     });
     pages.set(name, { context, page });

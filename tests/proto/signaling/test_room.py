@@ -16,6 +16,7 @@ from meet443.proto.addresses import address_key
 from meet443.proto.signaling.admission import Refusal, RoomAdmission, RoomMode
 from meet443.proto.signaling.messages import CLIENT_TYPES, Pause, Publish, Speaker, SubscribeOffer
 from meet443.proto.signaling.room import (
+    ChatPosted,
     Close,
     LeftSfu,
     LookupRoom,
@@ -75,6 +76,7 @@ class Harness:
         self.ended: list[str] = []
         self.sfu: list[ToSfu | LeftSfu] = []
         self.revoked: list[RevokeTurn] = []
+        self.posted: list[ChatPosted] = []
         #: Rooms named by RoomChanged, in order.
         self.changed: list[str] = []
         self.conns = itertools.count(1)
@@ -117,6 +119,8 @@ class Harness:
                 self.sfu.append(output)
             elif isinstance(output, RevokeTurn):
                 self.revoked.append(output)
+            elif isinstance(output, ChatPosted):
+                self.posted.append(output)
             elif isinstance(output, RoomChanged):
                 self.changed.append(output.room)
             else:
@@ -733,6 +737,8 @@ class TestChat:
         assert bob.take() == [expected]
         bob.send("chat", text="hi", clientMessageId="a1")  # ids are per sender
         assert ada.take()[0]["seq"] == 2
+        # Each message once, for a cluster's shared history (docs/cluster.md "Chat").
+        assert [(p.room, p.message.seq) for p in h.posted] == [("standup", 1), ("standup", 2)]
 
     def test_duplicate_is_not_broadcast(self, h: Harness) -> None:
         ada = h.joined()
@@ -743,6 +749,7 @@ class TestChat:
         ada.send("chat", text="hello", clientMessageId="a1")
         assert bob.take() == []
         assert [m["seq"] for m in ada.take()] == [1]
+        assert len(h.posted) == 1
 
     def test_history_is_bounded(self) -> None:
         h = Harness(chat_history=200)

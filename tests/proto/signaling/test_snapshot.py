@@ -3,10 +3,13 @@ resume tokens, and a second server restoring what the first one wrote, on a fake
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meet443.exceptions import ParseError
 from meet443.proto.signaling.admission import RoomAdmission, RoomMode
@@ -64,9 +67,14 @@ class TestCodec:
         with pytest.raises(ParseError, match="version 2"):
             RoomSnapshot.parse(data.replace(b'"v":1', b'"v":2'))
 
-    @pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"name": 1}'])
+    @pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"name": 1}', b"\xff\xfe"])
     def test_garbage_is_a_parse_error(self, data: bytes) -> None:
         with pytest.raises(ParseError):
+            RoomSnapshot.parse(data)
+
+    @given(st.binary(max_size=200))
+    def test_any_bytes_parse_or_raise_parse_error(self, data: bytes) -> None:
+        with contextlib.suppress(ParseError):
             RoomSnapshot.parse(data)
 
 

@@ -544,3 +544,23 @@ class TestProperties:
     @given(v4=_public_v4, other=_public_v4)
     def test_teredo_with_two_public_addresses_allowed(self, v4: int, other: int) -> None:
         assert PeerPolicy().permission_allowed(_teredo(v4, other))
+
+
+class TestClusterNodes:
+    """docs/cluster.md "TURN across nodes": other live nodes' SFU ports and relay ranges only."""
+
+    def test_other_nodes_media_ports_and_nothing_else(self) -> None:
+        policy = PeerPolicy(server_addresses=["10.200.120.1"], main_port=443, relay_ports=(50000, 50100))
+        assert not policy.permission_allowed("10.200.120.2")
+        policy.set_cluster_nodes([(["10.200.120.2", "not an ip"], [443, 3478], (51000, 51100))])
+        assert policy.permission_allowed("10.200.120.2")
+        assert policy.relay_allowed("10.200.120.2", 443)
+        assert policy.relay_allowed("10.200.120.2", 3478)
+        assert policy.relay_allowed("10.200.120.2", 51050)
+        assert not policy.relay_allowed("10.200.120.2", 22)  # its SSH, its Redis: no
+        assert not policy.relay_allowed("10.200.120.2", 50050)  # our relay range is not its
+        assert not policy.relay_allowed("10.200.120.3", 443)
+        # A node gone from the registry is a private address again.
+        policy.set_cluster_nodes([])
+        assert not policy.relay_allowed("10.200.120.2", 443)
+        assert not policy.permission_allowed("10.200.120.2")

@@ -12,6 +12,7 @@ from meet443.proto.addresses import Transport
 from meet443.proto.stun.attributes import (
     AdditionalAddressFamily,
     AddressErrorCode,
+    AlternateServer,
     ChannelNumber,
     Data,
     DontFragment,
@@ -581,3 +582,28 @@ class TestMalformedInput:
         assert server.receive(bytes(Message(1, StunClass.SUCCESS, b"x" * 12)), flow, clock.now) == []
         assert server.receive(b"\x16\x03\x01", flow, clock.now) == []
         assert server.receive(b"", flow, clock.now) == []
+
+
+class TestRfc8656Section7TryAlternate:
+    """docs/cluster.md "Drain": a draining node answers new Allocates with 300 and ALTERNATE-SERVER."""
+
+    def test_new_allocations_go_to_the_alternate_of_their_family(self, clock: FakeClock) -> None:
+        server, _ = make_server(clock)
+        kept = TurnClient(server, clock, address=("203.0.113.10", 40001))
+        assert kept.allocate().klass == StunClass.SUCCESS
+        server.alternates = (("2001:db8::9", 443), ("192.0.2.9", 443))
+        client = TurnClient(server, clock)
+        reply = client.allocate()
+        assert error_code(reply) == 300
+        alternate = reply.get(AlternateServer)
+        assert alternate is not None and alternate.address == ("192.0.2.9", 443)
+        assert is_signed_with(reply, client.key)  # authenticated: no one can forge the redirect
+        assert client.flow not in server.allocations
+        assert server.counters.allocations_redirected == 1
+        # What it already holds goes on: its allocation refreshes.
+        assert kept.request(Method.REFRESH, [Lifetime(600)]).klass == StunClass.SUCCESS
+        # No alternate of the client's family: it is served here.
+        server.alternates = (("2001:db8::9", 443),)
+        assert (
+            TurnClient(server, clock, address=("203.0.113.11", 40000)).allocate().klass == StunClass.SUCCESS
+        )

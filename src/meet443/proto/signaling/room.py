@@ -104,6 +104,7 @@ from meet443.proto.signaling.messages import (
 from meet443.proto.signaling.snapshot import ParticipantSnapshot, RoomSnapshot, resume_token
 
 __all__ = [
+    "ChatPosted",
     "Close",
     "ConnectionState",
     "IceServerSource",
@@ -239,6 +240,15 @@ class RevokeTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatPosted:
+    """A chat message was broadcast in ``room``: a cluster keeps it in the room's shared history
+    (docs/cluster.md "Chat"); a single node ignores it."""
+
+    room: str
+    message: ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
 class RoomChanged:
     """What resuming ``room`` after a restart needs changed (:meth:`SignalingServer.snapshot`
     tells it now, or None: the room is gone). Several in a row may be written as one."""
@@ -246,7 +256,7 @@ class RoomChanged:
     room: str
 
 
-Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn | RoomChanged
+Output = Send | Close | LookupRoom | MeetingEnded | ToSfu | LeftSfu | RevokeTurn | ChatPosted | RoomChanged
 
 
 # --------------------------------------------------------------------------------------------------
@@ -503,6 +513,10 @@ class SignalingServer:
         if c is None or c.participant is None:
             return None
         return c.participant.room.name
+
+    def has_room(self, room: str) -> bool:
+        """Does ``room`` exist here (someone in it, or knocking)?"""
+        return room in self._rooms
 
     def room_connections(self, room: str) -> set[int]:
         """Connections of the participants and knockers of ``room``."""
@@ -1219,6 +1233,7 @@ class SignalingServer:
         if len(p.chat_ids) > self.limits.chat_dedupe_window:
             p.chat_ids.popitem(last=False)
         self._broadcast(room, chat)
+        self._out.append(ChatPosted(room.name, chat))
 
     def _on_media(self, c: _Connection, p: _Participant, message: ClientMessage, now: float) -> None:
         """docs/signaling.md ``media``: broadcast as ``participant-updated``."""

@@ -49,6 +49,12 @@ through it and the SFU on the main UDP port is reached this way, so permissions 
 granted even when they are private; but datagrams to them may only go to the relay port range
 and the main port, never to another service listening on the host.
 
+Other nodes of a cluster (docs/cluster.md "TURN across nodes") are like the server's own
+addresses for the ports they serve media on: a relay here may reach another live node's SFU ports
+and relay range (a participant whose TURN is here and whose room is homed there), and nothing else
+of that node, even when its address is private. :meth:`PeerPolicy.set_cluster_nodes` replaces that
+list whenever the registry changes; an ``--allow-peer`` range still wins.
+
 Decisions are cached per IP string: :meth:`PeerPolicy.relay_allowed` runs for every relayed
 datagram and must cost a dict lookup, not an ``ipaddress`` parse.
 """
@@ -109,6 +115,8 @@ class _Verdict(enum.Enum):
     ALLOWED = "allowed"
     #: One of the server's own addresses: permitted, but only some ports (see module docstring).
     SERVER = "server"
+    #: Another node of the cluster: only its SFU ports and relay range.
+    CLUSTER = "cluster"
 
 
 def _parse_networks(
@@ -185,6 +193,7 @@ class PeerPolicy:
         "_allowed_v4",
         "_allowed_v6",
         "_cache",
+        "_cluster",
         "_main_port",
         "_relay_high",
         "_relay_low",
@@ -215,6 +224,26 @@ class PeerPolicy:
         self._relay_low = low
         self._relay_high = high
         self._cache: dict[str, _Verdict] = {}
+        #: Other nodes' addresses (as the codec writes them) → their SFU ports and relay ranges.
+        self._cluster: dict[str, tuple[frozenset[int], tuple[tuple[int, int], ...]]] = {}
+
+    def set_cluster_nodes(
+        self, nodes: Iterable[tuple[Iterable[str], Iterable[int], tuple[int, int]]]
+    ) -> None:
+        """The other live nodes of the cluster as ``(addresses, sfu_ports, relay_ports)``; replaces
+        the previous list. Invalid addresses are skipped (the registry is not trusted to be tidy)."""
+        cluster: dict[str, tuple[frozenset[int], tuple[tuple[int, int], ...]]] = {}
+        for addresses, ports, relay in nodes:
+            for text in addresses:
+                try:
+                    ip = str(_parse_server_address(text))
+                except ConfigError:
+                    continue
+                known_ports, ranges = cluster.get(ip, (frozenset(), ()))
+                cluster[ip] = (known_ports | frozenset(ports), (*ranges, relay))
+        if cluster != self._cluster:
+            self._cluster = cluster
+            self._cache.clear()
 
     def allow_server_port(self, port: int) -> None:
         """Let relayed datagrams reach this port of the server's own addresses too (known only
@@ -250,6 +279,9 @@ class PeerPolicy:
                 or port == self._main_port
                 or port in self._server_ports
             )
+        if verdict is _Verdict.CLUSTER:
+            node = self._cluster.get(ip)
+            return node is not None and (port in node[0] or any(lo <= port <= hi for lo, hi in node[1]))
         return False
 
     def _decide_and_cache(self, ip: str) -> _Verdict:
@@ -273,7 +305,9 @@ class PeerPolicy:
                 return _Verdict.ALLOWED
             if address in self._server_addresses:
                 return _Verdict.SERVER
-            return _Verdict.DENIED if self._ipv4_denied(address) else _Verdict.ALLOWED
+            if self._ipv4_denied(address):
+                return _Verdict.CLUSTER if ip in self._cluster else _Verdict.DENIED
+            return _Verdict.ALLOWED
         if address.scope_id is not None:
             # A zone only has meaning for link-local and multicast scopes, both denied, and the
             # codecs never produce one; refuse rather than guess which interface it names.
@@ -283,7 +317,7 @@ class PeerPolicy:
         if address in self._server_addresses:
             return _Verdict.SERVER
         if any(address in network for network in _DENIED_V6):
-            return _Verdict.DENIED
+            return _Verdict.CLUSTER if ip in self._cluster else _Verdict.DENIED
         embedded = _embedded_ipv4(int(address))
         if embedded is None:
             return _Verdict.DENIED

@@ -36,6 +36,7 @@ from meet443.proto.ratelimit import KeyedRateLimiter, TokenBucket
 from meet443.proto.stun.attributes import (
     AdditionalAddressFamily,
     AddressErrorCode,
+    AlternateServer,
     Attribute,
     ChangeRequest,
     ChannelNumber,
@@ -147,6 +148,8 @@ class TurnCounters:
     auth_failures: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     allocations_created: int = 0
+    #: Allocate requests answered 300 (Try Alternate) while draining.
+    allocations_redirected: int = 0
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -190,6 +193,9 @@ class TurnServer:
         self._responses: dict[tuple[ClientFlow, bytes], tuple[float, bytes]] = {}
         self._reservations: dict[bytes, tuple[Address, float]] = {}
         self.counters = TurnCounters()
+        #: While this node drains (docs/cluster.md "Drain"): live nodes' TURN addresses, to which
+        #: new Allocate requests are sent with 300 Try Alternate.
+        self.alternates: tuple[Address, ...] = ()
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -406,6 +412,10 @@ class TurnServer:
         if isinstance(authenticated, list):
             return authenticated
         username, key = authenticated
+        if request.method == Method.ALLOCATE and self.alternates and flow not in self.allocations:
+            alternate = self._alternate_for(flow.address)
+            if alternate is not None:
+                return [ToClient(flow, self._try_alternate(request, flow, alternate, key, now))]
         try:
             attributes = handler(self, request, flow, username, key, now)
         except StunErrorResponse as error:
@@ -414,6 +424,20 @@ class TurnServer:
             attributes = [ErrorCode(error.code, error.reason)]
             return [ToClient(flow, self._answer(request, flow, StunClass.ERROR, attributes, key, now))]
         return [ToClient(flow, self._answer(request, flow, StunClass.SUCCESS, attributes, key, now))]
+
+    def _alternate_for(self, client: Address) -> Address | None:
+        """RFC 8489 §14.15: the alternate's family must be the request's source's."""
+        family = _family(client)
+        return next((a for a in self.alternates if _family(a) == family), None)
+
+    def _try_alternate(
+        self, request: Message, flow: ClientFlow, alternate: Address, key: bytes, now: float
+    ) -> bytes:
+        """RFC 8656 §7.2 and RFC 8489 §10: 300 (Try Alternate) with ALTERNATE-SERVER, after
+        authentication so that the answer carries MESSAGE-INTEGRITY and cannot be forged."""
+        self.counters.allocations_redirected += 1
+        attributes: list[Attribute] = [ErrorCode(300, "Try Alternate"), AlternateServer(alternate)]
+        return self._answer(request, flow, StunClass.ERROR, attributes, key, now)
 
     def _binding(
         self, request: Message, flow: ClientFlow, now: float, arrived_on: ServerPort = ServerPort.MAIN

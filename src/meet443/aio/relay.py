@@ -1,0 +1,164 @@
+"""Signaling relayed between nodes (docs/cluster.md "How signaling crosses nodes").
+
+A participant's WebSocket reaches any node, its edge; the room lives on its home. The edge opens a
+WebSocket to the home's ``<node-url>/v1/ws`` and copies frames both ways, unchanged, until either
+side closes; the close code and reason pass through. The edge tells the home who the client is in
+the :data:`RELAY_HEADER`, authenticated with an HMAC, so the home applies its per-address limits to
+the client's address, not the edge's, and a header from anyone without the cluster key is refused.
+
+The header: ``v1 <unix seconds> <client ip> <hex HMAC-SHA256>`` over
+``v1|<home node id>|<seconds>|<client ip>``, keyed with :func:`cluster_key`. It is valid for
+:data:`RELAY_SKEW` seconds either way and only at the node it names, and it travels inside TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import ssl
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+__all__ = [
+    "RELAY_HEADER",
+    "RoomElsewhere",
+    "cluster_key",
+    "join_room",
+    "relay_frames",
+    "relay_header",
+    "verify_relay_header",
+]
+
+logger = logging.getLogger(__name__)
+
+RELAY_HEADER = "Meet443-Relay"
+RELAY_SKEW = 30.0
+#: RFC 6455 §7.4.1: try again later (the home could not be reached).
+CLOSE_TRY_AGAIN_LATER = 1013
+CONNECT_TIMEOUT = 5.0
+_KEY_LABEL = b"meet443 cluster relay v1"
+
+
+class RoomElsewhere(Exception):
+    """A relayed join reached a node that is not (any more) the room's home."""
+
+
+def cluster_key(turn_secret: str) -> bytes:
+    """The relay key, derived from the cluster's shared TURN secret (never used as is)."""
+    return hmac.new(turn_secret.encode(), _KEY_LABEL, hashlib.sha256).digest()
+
+
+def _mac(key: bytes, node_id: str, seconds: int, client_ip: str) -> str:
+    return hmac.new(key, f"v1|{node_id}|{seconds}|{client_ip}".encode(), hashlib.sha256).hexdigest()
+
+
+def relay_header(key: bytes, home_node_id: str, client_ip: str, now: float) -> str:
+    """The header an edge sends to ``home_node_id`` for a client at ``client_ip``."""
+    seconds = int(now)
+    return f"v1 {seconds} {client_ip} {_mac(key, home_node_id, seconds, client_ip)}"
+
+
+def verify_relay_header(key: bytes, node_id: str, header: str, now: float) -> str | None:
+    """The client's IP address if ``header`` is a valid relay header for ``node_id``, else None."""
+    parts = header.split(" ")
+    if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit():
+        return None
+    _, seconds_text, client_ip, mac = parts
+    seconds = int(seconds_text)
+    if abs(now - seconds) > RELAY_SKEW:
+        return None
+    if not hmac.compare_digest(mac, _mac(key, node_id, seconds, client_ip)):
+        return None
+    try:
+        ipaddress.ip_address(client_ip)
+    except ValueError:
+        return None
+    return client_ip
+
+
+def unavailable_error(message: str) -> str:
+    """docs/signaling.md "Error codes" ``unavailable``: the room cannot be reached now."""
+    return json.dumps({"type": "error", "code": "unavailable", "message": message, "ref": "join"})
+
+
+async def relay_frames(
+    client: web.WebSocketResponse,
+    session: aiohttp.ClientSession,
+    url: str,
+    header: str,
+    first: bytes,
+    ssl_context: ssl.SSLContext,
+    max_msg_size: int,
+) -> None:
+    """Copy frames between ``client`` and the home at ``url``, starting with ``first`` (the join)."""
+    try:
+        upstream = await session.ws_connect(
+            url,
+            headers={RELAY_HEADER: header},
+            ssl=ssl_context,
+            max_msg_size=max_msg_size,
+            autoping=True,
+            heartbeat=None,
+            decode_text=False,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+        )
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        logger.warning("relay to %s failed: %s", url, exc)
+        await client.send_str(unavailable_error("the meeting's server cannot be reached; try again"))
+        await client.close(code=CLOSE_TRY_AGAIN_LATER, message=b"home unreachable")
+        return
+    try:
+        await upstream.send_frame(first, WSMsgType.TEXT)
+        up = asyncio.ensure_future(_copy(client, upstream))
+        down = asyncio.ensure_future(_copy(upstream, client))
+        done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if down in done:
+            # The home closed: the client gets its code and reason (1000 after kicked, ...).
+            code, reason = down.result()
+            await client.close(code=code or CLOSE_TRY_AGAIN_LATER, message=reason.encode())
+    finally:
+        await upstream.close()
+
+
+async def _copy(
+    source: web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any],
+    sink: web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any],
+) -> tuple[int | None, str]:
+    """Forward data frames until ``source`` closes; its close code and reason."""
+    try:
+        while True:
+            message = await source.receive()
+            if message.type is WSMsgType.TEXT:
+                await sink.send_frame(message.data, WSMsgType.TEXT)
+            elif message.type is WSMsgType.BINARY:
+                await sink.send_frame(message.data, WSMsgType.BINARY)
+            elif message.type is WSMsgType.CLOSE:
+                return int(message.data), str(message.extra or "")
+            elif message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return source.close_code, ""
+    except (ConnectionError, RuntimeError) as exc:
+        logger.debug("relay copy ended: %s", exc)
+        return None, ""
+
+
+def join_room(data: bytes) -> str | None:
+    """The room of a ``join`` frame, or None for any other frame (or a malformed one, which the
+    signaling core answers)."""
+    if b'"join"' not in data:
+        return None
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and message.get("type") == "join" and isinstance(message.get("room"), str):
+        return str(message["room"])
+    return None
