@@ -43,7 +43,7 @@ from meet443.netcheck.wire import (
     websocket_request,
 )
 from meet443.proto.addresses import Address
-from meet443.proto.stun.attributes import ChangeRequest
+from meet443.proto.stun.attributes import ChangeRequest, ErrorCode
 from meet443.proto.stun.message import Message, StunClass
 from meet443.proto.turn.channeldata import StreamFramer
 from meet443.proto.turn.client import (
@@ -64,6 +64,8 @@ CHANNEL = 0x4000
 UDP_RTO = 0.25
 #: Bindings in the SFU port's burst: the server answers about 40 unauthenticated requests per address
 #: in a burst, which the whole check shares.
+#: A check allocation may learn of the other one's relay a few ms late (media workers).
+CHECK_RELAY_RETRY_S = 0.2
 SFU_BURST = 10
 SFU_SPACING = 0.02
 
@@ -712,9 +714,16 @@ async def probe_turn(
             relays.append(relayed)
         step = "ChannelBind"
         for connection, peer in ((a, relays[1]), (b, relays[0])):
-            answer = await connection.transact(
-                functools.partial(connection.session.channel_bind, CHANNEL, peer), ctx.timeout
-            )
+            for attempt in range(2):
+                answer = await connection.transact(
+                    functools.partial(connection.session.channel_bind, CHANNEL, peer), ctx.timeout
+                )
+                error = answer.get(ErrorCode)
+                if answer.klass == StunClass.SUCCESS or error is None or error.code != 403 or attempt:
+                    break
+                # With media workers (docs/workers.md) the other allocation may live in another
+                # process, which tells this one of it within a few milliseconds: ask again once.
+                await asyncio.sleep(CHECK_RELAY_RETRY_S)
             if answer.klass != StunClass.SUCCESS:
                 raise StreamFailure(Failure.UNEXPECTED, f"ChannelBind refused: {describe_error(answer)}")
         step = "the relayed burst"
