@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -45,7 +46,8 @@ def main(argv: list[str]) -> int:
         labels.append(label)
         for path in sorted(glob.glob(pattern)):
             for metric, value in figures(path).items():
-                series[metric][label].append(value)
+                if not math.isnan(value):  # a failed run (its JSON names the error)
+                    series[metric][label].append(value)
     for metric, by_label in series.items():
         print(metric)
         base = statistics.median(by_label[labels[0]]) if by_label.get(labels[0]) else None

@@ -154,7 +154,8 @@ class TestCommand:
         data = tmp_path / "data"
         status = main(
             ["firewall-rules", "--format", "json", "--public-ip", "198.51.100.4", "--port", "443",
-             "--relay-ports", "50000-50999", "--relay-direct", "--data-dir", str(data), "--workers", "3",
+             "--relay-ports", "50000-50999", "--relay-direct", "--sfu-direct", "--data-dir", str(data),
+             "--workers", "3",
              # A cluster node's config: its database password file is not read either.
              "--database", "postgresql://meet@db/meet", "--database-password-file", str(tmp_path / "absent")]
         )  # fmt: skip

@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import time
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -39,7 +40,7 @@ from meet443.aio.turn import bind_port_block
 from meet443.config import ServeConfig
 from meet443.exceptions import StartupError
 from meet443.node import Output, ToWorker
-from meet443.proto.addresses import Transport
+from meet443.proto.addresses import Transport, address_key
 from meet443.proto.signaling.room import LeftSfu, RevokeTurn, ToSfu
 from meet443.sfu.conference import RoomSignal, Signal
 from meet443.workers import share_of, split_range
@@ -120,7 +121,6 @@ class MediaWorkers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queries: dict[int, asyncio.Future[str]] = {}
         self._query_ids = itertools.count(1)
-        self._next_stream_worker = itertools.cycle(range(count))
 
     def settings(self, index: int) -> ipc.WorkerSettings:
         config = self.config
@@ -315,14 +315,19 @@ class MediaWorkers:
         accepted_at: float,
         settled: Callable[[], None],
     ) -> None:
-        """Give a TURN client's connection to a worker (in turn); our copy is closed. It is no longer
-        pending here (``settled``): the worker counts it against its share until it allocates."""
-        for _ in self.workers:
-            worker = self.workers[next(self._next_stream_worker)]
+        """Give a TURN client's connection to a worker; our copy is closed. It is no longer pending
+        here (``settled``): the worker counts it against its share until it allocates.
+
+        The worker is chosen by the client's address (IPv6: its /64), so one client's TCP and TLS
+        allocations live together: the two of a network check (``meet443 check``, /check), which
+        may only relay to each other, then need no word from another worker first."""
+        count = len(self.workers)
+        first = zlib.crc32(address_key(peer[0]).encode()) % count
+        worker: _Worker | None = None
+        for k in range(count):
+            worker = self.workers[(first + k) % count]
             if worker.channel is not None:
                 break
-        else:
-            worker = None
         if worker is not None and worker.channel is not None:
             age = asyncio.get_running_loop().time() - accepted_at
             worker.channel.send(ipc.TurnConnection(kind.value, peer, age), [sock.fileno()])
