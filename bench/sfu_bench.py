@@ -760,10 +760,17 @@ def run_queue_wait_s(pid: int) -> float:
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """VmRSS of ``pid`` and its descendants (meet443's media workers, ``--workers``)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return total
 
 
 def percentile(hist: Counter[int], q: float) -> float:
@@ -813,7 +820,10 @@ class Bench:
             return proc, f"{SERVER_IP}:{JANUS_WS_PORT}"
         web = Meet443Web(
             self.srv, SERVER_IP, PORT, self.pki, workdir,
-            extra=("--default-room-mode", "group", "--joins-per-minute", "100000", *self.args.server_arg),
+            extra=(
+                "--default-room-mode", "group", "--joins-per-minute", "100000",
+                "--workers", str(self.args.workers), *self.args.server_arg,
+            ),
         )  # fmt: skip
         proc = self.srv.spawn(web.argv(), name=name, cpus=self.args.server_cpu)
         for proto in ("tcp", "udp"):
@@ -1050,6 +1060,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--load-cpu", default=None)
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--server-arg", action="append", default=[], help="extra argument for meet443 serve")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="meet443's media worker processes (default 1: one process)"
+    )
     ap.add_argument("--smoke", action="store_true", help="1 -> 2 and 2 x 2, 2 s windows (CI)")
     ap.add_argument("--json", type=Path)
     ap.add_argument(

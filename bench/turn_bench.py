@@ -257,7 +257,10 @@ def bench_lab(args: argparse.Namespace, workdir: Path) -> Iterator[Runner]:
                 allow_peers=("127.0.0.0/8",),
             )
             server = IMPLEMENTATIONS[name](config)
-            extra_env = dict(kv.split("=", 1) for kv in args.meet443_env) if name == "meet443" else None
+            extra_env = None
+            if name == "meet443":
+                extra_env = {"MEET443_WORKERS": str(args.workers)}
+                extra_env.update(kv.split("=", 1) for kv in args.meet443_env)
             try:
                 server.start(ns, cpus=args.server_cpu, extra_env=extra_env)
             except LabError as exc:
@@ -277,8 +280,9 @@ def run_all(runner: Runner, args: argparse.Namespace) -> list[Measurement]:
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             results = list(pool.map(lambda job: runner.run(job[0], job[1], args.duration), jobs))
         return results
+    loads = [load for load in LOADS if not args.load or load.key in args.load]
     for rep in range(args.repeat):
-        for i, bench in enumerate(LOADS):
+        for i, bench in enumerate(loads):
             order = names if (rep + i) % 2 == 0 else names[::-1]
             for server in order:
                 m = runner.run(server, bench, args.duration)
@@ -431,6 +435,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         help="extra environment for meet443, e.g. MEET443_ALLOCATION_BANDWIDTH=100000000 (repeatable)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="meet443's media worker processes (default 1: one process, the one-core comparison)",
+    )
+    ap.add_argument(
+        "--load", choices=[b.key for b in LOADS], action="append", help="only this load (repeatable)"
     )
     ap.add_argument("--json", type=Path, help="write results here (default bench/out/turn_bench-<time>.json)")
     args = ap.parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -87,10 +88,15 @@ class TestNetworkDescription:
     def test_from_config(self, tmp_path: Path) -> None:
         config = load_serve_config(
             ["--public-ip", "203.0.113.5", "--public-url", "https://meet.example.org", "--port", "443",
-             "--public-ipv6", "2001:db8::5", "--data-dir", str(tmp_path)],
+             "--public-ipv6", "2001:db8::5", "--data-dir", str(tmp_path), "--workers", "2"],
             {},
         )  # fmt: skip
-        assert NetworkDescription.from_config(config) == NETWORK
+        (node,) = NETWORK.nodes
+        # Worker k's SFU port is --other-udp-port (3478) + k.
+        expected = dataclasses.replace(NETWORK, nodes=(dataclasses.replace(node, sfu_ports=(3478, 3479)),))
+        assert NetworkDescription.from_config(config) == expected
+        assert expected.to_json()["nodes"][0]["sfuPorts"] == [3478, 3479]
+        assert NetworkDescription.from_json(expected.to_json()) == expected
 
 
 class TestRules:
@@ -148,7 +154,8 @@ class TestCommand:
         data = tmp_path / "data"
         status = main(
             ["firewall-rules", "--format", "json", "--public-ip", "198.51.100.4", "--port", "443",
-             "--relay-ports", "50000-50999", "--relay-direct", "--data-dir", str(data),
+             "--relay-ports", "50000-50999", "--relay-direct", "--sfu-direct", "--data-dir", str(data),
+             "--workers", "3",
              # A cluster node's config: its database password file is not read either.
              "--database", "postgresql://meet@db/meet", "--database-password-file", str(tmp_path / "absent")]
         )  # fmt: skip
@@ -157,6 +164,7 @@ class TestCommand:
         assert [(r["protocol"], r["destination"], r["ports"]) for r in document["rules"]] == [
             ("tcp", "198.51.100.4", [443, 443]),
             ("udp", "198.51.100.4", [443, 443]),
+            ("udp", "198.51.100.4", [3478, 3480]),  # the SFU ports of three workers
             ("udp", "198.51.100.4", [50000, 50999]),
         ]
         assert not data.exists()  # no secret generated for a rules printout

@@ -21,7 +21,14 @@ from aiohttp import web
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.cluster import Cluster, NodeAddresses
-from meet443.aio.http import HttpService, build_main_app, build_metrics_app
+from meet443.aio.control import MediaWorkers
+from meet443.aio.http import (
+    HttpService,
+    build_main_app,
+    build_metrics_app,
+    render_metrics,
+    render_named_metrics,
+)
 from meet443.aio.network import NetworkEndpoints
 from meet443.aio.node import Directory, NodeService
 from meet443.aio.signaling import MAX_MSG_SIZE
@@ -40,6 +47,7 @@ from meet443.proto.signaling.room import SignalingLimits, SignalingServer
 from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
+from meet443.proto.turn.quota import QuotaLedger
 from meet443.proto.turn.server import TurnServer, TurnSettings
 from meet443.regions import RegionMap, RegionNode, live_regions
 from meet443.sfu.conference import Conference
@@ -48,6 +56,7 @@ from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState
 from meet443.state.rooms import RoomStateStore, SqliteRoomStore
 from meet443.store import MeetingStore, open_store
+from meet443.workers import WorkerPlacement
 
 logger = logging.getLogger("meet443")
 
@@ -110,7 +119,9 @@ def _own_addresses(config: ServeConfig) -> list[str]:
     return addresses
 
 
-def build_turn_server(config: ServeConfig, relays: RelayPool) -> TurnServer:
+def build_turn_server(
+    config: ServeConfig, relays: RelayPool, ledger: QuotaLedger | None = None
+) -> TurnServer:
     own = _own_addresses(config)
     settings = TurnSettings(
         realm=config.realm,
@@ -134,6 +145,7 @@ def build_turn_server(config: ServeConfig, relays: RelayPool) -> TurnServer:
         ),
         relays,
         os.urandom,
+        ledger,
     )
 
 
@@ -234,11 +246,10 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def build_node(
-    config: ServeConfig, relays: RelayPool, server_epoch: int, regions: RegionSource | None = None
-) -> NodeCore:
-    """Every core of a single node: TURN, the SFU and signaling, composed."""
-    signaling = build_signaling_server(
+def _node_signaling(
+    config: ServeConfig, server_epoch: int, regions: RegionSource | None = None
+) -> SignalingServer:
+    return build_signaling_server(
         regions=regions or static_regions(config),
         turn_secret=config.turn_secret,
         # In a cluster, participants use the TURN of their room's home, next to its SFU.
@@ -259,9 +270,16 @@ def build_node(
         server_epoch=server_epoch,
         resume_key=config.resume_key,
     )
+
+
+def build_node(
+    config: ServeConfig, relays: RelayPool, server_epoch: int, regions: RegionSource | None = None
+) -> NodeCore:
+    """Every core of a single node: TURN, the SFU and signaling, composed."""
+    signaling = _node_signaling(config, server_epoch, regions)
     conference = Conference(
         DtlsCertificate.generate(time.time(), os.urandom),
-        _sfu_addresses(config, None),
+        sfu_addresses(config, None),
         os.urandom,
         last_n=config.sfu_last_n,
         nack=config.sfu_nack,
@@ -290,6 +308,32 @@ async def build_service(
         public_url=config.public_url,
         on_meeting_ended=meeting_ended,
         rooms=rooms,
+    )
+
+
+async def build_control_service(
+    config: ServeConfig,
+    store: MeetingStore,
+    rooms: RoomStateStore | None,
+    workers: MediaWorkers,
+    regions: RegionSource | None = None,
+) -> NodeService:
+    """The control process of ``--workers N``: signaling, with the SFU rooms placed on workers
+    (:func:`build_service` otherwise)."""
+    directory, meeting_ended = meeting_directory(config, store)
+    node = NodeCore(
+        _node_signaling(config, await store.next_epoch(), regions), placement=WorkerPlacement(config.workers)
+    )
+    if rooms is not None:
+        node.restore(load_rooms(rooms), time.time())
+    return NodeService(
+        node,
+        None,
+        directory=directory,
+        public_url=config.public_url,
+        on_meeting_ended=meeting_ended,
+        rooms=rooms,
+        to_process=workers.to_process,
     )
 
 
@@ -341,7 +385,7 @@ def load_rooms(rooms: RoomStateStore) -> list[RoomSnapshot]:
     return loaded
 
 
-def _sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
+def sfu_addresses(config: ServeConfig, other_port: int | None) -> tuple[tuple[str, int], ...]:
     """The SFU's host candidates (RFC 8445 §5.1.1.1): the public address on the main port, and on
     the second UDP port, since browsers ignore candidates on ports below 1024 (such as 443)."""
     addresses = [(config.public_ip, config.port)]
@@ -375,31 +419,33 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     rooms = SqliteRoomStore.open(config.data_dir)
     registry: list[Cluster] = []  # the cluster link, made once the service is
     regions = cluster_regions(config, registry) if config.cluster else static_regions(config)
-    service = await build_service(config, store, rooms, regions)
+    workers: MediaWorkers | None = None
+    if config.workers > 1 and not config.cluster:
+        cap = config.max_pending_connections
+        share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
+        workers = MediaWorkers(config, cap, share)
+        service = await build_control_service(config, store, rooms, workers, regions)
+        sfu_ports = workers.sfu_ports
+        await workers.start(service)
+    else:
+        if config.workers > 1:
+            # The cluster link configures the TURN core in-process (docs/cluster.md): one process.
+            logger.warning("cluster mode runs one process: --workers %d is ignored", config.workers)
+        service = await build_service(config, store, rooms, regions)
+        sfu_ports = [await _listen_single(config, service)]
     node = service.node
-    turn, conference = node.turn, node.conference
-    assert turn is not None and conference is not None
-    udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
-    enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
-    udp_sock.bind((config.listen, config.port))
-    await service.listen_udp(ServerPort.MAIN, udp_sock)
-    other_sock = bind_other_port(
-        config.listen, config.other_udp_port, config.relay_ports, fixed=config.other_udp_port_fixed
-    )
-    other_port = other_sock.getsockname()[1]
-    await service.listen_udp(ServerPort.OTHER, other_sock)
-    turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
-    conference.addresses = _sfu_addresses(config, other_port)
+    other_port = sfu_ports[0]
 
     cluster = build_cluster(config, service, other_port)
     registry.append(cluster)
     network = NetworkEndpoints(
-        description=NetworkDescription.from_config(config),
+        description=NetworkDescription.from_config(config, (sfu_ports[0], sfu_ports[-1])),
         nodes=cluster.network_nodes if config.cluster else None,
         turn_secret=config.turn_secret,
         turn_uris=config.turn_uris(),
         relay_ports=config.relay_ports,
         other_udp_port=lambda: other_port,
+        sfu_ports=(sfu_ports[0], sfu_ports[-1]),
         check_rate_per_minute=config.check_rate,
     )
     app = build_main_app(
@@ -415,12 +461,30 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     await http.start()
     cap = config.max_pending_connections
     share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
-    tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, LocalSharedCap(cap, share))
+    if workers is None:
+        tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, LocalSharedCap(cap, share))
+    else:
+        tcp = SniffingTcpPort(
+            workers.tls_bridge, http.protocol, ssl_context, LocalSharedCap(cap, share), workers.hand_over
+        )
     tcp.listen(config.listen, config.port)
 
     where = f"{config.listen}:{config.port}"
     logger.info("listening on udp %s: STUN, TURN (UDP) and ChannelData; SFU (ICE-lite, DTLS-SRTP)", where)
-    logger.info("listening on udp %s:%d: STUN Binding only (RFC 5780 change port)", config.listen, other_port)
+    if workers is None:
+        logger.info(
+            "listening on udp %s:%d: SFU; STUN Binding (RFC 5780 change port)", config.listen, other_port
+        )
+    else:
+        logger.info(
+            "%d media workers; worker k: udp %s (shared), SFU and STUN Binding on udp %s:%d+k, "
+            "relay ports %s",
+            config.workers,
+            where,
+            config.listen,
+            other_port,
+            ", ".join(f"{lo}-{hi}" for lo, hi in workers.relay_slices),
+        )
     logger.info(
         "listening on tcp %s: TURN over TCP and TLS; HTTPS web app, REST API and WSS signaling", where
     )
@@ -434,7 +498,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
         metrics_runner = web.AppRunner(
-            build_metrics_app(node, cluster.metrics), access_log=None, handle_signals=False
+            build_metrics_app(_metrics(node, workers, cluster)), access_log=None, handle_signals=False
         )
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, *config.metrics_listen).start()
@@ -473,9 +537,10 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
             # Clients are told the server restarts (1012) and the rooms' state is written before
             # anything else closes: that is what resuming needs. Then the node leaves the cluster.
             await service.close()
-            await asyncio.gather(
-                http.close(), cluster.close(), *([metrics_runner.cleanup()] if metrics_runner else [])
-            )
+            closing = [http.close(), cluster.close(), *([metrics_runner.cleanup()] if metrics_runner else [])]
+            if workers is not None:
+                closing.append(workers.close())
+            await asyncio.gather(*closing)
 
         try:
             await asyncio.wait_for(shut_down(), config.shutdown_timeout)
@@ -483,6 +548,39 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
             logger.warning("shutdown did not finish in %.0f s", config.shutdown_timeout)
         rooms.close()
         await store.close()
+
+
+async def _listen_single(config: ServeConfig, service: NodeService) -> int:
+    """One process: bind the two UDP ports and serve them; the second one's number."""
+    turn, conference = service.node.turn, service.node.conference
+    assert turn is not None and conference is not None
+    udp_sock = socket.socket(socket.AF_INET6 if ":" in config.listen else socket.AF_INET, socket.SOCK_DGRAM)
+    enlarge_udp_buffers(udp_sock, MAIN_UDP_BUFFER_BYTES)
+    udp_sock.bind((config.listen, config.port))
+    await service.listen_udp(ServerPort.MAIN, udp_sock)
+    other_sock = bind_other_port(
+        config.listen, config.other_udp_port, config.relay_ports, fixed=config.other_udp_port_fixed
+    )
+    other_port: int = other_sock.getsockname()[1]
+    await service.listen_udp(ServerPort.OTHER, other_sock)
+    turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
+    conference.addresses = sfu_addresses(config, other_port)
+    return other_port
+
+
+def _metrics(node: NodeCore, workers: MediaWorkers | None, cluster: Cluster) -> Callable[[], Awaitable[str]]:
+    """What ``/metrics`` shows: this process's cores (or, with workers, every process's, summed)
+    and the cluster link's."""
+
+    async def render() -> str:
+        own = (
+            await workers.metrics()
+            if workers is not None
+            else render_metrics(node.turn, node.signaling, node.conference)
+        )
+        return own + render_named_metrics(cluster.metrics())
+
+    return render
 
 
 def serve(config: ServeConfig) -> int:

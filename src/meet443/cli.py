@@ -269,6 +269,12 @@ def _add_firewall_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
         "addresses, one relay hop less",
     )
     rules.add_argument(
+        "--sfu-direct",
+        action="store_true",
+        help="also allow UDP to the SFU ports (one per media worker): group-room media straight to "
+        "the SFU from browsers, which skip candidates on port 443",
+    )
+    rules.add_argument(
         "--p2p", action="store_true", help="also allow UDP 1024-65535 to anywhere, for peer-to-peer media"
     )
     rules.add_argument(
@@ -431,7 +437,7 @@ def _firewall_rules(args: argparse.Namespace) -> int:
     try:
         text = render(
             network,
-            outbound_rules(network, relay_direct=args.relay_direct, p2p=args.p2p),
+            outbound_rules(network, relay_direct=args.relay_direct, sfu_direct=args.sfu_direct, p2p=args.p2p),
             args.format,
             client_net=args.client_net,
             hook=args.hook,

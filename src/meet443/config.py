@@ -43,6 +43,7 @@ from typing import NoReturn, TypeVar
 from meet443.exceptions import ConfigError
 from meet443.proto.signaling.admission import RoomMode
 from meet443.regions import REGION_NAME, Region, RegionMap
+from meet443.workers import MAX_WORKERS
 
 __all__ = [
     "DEFAULT_PORT",
@@ -279,7 +280,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "N",
         "second UDP port: answers STUN Binding requests, and CHANGE-REQUEST (RFC 5780) for the main "
         "port, so that `meet443 check` can test direct UDP; 0 picks a random free port; if the default "
-        "is taken, a random one is used",
+        "is taken, a random one is used. With --workers N it is the first of N ports: worker k's SFU "
+        "port is this one plus k",
+    ),
+    Option(
+        "workers",
+        "N",
+        "media worker processes (TURN relaying and the SFU), default one per usable CPU core; 1 runs "
+        "everything in one process",
     ),
     Option(
         "redis",
@@ -441,6 +449,8 @@ class ServeConfig:
     other_udp_port: int = 3478
     #: ``other_udp_port`` was set explicitly: failing to bind it is fatal.
     other_udp_port_fixed: bool = False
+    #: Media worker processes; 1: one process. (The flag's default is :func:`usable_cores`.)
+    workers: int = 1
     #: Cluster mode (docs/cluster.md): the Redis URL (its password is never logged).
     redis: str | None = field(default=None, repr=False, metadata={"redact": "url"})
     redis_password_file: Path | None = None
@@ -1159,6 +1169,11 @@ def load_cluster_client(namespace: argparse.Namespace, environ: Mapping[str, str
     return ClusterClient(redis, values.path("redis_password_file"), node_url)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    return min(MAX_WORKERS, len(os.sched_getaffinity(0)))
+
+
 def _field_defaults() -> dict[str, object]:
     return {
         f.name: f.default
@@ -1281,6 +1296,7 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         check_rate=pick("check_rate", _int_parser(1, 100_000)),
         other_udp_port=pick("other_udp_port", _int_parser(0, 65535)),
         other_udp_port_fixed=values.source("other_udp_port") is not None,
+        workers=values.one("workers", _int_parser(1, MAX_WORKERS)) or usable_cores(),
         config_file=config_file,
         redis=redis,
         redis_password_file=values.path("redis_password_file"),

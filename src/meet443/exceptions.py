@@ -4,6 +4,7 @@
 
     Meet443Error
     ├── ConfigError                 bad flags, environment or config file; the CLI exits 2
+    ├── StartupError                a part of the server did not come up (a media worker)
     ├── StoreUnavailable            the meetings database (PostgreSQL) cannot be reached now;
     │                               the API answers 503, a join is closed with 1013 (try again)
     ├── StateUnavailable            the cluster's shared state (Redis) cannot be reached; new
@@ -32,6 +33,10 @@ class Meet443Error(Exception):
 
 class ConfigError(Meet443Error):
     """The configuration (flags, environment, TOML file) is invalid."""
+
+
+class StartupError(Meet443Error):
+    """The server could not start: a media worker (``--workers``) did not come up in time."""
 
 
 class StoreUnavailable(Meet443Error):

@@ -8,6 +8,9 @@ has to be opened inbound, since a stateful firewall lets the answers of allowed 
 * ``relay_direct``: UDP to the servers' relay port range. When the *other* participant talks through a
   TURN relay, this client's media can go straight to that relayed address instead of through its own
   allocation: one relay hop less. It is also what ``meet443 check`` calls ``direct-udp``.
+* ``sfu_direct``: UDP to the servers' SFU ports, one per media worker (docs/workers.md). Browsers
+  skip ICE candidates on ports below 1024, so with the server on 443 this is how group-room media
+  reaches the SFU without the relay.
 * ``p2p``: UDP 1024-65535 to any destination, for peer-to-peer media between participants (rooms of
   up to four). It is the one rule that does not name the servers, so it is opt-in.
 
@@ -54,7 +57,7 @@ class Rule:
 
 
 def outbound_rules(
-    network: NetworkDescription, *, relay_direct: bool = False, p2p: bool = False
+    network: NetworkDescription, *, relay_direct: bool = False, sfu_direct: bool = False, p2p: bool = False
 ) -> list[Rule]:
     """The rules, most important first; duplicates (two nodes on one address) are merged."""
     rules: list[Rule] = []
@@ -66,6 +69,8 @@ def outbound_rules(
                 )
             )
             rules.append(Rule("udp", address, (node.udp_port,) * 2, "TURN over UDP, SFU media", False))
+            if sfu_direct and node.sfu_ports is not None:
+                rules.append(Rule("udp", address, node.sfu_ports, "SFU media on its own ports", False))
             if relay_direct:
                 rules.append(
                     Rule("udp", address, node.relay_ports, "media directly to relayed addresses", False)

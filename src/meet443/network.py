@@ -79,9 +79,13 @@ class Node:
     relay_ports: tuple[int, int]
     hostnames: tuple[str, ...] = ()
     is_self: bool = False
+    #: The SFU's own ports, one per media worker (``--other-udp-port`` up, ``--workers`` of them):
+    #: browsers skip ICE candidates on ports below 1024, so with ``--port 443`` they reach the SFU
+    #: there (or, without them, through the relay).
+    sfu_ports: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "name": self.name,
             "self": self.is_self,
             "hostnames": list(self.hostnames),
@@ -90,6 +94,9 @@ class Node:
             "udpPort": self.udp_port,
             "relayPorts": list(self.relay_ports),
         }
+        if self.sfu_ports is not None:
+            document["sfuPorts"] = list(self.sfu_ports)
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,7 @@ class NetworkDescription:
         addresses: Sequence[str],
         port: int,
         relay_ports: tuple[int, int],
+        sfu_ports: tuple[int, int] | None = None,
     ) -> NetworkDescription:
         """This node alone: ``addresses`` are its public IPs (the URL's host is added if it is one)."""
         host = urlsplit(public_url).hostname or ""
@@ -134,16 +142,22 @@ class NetworkDescription:
             relay_ports=relay_ports,
             hostnames=hostnames,
             is_self=True,
+            sfu_ports=sfu_ports,
         )
         return cls(public_url=public_url, hostnames=hostnames, nodes=(node,))
 
     @classmethod
-    def from_config(cls, config: ServeConfig) -> NetworkDescription:
-        """What ``meet443 serve`` with this configuration advertises."""
+    def from_config(cls, config: ServeConfig, sfu_ports: tuple[int, int] | None = None) -> NetworkDescription:
+        """What ``meet443 serve`` with this configuration advertises; ``sfu_ports``: the SFU ports
+        it bound (by default the configured ones, unless ``--other-udp-port 0`` makes them random)."""
         addresses = [config.public_ip]
         if config.public_ipv6 is not None:
             addresses.append(config.public_ipv6)
-        description = cls.single_node(config.public_url, addresses, config.port, config.relay_ports)
+        if sfu_ports is None and config.other_udp_port:
+            sfu_ports = (config.other_udp_port, config.other_udp_port + config.workers - 1)
+        description = cls.single_node(
+            config.public_url, addresses, config.port, config.relay_ports, sfu_ports
+        )
         # Browsers also reach each --region-node (its /v1/rtt and TURN): published by name, since
         # only that node knows its addresses.
         regions = (urlsplit(url).hostname or "" for _, url in config.region_nodes)
@@ -183,6 +197,7 @@ class NetworkDescription:
             Service("turn-tcp", "TURN relay over TCP", "tcp", tcp, "servers", False),
             Service("turn-udp", "TURN relay over UDP", "udp", udp, "servers", False),
             Service("sfu-udp", "SFU media (ICE-lite, one port for all)", "udp", udp, "servers", False),
+            *self._sfu_ports(node),
             Service(
                 "relay-direct",
                 "media sent directly to relayed addresses of other participants",
@@ -193,6 +208,13 @@ class NetworkDescription:
             ),
             Service("p2p", "peer-to-peer media between participants", "udp", P2P_PORTS, "any", False),
         ]
+
+    @staticmethod
+    def _sfu_ports(node: Node) -> list[Service]:
+        if node.sfu_ports is None:
+            return []
+        purpose = "SFU media on its own ports (one per media worker)"
+        return [Service("sfu-ports", purpose, "udp", node.sfu_ports, "servers", False)]
 
     def to_json(self) -> dict[str, Any]:
         document = {
@@ -242,6 +264,7 @@ def _node(raw: Mapping[str, Any]) -> Node:
         relay_ports=_range(raw["relayPorts"]),
         hostnames=tuple(_string(h) for h in raw.get("hostnames", ())),
         is_self=bool(raw.get("self", False)),
+        sfu_ports=_range(raw["sfuPorts"]) if "sfuPorts" in raw else None,
     )
 
 

@@ -21,6 +21,13 @@ Signaling: a group-room request goes to the SFU, and the SFU's answers and offer
 room's participants through the signaling core, all within one call. A participant gone from its
 meeting for good has its TURN allocations deleted and its credentials refused at once.
 
+Worker processes (``--workers N``, :mod:`meet443.workers`). The control process's node has the
+signaling core and a :class:`~meet443.workers.WorkerPlacement` but no TURN core or SFU: a
+group-room request leaves as :class:`ToWorker` for the worker that runs the room, a revocation for
+every worker, and what a worker's SFU says comes back through :meth:`NodeCore.receive_from_worker`.
+A worker's node has TURN and the SFU but no signaling: the SFU's signaling messages leave as
+outputs, and an SFU flow of another worker met on the main port leaves as :class:`Forward`.
+
 Timers. Each core tells its next deadline (``get_timer``) and handles it (``handle_timer``); the
 node's deadline is the earliest it has armed for any core. TURN and signaling look at every
 allocation and socket to find theirs (1.9 ms for 2,000 sockets), so the node asks them only after
@@ -49,6 +56,7 @@ from meet443.proto.turn.server import Output as TurnOutput
 from meet443.proto.turn.server import ToClient, ToPeer, TurnServer
 from meet443.sfu.conference import Conference, RoomSignal, Signal
 from meet443.sfu.conference import Output as ConferenceOutput
+from meet443.workers import MainPortRoutes, WorkerPlacement
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +69,32 @@ _MAIN = ServerPort.MAIN
 _UDP = Transport.UDP
 _NEVER = math.inf
 
+
+@dataclass(frozen=True, slots=True)
+class ToWorker:
+    """Control process: a request for media worker ``worker``'s SFU or TURN core (None: every one)."""
+
+    worker: int | None
+    message: ToSfu | LeftSfu | RevokeTurn
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Worker: a datagram from ``source`` on the main port that is worker ``worker``'s SFU's."""
+
+    worker: int
+    source: Address
+    data: bytes
+
+
 #: What leaves the node: datagrams from our UDP ports (:class:`ToClientFrom`; on the SFU's data
 #: path plain ``(port, address, data)`` tuples), from a relay socket (:class:`ToPeer`), to a TURN
-#: client on any transport (:class:`ToClient`), and the signaling core's frames, closes and lookups.
-Output = TurnOutput | ConferenceOutput | SignalingOutput | tuple[ServerPort, Address, bytes]
+#: client on any transport (:class:`ToClient`), the signaling core's frames, closes and lookups,
+#: and between worker processes :class:`ToWorker` and :class:`Forward` (a worker's node also
+#: passes its SFU's :class:`Signal` and :class:`RoomSignal` on).
+Output = (
+    TurnOutput | ConferenceOutput | SignalingOutput | tuple[ServerPort, Address, bytes] | ToWorker | Forward
+)
 
 
 @dataclass
@@ -82,13 +112,20 @@ class NodeCore:
 
     def __init__(
         self,
-        signaling: SignalingServer,
+        signaling: SignalingServer | None,
         turn: TurnServer | None = None,
         conference: Conference | None = None,
+        *,
+        placement: WorkerPlacement | None = None,
+        routes: MainPortRoutes | None = None,
     ) -> None:
-        self.signaling = signaling
+        """``placement``: this is a control process, whose SFU rooms live on media workers;
+        ``routes``: this is a media worker, one of several behind the main port."""
+        self._signaling_server = signaling
         self.turn = turn
         self.conference = conference
+        self.placement = placement
+        self.routes = routes
         self.counters = NodeCounters({})
         #: Drops are counted where the single port's adapter counted them before: as TURN's.
         self._drop = (turn.counters if turn is not None else self.counters).drop
@@ -117,6 +154,9 @@ class NodeCore:
             sent = turn.relay_channel_data(allocation, data, now)
             return [ToPeer(allocation.relay, sent[0], sent[1])] if sent is not None else []
         if kind is not _STUN:
+            routes = self.routes
+            if routes is not None and port is _MAIN and (owner := routes.route(source)) is not None:
+                return [Forward(owner, source, data)]
             if conference is None:
                 self._drop(f"udp_{kind.value}" if port is _MAIN else "other_port_not_stun")
                 return []
@@ -136,10 +176,15 @@ class NodeCore:
         except ParseError:
             self._drop("malformed_stun")
             return []
-        conference, turn = self.conference, self.turn
+        conference, turn, routes = self.conference, self.turn, self.routes
         if conference is not None and conference.owns_stun(message):
+            if routes is not None and port is _MAIN:
+                routes.forget(source)
             outputs = conference.receive_check(message, source, now, port)
             return self._conference_outputs(outputs, now)
+        if routes is not None and port is _MAIN and (owner := routes.owner_of_check(message)) is not None:
+            routes.learn(source, owner)
+            return [Forward(owner, source, data)]
         if turn is None:
             self._drop("stun_without_turn")
             return []
@@ -197,6 +242,25 @@ class NodeCore:
         """The meeting of ``room`` was deleted (REST API): everyone in it is sent away."""
         return self._signaling_outputs(self.signaling.end_meeting(room, now), now)
 
+    @property
+    def signaling(self) -> SignalingServer:
+        """The signaling core (a media worker's node has none)."""
+        assert self._signaling_server is not None, "a media worker's node has no signaling"
+        return self._signaling_server
+
+    # -- worker processes -----------------------------------------------------------------------
+
+    def receive_from_worker(self, message: Signal | RoomSignal) -> list[Output]:
+        """Control process: what a worker's SFU says goes to the room's participants."""
+        signaling = self.signaling
+        if isinstance(message, Signal):
+            return list(signaling.deliver(message.room, message.participant, message.message))
+        return list(signaling.broadcast(message.room, message.message))
+
+    def from_control(self, message: ToSfu | LeftSfu | RevokeTurn, now: float) -> list[Output]:
+        """Media worker: a :class:`ToWorker` request of the control process."""
+        return self._signaling_outputs([message], now, input_=False)
+
     def revoke_turn(self, participant: str, until: float, now: float) -> None:
         """A participant of a room on another node left for good (docs/cluster.md "TURN across
         nodes"): its allocations here go and its credentials are refused until ``until``."""
@@ -220,6 +284,15 @@ class NodeCore:
         out += self._signaling_outputs(self.signaling.sfu_restarted(room), now)
         return out
 
+    def worker_died(self, worker: int, now: float) -> list[Output]:
+        """Control process: media worker ``worker`` died and is being respawned empty."""
+        assert self.placement is not None
+        out: list[Output] = []
+        for room in self.placement.rooms_on(worker):
+            logger.info("room %s: worker %d died, restarting its SFU sessions", room, worker)
+            out += self.restart_sfu(room, now)
+        return out
+
     # -- timers ---------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
@@ -233,9 +306,10 @@ class NodeCore:
         if turn is not None and self._turn_due <= now:
             turn.handle_timer(now)
             self._turn_due = _or_never(turn.get_timer())
-        if self._signaling_due <= now:
-            out += self._signaling_outputs(self.signaling.handle_timer(now), now, input_=False)
-            self._signaling_due = _or_never(self.signaling.get_timer())
+        signaling = self._signaling_server
+        if signaling is not None and self._signaling_due <= now:
+            out += self._signaling_outputs(signaling.handle_timer(now), now, input_=False)
+            self._signaling_due = _or_never(signaling.get_timer())
         if conference is not None and self._conference_due <= now:
             out += self._conference_outputs(conference.handle_timer(now), now)
             self._conference_due = _or_never(conference.get_timer())
@@ -266,7 +340,9 @@ class NodeCore:
             if isinstance(output, ToSfu | LeftSfu):
                 out += self._to_conference(output, now)
             elif isinstance(output, RevokeTurn):
-                if self.turn is not None:
+                if self.placement is not None:
+                    out.append(ToWorker(None, output))
+                elif self.turn is not None:
                     self.turn.revoke(output.participant, output.until)
                     self._touch_turn(now)
                 # Other nodes' TURN servers hear of it through the adapter (docs/cluster.md).
@@ -279,6 +355,16 @@ class NodeCore:
         return out
 
     def _to_conference(self, request: ToSfu | LeftSfu, now: float) -> list[Output]:
+        placement = self.placement
+        if placement is not None:
+            if isinstance(request, ToSfu):
+                new = placement.worker_of(request.room) is None
+                worker = placement.joined(request.room, request.participant)
+                if new:
+                    logger.info("room %s: SFU on worker %d", request.room, worker)
+                return [ToWorker(worker, request)]
+            was = placement.left(request.room, request.participant)
+            return [] if was is None else [ToWorker(was, request)]
         conference = self.conference
         if conference is None:
             logger.warning("room %s: a group-room request, but this node runs no SFU", request.room)
@@ -295,6 +381,8 @@ class NodeCore:
         for output in outputs:
             if isinstance(output, ToClientFrom):
                 out.append(output)
+            elif self._signaling_server is None:
+                out.append(output)  # a worker: the control process's signaling delivers it
             elif isinstance(output, Signal):
                 out += self.signaling.deliver(output.room, output.participant, output.message)
             elif isinstance(output, RoomSignal):

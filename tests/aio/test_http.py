@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
-from meet443.aio.http import WEB_DIR, HttpService, build_main_app
+from meet443.aio.http import WEB_DIR, HttpService, build_main_app, sum_expositions
 from meet443.aio.network import NetworkEndpoints
 from meet443.network import NetworkDescription
 from meet443.proto.signaling.admission import RoomMode
@@ -507,3 +507,30 @@ def test_redirect_keeps_the_path_encoded(web_dir: Path) -> None:
             assert "Set-Cookie" not in response.headers
 
     run(scenario())
+
+
+def test_expositions_of_several_processes_add_up() -> None:
+    """``--workers``: /metrics is the control process's exposition and every worker's, summed."""
+    worker = (
+        "# HELP meet443_turn_allocations Active TURN allocations.\n"
+        "# TYPE meet443_turn_allocations gauge\n"
+        "meet443_turn_allocations 2\n"
+        "# HELP meet443_dropped_total Packets and messages dropped, by reason.\n"
+        "# TYPE meet443_dropped_total counter\n"
+        'meet443_dropped_total{reason="empty"} 1\n'
+    )
+    other = worker.replace(" 2\n", " 3\n").replace('"empty"} 1', '"malformed_stun"} 4')
+    text = sum_expositions(
+        ["# HELP meet443_workers Media worker processes.\nmeet443_workers 2\n", worker, other]
+    )
+    assert text.splitlines() == [
+        "# HELP meet443_workers Media worker processes.",
+        "meet443_workers 2",
+        "# HELP meet443_turn_allocations Active TURN allocations.",
+        "# TYPE meet443_turn_allocations gauge",
+        "meet443_turn_allocations 5",
+        "# HELP meet443_dropped_total Packets and messages dropped, by reason.",
+        "# TYPE meet443_dropped_total counter",
+        'meet443_dropped_total{reason="empty"} 1',
+        'meet443_dropped_total{reason="malformed_stun"} 4',
+    ]

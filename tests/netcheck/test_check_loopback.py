@@ -60,7 +60,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 sys.executable, "-m", "meet443", "serve", "--listen", HOST, "--port", str(port),
                 "--public-ip", HOST, "--relay-ports", "41000-41999", "--other-udp-port", "0",
                 "--cert", str(pki.cert), "--key", str(pki.key), "--data-dir", str(tmp / "data"),
-                "--check-rate", "60",
+                "--check-rate", "60", "--workers", "2",
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -103,10 +103,12 @@ def test_everything_works_on_loopback(served: Served) -> None:
     report = json.loads(out)
     assert report["server"] == served.url
     checks = {c["name"]: c for c in report["checks"]}
-    assert all(c["ok"] for c in checks.values()), checks
+    assert all(c["ok"] for c in checks.values()), [c["detail"] for c in checks.values() if not c["ok"]]
     assert report["best_path"] == "direct-udp" and report["p2p_direct"] is True
     for name in ("turn-udp", "turn-tcp", "turn-tls"):
         assert checks[name]["loss"] == 0.0 and checks[name]["rtt_ms"] is not None, checks[name]
+    # Both media workers' SFU ports answered (POST /v1/network/check-credentials names them).
+    assert "(the SFU's, one per media worker) reached" in checks["direct-udp"]["detail"], checks["direct-udp"]
     assert checks["stun"]["detail"].startswith(f"server-reflexive address {HOST}:")
     assert checks["direct-udp"]["port"] != served.port
     # Progress went to stderr, one line per check (stderr is not a terminal here).

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 from aiohttp import web, web_response
@@ -29,7 +29,6 @@ from meet443.aio.network import NetworkEndpoints, add_network_routes
 from meet443.aio.regions import add_region_routes
 from meet443.aio.tcp import PendingDeadline
 from meet443.config import parse_origin, parse_public_url
-from meet443.node import NodeCore
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.room import SignalingServer
 from meet443.proto.turn.server import TurnServer
@@ -369,11 +368,51 @@ def _metric(lines: list[str], name: str, kind: str, help_text: str, samples: Map
 
 
 def render_metrics(
-    turn: TurnServer, signaling: SignalingServer | None = None, sfu: Conference | None = None
+    turn: TurnServer | None, signaling: SignalingServer | None = None, sfu: Conference | None = None
 ) -> str:
     """Prometheus text exposition (no per-user or per-room labels)."""
-    counters = turn.counters
     lines: list[str] = []
+    if turn is not None:
+        _turn_metrics(lines, turn)
+    if signaling is not None:
+        _signaling_metrics(lines, signaling)
+    if sfu is not None:
+        _sfu_metrics(lines, sfu)
+    return "\n".join(lines) + "\n"
+
+
+def sum_expositions(texts: Iterable[str]) -> str:
+    """Several processes' expositions as one (``--workers``): samples with the same name and labels
+    are added up, each metric keeps the HELP and TYPE it first came with. Every meet443 metric is
+    a count (a counter, or a gauge of things held), so the sum is the server's."""
+    comments: dict[str, list[str]] = {}
+    samples: dict[str, dict[str, float]] = {}
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith("# "):
+                name = line.split(" ", 3)[2]
+                held = comments.setdefault(name, [])
+                if len(held) < 2 and line not in held:
+                    held.append(line)
+                samples.setdefault(name, {})
+            elif line:
+                series, _, value = line.rpartition(" ")
+                name = series.partition("{")[0]
+                metric = samples.setdefault(name, {})
+                metric[series] = metric.get(series, 0.0) + float(value)
+    lines: list[str] = []
+    for name, metric in samples.items():
+        lines += comments.get(name, [])
+        lines += [f"{series} {_number(value)}" for series, value in metric.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _turn_metrics(lines: list[str], turn: TurnServer) -> None:
+    counters = turn.counters
     _metric(
         lines, "meet443_turn_allocations", "gauge", "Active TURN allocations.", {"": len(turn.allocations)}
     )
@@ -409,46 +448,43 @@ def render_metrics(
     )
     dropped = {f'{{reason="{r}"}}': n for r, n in sorted(counters.dropped.items())}
     _metric(lines, "meet443_dropped_total", "counter", "Packets and messages dropped, by reason.", dropped)
-    if signaling is not None:
-        _metric(
-            lines,
-            "meet443_signaling_connections",
-            "gauge",
-            "Open signaling WebSockets.",
-            {"": signaling.connection_count},
-        )
-        _metric(
-            lines,
-            "meet443_signaling_participants",
-            "gauge",
-            "Participants in rooms.",
-            {"": signaling.participant_count},
-        )
-        _metric(
-            lines, "meet443_signaling_rooms", "gauge", "Rooms with participants.", {"": signaling.room_count}
-        )
-        sc = signaling.counters
-        _metric(lines, "meet443_signaling_joins_total", "counter", "Joins admitted.", {"": sc.joins})
-        _metric(lines, "meet443_signaling_resumes_total", "counter", "Sessions resumed.", {"": sc.resumes})
-        _metric(
-            lines,
-            "meet443_signaling_abuse_closes_total",
-            "counter",
-            "Sockets closed for abuse (1008).",
-            {"": sc.abuse_closes},
-        )
-        _metric(
-            lines,
-            "meet443_signaling_origin_refusals_total",
-            "counter",
-            "WebSocket handshakes refused (403) for a foreign Origin.",
-            {"": sc.origin_refusals},
-        )
-        errors = {f'{{code="{c}"}}': n for c, n in sorted(sc.errors.items())}
-        _metric(lines, "meet443_signaling_errors_total", "counter", "Error messages sent, by code.", errors)
-    if sfu is not None:
-        _sfu_metrics(lines, sfu)
-    return "\n".join(lines) + "\n"
+
+
+def _signaling_metrics(lines: list[str], signaling: SignalingServer) -> None:
+    _metric(
+        lines,
+        "meet443_signaling_connections",
+        "gauge",
+        "Open signaling WebSockets.",
+        {"": signaling.connection_count},
+    )
+    _metric(
+        lines,
+        "meet443_signaling_participants",
+        "gauge",
+        "Participants in rooms.",
+        {"": signaling.participant_count},
+    )
+    _metric(lines, "meet443_signaling_rooms", "gauge", "Rooms with participants.", {"": signaling.room_count})
+    sc = signaling.counters
+    _metric(lines, "meet443_signaling_joins_total", "counter", "Joins admitted.", {"": sc.joins})
+    _metric(lines, "meet443_signaling_resumes_total", "counter", "Sessions resumed.", {"": sc.resumes})
+    _metric(
+        lines,
+        "meet443_signaling_abuse_closes_total",
+        "counter",
+        "Sockets closed for abuse (1008).",
+        {"": sc.abuse_closes},
+    )
+    _metric(
+        lines,
+        "meet443_signaling_origin_refusals_total",
+        "counter",
+        "WebSocket handshakes refused (403) for a foreign Origin.",
+        {"": sc.origin_refusals},
+    )
+    errors = {f'{{code="{c}"}}': n for c, n in sorted(sc.errors.items())}
+    _metric(lines, "meet443_signaling_errors_total", "counter", "Error messages sent, by code.", errors)
 
 
 def _sfu_metrics(lines: list[str], sfu: Conference) -> None:
@@ -479,22 +515,20 @@ def _sfu_metrics(lines: list[str], sfu: Conference) -> None:
     _metric(lines, "meet443_sfu_dropped_total", "counter", "SFU packets dropped, by reason.", samples)
 
 
-def build_metrics_app(
-    node: NodeCore, cluster: Callable[[], dict[str, tuple[str, str, int]]] | None = None
-) -> web.Application:
-    """The metrics of every core of ``node``, on their own listener (``--metrics-listen``), and the
-    cluster link's (name → (type, help, value))."""
-    turn = node.turn
-    assert turn is not None
+def render_named_metrics(metrics: Mapping[str, tuple[str, str, int]]) -> str:
+    """Metrics given as name → (type, help, value), such as the cluster link's."""
+    lines: list[str] = []
+    for name, (kind, help_text, value) in metrics.items():
+        _metric(lines, name, kind, help_text, {"": value})
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def build_metrics_app(render: Callable[[], Awaitable[str]]) -> web.Application:
+    """``/metrics`` on its own listener (``--metrics-listen``), from ``render``: the cores of this
+    process (:func:`render_metrics`), or a control process's sum over its workers."""
 
     async def metrics(request: web.Request) -> web.Response:
-        text = render_metrics(turn, node.signaling, node.conference)
-        if cluster is not None:
-            lines: list[str] = []
-            for name, (kind, help_text, value) in cluster().items():
-                _metric(lines, name, kind, help_text, {"": value})
-            text += "\n".join(lines) + "\n"
-        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+        return web.Response(text=await render(), content_type="text/plain", charset="utf-8")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -50,6 +50,8 @@ class NetworkEndpoints:
     #: The second UDP port (RFC 5780 "change port"), known once it is bound.
     other_udp_port: Callable[[], int | None]
     check_rate_per_minute: int = 6
+    #: The SFU ports, one per media worker (the first is ``other_udp_port``), lowest and highest.
+    sfu_ports: tuple[int, int] | None = None
     #: In a cluster: every live node's description, from the registry (docs/cluster.md).
     nodes: Callable[[], NetworkDescription] | None = None
 
@@ -99,6 +101,8 @@ class NetworkApi:
             "otherUdpPort": self.endpoints.other_udp_port(),
             "relayPorts": list(self.endpoints.relay_ports),
         }
+        if self.endpoints.sfu_ports is not None:
+            body["sfuPorts"] = list(self.endpoints.sfu_ports)
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 

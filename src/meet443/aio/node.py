@@ -70,10 +70,14 @@ class NodeService:
         on_meeting_ended: Callable[[str], Awaitable[None]] | None = None,
         rooms: RoomStateStore | None = None,
         clock: Callable[[], float] = time.time,
+        to_process: Callable[[Output], None] | None = None,
     ) -> None:
         """``rooms``: where room snapshots are written through (docs/signaling.md "Node restarts");
-        None keeps rooms in memory only."""
+        None keeps rooms in memory only. ``to_process`` takes the outputs that leave for another
+        process (``--workers``): :class:`~meet443.node.ToWorker` and
+        :class:`~meet443.node.Forward`, and a worker's SFU signals."""
         self.relays = relays
+        self._to_process = to_process
         self.node = node
         if relays is not None and node.turn is not None:
             # The pool is made before the TURN core that uses it, so it learns its listeners here.
@@ -111,9 +115,13 @@ class NodeService:
         if out is not None:
             self.to_client(out.flow, out.data)
 
-    def stream_opened(self, transport: asyncio.Transport, kind: Transport) -> ClientFlow:
-        """A TURN client's TCP or TLS connection: its flow, for :meth:`stream_message`."""
-        peer = transport.get_extra_info("peername")
+    def stream_opened(
+        self, transport: asyncio.Transport, kind: Transport, peer: Address | None = None
+    ) -> ClientFlow:
+        """A TURN client's TCP or TLS connection: its flow, for :meth:`stream_message`. ``peer``:
+        the client, when ``transport`` is a pipe from the control process that holds its TLS."""
+        peer = peer or transport.get_extra_info("peername")
+        assert peer is not None
         self._connection_ids += 1
         flow = ClientFlow(kind, (str(peer[0]), int(peer[1])), self._connection_ids)
         self.streams[flow.connection] = transport
@@ -195,10 +203,14 @@ class NodeService:
                 if self._flush is None:
                     loop = asyncio.get_running_loop()
                     self._flush = loop.call_later(SNAPSHOT_COALESCE_SECONDS, self.write_rooms)
-        elif isinstance(output, MeetingEnded) and self._on_meeting_ended is not None:
-            self._spawn(self._on_meeting_ended(output.room))
-        elif isinstance(output, RevokeTurn | ChatPosted) and self.cluster is not None:
-            self.cluster.publish(output)
+        elif isinstance(output, MeetingEnded):
+            if self._on_meeting_ended is not None:
+                self._spawn(self._on_meeting_ended(output.room))
+        elif isinstance(output, RevokeTurn | ChatPosted):
+            if self.cluster is not None:
+                self.cluster.publish(output)
+        elif self._to_process is not None:
+            self._to_process(output)
 
     def to_client(self, flow: ClientFlow, data: bytes) -> None:
         if flow.transport is _UDP:

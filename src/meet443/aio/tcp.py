@@ -45,6 +45,9 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 #: shown it is a real client (idempotent; closing the connection calls it too).
 TurnFactory = Callable[[Transport, float, Callable[[], None]], asyncio.Protocol]
 HttpFactory = Callable[[bool, float, Callable[[], None]], asyncio.Protocol]
+#: ``(connection, transport, peer, accepted_at, settled)``: give a plain TURN connection's socket
+#: to another process (a media worker, ``--workers``), which then settles it.
+TurnHandoff = Callable[[socket.socket, Transport, tuple[str, int], float, Callable[[], None]], None]
 
 
 def is_turn_first_byte(first: int) -> bool:
@@ -143,9 +146,12 @@ class SniffingTcpPort:
         http_factory: HttpFactory,
         ssl_context: ssl.SSLContext,
         pending: SharedCap,
+        turn_handoff: TurnHandoff | None = None,
     ) -> None:
-        """``pending`` counts pending connections, in total and per address, for the whole server."""
+        """``pending`` counts pending connections, in total and per address, for the whole server;
+        ``turn_handoff`` takes TURN over plain TCP instead of ``turn_factory``."""
         self.turn_factory = turn_factory
+        self.turn_handoff = turn_handoff
         self.http_factory = http_factory
         self.ssl_context = ssl_context
         self.pending = pending
@@ -239,6 +245,11 @@ class SniffingTcpPort:
                     conn,
                     ssl=self.ssl_context,
                     ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                )
+            elif is_turn_first_byte(first[0]) and self.turn_handoff is not None:
+                peer = conn.getpeername()
+                self.turn_handoff(
+                    conn, Transport.TCP, (str(peer[0]), int(peer[1])), pending.accepted_at, pending.settle
                 )
             elif is_turn_first_byte(first[0]):
                 await loop.connect_accepted_socket(

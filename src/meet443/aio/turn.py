@@ -192,9 +192,12 @@ class StreamTurnProtocol(asyncio.Protocol):
         transport_kind: Transport,
         accepted_at: float,
         settled: Callable[[], None],
+        peer: Address | None = None,
     ) -> None:
+        """``peer``: the client, when the transport is a pipe from the control process."""
         self.service = service
         self.kind = transport_kind
+        self._peer = peer
         self.framer = StreamFramer()
         self.flow: ClientFlow | None = None
         self.transport: asyncio.Transport | None = None
@@ -204,7 +207,7 @@ class StreamTurnProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.flow = self.service.stream_opened(self.transport, self.kind)
+        self.flow = self.service.stream_opened(self.transport, self.kind, self._peer)
         self._pending = PendingDeadline(
             self._accepted_at, ALLOCATE_DEADLINE, self._settled, self._no_allocation
         )
@@ -249,25 +252,53 @@ def bind_other_port(
     the relay range and the privileged ports: reaching it shows that UDP to arbitrary ports of
     the server works, not only to the main port or the relay range (``meet443 check``).
     """
+    return bind_port_block(bind_host, port, 1, relay_ports, fixed=fixed)[0]
+
+
+def bind_port_block(
+    bind_host: str,
+    port: int,
+    count: int,
+    relay_ports: tuple[int, int],
+    *,
+    fixed: bool = False,
+    avoid: int | None = None,
+) -> list[socket.socket]:
+    """Bind ``count`` consecutive UDP ports from ``port`` (the workers' SFU ports, ``--workers``):
+    :func:`bind_other_port` for a block, which is moved as a whole when it must move. ``avoid``:
+    a port the block must not take (the main port, bound later), as if it were taken."""
     family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
     low, high = relay_ports
-    choices = [*range(1024, low), *range(high + 1, 65536)] or list(range(low, high + 1))
+    choices = [*range(1024, low - count + 1), *range(high + 1, 65537 - count)] or list(
+        range(low, high + 2 - count)
+    )
     rng = random.SystemRandom()
     candidates = [port] if port else []
     if not fixed or not port:
         candidates += [rng.choice(choices) for _ in range(64)]
     for index, candidate in enumerate(candidates):
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+        socks: list[socket.socket] = []
         try:
-            sock.bind((bind_host, candidate))
-            enlarge_udp_buffers(sock, RELAY_UDP_BUFFER_BYTES)
+            if avoid is not None and candidate <= avoid < candidate + count:
+                raise OSError(errno.EADDRINUSE, "the main port")
+            for offset in range(count):
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((bind_host, candidate + offset))
+                enlarge_udp_buffers(sock, RELAY_UDP_BUFFER_BYTES)
         except OSError as exc:
-            sock.close()
+            for sock in socks:
+                sock.close()
             if exc.errno in (errno.EADDRINUSE, errno.EACCES) and index < len(candidates) - 1:
                 if index == 0 and candidate == port:
-                    logger.warning("UDP port %d is taken; the second STUN port is a random one", port)
+                    logger.warning(
+                        "UDP port %d%s is taken; the second STUN port is a random one",
+                        port,
+                        f"-{port + count - 1}" if count > 1 else "",
+                    )
                 continue
             raise
-        sock.setblocking(False)
-        return sock
+        for sock in socks:
+            sock.setblocking(False)
+        return socks
     raise OSError(errno.EADDRINUSE, "no free UDP port for the second STUN port")

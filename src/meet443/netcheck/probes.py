@@ -43,7 +43,7 @@ from meet443.netcheck.wire import (
     websocket_request,
 )
 from meet443.proto.addresses import Address
-from meet443.proto.stun.attributes import ChangeRequest
+from meet443.proto.stun.attributes import ChangeRequest, ErrorCode
 from meet443.proto.stun.message import Message, StunClass
 from meet443.proto.turn.channeldata import StreamFramer
 from meet443.proto.turn.client import (
@@ -64,6 +64,8 @@ CHANNEL = 0x4000
 UDP_RTO = 0.25
 #: Bindings in the SFU port's burst: the server answers about 40 unauthenticated requests per address
 #: in a burst, which the whole check shares.
+#: A check allocation may learn of the other one's relay a few ms late (media workers).
+CHECK_RELAY_RETRY_S = 0.2
 SFU_BURST = 10
 SFU_SPACING = 0.02
 
@@ -76,6 +78,8 @@ class CheckCredentials:
     password: str = field(repr=False)
     other_udp_port: int | None
     relay_ports: tuple[int, int] | None
+    #: The SFU's ports, one per media worker (the first is ``other_udp_port``), if named.
+    sfu_ports: tuple[int, int] | None = None
 
     @classmethod
     def from_json(cls, body: bytes) -> CheckCredentials:
@@ -84,15 +88,24 @@ class CheckCredentials:
             username, password = document["username"], document["credential"]
             other = document.get("otherUdpPort")
             relay = document.get("relayPorts")
+            sfu = document.get("sfuPorts")
         except (ValueError, KeyError, TypeError) as exc:
             raise ParseError(f"unexpected check-credentials answer: {exc!r}") from None
         if not isinstance(username, str) or not isinstance(password, str):
             raise ParseError("unexpected check-credentials answer")
         other_port = other if isinstance(other, int) and 0 < other < 65536 else None
-        relay_ports = None
-        if isinstance(relay, list) and len(relay) == 2 and all(isinstance(p, int) for p in relay):
-            relay_ports = (relay[0], relay[1])
-        return cls(username, password, other_port, relay_ports)
+        return cls(username, password, other_port, _port_range(relay), _port_range(sfu))
+
+
+def _port_range(value: object) -> tuple[int, int] | None:
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(p, int) and 0 < p < 65536 for p in value)
+        and value[0] <= value[1]
+    ):
+        return (value[0], value[1])
+    return None
 
 
 @dataclass
@@ -407,6 +420,10 @@ async def probe_direct_udp(
     if other is None:
         reason = why or "the server did not name its other UDP port"
         return CheckResult.blocked("direct-udp", "udp", port, Failure.NOT_TESTED, f"not tested: {reason}")
+    sfu = credentials.sfu_ports if credentials else None
+    # The other media workers' SFU ports (the first one is ``other``), each asked once more.
+    more = range(other + 1, sfu[1] + 1) if sfu is not None and sfu[0] == other else range(0)
+    probing = other
     endpoint = await _udp_endpoint(family=_family(server))
     try:
         main_mapping: Address | None = None
@@ -420,16 +437,22 @@ async def probe_direct_udp(
         message, _, rtt = await endpoint.transact(
             transaction_id, binding_request(transaction_id), ctx.timeout, (server[0], other)
         )
+        for probing in more:
+            transaction_id = os.urandom(12)
+            await endpoint.transact(
+                transaction_id, binding_request(transaction_id), min(ctx.timeout, 2.0), (server[0], probing)
+            )
     except TimeoutError:
         return CheckResult.blocked(
-            "direct-udp", "udp", other, Failure.TIMEOUT,
-            f"no answer from UDP port {other} of the server: "
+            "direct-udp", "udp", probing, Failure.TIMEOUT,
+            f"no answer from UDP port {probing} of the server: "
             f"UDP to ports other than {ctx.target.port} is blocked",
         )  # fmt: skip
     except OSError as exc:
         return CheckResult.blocked("direct-udp", "udp", other, Failure.REFUSED, f"UDP {other}: {exc}")
     finally:
         endpoint.close()
+    port_text = f"{other}-{more[-1]} (the SFU's, one per media worker)" if more else str(other)
     mapped = mapped_address(message)
     if mapped is None:
         return CheckResult.blocked(
@@ -449,7 +472,7 @@ async def probe_direct_udp(
         stable = False
     return CheckResult(
         "direct-udp", "udp", other, True, rtt_ms=rtt, reflexive=mapped, stable_mapping=stable,
-        detail=f"UDP port {other} reached; {mapping}",
+        detail=f"UDP port{'s' if more else ''} {port_text} reached; {mapping}",
     )  # fmt: skip
 
 
@@ -691,9 +714,16 @@ async def probe_turn(
             relays.append(relayed)
         step = "ChannelBind"
         for connection, peer in ((a, relays[1]), (b, relays[0])):
-            answer = await connection.transact(
-                functools.partial(connection.session.channel_bind, CHANNEL, peer), ctx.timeout
-            )
+            for attempt in range(2):
+                answer = await connection.transact(
+                    functools.partial(connection.session.channel_bind, CHANNEL, peer), ctx.timeout
+                )
+                error = answer.get(ErrorCode)
+                if answer.klass == StunClass.SUCCESS or error is None or error.code != 403 or attempt:
+                    break
+                # With media workers (docs/workers.md) the other allocation may live in another
+                # process, which tells this one of it within a few milliseconds: ask again once.
+                await asyncio.sleep(CHECK_RELAY_RETRY_S)
             if answer.klass != StunClass.SUCCESS:
                 raise StreamFailure(Failure.UNEXPECTED, f"ChannelBind refused: {describe_error(answer)}")
         step = "the relayed burst"

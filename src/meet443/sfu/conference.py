@@ -150,13 +150,15 @@ class Conference:
         *,
         last_n: int = 9,
         nack: bool = True,
+        ufrag_tag: str = "",
     ) -> None:
+        """``ufrag_tag`` starts every ICE ufrag (a media worker's tag, :mod:`meet443.workers`)."""
         self.certificate = certificate
         self.addresses = tuple(addresses)
         self._token_bytes = token_bytes
         self.nack = nack
         self.last_n = last_n
-        self.mux = IceLiteMux(token_bytes)
+        self.mux = IceLiteMux(token_bytes, ufrag_tag=ufrag_tag)
         self.routers: dict[str, Router] = {}
         self.codec_plans: dict[str, VideoCodecPlan] = {}
         self._members: dict[tuple[str, str], _Member] = {}

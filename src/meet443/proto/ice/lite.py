@@ -29,7 +29,7 @@ import heapq
 import logging
 from collections import deque
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from meet443.exceptions import ParseError
@@ -214,8 +214,12 @@ class IceLiteMux:
         *,
         consent_timeout: float = CONSENT_TIMEOUT,
         nomination_timeout: float = NOMINATION_TIMEOUT,
+        ufrag_tag: str = "",
     ) -> None:
+        """``ufrag_tag``: a character every local ufrag starts with (a media worker's, see
+        :mod:`meet443.workers`); the other characters stay random."""
         self._token_bytes = token_bytes
+        self._ufrag_tag = ufrag_tag
         self.consent_timeout = consent_timeout
         self.nomination_timeout = nomination_timeout
         self.sessions: dict[str, IceLiteSession] = {}
@@ -286,6 +290,8 @@ class IceLiteMux:
     def _unique_credentials(self) -> IceCredentials:
         while True:
             credentials = IceCredentials.generate(self._token_bytes)
+            if self._ufrag_tag:
+                credentials = replace(credentials, ufrag=self._ufrag_tag + credentials.ufrag[1:])
             if credentials.ufrag not in self._by_ufrag:
                 return credentials
 

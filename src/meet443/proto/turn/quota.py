@@ -10,7 +10,9 @@ five methods; the node that receives a revocation deletes the allocations it hol
 
 Keys are the TURN core's: ``user:<participant>`` for the allocations a participant holds under all
 its REST usernames, ``check:<address>`` for the check allocations of one source address (IPv6 by
-its /64). Revocations are by participant (the user part of ``expiry:user``), each until the last
+its /64), ``check-relay:<ip>:<port>`` for the relayed address of a live check allocation (what
+other check allocations may reach, whichever process holds it). Revocations are by participant
+(the user part of ``expiry:user``), each until the last
 credential handed to that participant expires; after that the credentials are dead anyway.
 
 Pure: ``now`` is a parameter; nothing here reads a clock.

@@ -168,7 +168,7 @@ class TurnServer:
         ledger: QuotaLedger | None = None,
     ) -> None:
         self.settings = settings
-        self.ledger: QuotaLedger = ledger or MemoryLedger()
+        self.ledger: QuotaLedger = ledger if ledger is not None else MemoryLedger()
         self.credentials = credentials
         self.policy = policy
         self.relay_ports = relay_ports
@@ -181,6 +181,9 @@ class TurnServer:
         self.by_relay: dict[Address, Allocation] = {}
         #: Relay port numbers in use (an IPv4 and an IPv6 relay may share one): see is_own_relay.
         self._relay_ports: dict[int, int] = {}
+        #: Relay ports other media workers of this server hold open (``--workers``), told by the
+        #: control process: their datagrams must not reach TURN here either.
+        self.sibling_relay_ports: set[int] = set()
         #: UDP allocations by client address alone: the per-datagram lookup then builds no ClientFlow.
         self.udp_allocations: dict[Address, Allocation] = {}
         #: This server's allocations by quota user, so a revocation finds them.
@@ -309,7 +312,9 @@ class TurnServer:
     def is_own_relay(self, address: Address) -> bool:
         """Did this datagram come from one of our relay sockets? (Not merely from a port in the
         relay range: clients on the server's own host use ephemeral ports in that range too.)"""
-        return address[0] in self.settings.server_addresses and address[1] in self._relay_ports
+        return address[0] in self.settings.server_addresses and (
+            address[1] in self._relay_ports or address[1] in self.sibling_relay_ports
+        )
 
     def revoke(self, user: str, until: float) -> None:
         """A participant left (or was removed from) its meeting: delete its allocations now and
@@ -640,6 +645,7 @@ class TurnServer:
             self._check_allocations.add(allocation)
             self.ledger.allocated(_CHECK_POOL)
             self.ledger.allocated(_check_key(flow))
+            self.ledger.allocated(_check_relay_key(relay))
         self.counters.allocations_created += 1
         logger.info("allocation %s:%d for %s %s:%d", *relay, flow.transport.value, *flow.address)
         attributes: list[Attribute] = [
@@ -713,10 +719,9 @@ class TurnServer:
 
     def _is_check_relay(self, peer: Address) -> bool:
         """A check allocation (credentials anyone may get) reaches this server's own addresses only,
-        and of those only the relayed addresses of other check allocations: never a participant."""
-        return (
-            peer[0] in self.settings.server_addresses and self.by_relay.get(peer) in self._check_allocations
-        )
+        and of those only the relayed addresses of other check allocations: never a participant.
+        The ledger knows them, also those of other processes (``--workers``)."""
+        return peer[0] in self.settings.server_addresses and self.ledger.held(_check_relay_key(peer)) > 0
 
     def _create_permission(
         self, request: Message, flow: ClientFlow, username: str, key: bytes, now: float
@@ -772,6 +777,7 @@ class TurnServer:
             self._check_allocations.discard(allocation)
             self.ledger.released(_CHECK_POOL)
             self.ledger.released(_check_key(allocation.flow))
+            self.ledger.released(_check_relay_key(allocation.relay))
         self.relay_ports.close(allocation.relay)
         logger.info("allocation %s:%d deleted (%s)", *allocation.relay, why)
 
@@ -779,6 +785,12 @@ class TurnServer:
 #: Ledger keys (:mod:`meet443.proto.turn.quota`).
 _USER = "user:"
 _CHECK_POOL = "check"
+_CHECK_RELAY = "check-relay:"
+
+
+def _check_relay_key(relay: Address) -> str:
+    """The relayed address of a check allocation (held 1 while it lives)."""
+    return f"{_CHECK_RELAY}{relay[0]}:{relay[1]}"
 
 
 def _check_key(flow: ClientFlow) -> str:
