@@ -45,7 +45,7 @@ from meet443.sfu.conference import Conference
 from meet443.state import SharedState
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState
-from meet443.state.rooms import RoomStateStore, SqliteRoomStore
+from meet443.state.rooms import RoomStateStore, SharedRoomStore, SqliteRoomStore
 from meet443.store import MeetingStore, open_store
 
 logger = logging.getLogger("meet443")
@@ -236,15 +236,16 @@ async def build_service(
     )
 
 
-def build_cluster(config: ServeConfig, service: NodeService, other_port: int) -> Cluster:
-    """The node's link to the others (docs/cluster.md): through Redis with ``--redis``, else
-    through the in-memory state, where this node is the only one."""
-    state: SharedState
+def shared_state(config: ServeConfig) -> SharedState:
+    """Through Redis with ``--redis``, else in memory, where this node is the only one."""
     if config.redis is not None:
-        state = RedisState.from_config(config.redis, config.redis_password_file)
         logger.info("cluster mode: node %s, shared state %s", config.node_url, redact_url(config.redis))
-    else:
-        state = MemoryState()
+        return RedisState.from_config(config.redis, config.redis_password_file)
+    return MemoryState()
+
+
+def build_cluster(config: ServeConfig, service: NodeService, other_port: int, state: SharedState) -> Cluster:
+    """The node's link to the others (docs/cluster.md) through ``state``."""
     addresses = tuple(_own_public_addresses(config))
     sfu_ports = tuple(dict.fromkeys((config.port, other_port)))
     client_ssl = ssl.create_default_context(
@@ -315,7 +316,15 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     store = await open_store(config.data_dir, config.database, config.database_password)
     logger.info("meetings and API keys in %s", store.where)
-    rooms = SqliteRoomStore.open(config.data_dir)
+    state = shared_state(config)
+    cluster: Cluster | None = None
+    rooms: RoomStateStore
+    if config.cluster:
+        # docs/cluster.md "Failover": snapshots go where the node that takes a room over reads
+        # them, fenced with this node's lease on the room.
+        rooms = SharedRoomStore(state, loop, lambda room: None if cluster is None else cluster.epoch_of(room))
+    else:
+        rooms = SqliteRoomStore.open(config.data_dir)
     service = await build_service(config, store, rooms)
     node = service.node
     turn, conference = node.turn, node.conference
@@ -332,7 +341,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     turn.policy.allow_server_port(other_port)  # the relay's hop to the SFU
     conference.addresses = _sfu_addresses(config, other_port)
 
-    cluster = build_cluster(config, service, other_port)
+    cluster = build_cluster(config, service, other_port, state)
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config),
         nodes=cluster.network_nodes if config.cluster else None,
