@@ -235,7 +235,9 @@ class Cluster:
 
     async def heartbeat(self) -> None:
         """Announce this node, learn the others, and act on a drain request."""
-        self._beat_attempt = self._clock()
+        now = self._clock()
+        self.paused(now)  # the first thing to run after a pause may be this: notice it
+        self._beat_attempt = now
         try:
             nodes, drain = await self.state.heartbeat(self.describe())
         except StateUnavailable as exc:
@@ -382,20 +384,22 @@ class Cluster:
         """True when no heartbeat was even attempted for longer than a registry entry lives (the
         node was stopped, SIGSTOP, or starved, and other nodes may have taken its rooms over),
         and until that has been checked. A Redis outage is no pause: heartbeats are attempted."""
-        return self.shared and (self._checking is not None or now - self._beat_attempt > NODE_TTL_SECONDS)
+        if not self.shared:
+            return False
+        if self._checking is None and now - self._beat_attempt > NODE_TTL_SECONDS:
+            logger.warning(
+                "cluster: woke after %.1f s without a heartbeat; checking leases", now - self._beat_attempt
+            )
+            self._checking = asyncio.ensure_future(self._check_after_pause())
+        return self._checking is not None
 
     def hold(self, conn: int, handle: Callable[[], None]) -> None:
-        """Keep a signaling input until a heartbeat and the lease renewals have run; then it is
-        handled, unless its socket belongs to a room that moved (whose sockets are closing)."""
+        """While :meth:`paused`: keep a signaling input until a heartbeat and the lease renewals
+        have run; then it is handled, unless its socket belongs to a room that moved (whose
+        sockets are closing)."""
         self._held.append((conn, handle))
-        if self._checking is None:
-            self._checking = asyncio.ensure_future(self._check_after_pause())
 
     async def _check_after_pause(self) -> None:
-        logger.warning(
-            "cluster: woke after %.1f s without a heartbeat; checking leases",
-            self._clock() - self._beat_attempt,
-        )
         try:
             await self.heartbeat()
             await self.renew_leases()

@@ -45,7 +45,12 @@ CLOSE_TRY_AGAIN_LATER = 1013
 #: RFC 6455 §7.4.1 1012 (service restart): the home went away; the client reconnects at once and
 #: resumes on the room's next home (docs/cluster.md "Failover").
 CLOSE_SERVICE_RESTART = 1012
-CONNECT_TIMEOUT = 5.0
+#: Opening the home's socket (TCP, TLS, the upgrade) takes a few round trips between nodes; a home
+#: that takes longer is stopped or overloaded, and the join goes on to take the room over.
+CONNECT_TIMEOUT = 2.0
+#: The edge pings the home this often and gives the relay up after half of it without a pong: a
+#: stopped home (SIGSTOP, a frozen VM) keeps its TCP connections open and says nothing.
+UPSTREAM_HEARTBEAT = 4.0
 _KEY_LABEL = b"meet443 cluster relay v1"
 
 
@@ -109,15 +114,18 @@ async def relay_frames(
     is told 1012, to come back and resume on the room's next home), True otherwise. Raises
     :class:`HomeUnreachable` when the home cannot be reached at all."""
     try:
-        upstream = await session.ws_connect(
-            url,
-            headers={RELAY_HEADER: header},
-            ssl=ssl_context,
-            max_msg_size=max_msg_size,
-            autoping=True,
-            heartbeat=None,
-            decode_text=False,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+        upstream = await asyncio.wait_for(
+            session.ws_connect(
+                url,
+                headers={RELAY_HEADER: header},
+                ssl=ssl_context,
+                max_msg_size=max_msg_size,
+                autoping=True,
+                heartbeat=UPSTREAM_HEARTBEAT,
+                decode_text=False,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+            ),
+            CONNECT_TIMEOUT,
         )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise HomeUnreachable(f"relay to {url} failed: {exc}") from None
