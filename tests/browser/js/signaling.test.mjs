@@ -251,3 +251,50 @@ test('after the resume window a restart backs off as any other drop', () => {
   client.attempts = 1;
   assert.ok(client.retryDelay(0.5) === 500);
 });
+
+test('barrier: resolved by the pong of its own ping, not by an earlier one', async () => {
+  client.start();
+  const ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  mock.timers.tick(10_000); // a heartbeat ping, not yet answered
+  let open = false;
+  client.barrier().then(() => {
+    open = true;
+  });
+  assert.deepEqual(ws.sent.slice(-2), [{ type: 'ping' }, { type: 'ping' }]);
+  ws.receive({ type: 'pong' }); // the heartbeat's
+  await Promise.resolve();
+  assert.equal(open, false);
+  ws.receive({ type: 'pong' });
+  await Promise.resolve();
+  assert.equal(open, true);
+});
+
+test('barrier: queued while reconnecting, sent after the join; a dropped socket opens it', async () => {
+  client.start();
+  let ws = FakeWebSocket.all[0];
+  ws.open();
+  ws.receive(joined());
+  ws.drop();
+  let open = 0;
+  client.barrier().then(() => {
+    open += 1;
+  });
+  mock.timers.tick(1_000);
+  ws = FakeWebSocket.all[1];
+  ws.open();
+  ws.receive(joined({ resumed: true }));
+  assert.deepEqual(ws.sent.map((m) => m.type), ['join', 'ping']);
+  await Promise.resolve();
+  assert.equal(open, 0);
+  client.barrier().then(() => {
+    open += 1;
+  });
+  ws.receive({ type: 'pong' });
+  await Promise.resolve();
+  assert.equal(open, 1);
+  ws.drop(); // the second barrier's ping will get no pong
+  await Promise.resolve();
+  assert.equal(open, 2);
+});

@@ -414,7 +414,7 @@ function run(fx) {
     case 'sfu-restart':
       // New peer connections, so new ICE credentials and a new DTLS handshake with the new SFU.
       closeSfu();
-      return startSfu(iceConfig);
+      return startSfu(iceConfig, signaling.barrier());
     case 'send-media':
       return sendMediaState();
     case 'mute-self':
@@ -520,9 +520,10 @@ document.addEventListener('visibilitychange', () => {
   if (sfu) sfu.setHidden(document.visibilityState === 'hidden');
 });
 
-function startSfu(config) {
+function startSfu(config, ready = undefined) {
   media.useVideoConstraints(GROUP_VIDEO_CONSTRAINTS);
   sfu = new SfuSession({
+    ready,
     send: (msg) => signaling.send(msg),
     config,
     tracks: sfuTracks(),

@@ -129,9 +129,11 @@ export class SfuSession {
    * send(msg) to the server; config is the RTCConfiguration (ice.js); tracks {audio, camera,
    * screen}; onMedia(Map key -> MediaStream) whenever what a tile shows changed;
    * onState() when a connection's ICE state changed; videoCodec ('vp8' | 'h264', params.js) is
-   * what the camera and the screen share are sent in.
+   * what the camera and the screen share are sent in. The first publish waits for `ready`: after an
+   * `sfu-restart`, until the server has answered what the previous session sent (a barrier), so
+   * that no answer meant for that one is taken for this one's.
    */
-  constructor({ send, config, tracks, onMedia, onState, videoCodec = 'vp8' }) {
+  constructor({ send, config, tracks, onMedia, onState, videoCodec = 'vp8', ready = Promise.resolve() }) {
     this.send = send;
     this.videoCodec = videoCodec;
     this.config = config;
@@ -142,7 +144,7 @@ export class SfuSession {
     this.sections = new Map();
     this.hidden = false;
     this.media = new Map(); // tile key -> MediaStream, kept so a <video> is not re-attached needlessly
-    this.publishQueue = Promise.resolve();
+    this.publishQueue = ready;
     this.subscribeQueue = Promise.resolve(); // offers and `tracks`, strictly in arrival order
     this.pendingAnswer = null; // {resolve, reject} of the publish in flight
     this.publishBroken = false; // the SFU refused our offer: do not loop on the same one

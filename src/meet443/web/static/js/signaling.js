@@ -31,6 +31,8 @@ const RESTART_FIRST_MS = 300;
 /** ...then one about every second, for as long as the server keeps our place. */
 const RESTART_RETRY_MS = 1_000;
 export const RESUME_WINDOW_MS = 30_000;
+/** A barrier whose pong never comes (a server that does not answer) opens after this long. */
+const BARRIER_TIMEOUT_MS = 5_000;
 const QUEUE_LIMIT = 500;
 
 /** Error codes after which the server closes the socket and trying again cannot help. */
@@ -74,6 +76,8 @@ export class SignalingClient {
     this.stopped = false;
     this.lastHeard = 0;
     this.restartingSince = null; // when the server said it restarts (1012)
+    this.pongsDue = []; // per ping on this socket, oldest first: the barrier it opens, or null
+    this.barrierPings = new Map(); // a barrier's ping (queued or not yet sent) -> its resolve
     this.timers = { ping: null, retry: null, connect: null };
     this.onOnline = () => this.reconnectNow();
   }
@@ -167,8 +171,11 @@ export class SignalingClient {
       case 'chat':
         this.noteChat(msg);
         break;
-      case 'pong':
+      case 'pong': {
+        const open = this.pongsDue.shift();
+        if (open) open();
         return;
+      }
       case 'error':
         if (TERMINAL_ERRORS.has(msg.code)) this.stop();
         break;
@@ -211,7 +218,30 @@ export class SignalingClient {
   }
 
   rawSend(msg) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(JSON.stringify(msg));
+    if (msg.type === 'ping') {
+      this.pongsDue.push(this.barrierPings.get(msg) || null);
+      this.barrierPings.delete(msg);
+    }
+  }
+
+  /**
+   * Resolves once the server has handled everything sent before it: it answers pings with pongs,
+   * in order, after the messages before them. (A group room's new SFU session waits for this, so
+   * that the answers to its old session's requests cannot be taken for its own.) A socket that
+   * drops, or a server that never answers, opens it too.
+   */
+  barrier() {
+    return new Promise((resolve) => {
+      const ping = { type: 'ping' };
+      this.barrierPings.set(ping, resolve);
+      this.send(ping);
+      setTimeout(() => {
+        this.barrierPings.delete(ping);
+        resolve();
+      }, BARRIER_TIMEOUT_MS);
+    });
   }
 
   startHeartbeat() {
@@ -230,6 +260,9 @@ export class SignalingClient {
   dropSocket() {
     clearInterval(this.timers.ping);
     clearTimeout(this.timers.connect);
+    // Pings on a dead socket get no pong; whatever waited on them need not wait any longer.
+    for (const open of this.pongsDue) if (open) open();
+    this.pongsDue = [];
     const ws = this.ws;
     this.ws = null;
     this.joined = false;
