@@ -21,9 +21,9 @@ MEET443_EXTRAS=".[test]" bash scripts/install.sh
 # puppeteer-core, which drives Debian's firefox-esr over WebDriver BiDi (no browser download).
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 (cd tests/browser/firefox && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
-# coturn, tinyproxy and janus start system services on install; the tests and the benchmark start
+# coturn, tinyproxy, janus, redis-server and postgresql start system services on install; the tests and the benchmarks start
 # their own, inside namespaces.
-systemctl disable --now coturn tinyproxy janus >/dev/null 2>&1 || true
+systemctl disable --now coturn tinyproxy janus redis-server postgresql >/dev/null 2>&1 || true
 .venv/bin/ruff check src tests bench .ci
 .venv/bin/ruff format --check src tests bench .ci
 .venv/bin/mypy  # src strictly; tests, bench and .ci with the relaxed settings of pyproject.toml

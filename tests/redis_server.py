@@ -26,10 +26,12 @@ class RedisServer:
     directory: Path
     process: subprocess.Popen[bytes] | None = None
     password: str | None = None
+    #: ``(cert, key)``: serve TLS only (``rediss://``) with this certificate.
+    tls: tuple[Path, Path] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{HOST}:{self.port}/0"
 
     def start(self) -> None:
         """Start (or start again, on the same port) with no persistence."""
@@ -40,6 +42,10 @@ class RedisServer:
         ]  # fmt: skip
         if self.password is not None:
             command += ["--requirepass", self.password]
+        if self.tls is not None:
+            cert, key = self.tls
+            command += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert)]
+            command += ["--tls-key-file", str(key), "--tls-auth-clients", "no"]
         with (self.directory / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 5
@@ -85,8 +91,10 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def running_redis(directory: Path, password: str | None = None) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), directory, password=password)
+def running_redis(
+    directory: Path, password: str | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), directory, password=password, tls=tls)
     server.start()
     try:
         yield server

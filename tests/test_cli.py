@@ -323,3 +323,24 @@ class TestApiKey:
         (tmp_path / "bad.toml").write_text("prot = 1\n")
         assert main(["api-key", "list", "--config", str(tmp_path / "bad.toml")]) == 2
         assert "unknown key 'prot'" in capsys.readouterr().err
+
+
+class TestDrain:
+    """docs/cluster.md "Drain": ``meet443 drain`` needs the cluster's Redis and the node's URL."""
+
+    def test_needs_redis_and_a_node_url(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["drain", "--node-url", "https://n1.example.test"]) == 2
+        assert "--redis and --node-url" in capsys.readouterr().err
+
+    def test_unreachable_redis_is_a_clear_failure(self, capsys: pytest.CaptureFixture[str]) -> None:
+        # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+        argv = [
+            "drain",
+            "--redis",
+            "redis://:secret-pw@127.0.0.1:9/0",
+            "--node-url",
+            "https://n1.example.test",
+        ]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "meet443 drain: error: redis" in err and "secret-pw" not in err

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from meet443.aio.cluster import Cluster, NodeAddresses
 from meet443.aio.node import NodeService
-from meet443.aio.relay import RoomElsewhere
+from meet443.aio.relay import RELAY_HEADER, RoomElsewhere, cluster_key, relay_header
 from meet443.app import build_signaling_server
 from meet443.exceptions import StateUnavailable
 from meet443.node import NodeCore
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
+from meet443.proto.signaling.room import SignalingLimits
 from meet443.state import Lease, NodeInfo
 from meet443.state.memory import MemoryState
 from tests.proto.turn.harness import FakeClock, make_server
@@ -35,9 +40,11 @@ async def no_directory(room: str, room_key: str | None, now: float) -> RoomAdmis
     raise AssertionError("not asked")
 
 
-def link(state: MemoryState, clock: FakeClock) -> Cluster:
+def link(state: MemoryState, clock: FakeClock, limits: SignalingLimits | None = None) -> Cluster:
     turn, _ = make_server(clock)
-    signaling = build_signaling_server(turn_secret="s", public_url="https://meet.example.test", turn_port=443)
+    signaling = build_signaling_server(
+        turn_secret="s", public_url="https://meet.example.test", turn_port=443, limits=limits
+    )
     service = NodeService(
         NodeCore(signaling, turn), None, directory=no_directory, public_url="https://meet.example.test"
     )
@@ -149,5 +156,61 @@ class TestLeases:
             await cluster.renew_leases()
             assert "brief" not in cluster.owned
             assert await state.home("brief") is None
+
+        run(scenario())
+
+    def test_rooms_restored_at_start_are_claimed_again(self) -> None:
+        async def scenario() -> None:
+            clock = FakeClock()
+            state = MemoryState(lambda: clock.now)
+            cluster = link(state, clock)
+            signaling = cluster.service.node.signaling
+            signaling.room_names = lambda: ["kept", "lost"]  # type: ignore[method-assign]
+            signaling.has_room = lambda room: True  # type: ignore[method-assign]
+            await state.claim("kept", "n1.example.test")  # before the restart
+            await state.claim("lost", OTHER.node_id)  # taken over while this node was down
+            cluster.start(drain_timeout=60)
+            try:
+                assert await cluster.route("kept", relayed=False) is None  # served here at once
+                await cluster.renew_leases()
+                assert cluster.owned["kept"].lease == Lease("n1.example.test", 1)
+                assert "lost" not in cluster.owned
+            finally:
+                await cluster.close()
+
+        run(scenario())
+
+
+class TestRelayedClientAddress:
+    def test_the_home_counts_the_client_address_from_the_relay_header(self) -> None:
+        """docs/cluster.md: per-address limits apply to the client, not to the edge that relays."""
+
+        async def scenario() -> None:
+            clock = FakeClock()
+            clock.now = time.time()
+            cluster = link(MemoryState(), clock, SignalingLimits(max_connections_per_address=1))
+            app = web.Application()
+            cluster.service.signaling.add_routes(app)
+            server = TestServer(app, host="127.0.0.1")
+            await server.start_server()
+            url = str(server.make_url("/v1/ws"))
+
+            def header(ip: str) -> dict[str, str]:
+                return {RELAY_HEADER: relay_header(cluster_key("s"), "n1.example.test", ip, clock.now)}
+
+            try:
+                async with aiohttp.ClientSession() as http:
+                    first = await http.ws_connect(url, headers=header("192.0.2.55"))
+                    # All three come from 127.0.0.1 (the edge); the home counts the clients.
+                    second = await http.ws_connect(url, headers=header("192.0.2.55"))
+                    assert (await second.receive(timeout=5)).type is aiohttp.WSMsgType.CLOSE
+                    assert second.close_code == 1013  # that client is at its limit
+                    third = await http.ws_connect(url, headers=header("192.0.2.56"))
+                    await third.send_str('{"type": "ping"}')
+                    assert (await third.receive(timeout=5)).json()["type"] in ("pong", "error")
+                    await first.close()
+                    await third.close()
+            finally:
+                await server.close()
 
         run(scenario())

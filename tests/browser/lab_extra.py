@@ -24,12 +24,22 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.netns import Lab, LabError, Namespace, Proc, wait_listening
+from lab.netns import (
+    Lab,
+    LabError,
+    Namespace,
+    Proc,
+    default_route,
+    enable_forwarding,
+    hosts_file,
+    ipv4_only,
+    wait_listening,
+)
 from lab.pki import LabPki
 
 try:
@@ -205,22 +215,6 @@ def create_meeting(web: Meet443Web, room_mode: str) -> str:
     return str(json.loads(done.stdout)["roomUrl"])
 
 
-@contextlib.contextmanager
-def hosts_file(ns: Namespace, names: dict[str, str]) -> Iterator[None]:
-    """``/etc/netns/<ns>/hosts`` (name -> address), which ``ip netns exec`` mounts over /etc/hosts
-    for every process started in `ns` afterwards, and a resolv.conf without a reachable server
-    (Chromium otherwise waits 13 s on each lookup). Removed again afterwards."""
-    directory = Path("/etc/netns") / ns.name
-    directory.mkdir(parents=True, exist_ok=False)
-    try:
-        lines = ["127.0.0.1 localhost", *(f"{address} {name}" for name, address in names.items())]
-        (directory / "hosts").write_text("\n".join(lines) + "\n")
-        (directory / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-        yield
-    finally:
-        shutil.rmtree(directory)
-
-
 def server_route_exists(web: Meet443Web, via: Namespace, path: str = "/v1/ws") -> bool:
     """Whether the server answers `path` at all (a plain GET of a WebSocket endpoint is 400/426)."""
     try:
@@ -232,22 +226,6 @@ def server_route_exists(web: Meet443Web, via: Namespace, path: str = "/v1/ws") -
 
 # --------------------------------------------------------------------------------------------------
 # Routers and firewalls
-
-
-def ipv4_only(*namespaces: Namespace) -> None:
-    """Turn IPv6 off before links come up. Otherwise each veth gains an IPv6 link-local address a
-    second or two later (after duplicate address detection); Chromium sees that as a network
-    change and fails whatever it is loading with ERR_NETWORK_CHANGED."""
-    for ns in namespaces:
-        ns.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
-
-
-def enable_forwarding(ns: Namespace) -> None:
-    ns.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-
-
-def default_route(ns: Namespace, via: str) -> None:
-    ns.run(["ip", "route", "replace", "default", "via", via])
 
 
 @dataclass(frozen=True)
@@ -576,6 +554,14 @@ class FirefoxParticipant(Participant):
 _firefox_pages = itertools.count(1)
 
 
+def send_chat(p: Participant, text: str) -> None:
+    """Type `text` into the chat (opening the panel if it is closed) and send it with Enter."""
+    if p.page.locator("#chat-input").is_hidden():
+        p.page.click("#ctl-chat")
+    p.page.fill("#chat-input", text)
+    p.page.press("#chat-input", "Enter")
+
+
 def close_people(opened: Sequence[Participant], failed: bool, *servers: Meet443Web) -> None:
     """After a test: close its participants' contexts, show the servers' logs if it failed, and
     fail it if a server died meanwhile."""
@@ -724,6 +710,7 @@ __all__ = [
     "media_growing",
     "nft_counter",
     "nss_home",
+    "send_chat",
     "server_route_exists",
     "wait_until",
 ]

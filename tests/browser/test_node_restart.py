@@ -39,6 +39,7 @@ from .lab_extra import (
     ipv4_only,
     media_flowing,
     media_growing,
+    send_chat,
     wait_until,
 )
 
@@ -149,13 +150,6 @@ def join_all(
     for p in joined:
         p.wait_phase("in-call")
     return joined
-
-
-def send_chat(p: Participant, text: str) -> None:
-    if p.page.locator("#chat-input").is_hidden():
-        p.page.click("#ctl-chat")
-    p.page.fill("#chat-input", text)
-    p.page.press("#chat-input", "Enter")
 
 
 def chats(people: Sequence[Participant], count: int) -> Any:

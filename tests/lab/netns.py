@@ -340,6 +340,42 @@ class Lab:
 
 
 # --------------------------------------------------------------------------------------------------
+# Routing and names inside namespaces
+
+
+def ipv4_only(*namespaces: Namespace) -> None:
+    """Turn IPv6 off before links come up. Otherwise each veth gains an IPv6 link-local address a
+    second or two later (after duplicate address detection); Chromium sees that as a network
+    change and fails whatever it is loading with ERR_NETWORK_CHANGED."""
+    for ns in namespaces:
+        ns.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+
+
+def enable_forwarding(ns: Namespace) -> None:
+    ns.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+
+
+def default_route(ns: Namespace, via: str) -> None:
+    ns.run(["ip", "route", "replace", "default", "via", via])
+
+
+@contextlib.contextmanager
+def hosts_file(ns: Namespace, names: Mapping[str, str]) -> Iterator[None]:
+    """``/etc/netns/<ns>/hosts`` (name -> address), which ``ip netns exec`` mounts over /etc/hosts
+    for every process started in `ns` afterwards, and a resolv.conf without a reachable server
+    (Chromium otherwise waits 13 s on each lookup). Removed again afterwards."""
+    directory = Path("/etc/netns") / ns.name
+    directory.mkdir(parents=True, exist_ok=False)
+    try:
+        lines = ["127.0.0.1 localhost", *(f"{address} {name}" for name, address in names.items())]
+        (directory / "hosts").write_text("\n".join(lines) + "\n")
+        (directory / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        yield
+    finally:
+        shutil.rmtree(directory)
+
+
+# --------------------------------------------------------------------------------------------------
 # Waiting for servers
 
 

@@ -13,6 +13,7 @@ from meet443.exceptions import StateUnavailable
 from meet443.state import Lease, NodeInfo, SharedState, choose_home
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState, redact_url
+from tests.aio.test_cluster import write_certificate
 from tests.redis_server import RedisServer, running_redis
 
 
@@ -306,3 +307,21 @@ class TestRedisConnection:
         with running_redis(tmp_path, password="s3cret-pass") as server:
             run(scenario(server))
         assert "s3cret-pass" not in caplog.text
+
+
+class TestRedisTls:
+    def test_rediss_with_a_private_ca(self, tmp_path: Path) -> None:
+        """``rediss://``: the server's certificate is checked against ``ssl_ca_certs`` in the URL."""
+        cert, key = write_certificate(tmp_path)
+
+        async def scenario(server: RedisServer) -> None:
+            state = RedisState(f"{server.url}?ssl_ca_certs={cert}&ssl_check_hostname=false")
+            assert await state.claim("tls", "n1") == Lease("n1", 1)
+            await state.close()
+            untrusted = RedisState(server.url)  # the system's CAs do not know this one
+            with pytest.raises(StateUnavailable):
+                await untrusted.claim("tls", "n1")
+            await untrusted.close()
+
+        with running_redis(tmp_path, tls=(cert, key)) as server:
+            run(scenario(server))

@@ -180,8 +180,14 @@ class Cluster:
     # -- life cycle -----------------------------------------------------------------------------
 
     def start(self, drain_timeout: float) -> None:
-        """Start the heartbeat, lease renewal, outbox and revocation watcher."""
+        """Start the heartbeat, lease renewal, outbox and revocation watcher. Rooms restored from
+        an earlier run are served here until their first renewal finds whether their lease is
+        still this node's (then they are kept) or another node's (then they are closed here)."""
         self._drain_timeout = drain_timeout
+        now = self._clock()
+        for room in self.service.node.signaling.room_names():
+            # Epoch 0 is never a real claim's: the first renewal fails and claims the room again.
+            self.owned[room] = _Owned(Lease(self.node_id, 0), now)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._tasks = [
             asyncio.ensure_future(self._heartbeats()),

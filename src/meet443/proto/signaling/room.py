@@ -514,6 +514,10 @@ class SignalingServer:
             return None
         return c.participant.room.name
 
+    def room_names(self) -> list[str]:
+        """Every room here (restored ones included)."""
+        return list(self._rooms)
+
     def has_room(self, room: str) -> bool:
         """Does ``room`` exist here (someone in it, or knocking)?"""
         return room in self._rooms
