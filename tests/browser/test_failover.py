@@ -70,11 +70,13 @@ def cluster(
 
 
 class Opener:
-    """tests/lab/room_opener.py in c1: the rooms' first participant, so n1 is their home."""
+    """tests/lab/room_opener.py in c1: the rooms' first participant, so n1 is their home; it
+    leaves each room once the two pages are in."""
 
     def __init__(self, cluster: Cluster, rooms: list[str]) -> None:
         client = cluster.clients[0]
-        argv = [sys.executable, str(OPENER), "--ca", str(cluster.pki.ca), "--public", PUBLIC_NAME, *rooms]
+        argv = [sys.executable, str(OPENER), "--ca", str(cluster.pki.ca), "--public", PUBLIC_NAME,
+                "--leave-after", "2", *rooms]  # fmt: skip
         self.proc = client.spawn(argv, name=f"opener-{next(_rooms)}")
         wait_until(lambda: self.proc.log_text().count("joined ") == len(rooms), 15, what="the opener's joins")
 
@@ -96,14 +98,22 @@ def decoding(pages: list[Participant], ids: set[str]) -> bool:
     )
 
 
-def recovery_times(pages: list[Participant], ids: set[str], killed: float) -> dict[str, float]:
+def frames_now(pages: list[Participant], ids: set[str]) -> dict[tuple[int, str], int]:
+    return {(i, peer): f for i, p in enumerate(pages) for peer, f in frames_by_peer(p, ids).items()}
+
+
+def recovery_times(
+    pages: list[Participant], ids: set[str], killed: float, at_kill: dict[tuple[int, str], int]
+) -> dict[str, float]:
     """Per (page, peer): seconds from the kill until the page decoded that peer's video again,
-    after it had stalled (no new frame for :data:`STALL_S`). Watches at most :data:`WATCH_S`."""
+    after it had stalled (no new frame for :data:`STALL_S`); 0 for video that never stalled and
+    kept coming (a peer-to-peer path that did not cross the dead node). Watches at most
+    :data:`WATCH_S`."""
     keys = [(i, peer) for i, p in enumerate(pages) for peer in ids - {p.state()["selfId"]}]
     last: dict[tuple[int, str], tuple[int, float]] = {}
     stalled: set[tuple[int, str]] = set()
     recovered: dict[tuple[int, str], float] = {}
-    while len(recovered) < len(keys) and time.monotonic() - killed < WATCH_S:
+    while time.monotonic() - killed < WATCH_S:
         for i, p in enumerate(pages):
             now = time.monotonic()
             for peer, frames in frames_by_peer(p, ids).items():
@@ -117,6 +127,12 @@ def recovery_times(pages: list[Participant], ids: set[str], killed: float) -> di
                     last[key] = (frames, now)
                 elif now - previous[1] >= STALL_S:
                     stalled.add(key)
+        unstalled = [k for k in keys if k not in stalled]
+        if len(recovered) + len(unstalled) == len(keys) and time.monotonic() - killed > FAILOVER_BUDGET_S:
+            for key in unstalled:
+                if key in last and last[key][0] > at_kill.get(key, 0):
+                    recovered[key] = 0.0
+            break
         time.sleep(SAMPLE_S)
     missing = [k for k in keys if k not in recovered]
     assert not missing, f"no video again within {WATCH_S} s for {missing}; stalled: {sorted(stalled)}"
@@ -129,7 +145,7 @@ def trial(
     n1 = cluster.nodes[0]
     c2, c3 = cluster.clients[1], cluster.clients[2]
     group_url = create_group_meeting(cluster, cluster.nodes[1])
-    group = group_url.rsplit("/", 1)[1]
+    group = group_url.rsplit("/", 1)[1].split("?")[0]
     p2p = f"fo-p2p-{next(_rooms)}-{int(time.time()) % 100000}"
     opener = Opener(cluster, [group, p2p])
     try:
@@ -138,19 +154,25 @@ def trial(
         def page(url: str, name: str, client: Any, extra: str = "") -> Participant:
             p = Participant(browsers.browser(client), name, log)
             opened.append(p)
-            p.open(f"{url}?displayName={name}&autojoin=1{extra}")
+            sep = "&" if "?" in url else "?"
+            p.open(f"{url}{sep}displayName={name}&autojoin=1{extra}")
             return p
 
         ann = page(group_url, "Ann", c2)
         bob = page(group_url, "Bob", c3)
-        cy = page(f"{cluster.public_url}/{p2p}", "Cy", c2, "&relay=udp")
-        dee = page(f"{cluster.public_url}/{p2p}", "Dee", c3, "&relay=udp")
+        cy = page(f"{cluster.public_url}/{p2p}", "Cy", c2)
+        dee = page(f"{cluster.public_url}/{p2p}", "Dee", c3)
         rooms = [[ann, bob], [cy, dee]]
         for p in (ann, bob, cy, dee):
             p.wait_phase("in-call")
+        wait_until(lambda: opener.proc.log_text().count("left") == 2, 15, what="the opener leaving")
         ids = [{p.state()["selfId"] for p in pages} for pages in rooms]
         for pages, room_ids in zip(rooms, ids, strict=True):
-            wait_until(lambda: decoding(pages, room_ids), 30, what=f"video among {room_ids}")  # noqa: B023
+            wait_until(
+                lambda: decoding(pages, room_ids),  # noqa: B023
+                30,
+                what=lambda: f"video among {room_ids}: {[p.state()['connections'] for p in pages]}",  # noqa: B023
+            )
         for pages, tag in zip(rooms, ("group", "p2p"), strict=True):
             send_chat(pages[0], f"{tag} before")
             wait_until(lambda: all(chat_texts(p) == [f"{tag} before"] for p in pages), 10, what="chat")  # noqa: B023
@@ -158,9 +180,13 @@ def trial(
 
         n1.proc.popen.kill()  # SIGKILL
         killed = time.monotonic()
-        times: dict[str, float] = {}
-        for pages, room_ids in zip(rooms, ids, strict=True):
-            times |= recovery_times(pages, room_ids, killed)
+        at_kill = [frames_now(pages, room_ids) for pages, room_ids in zip(rooms, ids, strict=True)]
+        # Both rooms are watched at once: the group room's video stops with its SFU, and the
+        # peer-to-peer room's goes on if its path did not cross n1.
+        group_times = recovery_times(rooms[0], ids[0], killed, at_kill[0])
+        p2p_times = recovery_times(rooms[1], ids[1], killed, at_kill[1])
+        assert all(t > 0 for t in group_times.values()), group_times  # the kill did stop it
+        times = group_times | p2p_times
         worst = max(times.values())
 
         for pages, room_ids in zip(rooms, ids, strict=True):
