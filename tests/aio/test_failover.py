@@ -130,6 +130,7 @@ class TestKill:
                 bob2, bob_joined = await resume(http, b, bob, room, first)
                 took = time.monotonic() - killed
                 assert took < TAKEOVER_BUDGET_S, f"resumed {took:.2f} s after the kill"
+                print(f"kill -9 → resumed on another node: {took:.2f} s")
                 # The new home hands out its own TURN.
                 assert all(b.host in url for url in bob_joined["iceServers"][0]["urls"])
                 # Ada's node is gone: her browser reaches another one.
