@@ -430,7 +430,7 @@ class Cluster:
         for room, owned in list(self.owned.items()):
             try:
                 if not signaling.has_room(room):
-                    if now - owned.since > CLAIM_GRACE_SECONDS:
+                    if now - owned.since > CLAIM_GRACE_SECONDS and self.owned.get(room) is owned:
                         del self.owned[room]
                         await self.state.release(room, owned.lease)
                     continue
@@ -445,6 +445,8 @@ class Cluster:
                 owned.lease = lease
                 logger.info("room %s: lease taken again (epoch %d)", room, lease.epoch)
                 continue
+            if self.owned.get(room) is not owned:
+                continue  # a renewal running beside this one (after a pause) got there first
             del self.owned[room]
             logger.warning(
                 "room %s moved to %s (epoch %d): closing it here", room, lease.node_id, lease.epoch
