@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,14 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import uvloop  # noqa: E402
-from signaling_load import BenchClient, Sessions, gather_limited, pinger, raise_fd_limit  # noqa: E402
+from signaling_load import (  # noqa: E402
+    BenchClient,
+    Sessions,
+    gather_limited,
+    join_percentiles,
+    pinger,
+    raise_fd_limit,
+)
 
 from lab.cluster import DB_IP, LOAD_NET, Cluster, ClusterNode, cluster_lab, node_name  # noqa: E402
 from lab.pki import make_test_pki  # noqa: E402
@@ -178,11 +184,7 @@ async def load(spec: dict[str, Any]) -> Result:
         connect_s=round(connect_s, 3),
         join_s=round(join_s, 3),
         joins_per_s=round(len(latencies) / join_s, 1) if join_s else 0.0,
-        join_p50_ms=round(statistics.median(latencies), 2) if latencies else float("nan"),
-        join_p99_ms=round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2)
-        if latencies
-        else float("nan"),
-        join_max_ms=round(latencies[-1], 2) if latencies else float("nan"),
+        **join_percentiles(latencies),
         redis_commands_per_join=round(max(0.0, sum(net.values())) / ok, 2),
         redis_bytes_per_join=round(max(0.0, net_bytes) / ok, 1),
         redis_background_commands_per_s=round(sum(background.values()) / IDLE_WINDOW_S, 1),

@@ -1,6 +1,6 @@
 """Redis commands and bytes per join in a cluster (docs/cluster.md, BENCHMARKS.md "Cluster").
 
-Starts a redis-server and two ``meet443 serve`` nodes on 127.0.0.2 and 127.0.0.3 (the helpers of
+Starts a redis-server, a PostgreSQL and two ``meet443 serve`` nodes on 127.0.0.2 and 127.0.0.3 (the helpers of
 tests/aio/test_cluster.py), measures the idle background (heartbeats, lease renewals) for a few
 seconds, then joins ``--rooms`` rooms of 4 (two participants through each node, so half the joins
 are relayed), each participant sending one chat message, and reads Redis's own counters
@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import aiohttp  # noqa: E402
 from tests.aio.test_cluster import NODES, common_port, start_node, wait_listening, write_certificate  # noqa: E402
+from tests.postgres import PostgresServer  # noqa: E402
 from tests.redis_server import RedisServer, running_redis  # noqa: E402
 
 SECRET = "bench-secret"
@@ -77,7 +78,11 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of background to measure")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory, running_redis(Path(directory)) as redis:
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        running_redis(Path(directory)) as redis,
+        PostgresServer() as postgres,
+    ):
         tmp = Path(directory)
         (tmp / "secret").write_text(SECRET)
         (tmp / "resume-key").write_text("r" * 64)
@@ -91,6 +96,8 @@ def main() -> None:
             "100000",
             "--joins-per-minute",
             "100000",
+            "--database",
+            asyncio.run(postgres.fresh_database()),
         )
         nodes = [start_node(tmp, host, port, redis, cert, key, *extra) for host in NODES[:2]]
         try:

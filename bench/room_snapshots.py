@@ -41,7 +41,9 @@ NOW = 1_800_000_000.0
 
 def full_room(participants: int, chat_chars: int) -> SignalingServer:
     ids = itertools.count(1)
-    server = SignalingServer(ice_servers=lambda p, now: ([], 3600), token=lambda n: f"{next(ids):0{2 * n}x}")
+    server = SignalingServer(
+        ice_servers=lambda p, now, rtts: ([], 3600), token=lambda n: f"{next(ids):0{2 * n}x}"
+    )
     admission = RoomAdmission("bench", RoomMode.GROUP, False, None, False)
     for conn in range(1, participants + 1):
         server.connect(conn, f"192.0.2.{conn % 250}", NOW)

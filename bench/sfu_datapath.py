@@ -119,7 +119,7 @@ async def no_meetings(room: str, room_key: str | None, now: float) -> Refusal:
 def adapter(sfu: Conference, clock: Callable[[], float]) -> NodeService:
     """The asyncio adapter around a node whose SFU is ``sfu``; only its datagram path is used, so
     it needs no loop (the room's timers are due every 20 ms, no later than already armed)."""
-    signaling = SignalingServer(ice_servers=lambda participant, now: ([], 0), token=lambda n: "t")
+    signaling = SignalingServer(ice_servers=lambda participant, now, rtts: ([], 0), token=lambda n: "t")
     node = NodeCore(signaling, None, sfu)
     service = NodeService(node, None, directory=no_meetings, public_url="https://sfu.test", clock=clock)
     service.udp[ServerPort.MAIN] = NullTransport()  # type: ignore[call-overload]

@@ -121,6 +121,18 @@ class Result:
     failures: int
 
 
+def join_percentiles(latencies: list[float]) -> dict[str, float]:
+    """p50, p99 and max of sorted join latencies (ms), rounded; NaN when there are none."""
+    if not latencies:
+        return {"join_p50_ms": float("nan"), "join_p99_ms": float("nan"), "join_max_ms": float("nan")}
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return {
+        "join_p50_ms": round(statistics.median(latencies), 2),
+        "join_p99_ms": round(p99, 2),
+        "join_max_ms": round(latencies[-1], 2),
+    }
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -279,9 +291,7 @@ async def load(args: argparse.Namespace, port: int, server_pid: int) -> Result:
         connect_s=round(connect_s, 3),
         join_s=round(join_s, 3),
         joins_per_s=round(ok / join_s, 1) if join_s else 0.0,
-        join_p50_ms=round(statistics.median(latencies), 2) if latencies else float("nan"),
-        join_p99_ms=round(latencies[min(ok - 1, int(ok * 0.99))], 2) if latencies else float("nan"),
-        join_max_ms=round(latencies[-1], 2) if latencies else float("nan"),
+        **join_percentiles(latencies),
         rss_baseline_kib=baseline,
         rss_joined_kib=joined_rss,
         rss_per_client_kib=round((joined_rss - baseline) / max(ok, 1), 2),

@@ -709,6 +709,49 @@ def test_joins_per_minute(tmp_path: Path) -> None:
         load_serve_config([*base, "--joins-per-minute", "0"], {})
 
 
+class TestRegions:
+    def test_a_single_node_is_one_region_itself(self, data_dir: Path) -> None:
+        config = load(data_dir, "--public-url", "https://meet.example.org")
+        regions = config.region_map()
+        assert regions.local == "default"
+        assert [(r.name, r.url) for r in regions.regions] == [("default", "https://meet.example.org")]
+        assert regions.regions[0].turn_uris == tuple(config.turn_uris())
+
+    def test_region_nodes_from_flags_and_environment(self, data_dir: Path) -> None:
+        config = load(
+            data_dir,
+            "--public-url", "https://eu.meet.example.org",
+            "--region", "eu",
+            "--region-node", "us=https://us.meet.example.org",
+            env={"MEET443_REGION_NODE": "ap=https://ap.meet.example.org:8443"},
+        )  # fmt: skip
+        regions = config.region_map()
+        assert [(r.name, r.url) for r in regions.regions] == [
+            ("eu", "https://eu.meet.example.org"),
+            ("us", "https://us.meet.example.org"),
+        ]
+        config = load(data_dir, "--region", "eu", env={"MEET443_REGION_NODE": "ap=https://ap.example:8443"})
+        ap = config.region_map().regions[1]
+        assert ap.turn_uris[2] == "turns:ap.example:8443?transport=tcp"
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["--region", "no spaces"],
+            ["--region-node", "us"],
+            ["--region-node", "us=http://us.example"],
+            ["--region-node", "bad name=https://us.example"],
+        ],
+    )
+    def test_bad_regions_are_config_errors(self, data_dir: Path, argv: list[str]) -> None:
+        with pytest.raises(ConfigError):
+            load(data_dir, *argv)
+
+    def test_a_region_given_twice_is_an_error(self, data_dir: Path) -> None:
+        with pytest.raises(ConfigError, match="each region once"):
+            load(data_dir, "--region", "eu", "--region-node", "eu=https://eu2.example")
+
+
 class TestClusterMode:
     """docs/cluster.md "How to run a node in a cluster"."""
 
@@ -750,22 +793,18 @@ class TestClusterMode:
         with pytest.raises(ConfigError, match=message):
             load(data_dir, *argv)
 
-    def test_shared_secrets_and_a_node_url_are_required(self, data_dir: Path, tmp_path: Path) -> None:
-        secret = tmp_path / "secret"
-        secret.write_text("s" * 40)
+    def test_shared_secrets_a_node_url_and_a_database_are_required(
+        self, data_dir: Path, tmp_path: Path
+    ) -> None:
+        turn, resume, database = (
+            self.shared(tmp_path)[0:2],
+            self.shared(tmp_path)[2:4],
+            self.shared(tmp_path)[4:],
+        )
+        cluster = ["--redis", "redis://r", "--node-url", "https://n1.test"]
         with pytest.raises(ConfigError, match="--resume-key-file"):
-            load(
-                data_dir,
-                "--redis",
-                "redis://r",
-                "--node-url",
-                "https://n1.test",
-                "--turn-secret-file",
-                str(secret),
-            )
-        with pytest.raises(ConfigError, match="--node-url"):
-            load(data_dir, "--redis", "redis://r", *self.shared(tmp_path))
+            load(data_dir, *cluster, *turn, *database)
         with pytest.raises(ConfigError, match="--database"):
-            load(
-                data_dir, "--redis", "redis://r", "--node-url", "https://n1.test", *self.shared(tmp_path)[:4]
-            )
+            load(data_dir, *cluster, *turn, *resume)
+        with pytest.raises(ConfigError, match="--node-url"):
+            load(data_dir, "--redis", "redis://r", *turn, *resume, *database)

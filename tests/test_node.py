@@ -67,7 +67,7 @@ class Node:
         self.relays = FakeRelays()
         ids = iter(range(1, 1000))
         self.signaling = SignalingServer(
-            ice_servers=lambda participant, now: ([], 3600), token=lambda n: f"{next(ids):0{2 * n}x}"
+            ice_servers=lambda participant, now, rtts: ([], 3600), token=lambda n: f"{next(ids):0{2 * n}x}"
         )
         settings = TurnSettings(
             realm="meet.test",

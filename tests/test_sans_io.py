@@ -29,7 +29,14 @@ FORBIDDEN = {
     "aiohttp",
 }
 PACKAGE = Path(meet443.__file__).parent
-PATHS = sorted([*(PACKAGE / "proto").rglob("*.py"), *(PACKAGE / "sfu").rglob("*.py"), PACKAGE / "node.py"])
+PATHS = sorted(
+    [
+        *(PACKAGE / "proto").rglob("*.py"),
+        *(PACKAGE / "sfu").rglob("*.py"),
+        PACKAGE / "node.py",
+        PACKAGE / "regions.py",
+    ]
+)
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -12,7 +12,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +28,7 @@ from meet443.aio.signaling import MAX_MSG_SIZE
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.tcp import SniffingTcpPort
 from meet443.aio.turn import RelayPool, bind_other_port
-from meet443.config import ServeConfig, ip_literal_warning, redact_url, turn_uris_for
+from meet443.config import DEFAULT_REGION, ServeConfig, ip_literal_warning, redact_url, turn_uris_for
 from meet443.exceptions import ParseError
 from meet443.network import NetworkDescription
 from meet443.node import NodeCore
@@ -41,6 +41,7 @@ from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.server import TurnServer, TurnSettings
+from meet443.regions import RegionMap, RegionNode, live_regions
 from meet443.sfu.conference import Conference
 from meet443.state import SharedState
 from meet443.state.memory import MemoryState
@@ -49,6 +50,10 @@ from meet443.state.rooms import RoomStateStore, SharedRoomStore, SqliteRoomStore
 from meet443.store import MeetingStore, open_store
 
 logger = logging.getLogger("meet443")
+
+#: Where a node learns the deployment's live regions: read at every use, since a cluster's registry
+#: changes as nodes come and go (:func:`static_regions` is the fixed one).
+RegionSource = Callable[[], RegionMap]
 
 #: An address may keep this many connections pending however small the global cap's tenth is.
 MIN_PENDING_PER_ADDRESS = 32
@@ -144,14 +149,20 @@ def build_signaling_server(
     server_epoch: int = 0,
     resume_key: bytes | None = None,
     token: Callable[[int], str] = secrets.token_urlsafe,
+    regions: RegionSource | None = None,
 ) -> SignalingServer:
-    """The signaling core, handing out TURN credentials for this server's TURN URIs."""
+    """The signaling core, handing out TURN credentials for this server's TURN URIs, or with
+    ``regions`` for the TURN URIs of the regions closest to each participant (docs/cluster.md)."""
     uris = turn_uris_for(public_url, turn_port)
 
-    def ice_servers(participant_id: str, now: float) -> tuple[list[dict[str, object]], int]:
-        # docs/signaling.md: username = expiry:participantId, for the TURN service on our port.
+    def ice_servers(
+        participant_id: str, now: float, rtts: Mapping[str, float]
+    ) -> tuple[list[dict[str, object]], int]:
+        # docs/signaling.md: username = expiry:participantId. Every region's TURN service shares the
+        # secret, so one credential serves the closest region and its fallback alike.
         username, credential = rest_credentials(turn_secret, participant_id, credential_ttl, now)
-        return [{"urls": list(uris), "username": username, "credential": credential}], credential_ttl
+        chosen = list(uris) if regions is None else regions().turn_uris(rtts)
+        return [{"urls": chosen, "username": username, "credential": credential}], credential_ttl
 
     return SignalingServer(
         ice_servers=ice_servers,
@@ -184,9 +195,51 @@ def meeting_directory(
     return directory, meeting_ended
 
 
-def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> NodeCore:
+def static_regions(config: ServeConfig) -> RegionSource:
+    """The regions ``--region`` and ``--region-node`` name (by default this node alone).
+
+    The one place a node's region list comes from; a cluster's node registry is the other
+    implementation of :data:`RegionSource`.
+    """
+    regions = config.region_map()
+    return lambda: regions
+
+
+def cluster_regions(config: ServeConfig, registry: Sequence[Cluster]) -> RegionSource:
+    """The regions of the cluster's live nodes (``registry[0].live``, refreshed by every heartbeat),
+    this node standing for its own region; before the link exists, this node alone."""
+    own = config.region_map().regions[0]
+
+    def regions() -> RegionMap:
+        live = registry[0].live.values() if registry else ()
+        return live_regions(
+            own,
+            (
+                RegionNode(
+                    node.region or DEFAULT_REGION,
+                    _origin(node.node_url),
+                    tuple(turn_uris_for(node.node_url, node.port)),
+                    node.load / max(1, node.capacity),
+                    node.accepts_rooms,
+                )
+                for node in live
+            ),
+        )
+
+    return regions
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def build_node(
+    config: ServeConfig, relays: RelayPool, server_epoch: int, regions: RegionSource | None = None
+) -> NodeCore:
     """Every core of a single node: TURN, the SFU and signaling, composed."""
     signaling = build_signaling_server(
+        regions=regions or static_regions(config),
         turn_secret=config.turn_secret,
         # In a cluster, participants use the TURN of their room's home, next to its SFU.
         public_url=config.node_url or config.public_url,
@@ -217,13 +270,17 @@ def build_node(config: ServeConfig, relays: RelayPool, server_epoch: int) -> Nod
 
 
 async def build_service(
-    config: ServeConfig, store: MeetingStore, rooms: RoomStateStore | None = None
+    config: ServeConfig,
+    store: MeetingStore,
+    rooms: RoomStateStore | None = None,
+    regions: RegionSource | None = None,
 ) -> NodeService:
     """The node of ``meet443 serve`` in its adapter, before any socket is bound; with ``rooms``,
-    the rooms it holds are restored from there and written through to it."""
+    the rooms it holds are restored from there and written through to it; ``regions`` (by default
+    :func:`static_regions`) pick each participant's TURN servers."""
     relays = RelayPool(config.listen, config.public_ip, config.relay_ports, config.public_ipv6)
     directory, meeting_ended = meeting_directory(config, store)
-    node = build_node(config, relays, await store.next_epoch())
+    node = build_node(config, relays, await store.next_epoch(), regions)
     if rooms is not None:
         node.restore(load_rooms(rooms), time.time())
     return NodeService(
@@ -317,15 +374,16 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     store = await open_store(config.data_dir, config.database, config.database_password)
     logger.info("meetings and API keys in %s", store.where)
     state = shared_state(config)
-    cluster: Cluster | None = None
+    registry: list[Cluster] = []  # the cluster link, made once the service is
     rooms: RoomStateStore
     if config.cluster:
         # docs/cluster.md "Failover": snapshots go where the node that takes a room over reads
         # them, fenced with this node's lease on the room.
-        rooms = SharedRoomStore(state, loop, lambda room: None if cluster is None else cluster.epoch_of(room))
+        rooms = SharedRoomStore(state, loop, lambda room: registry[0].epoch_of(room) if registry else None)
     else:
         rooms = SqliteRoomStore.open(config.data_dir)
-    service = await build_service(config, store, rooms)
+    regions = cluster_regions(config, registry) if config.cluster else static_regions(config)
+    service = await build_service(config, store, rooms, regions)
     node = service.node
     turn, conference = node.turn, node.conference
     assert turn is not None and conference is not None
@@ -342,6 +400,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     conference.addresses = _sfu_addresses(config, other_port)
 
     cluster = build_cluster(config, service, other_port, state)
+    registry.append(cluster)
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config),
         nodes=cluster.network_nodes if config.cluster else None,
@@ -357,6 +416,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         meetings=store,
         network=network,
         on_meeting_deleted=service.end_meeting,
+        regions=regions,
     )
     service.signaling.add_routes(app)
     http = HttpService(app)

@@ -42,6 +42,7 @@ from typing import NoReturn, TypeVar
 
 from meet443.exceptions import ConfigError
 from meet443.proto.signaling.admission import RoomMode
+from meet443.regions import REGION_NAME, Region, RegionMap
 
 __all__ = [
     "DEFAULT_PORT",
@@ -78,6 +79,8 @@ DEFAULT_RELAY_PORTS = (49152, 65535)  # RFC 8656 §7.2 recommends the dynamic ra
 DEFAULT_DATA_DIR = "~/.local/share/meet443"
 DEFAULT_CREDENTIAL_TTL = 3600
 DEFAULT_MAX_PARTICIPANTS = 1000
+#: The region of a node nobody placed: a deployment of one region need not name it.
+DEFAULT_REGION = "default"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ENV_PREFIX = "MEET443_"
 SECRET_FILE_NAME = "turn-secret"  # noqa: S105 -- a file name, not a secret
@@ -245,6 +248,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     ),
     Option("default-room-mode", "MODE", "mode of ad-hoc rooms: normal (peer to peer) or group (SFU)"),
     Option("force-relay", "", "tell browsers to send all media through the TURN relay", boolean=True),
+    Option(
+        "region-node",
+        "NAME=URL",
+        "the node https://host[:port] of another region, which browsers measure their round trip to and "
+        "whose TURN relay they may be given; it must share --turn-secret (repeatable)",
+        repeatable=True,
+    ),
     Option("max-participants", "N", "participants in all rooms together"),
     Option(
         "sfu-last-n",
@@ -284,7 +294,12 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "this node's own https:// name in a cluster, for its TURN and SFU and for other nodes' relays "
         "(cluster mode: required)",
     ),
-    Option("region", "NAME", "region label of this node in the cluster registry"),
+    Option(
+        "region",
+        "NAME",
+        "this node's region (in the cluster registry); browsers are given the TURN relay of the region "
+        "closest to them",
+    ),
     Option(
         "drain-timeout",
         "SECONDS",
@@ -413,6 +428,8 @@ class ServeConfig:
     force_relay: bool = False
     #: Participants in all rooms together.
     max_participants: int = DEFAULT_MAX_PARTICIPANTS
+    #: Other regions' nodes, ``(region, https origin)``, given statically (``--region-node``).
+    region_nodes: tuple[tuple[str, str], ...] = ()
     #: Group rooms: videos forwarded to each participant (last-N by active speaker).
     sfu_last_n: int = 9
     #: Group rooms: NACK/RTX loss repair.
@@ -429,6 +446,7 @@ class ServeConfig:
     redis_password_file: Path | None = None
     #: This node's own URL in a cluster; ``None`` on a single node.
     node_url: str | None = None
+    #: This node's region (docs/cluster.md "Closest relay"); empty: :data:`DEFAULT_REGION`.
     region: str = ""
     drain_timeout: float = 600.0
     cluster_ca_file: Path | None = None
@@ -452,6 +470,21 @@ class ServeConfig:
     def turn_uris(self) -> list[str]:
         """TURN URIs (RFC 7065) to hand to browsers, built from the public URL's host and :attr:`port`."""
         return turn_uris_for(self.public_url, self.port)
+
+    def region_map(self) -> RegionMap:
+        """The regions browsers measure: this node's, and each ``--region-node``."""
+        # In a cluster a node is measured and relays at its own name, not the shared public one.
+        own = self.node_url or self.public_url
+        parts = urllib.parse.urlsplit(own)
+        local = self.region or DEFAULT_REGION
+        regions = [Region(local, f"{parts.scheme}://{parts.netloc}", tuple(turn_uris_for(own, self.port)))]
+        for name, origin in self.region_nodes:
+            port = urllib.parse.urlsplit(origin).port or 443
+            regions.append(Region(name, origin, tuple(turn_uris_for(origin, port))))
+        try:
+            return RegionMap(local, tuple(regions))
+        except ValueError as exc:
+            raise ConfigError(f"--region-node: {exc}") from None
 
     def redacted(self) -> dict[str, object]:
         """A JSON-friendly view for logs: the secret is masked and only usernames of static users show."""
@@ -936,6 +969,20 @@ def _parse_room_mode(text: str) -> RoomMode:
         raise ValueError(f"expected {modes}, got {text!r}") from None
 
 
+def _parse_region(text: str) -> str:
+    name = text.strip()
+    if not re.fullmatch(REGION_NAME, name):
+        raise ValueError(f"a region name is 1 to 32 letters, digits, '.', '_' or '-', got {text!r}")
+    return name
+
+
+def _parse_region_node(text: str) -> tuple[str, str]:
+    name, sep, url = text.partition("=")
+    if not sep:
+        raise ValueError(f"expected NAME=https://host[:port], got {text!r}")
+    return _parse_region(name), parse_origin(url)
+
+
 def _parse_nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -1184,12 +1231,6 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         resume_origin = str(generated)
 
     database, database_password = _database(values, read_secrets=read_secrets)
-    if redis is not None and database is None and read_secrets:
-        # Any node serves any meeting: each must find the meetings and API keys the others made.
-        raise ConfigError(
-            "--redis needs --database postgresql://...: the meetings and API keys every node of the "
-            "cluster shares (docs/cluster.md)"
-        )
     cert, key = values.path("cert"), values.path("key")
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together: give both or neither")
@@ -1197,7 +1238,7 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         if path is not None and not path.is_file():
             raise ConfigError(f"{values.source(dest)}: {path} is not a readable file")
 
-    return ServeConfig(
+    config = ServeConfig(
         listen=listen,
         port=port,
         public_ip=public_ip,
@@ -1232,6 +1273,7 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         require_api_key=pick("require_api_key", _parse_bool),
         default_room_mode=pick("default_room_mode", _parse_room_mode),
         force_relay=pick("force_relay", _parse_bool),
+        region_nodes=tuple(values.many("region_node", _parse_region_node)),
         max_participants=pick("max_participants", _int_parser(1)),
         sfu_last_n=pick("sfu_last_n", _int_parser(1, 49)),
         sfu_nack=pick("sfu_nack", _parse_bool),
@@ -1243,10 +1285,12 @@ def _build(values: _Values, config_file: Path | None, *, read_secrets: bool = Tr
         redis=redis,
         redis_password_file=values.path("redis_password_file"),
         node_url=node_url,
-        region=values.one("region", _parse_nonempty) or "",
+        region=values.one("region", _parse_region) or "",
         drain_timeout=pick("drain_timeout", _parse_positive_float),
         cluster_ca_file=values.path("cluster_ca_file"),
     )
+    config.region_map()  # a region named twice fails at start, not at the first join
+    return config
 
 
 def _check_cluster(values: _Values, redis: str | None, node_url: str | None, *, serving: bool) -> None:
@@ -1260,6 +1304,12 @@ def _check_cluster(values: _Values, redis: str | None, node_url: str | None, *, 
         return
     if node_url is None and serving:
         raise ConfigError("--redis needs --node-url: this node's own https:// name in the cluster")
+    if values.source("database") is None and serving:
+        # Meetings, API keys and chat epochs must be the same whichever node a request reaches.
+        raise ConfigError(
+            "--redis needs --database postgresql://...: every node must see the same meetings and API "
+            "keys (a SQLite file in each node's data dir would not)"
+        )
     for dest in files:
         path = values.path(dest)
         if path is not None and not path.is_file():

@@ -25,6 +25,7 @@ with this deployment's port numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -142,7 +143,14 @@ class NetworkDescription:
         addresses = [config.public_ip]
         if config.public_ipv6 is not None:
             addresses.append(config.public_ipv6)
-        return cls.single_node(config.public_url, addresses, config.port, config.relay_ports)
+        description = cls.single_node(config.public_url, addresses, config.port, config.relay_ports)
+        # Browsers also reach each --region-node (its /v1/rtt and TURN): published by name, since
+        # only that node knows its addresses.
+        regions = (urlsplit(url).hostname or "" for _, url in config.region_nodes)
+        extra = tuple(host for host in regions if host and not _is_ip(host))
+        if not extra:
+            return description
+        return dataclasses.replace(description, hostnames=tuple(dict.fromkeys(description.hostnames + extra)))
 
     @classmethod
     def from_registry(

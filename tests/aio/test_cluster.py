@@ -1,4 +1,5 @@
-"""Three ``meet443 serve`` nodes on 127.0.0.2-4 sharing one real redis-server (docs/cluster.md).
+"""Three ``meet443 serve`` nodes on 127.0.0.2-4 sharing one real redis-server and one real
+PostgreSQL (docs/cluster.md).
 
 The nodes run as real processes; clients are aiohttp WebSockets and the socket TURN client of the
 other server tests. The tests run in file order: the drain test drains node C, the last one stops
@@ -8,7 +9,6 @@ and restarts Redis.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import json
 import signal
@@ -25,19 +25,19 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from meet443.aio.relay import RELAY_HEADER, cluster_key, relay_header
 from meet443.cli import main as cli_main
 from meet443.proto.stun.attributes import AlternateServer, ErrorCode, Lifetime, RequestedTransport
 from meet443.proto.stun.message import Method, StunClass
 from meet443.proto.turn.credentials import rest_credentials
+from tests.aio.test_serve import write_certificate as write_serve_certificate
 from tests.aio.test_signaling import Peer as SignalingPeer
 from tests.aio.turn_client import SocketTurnClient
 from tests.postgres import PostgresServer
 from tests.redis_server import RedisServer, running_redis
+
+pytestmark = pytest.mark.postgresql
 
 SECRET = "cluster-secret-never-logged"
 NODES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
@@ -64,30 +64,8 @@ def common_port() -> int:
 
 def write_certificate(directory: Path) -> tuple[Path, Path]:
     """One certificate for every node (each checks the others' against it)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "meet443 cluster test")])
-    now = datetime.datetime.now(datetime.UTC)
-    sans = [x509.IPAddress(ipaddress.ip_address(h)) for h in NODES] + [x509.DNSName(PUBLIC_URL_HOST)]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(sans), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
+    names = [x509.IPAddress(ipaddress.ip_address(h)) for h in NODES] + [x509.DNSName(PUBLIC_URL_HOST)]
+    return write_serve_certificate(directory, x509.random_serial_number(), names, ca=True)
 
 
 @dataclass
@@ -165,13 +143,20 @@ def wait_listening(node: Node) -> None:
     raise RuntimeError("node did not start:\n" + node.log.read_text())
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("cluster")
+def cluster_files(tmp: Path, postgres: PostgresServer) -> tuple[str, Path, Path]:
+    """What every node of a test cluster shares: a fresh database, the TURN secret and resume key
+    (in ``tmp``), and one certificate (and its key)."""
     database = asyncio.run(postgres.fresh_database())
     (tmp / "secret").write_text(SECRET + "\n")
     (tmp / "resume-key").write_text("r" * 64 + "\n")
     cert, key = write_certificate(tmp)
+    return database, cert, key
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    database, cert, key = cluster_files(tmp, postgres)
     # An admin API key in the cluster's database, for /v1/network.
     created = subprocess.run(
         [sys.executable, "-m", "meet443", "api-key", "create", "--admin", "--database", database],
@@ -211,7 +196,13 @@ def wait_for_registry(cluster: Cluster, count: int) -> None:
 
 
 def run(coroutine: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coroutine, 60))
+    async def then_settle() -> None:
+        await asyncio.wait_for(coroutine, 60)
+        # TLS transports of closed sessions finish closing on the loop's next turns; closing the
+        # loop first leaves them to the garbage collector (a ResourceWarning, an error here).
+        await asyncio.sleep(0.25)
+
+    asyncio.run(then_settle())
 
 
 class Peer(SignalingPeer):
@@ -304,10 +295,16 @@ class TestAnyNodeServesAnyMeeting:
             async with session(cluster) as http:
                 url = f"https://{NODES[0]}:{cluster.port}/v1/network"
                 headers = {"Authorization": f"Bearer {cluster.api_key}"}
-                async with http.get(url, headers=headers) as response:
-                    assert response.status == 200
-                    document = await response.json()
-                listed = {n["name"]: n for n in document["nodes"]}
+                # The registry is eventually consistent: each node's view is its last heartbeat's.
+                deadline = time.monotonic() + 5
+                while True:
+                    async with http.get(url, headers=headers) as response:
+                        assert response.status == 200
+                        document = await response.json()
+                    listed = {n["name"]: n for n in document["nodes"]}
+                    if set(listed) == set(NODES) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
                 assert set(listed) == set(NODES)
                 assert [n["name"] for n in document["nodes"] if n["self"]] == [NODES[0]]
                 assert listed[NODES[1]]["addresses"] == [NODES[1]]
@@ -424,9 +421,7 @@ class TestDrain:
                 assert (await carol.expect("chat"))["text"] == "still here"
                 await dave.ws.close()
                 # After --drain-timeout (3 s) the node exits, though Carol is still in.
-                # 1012 (restart: resume) when the close handshake finishes before the process
-                # exits; on a loaded machine the client may see the connection drop (1006) first.
-                assert await carol.closed() in (1012, 1006)
+                assert await carol.closed() == 1012  # restart: resume elsewhere
 
         run(scenario())
         assert c.process.wait(10) == 0

@@ -27,7 +27,7 @@ def service() -> NodeService:
     relays = RelayPool(HOST, HOST, (41000, 41999))
     settings = TurnSettings(realm="r", change_port=True, server_addresses=frozenset({HOST}))
     turn = TurnServer(settings, CredentialStore("s", {}), PeerPolicy(), relays, os.urandom)
-    signaling = SignalingServer(ice_servers=lambda participant, now: ([], 0), token=lambda n: "t")
+    signaling = SignalingServer(ice_servers=lambda participant, now, rtts: ([], 0), token=lambda n: "t")
     return NodeService(NodeCore(signaling, turn), relays, directory=no_meetings, public_url=f"https://{HOST}")
 
 

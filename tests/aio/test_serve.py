@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -57,11 +57,15 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def write_certificate(directory: Path, serial: int) -> tuple[Path, Path]:
+def write_certificate(
+    directory: Path, serial: int, names: Sequence[x509.GeneralName] | None = None, *, ca: bool = False
+) -> tuple[Path, Path]:
+    """A self-signed certificate for ``names`` (default: 127.0.0.1); ``ca``: marked as a CA, for a
+    client that trusts it as its only root (the cluster tests' nodes check each other with it)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = time.time()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -69,9 +73,13 @@ def write_certificate(directory: Path, serial: int) -> tuple[Path, Path]:
         .serial_number(serial)
         .not_valid_before(datetime.datetime.fromtimestamp(now - 60, datetime.UTC))
         .not_valid_after(datetime.datetime.fromtimestamp(now + 86400, datetime.UTC))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), False)
-        .sign(key, hashes.SHA256())
+        .add_extension(
+            x509.SubjectAlternativeName(names or [x509.IPAddress(ipaddress.ip_address(HOST))]), False
+        )
     )
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    cert = builder.sign(key, hashes.SHA256())
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     key_path.write_bytes(
         key.private_bytes(

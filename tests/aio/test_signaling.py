@@ -97,7 +97,11 @@ class Peer:
     async def closed(self) -> int | None:
         while True:
             message = await self.ws.receive(timeout=TIMEOUT)
-            if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING):
+            if message.type is WSMsgType.CLOSE:
+                # The code the server sent: aiohttp's close_code turns into 1006 when the server
+                # drops the connection before the client's close reply is through.
+                return int(message.data)
+            if message.type in (WSMsgType.CLOSED, WSMsgType.CLOSING):
                 return self.ws.close_code
 
     async def quiet(self) -> None:

@@ -27,7 +27,7 @@ from .lab_extra import BrowserPool, browser_tools_missing, nss_home  # noqa: E40
 #: Every address a server of these tests listens on; all must be in the certificate.
 SERVER_IPS = ("10.200.61.1", "10.200.73.2", "10.200.73.3", "127.0.0.1")
 #: The host names servers of these tests are reached by (through the clients' hosts files).
-SERVER_NAMES = ("localhost", "meet.lab443.test")
+SERVER_NAMES = ("localhost", "meet.lab443.test", *(f"r{k}.lab443.test" for k in (1, 2, 3)))
 
 
 def require_lab() -> None:

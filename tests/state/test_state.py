@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meet443.exceptions import StateUnavailable
-from meet443.state import Lease, NodeInfo, SharedState, choose_home
+from meet443.state import Lease, NodeInfo, SharedState
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState, redact_url
 from tests.aio.test_cluster import write_certificate
@@ -111,14 +111,6 @@ class TestPlacement:
             await state.close()
 
         run(scenario())
-
-    def test_placement_rule_prefers_the_edge(self) -> None:
-        edge, light, heavy = node("a", load=10), node("b", load=1), node("c", load=50)
-        assert choose_home(edge, [edge, light, heavy]) is edge
-        draining = node("a", draining=True)
-        assert choose_home(draining, [draining, light, heavy]) == light
-        full = node("a", load=100)
-        assert choose_home(full, [full, node("b", draining=True)]) is None
 
 
 class TestFailover:

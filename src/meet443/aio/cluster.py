@@ -7,7 +7,8 @@
   learns the other nodes' media ports and, while draining, the TURN alternates;
 * places rooms (:meth:`Cluster.route`): a room this node holds the lease of is served here with no
   Redis round trip; any other is claimed through the shared placement rule
-  (:func:`~meet443.state.choose_home`) and served here or relayed (:mod:`meet443.aio.relay`);
+  (:func:`~meet443.regions.place_room`: its first joiner's closest region, the least loaded node
+  there) and served here or relayed (:mod:`meet443.aio.relay`);
 * renews the leases of its rooms while they exist and releases them when they empty; a lease found
   taken by another node (a pause longer than the lease) closes the room's sockets here, so their
   clients reconnect to its new home;
@@ -32,7 +33,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -53,6 +54,7 @@ from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.messages import encode
 from meet443.proto.signaling.room import ChatPosted, Close, RevokeTurn
 from meet443.proto.signaling.snapshot import RoomSnapshot
+from meet443.regions import place_room
 from meet443.state import (
     HEARTBEAT_SECONDS,
     LEASE_SECONDS,
@@ -60,7 +62,6 @@ from meet443.state import (
     Lease,
     NodeInfo,
     SharedState,
-    choose_home,
     node_id_of,
 )
 
@@ -68,6 +69,7 @@ __all__ = ["Cluster", "NodeAddresses"]
 
 logger = logging.getLogger(__name__)
 
+_NO_RTTS: Mapping[str, float] = {}
 #: Leases are renewed this often: a third of their life, so one lost renewal costs nothing.
 RENEW_SECONDS = LEASE_SECONDS / 3
 #: A room claimed for this node that has not been made yet (the directory is still answering) is
@@ -296,8 +298,12 @@ class Cluster:
 
     # -- placement ------------------------------------------------------------------------------
 
-    async def route(self, room: str, *, relayed: bool) -> NodeInfo | None:
-        """Where ``room`` lives: ``None`` for here, else the node to relay to. Raises
+    async def route(
+        self, room: str, *, relayed: bool, rtts: Mapping[str, float] = _NO_RTTS
+    ) -> NodeInfo | None:
+        """Where ``room`` lives: ``None`` for here, else the node to relay to. A new room goes to its
+        first joiner's closest region (``rtts``, :func:`meet443.regions.place_room`); a room whose
+        home died is taken over here (docs/cluster.md "Failover"). Raises
         :class:`StateUnavailable` (no shared state, or the room's home is not live and cannot be
         taken over yet) or :class:`RoomElsewhere` (a relayed join for a room that is no longer here)."""
         if room in self.owned or not is_valid_room_name(room):
@@ -308,7 +314,7 @@ class Cluster:
         me = self.describe()
         # A relayed join was placed here by its edge; otherwise the shared rule decides, and when
         # no node takes rooms (all full or draining) the signaling core here answers for itself.
-        choice = me if relayed else (choose_home(me, list(self.live.values())) or me)
+        choice = me if relayed else (place_room(me, list(self.live.values()), rtts) or me)
         lease = await self.state.claim(room, choice.node_id)
         if lease.node_id != self.node_id and not relayed and not self._reachable(lease.node_id):
             lease = await self._take_over(room, lease)

@@ -15,6 +15,7 @@ this origin and the ``--embed-origin`` sites, which alone may frame the pages.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
@@ -25,12 +26,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from meet443.aio.api import add_api_routes
 from meet443.aio.network import NetworkEndpoints, add_network_routes
+from meet443.aio.regions import add_region_routes
 from meet443.aio.tcp import PendingDeadline
 from meet443.config import parse_origin, parse_public_url
 from meet443.node import NodeCore
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.room import SignalingServer
 from meet443.proto.turn.server import TurnServer
+from meet443.regions import RegionMap
 from meet443.sfu.conference import Conference
 from meet443.store import MeetingStore
 
@@ -79,8 +82,15 @@ _TEXT_TYPES = frozenset({"text/javascript", "text/css", "text/plain", "text/html
 web_response.SERVER_SOFTWARE = "meet443"  # type: ignore[attr-defined]  # imported there, read there
 
 
-def security_headers(public_url: str, embed_origins: Sequence[str] = ()) -> dict[str, str]:
+@functools.lru_cache(maxsize=8)
+def security_headers(
+    public_url: str, embed_origins: Sequence[str] = (), connect_origins: Sequence[str] = ()
+) -> dict[str, str]:
     """The headers of every HTTPS answer (without HSTS, which :func:`build_main_app` adds on TLS).
+
+    ``connect_origins`` are other nodes the page may fetch from: each region's node, whose
+    ``/v1/rtt`` the page times (docs/cluster.md "Closest relay"). Cached: a cluster's region list
+    changes rarely, and a tuple of origins is a cheap key.
 
     ``frame-ancestors`` lists ``embed_origins`` (or ``'none'``); X-Frame-Options cannot name other
     origins, so it is sent (``DENY``) only when nobody may frame the pages. Permissions-Policy quotes
@@ -96,7 +106,9 @@ def security_headers(public_url: str, embed_origins: Sequence[str] = ()) -> dict
             "style-src 'self'",
             "img-src 'self' data: blob:",
             "media-src 'self' blob: mediastream:",
-            f"connect-src 'self' {websocket}://{parts.netloc.lower()}",
+            " ".join(
+                ["connect-src 'self'", f"{websocket}://{parts.netloc.lower()}", *sorted(set(connect_origins))]
+            ),
             f"frame-ancestors {ancestors}",
             "base-uri 'none'",
             "form-action 'self'",
@@ -147,6 +159,7 @@ def build_main_app(
     web_dir: Path = WEB_DIR,
     network: NetworkEndpoints | None = None,
     on_meeting_deleted: Callable[[str], None] | None = None,
+    regions: Callable[[], RegionMap] | None = None,
 ) -> web.Application:
     """The app on the main port: the web client, ``/healthz``, and with ``meetings`` the meetings API
     (and with ``network`` too, ``/v1/network``, whose API keys are the meetings API's).
@@ -154,10 +167,13 @@ def build_main_app(
 
     ``embed_origins`` are ``https://host[:port]`` origins (as :func:`meet443.config.parse_origin`
     accepts; checked again here because they go into headers).
+
+    ``regions()`` lists the deployment's regions (``/v1/regions``, ``/v1/rtt``); without it this node
+    is the one region there is.
     """
     public_url = parse_public_url(public_url)
     origins = tuple(dict.fromkeys(parse_origin(origin) for origin in embed_origins))
-    headers: Mapping[str, str] = security_headers(public_url, origins)
+    own = public_url.rstrip("/")
 
     @web.middleware
     async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -182,7 +198,8 @@ def build_main_app(
         return response
 
     def _add_headers(request: web.Request, target: MutableMapping[str, str]) -> None:
-        target.update(headers)
+        others = () if regions is None else tuple(o for o in regions().origins() if o != own)
+        target.update(security_headers(public_url, origins, others))
         if request.secure:
             target["Strict-Transport-Security"] = "max-age=31536000"
 
@@ -228,6 +245,8 @@ def build_main_app(
         )
         if network is not None:
             add_network_routes(app, network, api)
+    if regions is not None:
+        add_region_routes(app, public_url, regions)
     return app
 
 

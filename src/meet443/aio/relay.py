@@ -20,10 +20,14 @@ import ipaddress
 import json
 import logging
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
+
+from meet443.exceptions import SignalingError
+from meet443.proto.signaling.messages import Join, decode_client_message
 
 __all__ = [
     "RELAY_HEADER",
@@ -182,3 +186,13 @@ def join_room(data: bytes) -> str | None:
     if isinstance(message, dict) and message.get("type") == "join" and isinstance(message.get("room"), str):
         return str(message["room"])
     return None
+
+
+def join_rtts(data: bytes) -> Mapping[str, float]:
+    """The round trips a ``join`` frame carries (docs/signaling.md ``join.rtts``), validated as
+    the signaling core validates them; empty for a join without them or any other frame."""
+    try:
+        message = decode_client_message(data)
+    except SignalingError:
+        return {}
+    return (message.rtts or {}) if isinstance(message, Join) else {}

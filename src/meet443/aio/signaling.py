@@ -52,7 +52,14 @@ from typing import TYPE_CHECKING, Literal
 
 from aiohttp import WSMsgType, web
 
-from meet443.aio.relay import CLOSE_TRY_AGAIN_LATER, RELAY_HEADER, RoomElsewhere, join_room, unavailable_error
+from meet443.aio.relay import (
+    CLOSE_TRY_AGAIN_LATER,
+    RELAY_HEADER,
+    RoomElsewhere,
+    join_room,
+    join_rtts,
+    unavailable_error,
+)
 from meet443.exceptions import StateUnavailable
 from meet443.proto.signaling.messages import MAX_FRAME_BYTES
 from meet443.proto.signaling.room import Close
@@ -283,7 +290,7 @@ class SignalingEndpoint:
         if room is None or self._service.node.signaling.room_of(conn) is not None:
             return "here"
         try:
-            home = await cluster.route(room, relayed=relayed)
+            home = await cluster.route(room, relayed=relayed, rtts=join_rtts(data))
         except (StateUnavailable, RoomElsewhere) as exc:
             logger.warning("conn %d: join of room %s refused: %s", conn, room, exc)
             return "refused"

@@ -23,7 +23,7 @@ single node keeps beyond its process (room snapshots for a restart) is in :mod:`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -37,7 +37,6 @@ __all__ = [
     "NodeInfo",
     "RevocationSink",
     "SharedState",
-    "choose_home",
     "node_id_of",
     "wait_forever",
 ]
@@ -104,15 +103,6 @@ class Lease(msgspec.Struct, frozen=True):
 def node_id_of(node_url: str) -> str:
     """A node's id: the ``host[:port]`` of its ``--node-url``, lower-cased."""
     return urlsplit(node_url).netloc.lower()
-
-
-def choose_home(edge: NodeInfo, live: Sequence[NodeInfo]) -> NodeInfo | None:
-    """The placement rule for a new room: the node the participant reached (its edge), unless it
-    drains or is full; then the least loaded live node that takes rooms; ``None`` if none does."""
-    if edge.accepts_rooms:
-        return edge
-    others = [n for n in live if n.node_id != edge.node_id and n.accepts_rooms]
-    return min(others, key=lambda n: (n.load / n.capacity, n.node_id), default=None)
 
 
 #: Called with ``(participant, until)`` for every revocation, also those made before a

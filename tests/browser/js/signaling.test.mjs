@@ -202,6 +202,29 @@ test('leave sends leave and never reconnects', () => {
   assert.equal(FakeWebSocket.all.length, 1);
 });
 
+test('the join waits for beforeJoin (the region probe) on an open socket, then carries its fields', async () => {
+  let release;
+  const probe = new SignalingClient({
+    url: 'wss://h/v1/ws',
+    room: 'r',
+    displayName: 'Ann',
+    handlers: { message: () => {}, status: () => {} },
+    joinFields: () => ({ rtts: { eu: 12.5 } }),
+    beforeJoin: () => new Promise((resolve) => { release = resolve; }),
+  });
+  probe.start();
+  const ws = FakeWebSocket.all.at(-1);
+  ws.open();
+  await Promise.resolve();
+  assert.deepEqual(ws.sent, [], 'no join while the regions are being measured');
+  release();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(ws.sent.length, 1);
+  assert.deepEqual(ws.sent[0].rtts, { eu: 12.5 });
+  assert.equal(ws.sent[0].type, 'join');
+  probe.stop();
+});
+
 test('1012 (service restart): back within 300 ms, then about every second for 30 s', () => {
   client.start();
   let ws = FakeWebSocket.all[0];

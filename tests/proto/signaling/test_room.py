@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -81,9 +82,13 @@ class Harness:
         self.changed: list[str] = []
         self.conns = itertools.count(1)
         self.ice_calls: list[tuple[str, float]] = []
+        self.ice_rtts: list[Mapping[str, float]] = []
 
-    def ice_servers(self, participant_id: str, now: float) -> tuple[list[dict[str, object]], int]:
+    def ice_servers(
+        self, participant_id: str, now: float, rtts: Mapping[str, float]
+    ) -> tuple[list[dict[str, object]], int]:
         self.ice_calls.append((participant_id, now))
+        self.ice_rtts.append(rtts)
         return (
             [
                 {
@@ -1398,6 +1403,50 @@ class TestIceServers:
         assert h.server.get_timer() == T0 + 30
         h.tick(20)
         assert h.server.get_timer() == T0 + 30
+
+
+class TestRegionRtts:
+    """docs/signaling.md ``join.rtts``: the browser's round trips reach whoever picks the TURN servers."""
+
+    def test_join_rtts_pick_every_credential(self, h: Harness) -> None:
+        ada = h.connect()
+        ada.join(rtts={"eu": 12.5, "us": 90})
+        ada.take()
+        ada.send("ice-refresh")
+        assert ada.take()[0]["type"] == "ice-servers"
+        assert h.ice_rtts == [{"eu": 12.5, "us": 90.0}] * 2
+
+    def test_a_resume_measures_again_or_keeps_what_it_had(self, h: Harness) -> None:
+        ada = h.connect()
+        ada.join(rtts={"eu": 12.0})
+        h.drop(ada)
+        again = h.connect()
+        again.join(resumeToken=ada.resume_token)
+        assert h.ice_rtts[-1] == {"eu": 12.0}
+        h.drop(again)
+        third = h.connect()
+        third.join(resumeToken=again.resume_token, rtts={"us": 30})
+        assert h.ice_rtts[-1] == {"us": 30.0}
+
+    def test_no_rtts_is_an_empty_map_and_a_knocker_keeps_its_own(self, h: Harness) -> None:
+        ada = h.joined()
+        assert h.ice_rtts == [{}]
+        ada.send("lock", locked=True)
+        cy = h.connect()
+        cy.join(name="Cy", rtts={"ap": 7})
+        ada.send("admit", participantId=ada.take()[-1]["participantId"])
+        assert cy.take()[-1]["type"] == "joined"
+        assert h.ice_rtts[-1] == {"ap": 7.0}
+
+    @pytest.mark.parametrize(
+        "rtts",
+        [{"eu": -1}, {"eu": 1e6}, {"not a name": 1}, {"eu": "fast"}, {f"r{i}": 1 for i in range(17)}],
+    )
+    def test_bad_rtts_are_a_bad_message(self, h: Harness, rtts: dict[str, Any]) -> None:
+        ada = h.connect()
+        ada.join(rtts=rtts)
+        assert ada.last_error() == "bad-message"
+        assert h.ice_rtts == []
 
 
 class TestTurnRevocation:

@@ -166,7 +166,7 @@ class TestWithSignaling:
         turn, _ = server_with(clock)
         minted: list[tuple[str, str]] = []
 
-        def ice_servers(participant_id: str, now: float) -> tuple[list[dict[str, object]], int]:
+        def ice_servers(participant_id: str, now: float, rtts: object) -> tuple[list[dict[str, object]], int]:
             minted.append(rest_credentials(SECRET, participant_id, 3600, now))
             return [{"urls": [], "username": minted[-1][0], "credential": minted[-1][1]}], 3600
 

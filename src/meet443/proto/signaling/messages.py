@@ -19,6 +19,7 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from meet443.exceptions import SignalingError
+from meet443.regions import MAX_REGIONS, MAX_RTT_MS, REGION_NAME
 
 __all__ = [
     "MAX_CHAT_CHARS",
@@ -98,6 +99,11 @@ _MAX_UFRAG_CHARS = 256
 _MAX_SAFE_INTEGER = 2**53 - 1
 
 Id = Annotated[str, Meta(min_length=1, max_length=_MAX_ID_CHARS)]
+#: docs/signaling.md ``join.rtts``: region name → measured round trip in milliseconds.
+Rtts = Annotated[
+    dict[Annotated[str, Meta(pattern=f"^{REGION_NAME}$")], Annotated[float, Meta(ge=0, le=MAX_RTT_MS)]],
+    Meta(max_length=MAX_REGIONS),
+]
 
 # --------------------------------------------------------------------------------------------------
 # Display names
@@ -138,6 +144,8 @@ class Join(_ClientBase, tag="join", frozen=True, omit_defaults=True):
     last_chat_seq: Annotated[int, Meta(ge=0, le=_MAX_SAFE_INTEGER)] | None = None
     #: The ``epoch`` of the message ``lastChatSeq`` counts in; another epoch's seq means nothing here.
     last_chat_epoch: Annotated[int, Meta(ge=0, le=_MAX_SAFE_INTEGER)] | None = None
+    #: Round trips the browser measured to each region's node (``GET /v1/rtt``); picks its TURN servers.
+    rtts: Rtts | None = None
 
     def __post_init__(self) -> None:
         name = clean_display_name(self.display_name)

@@ -17,8 +17,9 @@ I/O), :class:`MeetingEnded`, :class:`RevokeTurn` (for the TURN core), :class:`To
 :class:`LeftSfu` (for the SFU) and :class:`RoomChanged` (write the room's snapshot). ``now`` is
 wall-clock seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames
 are all wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
-``token(nbytes) -> str`` and TURN credentials from the injected ``ice_servers(participant_id, now)
--> (servers, ttl)``.
+``token(nbytes) -> str`` and TURN credentials from the injected ``ice_servers(participant_id, now,
+rtts) -> (servers, ttl)``, where ``rtts`` are the round trips the participant's browser measured to
+each region (``join.rtts``, empty when it sent none).
 
 State, in one place:
 
@@ -40,7 +41,7 @@ import enum
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -166,7 +167,7 @@ _PARTICIPANT_ID_BYTES = 6
 #: At least 128 bits: a resume token is the only credential needed to take over a participant.
 _RESUME_TOKEN_BYTES = 16
 
-IceServerSource = Callable[[str, float], tuple[list[dict[str, object]], int]]
+IceServerSource = Callable[[str, float, Mapping[str, float]], tuple[list[dict[str, object]], int]]
 TokenSource = Callable[[int], str]
 LeaveReason = Literal["left", "timeout", "kicked"]
 #: Why a room ended: a host's ``end``, its end time, or its meeting deleted (or found ended by the
@@ -413,6 +414,8 @@ class _Participant:
     #: Relayed messages that arrived while awaiting resume, delivered after ``joined``.
     backlog: deque[bytes] = field(default_factory=deque)
     backlog_bytes: int = 0
+    #: Region → round trip in ms, as measured by the browser at its last join (or resume).
+    rtts: Mapping[str, float] = field(default_factory=dict)
 
     def info(self) -> ParticipantInfo:
         return ParticipantInfo(
@@ -980,6 +983,7 @@ class SignalingServer:
     def _knock(self, c: _Connection, room: _Room, join: Join, now: float) -> None:
         p = self._new_participant(room, join.display_name, False, c.conn, ParticipantState.KNOCKING)
         p.knock_expires = now + self.limits.knock_deadline
+        p.rtts = join.rtts or {}
         room.knockers[p.id] = p
         c.participant, c.state = p, ConnectionState.KNOCKING
         logger.info("conn %d: knocker %s at locked room %s", c.conn, p.id, room.name)
@@ -998,6 +1002,9 @@ class SignalingServer:
         self._changed(room)
         p.conn, p.state = c.conn, ParticipantState.CONNECTED
         c.participant, c.state = p, ConnectionState.JOINED
+        if join is not None and join.rtts is not None:
+            # A resume from another network measured again; one without measurements keeps the old.
+            p.rtts = join.rtts
         servers, _ = self._mint_ice_servers(p, now)
         last_seq, last_epoch = (None, None) if join is None else (join.last_chat_seq, join.last_chat_epoch)
         self._send(
@@ -1357,7 +1364,7 @@ class SignalingServer:
         self._end_room(p.room, now, "by a host")
 
     def _mint_ice_servers(self, p: _Participant, now: float) -> tuple[list[dict[str, object]], int]:
-        servers, ttl = self._ice_servers(p.id, now)
+        servers, ttl = self._ice_servers(p.id, now, p.rtts)
         # Half the lifetime: a fresh credential arrives long before the old one expires.
         p.ice_due = now + ttl / 2
         p.turn_until = max(p.turn_until, now + ttl)

@@ -11,6 +11,7 @@ import { Mesh } from './peers.js';
 import { SfuSession } from './sfu.js';
 import { SignalingClient, TERMINAL_ERRORS, signalingUrl } from './signaling.js';
 import { AudioLevels, SpeakingDetector } from './levels.js';
+import { JOIN_WAIT_MS, RegionProbe } from './regions.js';
 import { REACTIONS, dropKnock, expireReaction, receive } from './reducer.js';
 import { snapshot, trackInfo } from './snapshot.js';
 import { notify, onRender, state, streams, update } from './state.js';
@@ -33,6 +34,10 @@ let mesh = null;
 let sfu = null; // group rooms only: the two connections with the server's SFU
 let statsTimer = null;
 let iceConfig = null; // the RTCConfiguration from the last joined / ice-servers
+// Round trips to each region's node, measured from page load on (the closest TURN relay).
+const regionProbe = new RegionProbe();
+let sentRtts = null; // what the last join carried
+let regionWaitMs = null; // how long the last join waited for the probe once its socket was open
 let view = null;
 let selfLevel = 0;
 const levels = new AudioLevels();
@@ -302,6 +307,19 @@ function startCall() {
     displayName: state.displayName || 'Guest',
     roomKey: params.roomKey,
     handlers: { message: onMessage, status: onStatus },
+    joinFields() {
+      const rtts = regionProbe.rtts();
+      sentRtts = rtts;
+      return Object.keys(rtts).length ? { rtts } : {};
+    },
+    // Regions still unmeasured get JOIN_WAIT_MS more (while the socket is already open); an
+    // unreachable one is left out.
+    beforeJoin() {
+      const waitFrom = performance.now();
+      return regionProbe.settled(JOIN_WAIT_MS).then(() => {
+        regionWaitMs = Math.round(performance.now() - waitFrom);
+      });
+    },
   });
   mesh = new Mesh({
     signaling,
@@ -374,6 +392,8 @@ function onStatus(status, detail) {
 // Server messages: the reducer changes the state; here its effects are carried out.
 
 function onMessage(m) {
+  // User Timing: how long a join took from navigation (BENCHMARKS.md "Join time with distance").
+  if (m.type === 'joined' && !performance.getEntriesByName('meet443:joined').length) performance.mark('meet443:joined');
   let effects = [];
   update((s) => {
     effects = receive(s, m);
@@ -623,6 +643,12 @@ async function publicState({ detail = false } = {}) {
     level: selfLevel,
     audioTrack: trackInfo(media.audioTrack),
     videoTrack: trackInfo(media.outgoingVideo),
+    regions: {
+      measured: regionProbe.rtts(),
+      sent: sentRtts,
+      waitedMs: regionWaitMs,
+      iceUrls: (iceConfig?.iceServers || []).flatMap((server) => [].concat(server.urls)),
+    },
   });
 }
 
@@ -664,6 +690,7 @@ function isEmbedded() {
 }
 
 async function boot() {
+  regionProbe.start('/v1/regions');
   view = new RoomView(actions);
   onRender((s) => view.render(s));
   const roomName = roomNameFromPath(window.location.pathname);

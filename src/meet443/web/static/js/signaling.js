@@ -58,13 +58,19 @@ export class SignalingClient {
    * handlers: {message(msg), status(status, detail)}; status is one of
    * 'connecting' | 'open' | 'reconnecting' | 'closed'.
    */
-  constructor({ url, room, displayName, roomKey = null, handlers, WebSocketImpl = WebSocket }) {
+  /**
+   * `joinFields()` adds to each `join` (the regions' round trips: regions.js); `beforeJoin()`, a
+   * promise the open socket waits for before sending `join` (the region probe's short wait).
+   */
+  constructor({ url, room, displayName, roomKey = null, handlers, WebSocketImpl = WebSocket, joinFields = () => ({}), beforeJoin = null }) {
     this.url = url;
     this.room = room;
     this.displayName = displayName;
     this.roomKey = roomKey;
     this.handlers = handlers;
     this.WebSocketImpl = WebSocketImpl;
+    this.joinFields = joinFields;
+    this.beforeJoin = beforeJoin;
     this.ws = null;
     this.joined = false;
     this.selfId = null;
@@ -109,11 +115,17 @@ export class SignalingClient {
       if (this.ws !== ws) return;
       clearTimeout(this.timers.connect);
       this.lastHeard = Date.now();
-      const join = { type: 'join', v: PROTOCOL_VERSION, room: this.room, displayName: this.displayName };
-      if (this.roomKey) join.roomKey = this.roomKey;
-      if (this.resumeToken) join.resumeToken = this.resumeToken;
-      this.rawSend({ ...join, ...this.chat.joinFields() });
-      this.startHeartbeat();
+      const sendJoin = () => {
+        if (this.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+        const join = { type: 'join', v: PROTOCOL_VERSION, room: this.room, displayName: this.displayName };
+        if (this.roomKey) join.roomKey = this.roomKey;
+        if (this.resumeToken) join.resumeToken = this.resumeToken;
+        this.rawSend({ ...join, ...this.chat.joinFields(), ...this.joinFields() });
+        this.startHeartbeat();
+      };
+      // The socket opens while the regions are still being measured; the join waits for them.
+      if (this.beforeJoin) this.beforeJoin().then(sendJoin);
+      else sendJoin();
     };
     ws.onmessage = (event) => {
       if (this.ws !== ws) return;

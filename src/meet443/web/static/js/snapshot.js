@@ -30,6 +30,7 @@ export function snapshot(s, live) {
       }),
     connections: live.connections,
     ...(live.group ? { sfu: live.group } : {}),
+    ...(live.regions ? { regions: live.regions } : {}),
     speaker: s.speaker,
     sfuRestarts: s.sfuRestarts,
     speaking: [...s.speaking],
