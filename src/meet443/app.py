@@ -54,7 +54,7 @@ from meet443.sfu.conference import Conference
 from meet443.state import SharedState
 from meet443.state.memory import MemoryState
 from meet443.state.redis_backend import RedisState
-from meet443.state.rooms import RoomStateStore, SqliteRoomStore
+from meet443.state.rooms import RoomStateStore, SharedRoomStore, SqliteRoomStore
 from meet443.store import MeetingStore, open_store
 from meet443.workers import WorkerPlacement
 
@@ -337,15 +337,16 @@ async def build_control_service(
     )
 
 
-def build_cluster(config: ServeConfig, service: NodeService, other_port: int) -> Cluster:
-    """The node's link to the others (docs/cluster.md): through Redis with ``--redis``, else
-    through the in-memory state, where this node is the only one."""
-    state: SharedState
+def shared_state(config: ServeConfig) -> SharedState:
+    """Through Redis with ``--redis``, else in memory, where this node is the only one."""
     if config.redis is not None:
-        state = RedisState.from_config(config.redis, config.redis_password_file)
         logger.info("cluster mode: node %s, shared state %s", config.node_url, redact_url(config.redis))
-    else:
-        state = MemoryState()
+        return RedisState.from_config(config.redis, config.redis_password_file)
+    return MemoryState()
+
+
+def build_cluster(config: ServeConfig, service: NodeService, other_port: int, state: SharedState) -> Cluster:
+    """The node's link to the others (docs/cluster.md) through ``state``."""
     addresses = tuple(_own_public_addresses(config))
     sfu_ports = tuple(dict.fromkeys((config.port, other_port)))
     client_ssl = ssl.create_default_context(
@@ -416,8 +417,15 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     store = await open_store(config.data_dir, config.database, config.database_password)
     logger.info("meetings and API keys in %s", store.where)
-    rooms = SqliteRoomStore.open(config.data_dir)
+    state = shared_state(config)
     registry: list[Cluster] = []  # the cluster link, made once the service is
+    rooms: RoomStateStore
+    if config.cluster:
+        # docs/cluster.md "Failover": snapshots go where the node that takes a room over reads
+        # them, fenced with this node's lease on the room.
+        rooms = SharedRoomStore(state, loop, lambda room: registry[0].epoch_of(room) if registry else None)
+    else:
+        rooms = SqliteRoomStore.open(config.data_dir)
     regions = cluster_regions(config, registry) if config.cluster else static_regions(config)
     workers: MediaWorkers | None = None
     if config.workers > 1 and not config.cluster:
@@ -436,7 +444,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     node = service.node
     other_port = sfu_ports[0]
 
-    cluster = build_cluster(config, service, other_port)
+    cluster = build_cluster(config, service, other_port, state)
     registry.append(cluster)
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config, (sfu_ports[0], sfu_ports[-1])),

@@ -268,9 +268,10 @@ class NodeCore:
             self.turn.revoke(participant, until)
             self._touch_turn(now)
 
-    def restore(self, snapshots: list[RoomSnapshot], now: float) -> None:
-        """Rooms saved by an earlier run (docs/signaling.md "Node restarts"); before any connection."""
-        self.signaling.restore(snapshots, now)
+    def restore(self, snapshots: list[RoomSnapshot], now: float, *, new_chat_epoch: bool = False) -> None:
+        """Rooms saved by an earlier run (docs/signaling.md "Node restarts"), before any connection;
+        or by a node that died, as this node takes them over (docs/cluster.md "Failover")."""
+        self.signaling.restore(snapshots, now, new_chat_epoch=new_chat_epoch)
         self._signaling_due = _or_never(self.signaling.get_timer())
         self._rearm()
 

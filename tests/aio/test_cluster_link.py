@@ -17,7 +17,6 @@ from meet443.aio.cluster import Cluster, NodeAddresses
 from meet443.aio.node import NodeService
 from meet443.aio.relay import RELAY_HEADER, RoomElsewhere, cluster_key, relay_header
 from meet443.app import build_signaling_server
-from meet443.exceptions import StateUnavailable
 from meet443.node import NodeCore
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import SignalingLimits
@@ -87,14 +86,16 @@ class TestPlacement:
             state = MemoryState(lambda: clock.now)
             cluster = link(state, clock)
             await state.claim("theirs", OTHER.node_id)
-            with pytest.raises(StateUnavailable):  # its home is not live (yet)
-                await cluster.route("theirs", relayed=False)
             await state.heartbeat(OTHER)
             await cluster.heartbeat()
             assert await cluster.route("theirs", relayed=False) == OTHER
             # A relayed join for it reached the wrong node: the edge must ask again.
             with pytest.raises(RoomElsewhere):
                 await cluster.route("theirs", relayed=True)
+            # docs/cluster.md "Failover": a room whose home is not in the registry is taken over.
+            await state.claim("orphan", "gone.example.test")
+            assert await cluster.route("orphan", relayed=False) is None
+            assert cluster.owned["orphan"].lease.epoch == 2
 
         run(scenario())
 

@@ -299,9 +299,10 @@ def cluster_lab(
     `pki` is the lab CA (its key beside it) that the clients trust; each node gets a leaf from it.
     `cluster=False` starts the same nodes without any cluster flag (each one alone); only then may
     `postgres` be False (cluster mode needs the shared ``--database``).
-    `prefix` must start with ``cx`` and be short (veth names are ``<prefix>v<n>a``).
+    `prefix` must start with ``cx`` (``fo``: the failover tests) and be short (veth names are
+    ``<prefix>v<n>a``).
     """
-    assert prefix.startswith("cx"), prefix
+    assert prefix.startswith(("cx", "fo")), prefix
     # The stack outlives the lab: hosts files and PostgreSQL's directory go after the processes.
     with contextlib.ExitStack() as stack, Lab(workdir, prefix=prefix) as lab:
         rt, db = lab.namespace("rt"), lab.namespace("db")

@@ -113,6 +113,57 @@ class TestPlacement:
         run(scenario())
 
 
+class TestFailover:
+    """docs/cluster.md "Failover": taking a dead home's room over, and fenced snapshots."""
+
+    def test_a_room_is_taken_over_only_after_its_home_left_the_registry(self, make_state: Factory) -> None:
+        async def scenario() -> None:
+            state, other = make_state(), make_state()
+            await state.heartbeat(node("n1"))
+            dead = await state.claim("standup", "n1")
+            wait = await other.take_over("standup", dead, "n2")
+            # n1 heartbeated just now: its entry lives up to 3 s more.
+            assert isinstance(wait, float) and 2.0 < wait <= 3.0
+            await state.withdraw("n1")  # as its entry's expiry would
+            taken = await other.take_over("standup", dead, "n2")
+            assert taken == Lease("n2", 2)
+            # A second taker (another edge at the same time) gets the same new lease.
+            assert await state.take_over("standup", dead, "n3") == taken
+            # The old home can no longer renew.
+            assert not await state.renew("standup", dead)
+            await state.close()
+            await other.close()
+
+        run(scenario())
+
+    def test_take_over_of_a_room_without_lease_claims_it(self, make_state: Factory) -> None:
+        async def scenario() -> None:
+            state = make_state()
+            assert await state.take_over("quiet", Lease("n1", 7), "n2") == Lease("n2", 1)
+            await state.close()
+
+        run(scenario())
+
+    def test_snapshot_writes_are_fenced_by_the_lease_epoch(self, make_state: Factory) -> None:
+        async def scenario() -> None:
+            state = make_state()
+            old = await state.claim("standup", "n1")
+            assert await state.save_room("standup", old.epoch, b"one")
+            assert await state.load_room("standup") == b"one"
+            await state.release("standup", old)
+            new = await state.claim("standup", "n2")
+            assert await state.save_room("standup", new.epoch, b"two")
+            # The old home wakes up: neither its save nor its delete lands.
+            assert not await state.save_room("standup", old.epoch, b"stale")
+            assert not await state.delete_room("standup", old.epoch)
+            assert await state.load_room("standup") == b"two"
+            assert await state.delete_room("standup", new.epoch)
+            assert await state.load_room("standup") is None
+            await state.close()
+
+        run(scenario())
+
+
 class TestRegistry:
     def test_heartbeat_lists_live_nodes_and_a_drain_request(self, make_state: Factory) -> None:
         async def scenario() -> None:

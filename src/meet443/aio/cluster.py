@@ -12,6 +12,12 @@
 * renews the leases of its rooms while they exist and releases them when they empty; a lease found
   taken by another node (a pause longer than the lease) closes the room's sockets here, so their
   clients reconnect to its new home;
+* takes rooms over from a home that died (docs/cluster.md "Failover"): a join for a room whose home
+  left the registry, or could not be reached, claims it with the next epoch once the home's
+  registry entry expired, and restores it from the snapshot the home wrote to the shared state;
+* holds the signaling input after a pause of the whole node (SIGSTOP, a frozen VM) longer than its
+  registry entry lives, until a heartbeat and its lease renewals have told it which rooms are
+  still its own, so it never serves a room that moved meanwhile;
 * publishes revocations and chat messages in order through a bounded outbox that retries while
   Redis is away, and applies other nodes' revocations to its TURN server.
 
@@ -34,16 +40,25 @@ import aiohttp
 from aiohttp import web
 
 from meet443.aio.node import NodeService
-from meet443.aio.relay import RoomElsewhere, cluster_key, relay_frames, relay_header, verify_relay_header
-from meet443.exceptions import StateUnavailable
+from meet443.aio.relay import (
+    HomeUnreachable,
+    RoomElsewhere,
+    cluster_key,
+    relay_frames,
+    relay_header,
+    verify_relay_header,
+)
+from meet443.exceptions import ParseError, StateUnavailable
 from meet443.network import NetworkDescription
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.messages import encode
 from meet443.proto.signaling.room import ChatPosted, Close, RevokeTurn
+from meet443.proto.signaling.snapshot import RoomSnapshot
 from meet443.regions import place_room
 from meet443.state import (
     HEARTBEAT_SECONDS,
     LEASE_SECONDS,
+    NODE_TTL_SECONDS,
     Lease,
     NodeInfo,
     SharedState,
@@ -65,6 +80,11 @@ OUTBOX_LIMIT = 10_000
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0
 #: RFC 6455 §7.4.1 1012 (service restart): the room moved, reconnect.
 CLOSE_SERVICE_RESTART = 1012
+#: A home whose relay failed is not relayed to again for this long: joins for its rooms wait for
+#: its registry entry to expire and take the rooms over.
+UNREACHABLE_SECONDS = NODE_TTL_SECONDS + HEARTBEAT_SECONDS
+#: Relays a join may go through when homes die under it.
+RELAY_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,17 @@ class Cluster:
         self._down_since: float | None = None
         self._drain_timeout = 0.0
         self.subscribed = asyncio.Event()
+        #: Nodes whose relay failed, and when.
+        self._unreachable: dict[str, float] = {}
+        #: Rooms being restored from the shared state; joins for them wait.
+        self._restoring: dict[str, asyncio.Future[None]] = {}
+        #: When the last heartbeat was attempted; a longer gap than a registry entry lives means
+        #: the node was paused and may have lost rooms (:meth:`paused`).
+        self._beat_attempt = clock()
+        #: Signaling input held while a pause is being checked (:meth:`hold`), in arrival order.
+        self._held: list[tuple[int, Callable[[], None]]] = []
+        self._checking: asyncio.Task[None] | None = None
+        self.takeovers = 0
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -212,6 +243,9 @@ class Cluster:
 
     async def heartbeat(self) -> None:
         """Announce this node, learn the others, and act on a drain request."""
+        now = self._clock()
+        self.paused(now)  # the first thing to run after a pause may be this: notice it
+        self._beat_attempt = now
         try:
             nodes, drain = await self.state.heartbeat(self.describe())
         except StateUnavailable as exc:
@@ -268,19 +302,24 @@ class Cluster:
         self, room: str, *, relayed: bool, rtts: Mapping[str, float] = _NO_RTTS
     ) -> NodeInfo | None:
         """Where ``room`` lives: ``None`` for here, else the node to relay to. A new room goes to its
-        first joiner's closest region (``rtts``, :func:`meet443.regions.place_room`). Raises
-        :class:`StateUnavailable` (no shared state, or the room's home is not live) or
-        :class:`RoomElsewhere` (a relayed join for a room that is no longer here)."""
+        first joiner's closest region (``rtts``, :func:`meet443.regions.place_room`); a room whose
+        home died is taken over here (docs/cluster.md "Failover"). Raises
+        :class:`StateUnavailable` (no shared state, or the room's home is not live and cannot be
+        taken over yet) or :class:`RoomElsewhere` (a relayed join for a room that is no longer here)."""
         if room in self.owned or not is_valid_room_name(room):
+            restoring = self._restoring.get(room)
+            if restoring is not None:
+                await asyncio.shield(restoring)
             return None  # ours; or a name the signaling core refuses anyway
         me = self.describe()
         # A relayed join was placed here by its edge; otherwise the shared rule decides, and when
         # no node takes rooms (all full or draining) the signaling core here answers for itself.
         choice = me if relayed else (place_room(me, list(self.live.values()), rtts) or me)
         lease = await self.state.claim(room, choice.node_id)
+        if lease.node_id != self.node_id and not relayed and not self._reachable(lease.node_id):
+            lease = await self._take_over(room, lease)
         if lease.node_id == self.node_id:
-            self.owned[room] = _Owned(lease, self._clock())
-            logger.info("room %s placed here (epoch %d)", room, lease.epoch)
+            await self._own(room, lease)
             return None
         if relayed:
             raise RoomElsewhere(room)
@@ -288,6 +327,101 @@ class Cluster:
         if home is None:
             raise StateUnavailable(f"room {room}: its node {lease.node_id} is not live")
         return home
+
+    def _reachable(self, node_id: str) -> bool:
+        failed = self._unreachable.get(node_id)
+        if failed is not None and self._clock() - failed > UNREACHABLE_SECONDS:
+            del self._unreachable[node_id]
+            failed = None
+        return failed is None and node_id in self.live
+
+    async def _take_over(self, room: str, dead: Lease) -> Lease:
+        """docs/cluster.md "Failover": the room's lease for this node once ``dead``'s node has left
+        the registry (waiting for its entry to expire, one timer per wait), or whoever has it."""
+        deadline = self._clock() + UNREACHABLE_SECONDS
+        while True:
+            answer = await self.state.take_over(room, dead, self.node_id)
+            if isinstance(answer, Lease):
+                return answer
+            if self._clock() + answer > deadline:
+                raise StateUnavailable(f"room {room}: its node {dead.node_id} is still in the registry")
+            await asyncio.sleep(answer + 0.01)
+
+    async def _own(self, room: str, lease: Lease) -> None:
+        """The room is placed here: keep its lease and restore what a previous home stored."""
+        self.owned[room] = _Owned(lease, self._clock())
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._restoring[room] = done
+        try:
+            data = await self.state.load_room(room)
+            if data is not None and not self.service.node.signaling.has_room(room):
+                self._restore(room, lease, data)
+            else:
+                logger.info("room %s placed here (epoch %d)", room, lease.epoch)
+        except StateUnavailable as exc:
+            # The room starts afresh here: its participants join again rather than resume.
+            logger.warning(
+                "room %s placed here (epoch %d); its snapshot cannot be read: %s", room, lease.epoch, exc
+            )
+        finally:
+            del self._restoring[room]
+            done.set_result(None)
+
+    def _restore(self, room: str, lease: Lease, data: bytes) -> None:
+        try:
+            snapshot = RoomSnapshot.parse(data)
+        except ParseError as exc:
+            logger.warning(
+                "room %s: its stored snapshot is unreadable, the room starts afresh: %s", room, exc
+            )
+            return
+        self.takeovers += 1
+        self.service.node.restore([snapshot], self._clock(), new_chat_epoch=True)
+        self.service.dispatch([])  # arms the resume windows' timer
+        logger.info(
+            "room %s taken over (epoch %d): %d participants may resume",
+            room,
+            lease.epoch,
+            len(snapshot.participants),
+        )
+
+    def epoch_of(self, room: str) -> int | None:
+        """The epoch of this node's lease on ``room``, for fenced snapshot writes."""
+        owned = self.owned.get(room)
+        return None if owned is None else owned.lease.epoch
+
+    # -- pauses ---------------------------------------------------------------------------------
+
+    def paused(self, now: float) -> bool:
+        """True when no heartbeat was even attempted for longer than a registry entry lives (the
+        node was stopped, SIGSTOP, or starved, and other nodes may have taken its rooms over),
+        and until that has been checked. A Redis outage is no pause: heartbeats are attempted."""
+        if not self.shared:
+            return False
+        if self._checking is None and now - self._beat_attempt > NODE_TTL_SECONDS:
+            logger.warning(
+                "cluster: woke after %.1f s without a heartbeat; checking leases", now - self._beat_attempt
+            )
+            self._checking = asyncio.ensure_future(self._check_after_pause())
+        return self._checking is not None
+
+    def hold(self, conn: int, handle: Callable[[], None]) -> None:
+        """While :meth:`paused`: keep a signaling input until a heartbeat and the lease renewals
+        have run; then it is handled, unless its socket belongs to a room that moved (whose
+        sockets are closing)."""
+        self._held.append((conn, handle))
+
+    async def _check_after_pause(self) -> None:
+        try:
+            await self.heartbeat()
+            await self.renew_leases()
+        finally:
+            held, self._held, self._checking = self._held, [], None
+            signaling = self.service.node.signaling
+            for conn, handle in held:
+                room = signaling.room_of(conn)
+                if room is None or room in self.owned:
+                    handle()
 
     async def _renewals(self) -> None:
         while True:
@@ -302,7 +436,7 @@ class Cluster:
         for room, owned in list(self.owned.items()):
             try:
                 if not signaling.has_room(room):
-                    if now - owned.since > CLAIM_GRACE_SECONDS:
+                    if now - owned.since > CLAIM_GRACE_SECONDS and self.owned.get(room) is owned:
                         del self.owned[room]
                         await self.state.release(room, owned.lease)
                     continue
@@ -317,6 +451,8 @@ class Cluster:
                 owned.lease = lease
                 logger.info("room %s: lease taken again (epoch %d)", room, lease.epoch)
                 continue
+            if self.owned.get(room) is not owned:
+                continue  # a renewal running beside this one (after a pause) got there first
             del self.owned[room]
             logger.warning(
                 "room %s moved to %s (epoch %d): closing it here", room, lease.node_id, lease.epoch
@@ -331,24 +467,37 @@ class Cluster:
         return verify_relay_header(self._key, self.node_id, header, self._clock())
 
     async def relay(
-        self, client: web.WebSocketResponse, home: NodeInfo, first: bytes, client_ip: str
-    ) -> None:
-        """Relay a participant's socket to its room's home until either side closes."""
+        self, client: web.WebSocketResponse, home: NodeInfo, first: bytes, client_ip: str, room: str
+    ) -> bool:
+        """Relay a participant's socket to its room's home until either side closes. False when the
+        home could not be reached and this node took the room over: the join is to be served here.
+        Raises :class:`StateUnavailable` when the room can neither be reached nor taken over."""
         assert self._session is not None
-        header = relay_header(self._key, home.node_id, client_ip, self._clock())
-        self.relays += 1
-        try:
-            await relay_frames(
-                client,
-                self._session,
-                home.node_url + "/v1/ws",
-                header,
-                first,
-                self._client_ssl,
-                self._max_msg_size,
-            )
-        finally:
-            self.relays -= 1
+        for _ in range(RELAY_ATTEMPTS):
+            header = relay_header(self._key, home.node_id, client_ip, self._clock())
+            self.relays += 1
+            try:
+                if not await relay_frames(
+                    client,
+                    self._session,
+                    home.node_url + "/v1/ws",
+                    header,
+                    first,
+                    self._client_ssl,
+                    self._max_msg_size,
+                ):
+                    self._unreachable[home.node_id] = self._clock()
+                return True
+            except HomeUnreachable as exc:
+                logger.warning("room %s: %s", room, exc)
+                self._unreachable[home.node_id] = self._clock()
+            finally:
+                self.relays -= 1
+            next_home = await self.route(room, relayed=False)
+            if next_home is None:
+                return False
+            home = next_home
+        raise StateUnavailable(f"room {room}: no home could be reached")
 
     # -- revocations and chat -------------------------------------------------------------------
 
@@ -398,6 +547,11 @@ class Cluster:
             "meet443_cluster_rooms_homed": ("gauge", "Rooms whose lease this node holds.", len(self.owned)),
             "meet443_cluster_relays": ("gauge", "Signaling sockets relayed to other nodes.", self.relays),
             "meet443_cluster_draining": ("gauge", "1 while the node drains.", int(self.draining)),
+            "meet443_cluster_takeovers_total": (
+                "counter",
+                "Rooms restored here from a home that died.",
+                self.takeovers,
+            ),
             "meet443_cluster_outbox": (
                 "gauge",
                 "Writes waiting for the shared state.",

@@ -148,13 +148,27 @@ class NodeService:
         return StreamTurnProtocol(self, kind, accepted_at, settled)
 
     def signaling_connect(self, conn: int, remote_ip: str) -> None:
-        self.dispatch(self.node.connect(conn, remote_ip, self._clock()))
+        now = self._clock()
+        if self.cluster is not None and self.cluster.paused(now):
+            self.cluster.hold(conn, lambda: self.signaling_connect(conn, remote_ip))
+            return
+        self.dispatch(self.node.connect(conn, remote_ip, now))
 
     def signaling_message(self, conn: int, data: bytes | str, *, binary: bool = False) -> None:
-        self.dispatch(self.node.receive_signaling(conn, data, self._clock(), binary=binary))
+        now = self._clock()
+        if self.cluster is not None and self.cluster.paused(now):
+            # docs/cluster.md "Failover": after a pause, nothing is served before the leases
+            # say which rooms are still this node's.
+            self.cluster.hold(conn, lambda: self.signaling_message(conn, data, binary=binary))
+            return
+        self.dispatch(self.node.receive_signaling(conn, data, now, binary=binary))
 
     def signaling_closed(self, conn: int) -> None:
-        self.dispatch(self.node.disconnected(conn, self._clock()))
+        now = self._clock()
+        if self.cluster is not None and self.cluster.paused(now):
+            self.cluster.hold(conn, lambda: self.signaling_closed(conn))
+            return
+        self.dispatch(self.node.disconnected(conn, now))
 
     def revoke_turn(self, participant: str, until: float) -> None:
         """Another node revoked a participant's TURN credentials (docs/cluster.md)."""

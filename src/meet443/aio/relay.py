@@ -24,13 +24,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from meet443.exceptions import SignalingError
 from meet443.proto.signaling.messages import Join, decode_client_message
 
 __all__ = [
     "RELAY_HEADER",
+    "HomeUnreachable",
     "RoomElsewhere",
     "cluster_key",
     "join_room",
@@ -45,12 +46,24 @@ RELAY_HEADER = "Meet443-Relay"
 RELAY_SKEW = 30.0
 #: RFC 6455 §7.4.1: try again later (the home could not be reached).
 CLOSE_TRY_AGAIN_LATER = 1013
-CONNECT_TIMEOUT = 5.0
+#: RFC 6455 §7.4.1 1012 (service restart): the home went away; the client reconnects at once and
+#: resumes on the room's next home (docs/cluster.md "Failover").
+CLOSE_SERVICE_RESTART = 1012
+#: Opening the home's socket (TCP, TLS, the upgrade) takes a few round trips between nodes; a home
+#: that takes longer is stopped or overloaded, and the join goes on to take the room over.
+CONNECT_TIMEOUT = 2.0
+#: The edge pings the home this often and gives the relay up after half of it without a pong: a
+#: stopped home (SIGSTOP, a frozen VM) keeps its TCP connections open and says nothing.
+UPSTREAM_HEARTBEAT = 4.0
 _KEY_LABEL = b"meet443 cluster relay v1"
 
 
 class RoomElsewhere(Exception):
     """A relayed join reached a node that is not (any more) the room's home."""
+
+
+class HomeUnreachable(Exception):
+    """The home's ``/v1/ws`` could not be opened: nothing was sent to the client yet."""
 
 
 def cluster_key(turn_secret: str) -> bytes:
@@ -99,24 +112,27 @@ async def relay_frames(
     first: bytes,
     ssl_context: ssl.SSLContext,
     max_msg_size: int,
-) -> None:
-    """Copy frames between ``client`` and the home at ``url``, starting with ``first`` (the join)."""
+) -> bool:
+    """Copy frames between ``client`` and the home at ``url``, starting with ``first`` (the join).
+    Returns False when the home's socket ended without a close frame (the home died: the client
+    is told 1012, to come back and resume on the room's next home), True otherwise. Raises
+    :class:`HomeUnreachable` when the home cannot be reached at all."""
     try:
-        upstream = await session.ws_connect(
-            url,
-            headers={RELAY_HEADER: header},
-            ssl=ssl_context,
-            max_msg_size=max_msg_size,
-            autoping=True,
-            heartbeat=None,
-            decode_text=False,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+        upstream = await asyncio.wait_for(
+            session.ws_connect(
+                url,
+                headers={RELAY_HEADER: header},
+                ssl=ssl_context,
+                max_msg_size=max_msg_size,
+                autoping=True,
+                heartbeat=UPSTREAM_HEARTBEAT,
+                decode_text=False,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+            ),
+            CONNECT_TIMEOUT,
         )
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        logger.warning("relay to %s failed: %s", url, exc)
-        await client.send_str(unavailable_error("the meeting's server cannot be reached; try again"))
-        await client.close(code=CLOSE_TRY_AGAIN_LATER, message=b"home unreachable")
-        return
+        raise HomeUnreachable(f"relay to {url} failed: {exc}") from None
     try:
         await upstream.send_frame(first, WSMsgType.TEXT)
         up = asyncio.ensure_future(_copy(client, upstream))
@@ -128,9 +144,13 @@ async def relay_frames(
         if down in done:
             # The home closed: the client gets its code and reason (1000 after kicked, ...).
             code, reason = down.result()
-            await client.close(code=code or CLOSE_TRY_AGAIN_LATER, message=reason.encode())
+            if code is None or code == WSCloseCode.ABNORMAL_CLOSURE:
+                await client.close(code=CLOSE_SERVICE_RESTART, message=b"home lost")
+                return False
+            await client.close(code=code, message=reason.encode())
     finally:
         await upstream.close()
+    return True
 
 
 async def _copy(

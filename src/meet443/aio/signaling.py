@@ -248,14 +248,32 @@ class SignalingEndpoint:
                         # The room lives elsewhere: this node forgets the socket and relays it.
                         handed_over = True
                         self._forget(conn)
-                        await cluster.relay(ws, home, message.data, client_ip)
-                        return ws
+                        if await self._relay(ws, cluster, home, message.data, client_ip):
+                            return ws
+                        # Its home died and this node took the room over: the join is served here.
+                        conn = next(self._ids)
+                        peer = self._peers[conn] = _Peer(ws)
+                        service.signaling_connect(conn, client_ip)
+                        handed_over = False
                 if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     service.signaling_message(conn, message.data, binary=message.type is WSMsgType.BINARY)
         finally:
             if not handed_over:
                 self._forget(conn)
         return ws
+
+    async def _relay(
+        self, ws: web.WebSocketResponse, cluster: Cluster, home: NodeInfo, join: bytes, client_ip: str
+    ) -> bool:
+        """Relay ``ws`` to ``home``; False when the join is to be served here after all."""
+        room = join_room(join) or ""
+        try:
+            return await cluster.relay(ws, home, join, client_ip, room)
+        except StateUnavailable as exc:
+            logger.warning("join of room %s refused: %s", room, exc)
+            await ws.send_str(unavailable_error("the meeting's server cannot be reached; try again"))
+            await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"home unreachable")
+            return True
 
     def _forget(self, conn: int) -> None:
         self._service.signaling_closed(conn)

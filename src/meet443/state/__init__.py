@@ -11,7 +11,10 @@ against both (``tests/state/test_state.py``). What lives here, and the promise o
   that wakes up after a pause finds its epoch gone and cannot act on a room that moved;
 * revocations of TURN credentials: published for speed (at most once) and kept until they expire,
   so a node that missed the publication reads them on :meth:`SharedState.revocations`;
-* the chat of each room, appended at least once per message with its ``(epoch, seq)`` id.
+* the chat of each room, appended at least once per message with its ``(epoch, seq)`` id;
+* each room's latest snapshot (:mod:`meet443.proto.signaling.snapshot`), written by its home with
+  its lease's epoch and refused once a later claim exists (fencing), read by the node that takes
+  the room over when its home died (docs/cluster.md "Failover").
 
 Sans-I/O cores never see this: the adapters (:mod:`meet443.aio.cluster`) talk to it. What a
 single node keeps beyond its process (room snapshots for a restart) is in :mod:`meet443.state.rooms`.
@@ -135,6 +138,22 @@ class SharedState(Protocol):
 
     async def release(self, room: str, lease: Lease) -> None:
         """The room emptied: drop ``lease`` if it is still the room's."""
+
+    async def take_over(self, room: str, dead: Lease, node_id: str) -> Lease | float:
+        """Failover: a new lease for ``node_id`` with the next epoch if ``dead`` is still the room's
+        lease and its node's registry entry is gone; the room's lease if it is another (someone
+        took it over first, or there is none: then this is :meth:`claim`); else the seconds until
+        ``dead``'s node is forgotten (its entry's expiry, at most :data:`NODE_TTL_SECONDS`)."""
+
+    async def save_room(self, room: str, epoch: int, snapshot: bytes) -> bool:
+        """Store ``room``'s snapshot, written under the lease of ``epoch``; refused (False) when a
+        later claim of the room exists: a home that lost its room cannot overwrite its new home's."""
+
+    async def delete_room(self, room: str, epoch: int) -> bool:
+        """The room emptied or ended: drop its snapshot, fenced like :meth:`save_room`."""
+
+    async def load_room(self, room: str) -> bytes | None:
+        """``room``'s last stored snapshot, if any."""
 
     async def revoke(self, participant: str, until: float) -> None:
         """Refuse ``participant``'s TURN credentials on every node until ``until``."""

@@ -30,6 +30,7 @@ class MemoryState:
         self._sinks: list[RevocationSink] = []
         self._chat: dict[str, deque[tuple[int, int, bytes]]] = {}
         self._drains: set[str] = set()
+        self._snapshots: dict[str, bytes] = {}
 
     async def heartbeat(self, node: NodeInfo) -> tuple[list[NodeInfo], bool]:
         self._nodes[node.node_id] = (self._clock() + NODE_TTL_SECONDS, node)
@@ -68,6 +69,33 @@ class MemoryState:
     async def release(self, room: str, lease: Lease) -> None:
         if self._current(room) == lease:
             del self._leases[room]
+
+    async def take_over(self, room: str, dead: Lease, node_id: str) -> Lease | float:
+        current = self._current(room)
+        if current is None:
+            return await self.claim(room, node_id)
+        if current != dead:
+            return current
+        held = self._nodes.get(dead.node_id)
+        if held is not None and held[0] > self._clock():
+            return held[0] - self._clock()
+        del self._leases[room]
+        return await self.claim(room, node_id)
+
+    async def save_room(self, room: str, epoch: int, snapshot: bytes) -> bool:
+        if self._epochs.get(room, 0) > epoch:
+            return False
+        self._snapshots[room] = snapshot
+        return True
+
+    async def delete_room(self, room: str, epoch: int) -> bool:
+        if self._epochs.get(room, 0) > epoch:
+            return False
+        self._snapshots.pop(room, None)
+        return True
+
+    async def load_room(self, room: str) -> bytes | None:
+        return self._snapshots.get(room)
 
     async def revoke(self, participant: str, until: float) -> None:
         self._revoked[participant] = max(until, self._revoked.get(participant, 0.0))

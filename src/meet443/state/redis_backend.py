@@ -13,6 +13,8 @@ Keys (all under ``meet443:``):
 ``chat:<room>``                stream of ``e`` (epoch), ``s`` (seq), ``m`` (message JSON),
                                MAXLEN ~500, expires a day after its last message
 ``drain:<id>``                 set by ``meet443 drain``; the node's heartbeat reads it
+``room:<name>:state``          hash: ``e`` (the epoch it was written under), ``s`` (the room's
+                               snapshot); expires a day after its last write
 =============================  =================================================================
 
 Claim, renew, release and chat appends are Lua scripts, so each is atomic and one round trip.
@@ -45,6 +47,8 @@ PREFIX = "meet443:"
 COMMAND_TIMEOUT = 1.0
 CHAT_MAXLEN = 500
 CHAT_KEEP_MS = 24 * 3600 * 1000
+#: A room's snapshot outlives a quiet day of the room (each change writes it again).
+ROOM_KEEP_MS = 24 * 3600 * 1000
 #: How long a ``meet443 drain`` request stays (a drained node exits long before).
 DRAIN_REQUEST_SECONDS = 24 * 3600
 #: Resubscription after a lost pub/sub connection: from the first, doubling up to the last.
@@ -61,6 +65,29 @@ return value
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+"""
+# KEYS: home, epoch, the dead node's registry entry. A number: milliseconds until that entry expires.
+_TAKE_OVER = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return current end
+if current then
+  local ttl = redis.call('PTTL', KEYS[3])
+  if ttl > 0 then return ttl end
+  if ttl == -1 then return 1000 end
+end
+local epoch = redis.call('INCR', KEYS[2])
+local value = ARGV[2] .. ' ' .. epoch
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+return value
+"""
+# Fencing: a write under an epoch older than the room's latest claim is refused.
+_SAVE_ROOM = """
+local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
+if latest > tonumber(ARGV[1]) then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) return 1 end
+redis.call('HSET', KEYS[1], 'e', ARGV[1], 's', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -113,6 +140,8 @@ class RedisState:
         self._claim = self._redis.register_script(_CLAIM)
         self._renew = self._redis.register_script(_RENEW)
         self._release = self._redis.register_script(_RELEASE)
+        self._take_over = self._redis.register_script(_TAKE_OVER)
+        self._save_room = self._redis.register_script(_SAVE_ROOM)
         self._append_chat = self._redis.register_script(_APPEND_CHAT)
         self._live = self._redis.register_script(_LIVE)
 
@@ -190,6 +219,42 @@ class RedisState:
             await self._release(keys=[_room_keys(room)[0]], args=[lease.encode()])
         except RedisError as exc:
             raise StateUnavailable(f"redis: {exc}") from None
+
+    async def take_over(self, room: str, dead: Lease, node_id: str) -> Lease | float:
+        home, epoch = _room_keys(room)
+        try:
+            value = await self._take_over(
+                keys=[home, epoch, PREFIX + "node:" + dead.node_id],
+                args=[dead.encode(), node_id, int(LEASE_SECONDS * 1000)],
+            )
+        except RedisError as exc:
+            raise StateUnavailable(f"redis: {exc}") from None
+        if isinstance(value, int):
+            return value / 1000
+        return Lease.decode(value.decode())
+
+    async def save_room(self, room: str, epoch: int, snapshot: bytes) -> bool:
+        return await self._write_room(room, epoch, snapshot)
+
+    async def delete_room(self, room: str, epoch: int) -> bool:
+        return await self._write_room(room, epoch, b"")
+
+    async def _write_room(self, room: str, epoch: int, snapshot: bytes) -> bool:
+        try:
+            done = await self._save_room(
+                keys=[PREFIX + f"room:{room}:state", _room_keys(room)[1]],
+                args=[epoch, snapshot, ROOM_KEEP_MS],
+            )
+        except RedisError as exc:
+            raise StateUnavailable(f"redis: {exc}") from None
+        return bool(done)
+
+    async def load_room(self, room: str) -> bytes | None:
+        try:
+            value = await self._redis.hget(PREFIX + f"room:{room}:state", "s")  # type: ignore[misc]
+        except RedisError as exc:
+            raise StateUnavailable(f"redis: {exc}") from None
+        return None if value is None else bytes(value)
 
     # -- revocations ---------------------------------------------------------------------------
 

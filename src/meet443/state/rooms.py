@@ -13,15 +13,23 @@ measured in BENCHMARKS.md ("Room snapshots").
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from meet443.exceptions import ConfigError
+from meet443.exceptions import ConfigError, StateUnavailable
 
-__all__ = ["ROOMS_DB_FILE_NAME", "RoomStateStore", "SqliteRoomStore"]
+if TYPE_CHECKING:
+    from meet443.state import SharedState
+
+__all__ = ["ROOMS_DB_FILE_NAME", "RoomStateStore", "SharedRoomStore", "SqliteRoomStore"]
+
+logger = logging.getLogger(__name__)
 
 ROOMS_DB_FILE_NAME = "rooms.sqlite3"
 
@@ -86,3 +94,55 @@ class SqliteRoomStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class SharedRoomStore:
+    """:class:`RoomStateStore` of a cluster: each room's snapshot in the shared state (Redis), where
+    the node that takes the room over after its home died reads it (docs/cluster.md "Failover").
+
+    Every write carries the epoch of the lease this node holds on the room (``epoch_of``, None
+    when it holds none) and is refused by the shared state once a later claim exists: a node that
+    paused past its lease cannot overwrite the new home's snapshot. Calls come from the node's
+    writer thread and run on ``loop``, whose shared-state client is not thread-safe.
+    """
+
+    #: A write that takes longer is given up (logged); the next change writes the room again.
+    WRITE_TIMEOUT = 2.0
+
+    def __init__(
+        self, state: SharedState, loop: asyncio.AbstractEventLoop, epoch_of: Callable[[str], int | None]
+    ) -> None:
+        self._state = state
+        self._loop = loop
+        self._epoch_of = epoch_of
+
+    def save(self, room: str, snapshot: bytes, now: float) -> None:
+        self._write(room, snapshot)
+
+    def delete(self, room: str) -> None:
+        self._write(room, None)
+
+    def _write(self, room: str, snapshot: bytes | None) -> None:
+        epoch = self._epoch_of(room)
+        if epoch is None:
+            return  # not ours (any more): the room's home writes it
+        write = (
+            self._state.delete_room(room, epoch)
+            if snapshot is None
+            else self._state.save_room(room, epoch, snapshot)
+        )
+        try:
+            done = asyncio.run_coroutine_threadsafe(write, self._loop).result(self.WRITE_TIMEOUT)
+        except (StateUnavailable, TimeoutError) as exc:
+            logger.warning("room %s: its snapshot could not be written to the shared state: %s", room, exc)
+            return
+        if not done:
+            logger.warning("room %s: snapshot refused, the room has a newer home (epoch > %d)", room, epoch)
+
+    def load_all(self) -> dict[str, bytes]:
+        """Nothing at start: a node of a cluster restores a room when it takes it over
+        (:meth:`~meet443.state.SharedState.load_room`), not every room of the cluster."""
+        return {}
+
+    def close(self) -> None:
+        return None

@@ -225,14 +225,14 @@ test('the join waits for beforeJoin (the region probe) on an open socket, then c
   probe.stop();
 });
 
-test('1012 (service restart): back within half a second, then about every second for 30 s', () => {
+test('1012 (service restart): back within 300 ms, then about every second for 30 s', () => {
   client.start();
   let ws = FakeWebSocket.all[0];
   ws.open();
   ws.receive(joined());
   ws.drop(1012);
   const delays = [statuses.at(-1)[1].delay];
-  assert.ok(delays[0] >= 250 && delays[0] <= 500, `first try after ${delays[0]} ms`);
+  assert.ok(delays[0] >= 150 && delays[0] <= 300, `first try after ${delays[0]} ms`);
   // The server is not back yet: every try fails; the delays stay short for the resume window.
   for (let i = 0; i < 20; i += 1) {
     mock.timers.tick(1_000);
@@ -247,6 +247,21 @@ test('1012 (service restart): back within half a second, then about every second
   assert.equal(ws.sent[0].resumeToken, 'tok-1');
   ws.receive(joined({ resumed: true }));
   assert.equal(client.restartingSince, null);
+});
+
+test('a joined socket dropped without a close frame (its node died) comes back as fast as after 1012', () => {
+  client.start();
+  let ws = FakeWebSocket.all[0];
+  ws.drop(1006); // never joined: the server is not there at all, back off
+  assert.equal(client.restartingSince, null);
+  mock.timers.tick(1_000);
+  ws = FakeWebSocket.all.at(-1);
+  ws.open();
+  ws.receive(joined());
+  ws.drop(1006);
+  assert.notEqual(client.restartingSince, null);
+  const delay = statuses.at(-1)[1].delay;
+  assert.ok(delay >= 150 && delay <= 300, `first try after ${delay} ms`);
 });
 
 test('after the resume window a restart backs off as any other drop', () => {

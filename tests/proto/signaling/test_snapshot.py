@@ -22,14 +22,20 @@ from .test_room import Client, Harness
 KEY = b"resume-key-do-not-log"
 
 
-def restarted(before: Harness, *, resume_key: bytes = KEY) -> Harness:
+def restarted(
+    before: Harness, *, resume_key: bytes = KEY, server_epoch: int = 2, new_chat_epoch: bool = False
+) -> Harness:
     """A new server (a new epoch) restoring every room ``before`` would have written, later by 2 s."""
-    after = Harness(server_epoch=2, resume_key=resume_key)
+    after = Harness(server_epoch=server_epoch, resume_key=resume_key)
     after.meetings = before.meetings
     after.clock.now = before.clock.now + 2
     saved = [before.server.snapshot(name) for name in dict.fromkeys(before.changed)]
     # Through bytes, as the store holds them.
-    after.server.restore([RoomSnapshot.parse(bytes(s)) for s in saved if s is not None], after.clock.now)
+    after.server.restore(
+        [RoomSnapshot.parse(bytes(s)) for s in saved if s is not None],
+        after.clock.now,
+        new_chat_epoch=new_chat_epoch,
+    )
     return after
 
 
@@ -133,6 +139,30 @@ class TestRestore:
         cy = after.connect()
         assert cy.join("standup", "Cy")["type"] == "knocking"
         assert [m["type"] for m in ada2.take()] == ["knock"]
+
+    def test_a_room_taken_over_chats_on_in_a_higher_epoch(self) -> None:
+        """docs/cluster.md "Failover": the dead home may have sent messages its snapshot lacks, so
+        the new home's messages take ids in a higher epoch, even when its own epochs are lower."""
+        h = Harness(server_epoch=5, resume_key=KEY)
+        ada = h.joined(name="Ada")
+        ada.send("chat", text="one", clientMessageId="a1")
+        epoch = ada.inbox[-1]["epoch"]
+        after = restarted(h, server_epoch=3, new_chat_epoch=True)
+        ada2 = back(after, ada, lastChatSeq=1, lastChatEpoch=epoch)
+        # Another epoch than the cursor's: the recent history, which the client has already.
+        assert [(m["epoch"], m["seq"]) for m in ada2.inbox[0]["chat"]] == [(epoch, 1)]
+        ada2.take()
+        ada2.send("chat", text="two", clientMessageId="a2")
+        assert [(m["epoch"], m["seq"]) for m in ada2.take()] == [(epoch + 1, 2)]
+        # A resend of a stored message is still recognised, with its old id.
+        ada2.send("chat", text="one", clientMessageId="a1")
+        assert [(m["epoch"], m["seq"]) for m in ada2.take()] == [(epoch, 1)]
+        # The next room this server makes is above it too.
+        cy = after.connect()
+        cy.join("other", "Cy")
+        cy.take()
+        cy.send("chat", text="hi", clientMessageId="c1")
+        assert cy.take()[0]["epoch"] > epoch + 1
 
     def test_who_does_not_come_back_within_the_window_is_dropped(self) -> None:
         h = Harness(resume_key=KEY)

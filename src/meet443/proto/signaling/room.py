@@ -699,13 +699,22 @@ class SignalingServer:
             ],
         )
 
-    def restore(self, snapshots: list[RoomSnapshot], now: float) -> None:
+    def restore(self, snapshots: list[RoomSnapshot], now: float, *, new_chat_epoch: bool = False) -> None:
         """Rooms saved by an earlier run of this node (given the same resume key), every participant
         awaiting resume from ``now``: for the resume window they keep their ids, tokens and place,
-        and the chat goes on in the same epoch. Call before any connection."""
+        and the chat goes on in the same epoch. Call before any connection to those rooms.
+
+        ``new_chat_epoch``: the rooms come from a node that died (docs/cluster.md "Failover"), whose
+        last messages may be missing from its snapshot: the chat goes on in an epoch above the
+        snapshot's and this node's earlier ones (``seq`` goes on counting), so no new message takes
+        the id of one the clients saw from the dead node."""
         for snap in snapshots:
             if snap.name in self._rooms or not snap.participants:
                 continue
+            chat_epoch = snap.chat_epoch
+            if new_chat_epoch:
+                chat_epoch = max(self._next_chat_epoch, snap.chat_epoch + 1)
+                self._next_chat_epoch = chat_epoch + 1
             mode = RoomMode.GROUP if snap.mode == "group" else RoomMode.NORMAL
             history: deque[ChatMessage] = deque(snap.history, maxlen=self.limits.chat_history)
             room = _Room(
@@ -715,7 +724,7 @@ class SignalingServer:
                 snap.end_ms,
                 history,
                 locked=snap.locked,
-                chat_epoch=snap.chat_epoch,
+                chat_epoch=chat_epoch,
                 chat_seq=snap.chat_seq,
             )
             for ps in snap.participants:

@@ -235,6 +235,14 @@ export class PeerLink {
 }
 
 /** All links of this participant, keyed by peer id. */
+/** The TURN URIs of an RTCConfiguration, as one comparable string. */
+export function turnUrls(config) {
+  return (config.iceServers || [])
+    .flatMap((s) => (Array.isArray(s.urls) ? s.urls : [s.urls]))
+    .sort()
+    .join(' ');
+}
+
 export class Mesh {
   constructor({ signaling, localStream, onTrack, onState, onRemove }) {
     this.signaling = signaling;
@@ -248,8 +256,15 @@ export class Mesh {
   }
 
   setConfig(config) {
+    // Other TURN URIs than before (a credential refresh keeps them): our room moved to another
+    // node because its home died (docs/cluster.md "Failover"), and relayed paths through the old
+    // node's TURN are gone. Restart ICE now rather than wait for consent checks to fail.
+    const moved = this.links.size > 0 && turnUrls(config) !== turnUrls(this.config);
     this.config = config;
-    for (const link of this.links.values()) link.setConfiguration(config);
+    for (const link of this.links.values()) {
+      link.setConfiguration(config);
+      if (moved) link.restartIce();
+    }
   }
 
   add(peerId, { polite }) {

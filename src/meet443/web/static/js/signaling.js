@@ -21,8 +21,13 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 8_000;
 /** RFC 6455 §7.4: the server is restarting (docs/signaling.md "Node restarts"). */
 export const CLOSE_SERVICE_RESTART = 1012;
-/** After a 1012: the first try within this long (jittered, so a room does not come back at once)... */
-const RESTART_FIRST_MS = 500;
+/** RFC 6455 §7.4.1: the socket ended without a close frame (the server, or the path, died). */
+export const CLOSE_ABNORMAL = 1006;
+/**
+ * After a 1012 (or a 1006 in the room): the first try within this long, jittered so a room does not
+ * come back at once; short, since failing over to another node must take under 5 s in all...
+ */
+const RESTART_FIRST_MS = 300;
 /** ...then one about every second, for as long as the server keeps our place. */
 const RESTART_RETRY_MS = 1_000;
 export const RESUME_WINDOW_MS = 30_000;
@@ -136,6 +141,7 @@ export class SignalingClient {
     };
     ws.onclose = (event) => {
       if (this.ws !== ws) return;
+      const wasJoined = this.joined;
       this.dropSocket();
       if (this.stopped) return;
       if (event.code === 1008 || event.code === 1002) {
@@ -144,7 +150,12 @@ export class SignalingClient {
         this.handlers.status('closed', { code: event.code });
         return;
       }
-      if (event.code === CLOSE_SERVICE_RESTART) this.restartingSince = Date.now();
+      // A socket that was in the room and dropped without a close frame (1006): its node may have
+      // died, and the room is being taken over by another (docs/cluster.md "Failover"); come back
+      // as fast as after a restart, to resume within the window.
+      if (event.code === CLOSE_SERVICE_RESTART || (event.code === CLOSE_ABNORMAL && wasJoined)) {
+        this.restartingSince = Date.now();
+      }
       this.scheduleReconnect();
     };
     ws.onerror = () => {
