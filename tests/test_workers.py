@@ -288,7 +288,7 @@ class TestClusterTurn:
         assert turn.policy.relay_allowed("10.200.120.2", 3479)
         assert turn.policy.relay_allowed("10.200.120.2", 51050)
         assert not turn.policy.relay_allowed("10.200.120.2", 22)
-        assert turn.alternates == ()
+        assert not turn.alternates
         apply_cluster_turn(turn, ipc.ClusterTurn([], [("10.200.120.3", 443)]))
         assert not turn.policy.relay_allowed("10.200.120.2", 3479)
         assert turn.alternates == (("10.200.120.3", 443),)
