@@ -45,6 +45,10 @@ MESSAGES: list[ipc.IpcMessage] = [
     ipc.SfuCall("room", "p1", Pause("1", True)),
     ipc.SfuLeave("room", "p1"),
     ipc.Revoke("p1", 1_800_000_000.5),
+    ipc.ClusterTurn([], []),
+    ipc.ClusterTurn(
+        [(["10.200.120.2", "2001:db8::2"], [443, 3478, 3479], (51000, 51100))], [("10.200.120.2", 443)]
+    ),
     ipc.TurnConnection("tls", ("2001:db8::1", 50000), 0.25),
     ipc.SfuSignal("room", "p1", Speaker("p2")),
     ipc.RoomSignal("room", Speaker("p2")),

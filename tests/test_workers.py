@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from meet443 import ipc
 from meet443.node import Forward, NodeCore, Output, ToWorker
 from meet443.proto.addresses import ServerPort, ToClientFrom
 from meet443.proto.signaling.admission import RoomAdmission, RoomMode
@@ -26,12 +27,15 @@ from meet443.proto.stun.message import Message, Method, StunClass
 from meet443.sfu.conference import Conference, RoomSignal, Signal
 from meet443.workers import (
     MAX_ROUTES,
+    ClusterTurnState,
     MainPortRoutes,
     ReplicatedLedger,
     WorkerPlacement,
+    apply_cluster_turn,
     split_range,
     ufrag_tag,
 )
+from tests.proto.turn.harness import FakeClock, make_server
 from tests.sfu.test_conference import SFU, SFU_CERT, Browser, seeded, sfu_ice
 
 NOW = 1_800_000_000.0
@@ -255,3 +259,41 @@ class TestControlAndWorkers:
         for conn in (1, 2):
             assert cluster.inbox[conn][-1] == {"type": "sfu-restart"}
         assert all(m["type"] != "sfu-restart" for m in cluster.inbox[3])
+
+
+class TestClusterTurn:
+    """docs/cluster.md with ``--workers N``: the control process forwards what the cluster link
+    sets on TURN to every worker, and the other nodes' revocations."""
+
+    NODE = (("10.200.120.2",), (443, 3478, 3479), (51000, 51100))
+
+    def test_sent_only_on_change_and_alternates_kept_until_replaced(self) -> None:
+        state = ClusterTurnState()
+        assert state.current == ipc.ClusterTurn([], [])  # what a worker spawned first is sent
+        sent = state.update([self.NODE], None)
+        assert sent == ipc.ClusterTurn([(["10.200.120.2"], [443, 3478, 3479], (51000, 51100))], [])
+        assert state.update([self.NODE], None) is None  # every heartbeat, no change: no message
+        draining = state.update([self.NODE], [("10.200.120.2", 443)])
+        assert draining is not None and draining.alternates == [("10.200.120.2", 443)]
+        gone = state.update([], None)  # the other node left; the alternates stay as they were
+        assert gone == ipc.ClusterTurn([], [("10.200.120.2", 443)])
+        assert state.current == gone  # what a respawned worker is sent at its hello
+
+    def test_a_worker_applies_it_to_its_turn_core(self) -> None:
+        turn, _ = make_server(FakeClock())
+        message = ipc.decode(ipc.encode(ipc.ClusterTurn([(["10.200.120.2"], [3479], (51000, 51100))], [])))
+        assert isinstance(message, ipc.ClusterTurn)
+        assert not turn.policy.relay_allowed("10.200.120.2", 3479)
+        apply_cluster_turn(turn, message)
+        assert turn.policy.relay_allowed("10.200.120.2", 3479)
+        assert turn.policy.relay_allowed("10.200.120.2", 51050)
+        assert not turn.policy.relay_allowed("10.200.120.2", 22)
+        assert not turn.alternates
+        apply_cluster_turn(turn, ipc.ClusterTurn([], [("10.200.120.3", 443)]))
+        assert not turn.policy.relay_allowed("10.200.120.2", 3479)
+        assert turn.alternates == (("10.200.120.3", 443),)
+
+    def test_another_nodes_revocation_goes_to_every_worker(self) -> None:
+        cluster = Cluster()
+        outputs = cluster.control.revoke_turn("p9", NOW + 60, NOW)
+        assert outputs == [ToWorker(None, RevokeTurn("p9", NOW + 60))]

@@ -20,7 +20,7 @@ import uvloop
 from aiohttp import web
 
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
-from meet443.aio.cluster import Cluster, NodeAddresses
+from meet443.aio.cluster import Cluster, NodeAddresses, SetTurn
 from meet443.aio.control import MediaWorkers
 from meet443.aio.http import (
     HttpService,
@@ -345,10 +345,17 @@ def shared_state(config: ServeConfig) -> SharedState:
     return MemoryState()
 
 
-def build_cluster(config: ServeConfig, service: NodeService, other_port: int, state: SharedState) -> Cluster:
-    """The node's link to the others (docs/cluster.md) through ``state``."""
+def build_cluster(
+    config: ServeConfig,
+    service: NodeService,
+    sfu_ports: list[int],
+    state: SharedState,
+    set_turn: SetTurn | None = None,
+) -> Cluster:
+    """The node's link to the others (docs/cluster.md) through ``state``. ``sfu_ports``: every SFU
+    port (one per media worker); ``set_turn``: where the registry's TURN settings go with workers."""
     addresses = tuple(_own_public_addresses(config))
-    sfu_ports = tuple(dict.fromkeys((config.port, other_port)))
+    ports = tuple(dict.fromkeys((config.port, *sfu_ports)))
     client_ssl = ssl.create_default_context(
         cafile=str(config.cluster_ca_file) if config.cluster_ca_file is not None else None
     )
@@ -358,11 +365,12 @@ def build_cluster(config: ServeConfig, service: NodeService, other_port: int, st
         node_url=config.node_url or config.public_url,
         public_url=config.public_url,
         region=config.region,
-        where=NodeAddresses(addresses, config.port, sfu_ports, config.relay_ports, config.max_participants),
+        where=NodeAddresses(addresses, config.port, ports, config.relay_ports, config.max_participants),
         turn_secret=config.turn_secret,
         client_ssl=client_ssl,
         max_msg_size=MAX_MSG_SIZE,
         shared=config.cluster,
+        set_turn=set_turn,
     )
 
 
@@ -428,7 +436,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         rooms = SqliteRoomStore.open(config.data_dir)
     regions = cluster_regions(config, registry) if config.cluster else static_regions(config)
     workers: MediaWorkers | None = None
-    if config.workers > 1 and not config.cluster:
+    if config.workers > 1:
         cap = config.max_pending_connections
         share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
         workers = MediaWorkers(config, cap, share)
@@ -436,15 +444,12 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
         sfu_ports = workers.sfu_ports
         await workers.start(service)
     else:
-        if config.workers > 1:
-            # The cluster link configures the TURN core in-process (docs/cluster.md): one process.
-            logger.warning("cluster mode runs one process: --workers %d is ignored", config.workers)
         service = await build_service(config, store, rooms, regions)
         sfu_ports = [await _listen_single(config, service)]
     node = service.node
     other_port = sfu_ports[0]
 
-    cluster = build_cluster(config, service, other_port, state)
+    cluster = build_cluster(config, service, sfu_ports, state, None if workers is None else workers.set_turn)
     registry.append(cluster)
     network = NetworkEndpoints(
         description=NetworkDescription.from_config(config, (sfu_ports[0], sfu_ports[-1])),

@@ -32,6 +32,7 @@ from meet443.proto.signaling.messages import ServerMessage, SfuRequest
 
 __all__ = [
     "VERSION",
+    "ClusterTurn",
     "ForwardedDatagram",
     "Hello",
     "IpcMessage",
@@ -132,6 +133,16 @@ class Revoke(_Message, tag="revoke", frozen=True):
     until: float
 
 
+class ClusterTurn(_Message, tag="cluster-turn", frozen=True):
+    """control → every worker: what the cluster link sets on TURN (docs/cluster.md "TURN across
+    nodes"): the other live nodes as ``(addresses, sfu_ports, relay_ports)`` for the peer policy,
+    and the addresses a new allocation is sent to (Try Alternate) while this node drains. Sent when
+    it changes and to every (re)spawned worker; it replaces the previous one."""
+
+    nodes: list[tuple[list[str], list[int], tuple[int, int]]]
+    alternates: list[tuple[str, int]]
+
+
 class TurnConnection(_Message, tag="turn-connection", frozen=True):
     """control → worker: a TURN client's TCP or TLS connection, as the descriptor riding along.
 
@@ -205,6 +216,7 @@ IpcMessage = (
     | SfuCall
     | SfuLeave
     | Revoke
+    | ClusterTurn
     | TurnConnection
     | SfuSignal
     | RoomSignal

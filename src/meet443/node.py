@@ -261,12 +261,16 @@ class NodeCore:
         """Media worker: a :class:`ToWorker` request of the control process."""
         return self._signaling_outputs([message], now, input_=False)
 
-    def revoke_turn(self, participant: str, until: float, now: float) -> None:
+    def revoke_turn(self, participant: str, until: float, now: float) -> list[Output]:
         """A participant of a room on another node left for good (docs/cluster.md "TURN across
-        nodes"): its allocations here go and its credentials are refused until ``until``."""
+        nodes"): its allocations here go and its credentials are refused until ``until``; a
+        control process tells every worker."""
+        if self.placement is not None:
+            return [ToWorker(None, RevokeTurn(participant, until))]
         if self.turn is not None:
             self.turn.revoke(participant, until)
             self._touch_turn(now)
+        return []
 
     def restore(self, snapshots: list[RoomSnapshot], now: float, *, new_chat_epoch: bool = False) -> None:
         """Rooms saved by an earlier run (docs/signaling.md "Node restarts"), before any connection;

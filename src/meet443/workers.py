@@ -15,6 +15,8 @@ decisions that shape needs, each testable without a process:
   that the DTLS and SRTP that follow from it go the same way.
 * :class:`ReplicatedLedger` (worker): the TURN quotas of :mod:`meet443.proto.turn.quota` counted
   across workers: its own counts plus the last count each other worker published.
+* :class:`ClusterTurnState` (control): what the cluster link sets on TURN (docs/cluster.md), kept
+  for the workers: sent to them when it changes, and to a (re)spawned worker at its hello.
 
 Pure: ``now`` and messages in, decisions out.
 """
@@ -22,15 +24,25 @@ Pure: ``now`` and messages in, decisions out.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from meet443 import ipc
 from meet443.proto.addresses import Address
 from meet443.proto.ice.lite import ICE_ALPHABET, UFRAG_LENGTH
 from meet443.proto.stun.attributes import Username
 from meet443.proto.stun.message import Message, Method, StunClass
 from meet443.proto.turn.quota import MemoryLedger
+from meet443.proto.turn.server import TurnServer
 
-__all__ = ["MAX_WORKERS", "MainPortRoutes", "ReplicatedLedger", "WorkerPlacement", "ufrag_tag"]
+__all__ = [
+    "MAX_WORKERS",
+    "ClusterTurnState",
+    "MainPortRoutes",
+    "ReplicatedLedger",
+    "WorkerPlacement",
+    "apply_cluster_turn",
+    "ufrag_tag",
+]
 
 #: One ICE character tags a worker's ufrags (RFC 8839 §5.4 has 64 of them).
 MAX_WORKERS = len(ICE_ALPHABET)
@@ -182,6 +194,38 @@ class ReplicatedLedger(MemoryLedger):
         """Worker ``worker`` died: its allocations died with it."""
         for key in [k for k, counts in self._others.items() if worker in counts]:
             self.others_hold(worker, key, 0)
+
+
+class ClusterTurnState:
+    """Control: the cluster's TURN settings (:class:`~meet443.ipc.ClusterTurn`) for the workers.
+
+    The cluster link sets them at every heartbeat; :meth:`update` answers the message to send to
+    every worker only when they changed, and :attr:`current` is what a (re)spawned worker is sent.
+    """
+
+    def __init__(self) -> None:
+        self.current = ipc.ClusterTurn([], [])
+
+    def update(
+        self,
+        nodes: Iterable[tuple[Iterable[str], Iterable[int], tuple[int, int]]],
+        alternates: Iterable[tuple[str, int]] | None,
+    ) -> ipc.ClusterTurn | None:
+        """``nodes`` replaces the other live nodes; ``alternates`` None keeps the current ones."""
+        message = ipc.ClusterTurn(
+            [(list(addresses), list(ports), relay) for addresses, ports, relay in nodes],
+            self.current.alternates if alternates is None else list(alternates),
+        )
+        if message == self.current:
+            return None
+        self.current = message
+        return message
+
+
+def apply_cluster_turn(turn: TurnServer, message: ipc.ClusterTurn) -> None:
+    """Worker: what the control process's cluster link set, on this worker's TURN core."""
+    turn.policy.set_cluster_nodes(message.nodes)
+    turn.alternates = tuple((ip, port) for ip, port in message.alternates)
 
 
 def share_of(total: int, count: int) -> int:

@@ -107,8 +107,9 @@ class Cluster:
 
 
 def start_node(
-    tmp: Path, host: str, port: int, redis: RedisServer, cert: Path, key: Path, *extra: str
+    tmp: Path, host: str, port: int, redis: RedisServer, cert: Path, key: Path, *extra: str, workers: int = 1
 ) -> Node:
+    """A node of ``workers`` media worker processes (one is CI's cheap default, issue #15)."""
     data = tmp / host
     data.mkdir(exist_ok=True)
     log = data / "server.log"
@@ -122,7 +123,8 @@ def start_node(
                 "--resume-key-file", str(tmp / "resume-key"),
                 "--cert", str(cert), "--key", str(key), "--cluster-ca-file", str(cert),
                 "--relay-ports", "41000-41999", "--data-dir", str(data), "--log-level", "debug",
-                "--default-room-mode", "normal", "--joins-per-minute", "1000", *extra,
+                "--default-room-mode", "normal", "--joins-per-minute", "1000", "--workers", str(workers),
+                *extra,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -169,7 +171,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) 
         nodes = [
             start_node(tmp, NODES[0], port, redis, cert, key, "--database", database),
             start_node(tmp, NODES[1], port, redis, cert, key, "--database", database),
-            start_node(tmp, NODES[2], port, redis, cert, key, "--database", database, "--drain-timeout", "3"),
+            # The one node with two media workers (docs/cluster.md): TURN across nodes, revocations
+            # and Try Alternate while draining are tested against it.
+            start_node(
+                tmp,
+                NODES[2],
+                port,
+                redis,
+                cert,
+                key,
+                "--database",
+                database,
+                "--drain-timeout",
+                "3",
+                workers=2,
+            ),
         ]
         try:
             for node in nodes:
@@ -326,7 +342,7 @@ class TestAnyNodeServesAnyMeeting:
 
 class TestTurnAcrossNodes:
     def test_a_kick_revokes_credentials_on_every_node_within_a_second(self, cluster: Cluster) -> None:
-        a, b, _ = cluster.nodes
+        a, b, c = cluster.nodes
 
         async def scenario() -> None:
             async with session(cluster) as http:
@@ -336,8 +352,9 @@ class TestTurnAcrossNodes:
                 joined = await guest.join("kickroom", "Guest")
                 assert joined["type"] == "joined", joined
                 username, password = turn_credentials(joined)
-                # The guest's TURN allocation on node B, a node its room is not on.
-                turn = SocketTurnClient((b.host, b.port), username, password)
+                # The guest's TURN allocation on node C (two workers): the revocation must reach
+                # the worker that holds it, whether the room is on C or not.
+                turn = SocketTurnClient((c.host, c.port), username, password)
                 try:
                     await asyncio.to_thread(turn.allocate)
                     await host.expect("participant-joined")
@@ -359,9 +376,10 @@ class TestTurnAcrossNodes:
         run(scenario())
 
     def test_relay_on_one_node_reaches_other_nodes_media_ports_only(self, cluster: Cluster) -> None:
-        a, b, _ = cluster.nodes
+        _, b, c = cluster.nodes
         username, password = rest_credentials(SECRET, "tester", 600, time.time())
-        turn = SocketTurnClient((a.host, a.port), username, password)
+        # On node C, whose media workers learn the registry from its control process.
+        turn = SocketTurnClient((c.host, c.port), username, password)
         # Stand-ins for node B's media sockets: one in its relay range, one outside every range.
         in_range, outside = (
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM),

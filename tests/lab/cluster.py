@@ -203,6 +203,8 @@ class ClusterNode:
             # The tests' clients come from few addresses; the default 10 joins a minute each
             # would refuse the later trials of a module.
             "--joins-per-minute", "600",
+            # One media worker: the lab's nodes share CI's two cores (issue #15).
+            "--workers", "1",
             *cluster, *self.extra,
         ]  # fmt: skip
 

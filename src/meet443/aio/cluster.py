@@ -50,6 +50,7 @@ from meet443.aio.relay import (
 )
 from meet443.exceptions import ParseError, StateUnavailable
 from meet443.network import NetworkDescription
+from meet443.proto.addresses import Address
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.messages import encode
 from meet443.proto.signaling.room import ChatPosted, Close, RevokeTurn
@@ -65,7 +66,12 @@ from meet443.state import (
     node_id_of,
 )
 
-__all__ = ["Cluster", "NodeAddresses"]
+__all__ = ["Cluster", "ClusterNodeTurn", "NodeAddresses", "SetTurn"]
+
+#: Another live node as TURN's peer policy sees it: (addresses, SFU ports, relay ports).
+ClusterNodeTurn = tuple[tuple[str, ...], tuple[int, ...], tuple[int, int]]
+#: Takes the other live nodes and, while draining, the Try Alternate addresses (None: unchanged).
+SetTurn = Callable[[list[ClusterNodeTurn], "list[Address] | None"], None]
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +143,12 @@ class Cluster:
         max_msg_size: int,
         shared: bool = True,
         clock: Callable[[], float] = time.time,
+        set_turn: SetTurn | None = None,
     ) -> None:
+        """``set_turn``: where the TURN settings from the registry go (the media workers', with
+        ``--workers N``); by default onto this process's TURN core."""
         self.state = state
+        self.set_turn: SetTurn = set_turn or self._set_own_turn
         #: Other nodes share the state: revocations and chat are worth publishing. A single node
         #: (in-memory state) has applied its revocations already and keeps its chat in the room.
         self.shared = shared
@@ -260,13 +270,20 @@ class Cluster:
             self.drained.set()
 
     def _apply_registry(self) -> None:
+        others = [n for n in self.live.values() if n.node_id != self.node_id]
+        nodes = [(n.addresses, n.sfu_ports, n.relay_ports) for n in others]
+        alternates = (
+            [(a, n.port) for n in others if n.accepts_rooms for a in n.addresses] if self.draining else None
+        )
+        self.set_turn(nodes, alternates)
+
+    def _set_own_turn(self, nodes: list[ClusterNodeTurn], alternates: list[Address] | None) -> None:
         turn = self.service.node.turn
         if turn is None:
             return
-        others = [n for n in self.live.values() if n.node_id != self.node_id]
-        turn.policy.set_cluster_nodes((n.addresses, n.sfu_ports, n.relay_ports) for n in others)
-        if self.draining:
-            turn.alternates = tuple((a, n.port) for n in others if n.accepts_rooms for a in n.addresses)
+        turn.policy.set_cluster_nodes(nodes)
+        if alternates is not None:
+            turn.alternates = tuple(alternates)
 
     def _idle(self) -> bool:
         return self.service.node.signaling.participant_count == 0 and self.relays == 0

@@ -27,7 +27,7 @@ import socket
 import sys
 import time
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -43,7 +43,7 @@ from meet443.node import Output, ToWorker
 from meet443.proto.addresses import Transport, address_key
 from meet443.proto.signaling.room import LeftSfu, RevokeTurn, ToSfu
 from meet443.sfu.conference import RoomSignal, Signal
-from meet443.workers import share_of, split_range
+from meet443.workers import ClusterTurnState, share_of, split_range
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class MediaWorkers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queries: dict[int, asyncio.Future[str]] = {}
         self._query_ids = itertools.count(1)
+        self.cluster_turn = ClusterTurnState()
 
     def settings(self, index: int) -> ipc.WorkerSettings:
         config = self.config
@@ -170,6 +171,7 @@ class MediaWorkers:
         worker.channel.send(
             ipc.Hello(ipc.VERSION, self.settings(worker.index)), fds + [s.fileno() for s in self._senders]
         )
+        worker.channel.send(self.cluster_turn.current)
         # What the others hold, so that its ledger and its relay guard start complete.
         for other in self.workers:
             if other is not worker:
@@ -271,6 +273,18 @@ class MediaWorkers:
         for worker in targets:
             if worker.channel is not None:
                 worker.channel.send(message)
+
+    def set_turn(
+        self,
+        nodes: Iterable[tuple[Iterable[str], Iterable[int], tuple[int, int]]],
+        alternates: Iterable[tuple[str, int]] | None,
+    ) -> None:
+        """The cluster link's TURN settings (docs/cluster.md), to every worker when they change."""
+        message = self.cluster_turn.update(nodes, alternates)
+        if message is not None:
+            for worker in self.workers:
+                if worker.channel is not None:
+                    worker.channel.send(message)
 
     def _receive(self, worker: _Worker, message: ipc.IpcMessage, fds: list[int]) -> None:
         for fd in fds:  # workers send no descriptors

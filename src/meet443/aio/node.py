@@ -172,8 +172,7 @@ class NodeService:
 
     def revoke_turn(self, participant: str, until: float) -> None:
         """Another node revoked a participant's TURN credentials (docs/cluster.md)."""
-        self.node.revoke_turn(participant, until, self._clock())
-        self.dispatch([])
+        self.dispatch(self.node.revoke_turn(participant, until, self._clock()))
 
     def end_meeting(self, room: str) -> None:
         """The meeting of ``room`` was deleted through the API: send everyone in it away."""

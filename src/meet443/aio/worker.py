@@ -39,7 +39,7 @@ from meet443.proto.shares import Grant, LocalSharedCap, RefusalTally
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
 from meet443.proto.signaling.room import LeftSfu, RevokeTurn, ToSfu
 from meet443.sfu.conference import Conference, RoomSignal, Signal
-from meet443.workers import MainPortRoutes, ReplicatedLedger, ufrag_tag
+from meet443.workers import MainPortRoutes, ReplicatedLedger, apply_cluster_turn, ufrag_tag
 
 logger = logging.getLogger("meet443.worker")
 
@@ -167,6 +167,8 @@ class MediaWorker:
             self.service.dispatch(node.from_control(LeftSfu(message.room, message.participant), now))
         elif isinstance(message, ipc.Revoke):
             self.service.dispatch(node.from_control(RevokeTurn(message.participant, message.until), now))
+        elif isinstance(message, ipc.ClusterTurn):
+            apply_cluster_turn(turn, message)
         elif isinstance(message, ipc.TurnConnection) and len(fds) == 1:
             self._adopt(message, socket.socket(fileno=fds[0]))
             return
