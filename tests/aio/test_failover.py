@@ -45,7 +45,7 @@ from tests.redis_server import running_redis
 TAKEOVER_BUDGET_S = 4.0
 #: Longer than a registry entry lives, shorter than a lease: the takeover goes through the
 #: registry, and the stopped node's lease would still look valid by its own clock.
-PAUSE_S = 5.0
+PAUSE_S = 8.0
 
 
 @pytest.fixture(scope="module")
