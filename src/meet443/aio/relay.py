@@ -50,11 +50,8 @@ CLOSE_TRY_AGAIN_LATER = 1013
 #: resumes on the room's next home (docs/cluster.md "Failover").
 CLOSE_SERVICE_RESTART = 1012
 #: Opening the home's socket (TCP, TLS, the upgrade) takes a few round trips between nodes; a home
-#: that takes longer is stopped or overloaded, and the join goes on to take the room over. Not
-#: less: on a loaded 2-core CI machine, three joins racing for one new room saw the upgrade take
-#: 2-3 s (one in five trials failed with 2 s). A kill is noticed at once (connection refused), so
-#: this bounds only how long a stopped home delays its takeover.
-CONNECT_TIMEOUT = 3.5
+#: that takes longer is stopped or overloaded, and the join goes on to take the room over.
+CONNECT_TIMEOUT = 2.0
 #: The edge pings the home this often and gives the relay up after half of it without a pong: a
 #: stopped home (SIGSTOP, a frozen VM) keeps its TCP connections open and says nothing.
 UPSTREAM_HEARTBEAT = 4.0
