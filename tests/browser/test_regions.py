@@ -118,14 +118,20 @@ def people(
 
 
 def join(
-    world: World, people: list[Participant], log: list[str], client: str, name: str, room: str
+    world: World,
+    people: list[Participant],
+    log: list[str],
+    client: str,
+    name: str,
+    room: str,
+    node: str = "r1",
 ) -> Participant:
     p = Participant(world.browsers.browser(world.lab.sites[client].ns), name, log)
     people.append(p)
     hosts: set[str] = set()
     p.page.on("request", lambda request: hosts.add(urllib.parse.urlsplit(request.url).hostname or ""))
     p.contacted = hosts  # type: ignore[attr-defined]
-    p.open(world.nodes["r1"].room_url(room, displayName=name, autojoin=1))
+    p.open(world.nodes[node].room_url(room, displayName=name, autojoin=1))
     return p
 
 
@@ -195,6 +201,57 @@ def test_each_participant_relays_through_its_closest_region(
 
 
 TRANSPORTS = (("turn", "udp"), ("turn", "tcp"), ("turns", "tcp"))
+
+
+def firewall_rules(world: World, region: str) -> str:
+    """``meet443 firewall-rules`` (nftables, a client's output hook) from ``region``'s node's own
+    configuration: a single node's rules give that node's addresses, not its peers' (docs/cluster.md)."""
+    node = world.nodes[region]
+    argv = node.argv()[node.argv().index("serve") + 1 :]
+    rules = [sys.executable, "-m", "meet443", "firewall-rules", "--format", "nftables", "--hook", "output"]
+    return node.ns.run([*rules, *argv]).stdout
+
+
+def test_a_region_the_firewall_blocks_is_skipped_for_the_next_closest(
+    world: World, people: list[Participant], console_log: list[str]
+) -> None:
+    """Issue #16 item 4: c1's outbound firewall is the generated rules of every region's node but r1's
+    (c1's closest): Ada cannot reach r1 at all, so she opens the meeting on r2's node, the page gives
+    up on r1's silent ``/v1/rtt`` without holding up the join, and Ada relays through r2's TURN."""
+    generated = {region: firewall_rules(world, region) for region in REGIONS}
+    accepts = {
+        r: [line for line in text.splitlines() if "ct state new accept" in line]
+        for r, text in generated.items()
+    }
+    assert all(f"ip daddr {world.address(r)} tcp dport {PORT}" in "\n".join(accepts[r]) for r in REGIONS), (
+        accepts
+    )
+    # r2's table with r3's accept rules added, and none of r1's.
+    table = generated["r2"].splitlines()
+    close = table.index("  }")
+    ruleset = "\n".join([*table[:close], *accepts["r3"], *table[close:]]) + "\n"
+    assert world.address("r1") not in ruleset
+    c1 = world.lab.sites["c1"].ns
+    c1.load_nft(ruleset)
+    try:
+        ada = join(world, people, console_log, "c1", "Ada", "fallback", node="r2")
+        bob = join(world, people, console_log, "c2", "Bob", "fallback", node="r2")
+        ada_state, _ = wait_until(
+            lambda: media_flowing([ada, bob]),
+            MEDIA_TIMEOUT_S,
+            what=lambda: "video both ways: " + json.dumps([p.state() for p in (ada, bob)])[:4000],
+        )
+    finally:
+        c1.run(["nft", "delete", "table", "inet", "meet443_out"], check=False)
+
+    regions = ada_state["regions"]
+    print(f"c1 behind the firewall: sent {regions['sent']}, waited {regions['waitedMs']} ms")
+    assert "r1" not in regions["sent"] and min(regions["sent"], key=regions["sent"].get) == "r2", regions
+    assert regions["waitedMs"] <= 300 + 50  # the silent region did not hold the join up
+    assert regions["iceUrls"][:3] == [
+        f"{scheme}:{name_of('r2')}:{PORT}?transport={t}" for scheme, t in TRANSPORTS
+    ]
+    assert selected_local(ada_state) == ("relay", world.address("r2"))
 
 
 def test_join_time_with_distance(world: World, people: list[Participant], console_log: list[str]) -> None:
