@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import resource
@@ -146,7 +148,15 @@ def build_turn_server(
         relays,
         os.urandom,
         ledger,
+        nonce_key=turn_nonce_key(config.turn_secret),
     )
+
+
+def turn_nonce_key(turn_secret: str) -> bytes:
+    """The key TURN nonces are signed with, derived from the TURN secret: every media worker of
+    a node (``--workers``) and every node of a cluster accepts a nonce another issued, since the
+    next request from one client address may arrive on another socket, hence another worker."""
+    return hmac.new(turn_secret.encode(), b"meet443 TURN nonce key", hashlib.sha256).digest()
 
 
 def build_signaling_server(

@@ -17,8 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from meet443.proto.stun.attributes import ErrorCode, RequestedTransport
-from meet443.proto.stun.message import Method, StunClass
+from meet443.proto.stun.attributes import (
+    ErrorCode,
+    Nonce,
+    Realm,
+    RequestedTransport,
+    Username,
+    XorRelayedAddress,
+)
+from meet443.proto.stun.keys import long_term_key
+from meet443.proto.stun.message import Message, Method, StunClass
 from meet443.proto.turn.credentials import rest_credentials
 
 from .test_serve import SECRET, EchoPeer, Server, free_port, start_server, stop_server
@@ -100,6 +108,38 @@ def test_every_worker_relays_and_the_metrics_sum_them(
         assert sample(text, "meet443_workers") == 2
     finally:
         for turn in clients:
+            turn.close()
+
+
+def test_a_nonce_from_one_worker_is_good_on_the_other(workers: Server) -> None:
+    """RFC 8489 §9.2.4: a nonce is bound to the client's IP address, not its port, and the next
+    socket a client opens may land on the other worker: it must not be told 438 Stale Nonce."""
+    challenged = client(workers, "nonce")
+    others = [client(workers, f"nonce{n}") for n in range(8)]
+    try:
+        challenged.allocate()
+        slices = re.search(r"relay ports (\d+)-(\d+), (\d+)-(\d+)", workers.log.read_text())
+        assert slices is not None
+        first_worker_end = int(slices.group(2))
+        seen_workers = set()
+        for turn in others:
+            turn.nonce, turn.realm = challenged.nonce, challenged.realm
+            key = long_term_key(turn.username, turn.realm, turn.password)
+            request = Message(
+                Method.ALLOCATE,
+                StunClass.REQUEST,
+                os.urandom(12),
+                [RequestedTransport(17), Username(turn.username), Realm(turn.realm), Nonce(turn.nonce)],
+            )
+            turn.send(request.encode(key))
+            reply = Message.parse(turn.receive())
+            assert reply.klass == StunClass.SUCCESS, reply.get(ErrorCode)
+            relayed = reply.get(XorRelayedAddress)
+            assert relayed is not None
+            seen_workers.add(relayed.address[1] > first_worker_end)
+        assert seen_workers == {False, True}, "all eight sockets reached one worker"
+    finally:
+        for turn in [challenged, *others]:
             turn.close()
 
 

@@ -166,14 +166,18 @@ class TurnServer:
         relay_ports: RelayPortPool,
         random_bytes: Callable[[int], bytes],
         ledger: QuotaLedger | None = None,
+        nonce_key: bytes | None = None,
     ) -> None:
+        """``nonce_key`` signs nonces (:class:`NonceFactory`); servers that share it accept each
+        other's, as the media workers of one node must: a client's next request may reach
+        another worker. Random when not given."""
         self.settings = settings
         self.ledger: QuotaLedger = ledger if ledger is not None else MemoryLedger()
         self.credentials = credentials
         self.policy = policy
         self.relay_ports = relay_ports
         self._random_bytes = random_bytes
-        self._nonces = NonceFactory(random_bytes(32), settings.nonce_lifetime)
+        self._nonces = NonceFactory(nonce_key or random_bytes(32), settings.nonce_lifetime)
         self._unauthenticated = KeyedRateLimiter(
             settings.unauthenticated_rate, settings.unauthenticated_burst
         )
