@@ -15,7 +15,14 @@ from aiohttp.test_utils import TestServer
 
 from meet443.aio.cluster import Cluster, NodeAddresses
 from meet443.aio.node import NodeService
-from meet443.aio.relay import RELAY_HEADER, RoomElsewhere, cluster_key, relay_header
+from meet443.aio.relay import (
+    RELAY_HEADER,
+    SINK_GONE,
+    RoomElsewhere,
+    cluster_key,
+    copy_frames,
+    relay_header,
+)
 from meet443.app import build_signaling_server
 from meet443.node import NodeCore
 from meet443.proto.signaling.admission import Refusal, RoomAdmission
@@ -96,6 +103,23 @@ class TestPlacement:
             await state.claim("orphan", "gone.example.test")
             assert await cluster.route("orphan", relayed=False) is None
             assert cluster.owned["orphan"].lease.epoch == 2
+
+        run(scenario())
+
+    def test_a_home_newer_than_the_last_heartbeat_is_relayed_to(self) -> None:
+        """A node that started after this one's last heartbeat may already hold a room: it is
+        looked up, not taken for dead (the join was refused after waiting to take it over)."""
+
+        async def scenario() -> None:
+            clock = FakeClock()
+            state = MemoryState(lambda: clock.now)
+            cluster = link(state, clock)
+            await cluster.heartbeat()
+            await state.heartbeat(OTHER)
+            await state.claim("fresh", OTHER.node_id)
+            assert OTHER.node_id not in cluster.live
+            assert await cluster.route("fresh", relayed=False) == OTHER
+            assert "fresh" not in cluster.owned
 
         run(scenario())
 
@@ -213,5 +237,38 @@ class TestRelayedClientAddress:
                     await third.close()
             finally:
                 await server.close()
+
+        run(scenario())
+
+
+class TestRelay:
+    def test_a_client_gone_mid_frame_is_not_a_lost_home(self) -> None:
+        """When a frame from the home cannot be written to a client that left, the copy says the
+        sink went: read as the home breaking off (code None), it made the edge mark a live home
+        unreachable and refuse the next joins of its rooms."""
+
+        async def scenario() -> None:
+            async def home(request: web.Request) -> web.WebSocketResponse:
+                ws = web.WebSocketResponse()
+                await ws.prepare(request)
+                await ws.send_str('{"type": "participant-left"}')
+                await ws.receive()
+                return ws
+
+            app = web.Application()
+            app.router.add_get("/v1/ws", home)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            host, port = runner.addresses[0][:2]
+            try:
+                async with aiohttp.ClientSession() as http:
+                    source = await http.ws_connect(f"http://{host}:{port}/v1/ws")
+                    sink = await http.ws_connect(f"http://{host}:{port}/v1/ws")
+                    await sink.close()
+                    assert await copy_frames(source, sink) == (SINK_GONE, "")
+                    await source.close()
+            finally:
+                await runner.cleanup()
 
         run(scenario())

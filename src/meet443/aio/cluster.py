@@ -333,6 +333,10 @@ class Cluster:
         # no node takes rooms (all full or draining) the signaling core here answers for itself.
         choice = me if relayed else (place_room(me, list(self.live.values()), rtts) or me)
         lease = await self.state.claim(room, choice.node_id)
+        if lease.node_id not in self.live and lease.node_id != self.node_id:
+            # A node that joined after this one's last heartbeat is not dead: look again.
+            self.live = {n.node_id: n for n in await self.state.live_nodes()}
+            self._apply_registry()
         if lease.node_id != self.node_id and not relayed and not self._reachable(lease.node_id):
             lease = await self._take_over(room, lease)
         if lease.node_id == self.node_id:

@@ -135,43 +135,53 @@ async def relay_frames(
         raise HomeUnreachable(f"relay to {url} failed: {exc}") from None
     try:
         await upstream.send_frame(first, WSMsgType.TEXT)
-        up = asyncio.ensure_future(_copy(client, upstream))
-        down = asyncio.ensure_future(_copy(upstream, client))
+        up = asyncio.ensure_future(copy_frames(client, upstream))
+        down = asyncio.ensure_future(copy_frames(upstream, client))
         done, pending = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if down in done:
-            # The home closed: the client gets its code and reason (1000 after kicked, ...).
+        if down in done and up not in done:
             code, reason = down.result()
+            if code == SINK_GONE:
+                return True  # the client went while a frame was on its way to it
             if code is None or code == WSCloseCode.ABNORMAL_CLOSURE:
                 await client.close(code=CLOSE_SERVICE_RESTART, message=b"home lost")
                 return False
+            # The home closed: the client gets its code and reason (1000 after kicked, ...).
             await client.close(code=code, message=reason.encode())
     finally:
         await upstream.close()
     return True
 
 
-async def _copy(
+#: What :func:`_copy` returns when the sink, not the source, went away.
+SINK_GONE = -1
+
+
+async def copy_frames(
     source: web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any],
     sink: web.WebSocketResponse[Any] | aiohttp.ClientWebSocketResponse[Any],
 ) -> tuple[int | None, str]:
-    """Forward data frames until ``source`` closes; its close code and reason."""
-    try:
-        while True:
+    """Forward data frames until ``source`` closes; its close code and reason (code None when
+    it broke off without one), or ``SINK_GONE`` when a frame could not be written to ``sink``:
+    a relay whose client left must not read as a home that died."""
+    while True:
+        try:
             message = await source.receive()
-            if message.type is WSMsgType.TEXT:
-                await sink.send_frame(message.data, WSMsgType.TEXT)
-            elif message.type is WSMsgType.BINARY:
-                await sink.send_frame(message.data, WSMsgType.BINARY)
-            elif message.type is WSMsgType.CLOSE:
-                return int(message.data), str(message.extra or "")
-            elif message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-                return source.close_code, ""
-    except (ConnectionError, RuntimeError) as exc:
-        logger.debug("relay copy ended: %s", exc)
-        return None, ""
+        except (ConnectionError, RuntimeError) as exc:
+            logger.debug("relay source ended: %s", exc)
+            return None, ""
+        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            try:
+                await sink.send_frame(message.data, message.type)
+            except (ConnectionError, RuntimeError) as exc:
+                logger.debug("relay sink ended: %s", exc)
+                return SINK_GONE, ""
+        elif message.type is WSMsgType.CLOSE:
+            return int(message.data), str(message.extra or "")
+        elif message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return source.close_code, ""
 
 
 def join_room(data: bytes) -> str | None:
