@@ -4,7 +4,8 @@
     .venv/bin/python bench/compare_runs.py w1=bench/out/mw-turn-w1-r*.json w2=bench/out/mw-turn-w2-r*.json
 
 Each argument is ``LABEL=GLOB``; the files are the ``--json`` outputs of one bench, one run each.
-For turn_bench it reports CPU-seconds per 100k round trips of meet443 by load, for sfu_bench the
+For turn_bench it reports CPU-seconds per 100k round trips (and context switches per round trip)
+of meet443 by load, and of coturn where the runs measured it; for sfu_bench the
 server's CPU-microseconds per forwarded packet by step: the median over the files, the spread
 (lowest and highest) and the median's change against the first label's.
 """
@@ -24,9 +25,17 @@ def figures(path: str) -> dict[str, float]:
     document = json.load(open(path))  # noqa: SIM115 - read whole, closed by the GC at once
     out: dict[str, float] = {}
     if "summary" in document and "runs" in document and "loads" in document:  # turn_bench
-        for load, by_server in document["summary"].items():
-            if "meet443" in by_server:
-                out[f"TURN {load}: CPU-s per 100k round trips"] = by_server["meet443"]["cpu_s_per_100k_rt"]
+        measured: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        for run in document["runs"]:
+            # coturn, where the run measured it too: the anchor, run beside meet443.
+            name = "" if run["server"] == "meet443" else f" ({run['server']})"
+            measured[(run["load"], name, "CPU-s per 100k round trips")].append(run["cpu_s_per_100k_rt"])
+            if "switches_per_rt" in run:
+                measured[(run["load"], name, "context switches per round trip")].append(
+                    run["switches_per_rt"]
+                )
+        for (load, name, what), values in measured.items():
+            out[f"TURN {load}{name}: {what}"] = statistics.median(values)
     else:  # sfu_bench
         for step in document["steps"]:
             if step.get("pkts_per_cpu_s") and step["server"] == "meet443":

@@ -22,6 +22,10 @@ Loads (identical for both servers):
   udp-paced-1000  UDP, 4 sessions x 200/s x 1000 bytes (800 round trips/s offered: ~ 4 video senders)
   tcp-paced-1000  the same over TCP
   tls-paced-1000  the same over TLS (same port)
+  udp-senders-1000, tls-senders-1000
+                  as udp/tls-paced-1000, but 4 uclient processes of 1 session each: one uclient
+                  paces all its sessions from one timer, so their datagrams arrive together and one
+                  wake-up of an event loop serves several; separate processes send independently
 Per-session rates stay under meet443's default 2 MB/s allocation bandwidth and 4 sessions stay
 under its 10-allocations-per-user quota (uclient makes a probe allocation per session as well).
 The paced rate is that low because uclient's TLS reader assumes one TURN frame per SSL_read (per
@@ -41,6 +45,10 @@ threads; meet443: its process and all descendants), and so is the generator's. O
   loss              = 1 - received / sent (in-flight datagrams at the window edges cancel out)
   CPU-s per 100k rt = server CPU seconds / round trips x 100,000
   core %            = server CPU seconds / wall seconds (100% = its whole core: saturated)
+  switches/rt       = the server's context switches (all threads and processes) per round trip:
+                      an event loop that sleeps between datagrams switches once per wake-up
+With several uclient processes the round trips are the peer's echoes (nftables, read at the same
+instant as the CPU), since each process prints its counters on its own second.
 A round trip is 2 datagrams into the server and 2 out. If the generator's core % nears 100, the
 load was generator-bound: compare CPU per 100k round trips, not round trips/s.
 
@@ -62,6 +70,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -113,12 +122,20 @@ class BenchLoad:
     key: str
     title: str
     load: UclientLoad
+    #: uclient processes, each running ``load``: one process paces all its sessions from one
+    #: timer, so their datagrams reach the server together; separate processes send independently.
+    processes: int = 1
+
+    @property
+    def sessions(self) -> int:
+        per_process: int = self.load.clients
+        return per_process * self.processes
 
     @property
     def offered_rt_per_s(self) -> float | None:
         if self.load.interval_ms == 0:
             return None
-        return float(self.load.clients * 1000 / self.load.interval_ms)
+        return float(self.sessions * 1000 / self.load.interval_ms)
 
 
 LOADS = (
@@ -126,6 +143,18 @@ LOADS = (
     BenchLoad("udp-paced-1000", "UDP paced, 1000 B", UclientLoad("udp", clients=4, size=1000, interval_ms=5)),
     BenchLoad("tcp-paced-1000", "TCP paced, 1000 B", UclientLoad("tcp", clients=4, size=1000, interval_ms=5)),
     BenchLoad("tls-paced-1000", "TLS paced, 1000 B", UclientLoad("tls", clients=4, size=1000, interval_ms=5)),
+    BenchLoad(
+        "udp-senders-1000",
+        "UDP, 4 independent senders, 1000 B",
+        UclientLoad("udp", clients=1, size=1000, interval_ms=5),
+        processes=4,
+    ),
+    BenchLoad(
+        "tls-senders-1000",
+        "TLS, 4 independent senders, 1000 B",
+        UclientLoad("tls", clients=1, size=1000, interval_ms=5),
+        processes=4,
+    ),
 )
 
 
@@ -138,6 +167,7 @@ class Sample:
     server_cpu: float
     generator_cpu: float
     peer_echoes: int  # nftables: datagrams the peer sent back to this server's relay address
+    server_switches: int  # context switches of the server's threads and processes
 
 
 @dataclass
@@ -152,6 +182,9 @@ class Measurement:
     server_cpu_s: float = math.nan
     cpu_s_per_100k_rt: float = math.nan
     server_core_pct: float = math.nan
+    #: Server context switches per round trip: an event loop's wake-ups, which a fixed low load
+    #: pays per batch of datagrams rather than per datagram.
+    switches_per_rt: float = math.nan
     generator_core_pct: float = math.nan
     peer_echoes: int = 0  # echoes that reached the server's relay in the window (independent of uclient)
     peer_echo_pct: float = math.nan  # peer_echoes / sent: how much got through the client->peer leg
@@ -184,38 +217,83 @@ class Runner:
         else:
             per_session = 10**8  # flood: stopped at the end of the window
         load = UclientLoad(load.transport, load.clients, per_session, load.size, load.interval_ms)
-        creds = UclientCredentials(user=f"bench{os.getpid()}x{next(self._names)}", secret=SECRET)
-        argv = load.argv((srv.config.host, PORT), PEER, creds, ca=self.pki.ca)
+        runs: list[UclientRun] = []
+        latest: dict[int, UclientProgress] = {}
         samples: list[Sample] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def connected() -> float | None:
+            if len(runs) < bench.processes or any(r.connected_at is None for r in runs):
+                return None
+            last: float = max(r.connected_at for r in runs if r.connected_at is not None)
+            return last
 
         def on_progress(run: UclientRun, now: float, p: UclientProgress) -> bool:
-            gen = cpu_seconds(run.pid, children=False) + cpu_seconds(self.peer_pid, children=False)
-            echoes = self.peer_echoes(server)
-            samples.append(Sample(now, p.sent, p.received, p.sessions, srv.cpu_seconds(), gen, echoes))
-            start = window_start(run, samples, load.clients)
-            return start is not None and now - start.t >= window_s - 0.05
+            with lock:
+                latest[run.pid] = p
+                if len(latest) == bench.processes and not stop.is_set():
+                    gen = sum(cpu_seconds(r.pid, children=False) for r in runs if r.pid)
+                    gen += cpu_seconds(self.peer_pid, children=False)
+                    totals = latest.values()
+                    samples.append(
+                        Sample(
+                            now,
+                            sum(q.sent for q in totals),
+                            sum(q.received for q in totals),
+                            sum(q.sessions for q in totals),
+                            srv.cpu_seconds(),
+                            gen,
+                            self.peer_echoes(server),
+                            srv.context_switches(),
+                        )
+                    )
+                    start = window_start(connected(), samples, bench.sessions)
+                    if start is not None and now - start.t >= window_s - 0.05:
+                        stop.set()
+                return stop.is_set()
 
-        timeout = STAGGER_S + window_s + EXTRA_RUN_S
-        run = run_uclient(self.ns, argv, timeout=timeout, cpus=self.args.load_cpu, on_progress=on_progress)
-        m.uclient_tail = run.describe()
-        m.misframed_reads = run.output.count("Wrong integrity in a message received from server")
-        start = window_start(run, samples, load.clients)
+        def one_process(_: int) -> UclientRun:
+            creds = UclientCredentials(user=f"bench{os.getpid()}x{next(self._names)}", secret=SECRET)
+            argv = load.argv((srv.config.host, PORT), PEER, creds, ca=self.pki.ca)
+            return run_uclient(
+                self.ns,
+                argv,
+                timeout=STAGGER_S + window_s + EXTRA_RUN_S,
+                cpus=self.args.load_cpu,
+                on_progress=on_progress,
+                started=runs.append,
+            )
+
+        with ThreadPoolExecutor(max_workers=bench.processes) as pool:
+            done = list(pool.map(one_process, range(bench.processes)))
+        m.uclient_tail = "\n".join(run.describe() for run in done)
+        m.misframed_reads = sum(
+            run.output.count("Wrong integrity in a message received from server") for run in done
+        )
+        start = window_start(connected(), samples, bench.sessions)
         end = samples[-1] if samples else None
         if start is None or end is None or end.t - start.t < 0.5:
-            m.error = f"no measurement window (rc={run.returncode}); see uclient_tail"
+            m.error = f"no measurement window (rc={[run.returncode for run in done]}); see uclient_tail"
             return m
-        if end.sessions != load.clients:
-            m.error = f"only {end.sessions}/{load.clients} sessions left at the end of the window"
+        if end.sessions != bench.sessions:
+            m.error = f"only {end.sessions}/{bench.sessions} sessions left at the end of the window"
         m.window_s = end.t - start.t
         m.sent = end.sent - start.sent
-        m.round_trips = end.received - start.received
+        m.round_trips = received = end.received - start.received
+        m.peer_echoes = end.peer_echoes - start.peer_echoes
+        if bench.processes > 1:
+            # Each process prints its counters on its own second, so the sum is up to 1 s stale in
+            # parts; the peer's echoes are counted (nftables) at the very instant of the CPU reading.
+            m.round_trips = m.peer_echoes
         m.rt_per_s = m.round_trips / m.window_s
-        m.loss_pct = 100 * max(0, m.sent - m.round_trips) / m.sent if m.sent else math.nan
+        m.loss_pct = 100 * max(0, m.sent - received) / m.sent if m.sent else math.nan
         m.server_cpu_s = end.server_cpu - start.server_cpu
         m.cpu_s_per_100k_rt = m.server_cpu_s / m.round_trips * 1e5 if m.round_trips else math.nan
         m.server_core_pct = 100 * m.server_cpu_s / m.window_s
+        if m.round_trips:
+            m.switches_per_rt = (end.server_switches - start.server_switches) / m.round_trips
         m.generator_core_pct = 100 * (end.generator_cpu - start.generator_cpu) / m.window_s
-        m.peer_echoes = end.peer_echoes - start.peer_echoes
         if m.sent and not self.args.smoke:  # smoke: concurrent loads share the per-server counter
             m.peer_echo_pct = 100 * m.peer_echoes / m.sent
         return m
@@ -228,11 +306,11 @@ class Runner:
         raise LabError(f"no nft counter for {server}: {out}")
 
 
-def window_start(run: UclientRun, samples: Sequence[Sample], sessions: int) -> Sample | None:
+def window_start(connected_at: float | None, samples: Sequence[Sample], sessions: int) -> Sample | None:
     """The first counter line after every session has started sending."""
-    if run.connected_at is None:
+    if connected_at is None:
         return None
-    return next((s for s in samples if s.t >= run.connected_at + STAGGER_S and s.sessions == sessions), None)
+    return next((s for s in samples if s.t >= connected_at + STAGGER_S and s.sessions == sessions), None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,6 +333,7 @@ def bench_lab(args: argparse.Namespace, workdir: Path) -> Iterator[Runner]:
                 pki=pki,
                 workdir=workdir / name,
                 allow_peers=("127.0.0.0/8",),
+                relay_threads=args.coturn_relay_threads,
             )
             server = IMPLEMENTATIONS[name](config)
             extra_env = None
@@ -303,6 +382,7 @@ def fmt_measurement(m: Measurement) -> str:
     text = (
         f"{m.rt_per_s:9.0f} rt/s  loss {m.loss_pct:5.2f}%  {m.cpu_s_per_100k_rt:6.2f} CPU-s/100k rt"
         f"  server core {m.server_core_pct:3.0f}%  generator core {m.generator_core_pct:3.0f}%"
+        f"  {m.switches_per_rt:4.2f} switches/rt"
     )
     return text + (f"  ({m.error})" if m.error else "")
 
@@ -326,6 +406,7 @@ def summarize(results: Sequence[Measurement]) -> dict[str, dict[str, dict[str, f
                         "loss_pct",
                         "cpu_s_per_100k_rt",
                         "server_core_pct",
+                        "switches_per_rt",
                         "generator_core_pct",
                         "peer_echo_pct",
                         "misframed_reads",
@@ -443,6 +524,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="meet443's media worker processes (default 1: one process, the one-core comparison)",
     )
     ap.add_argument(
+        "--coturn-relay-threads",
+        type=int,
+        help="coturn's relay threads (default: its own, one per CPU): to compare 1 and 2 workers "
+        "with coturn split the same way",
+    )
+    ap.add_argument(
         "--load", choices=[b.key for b in LOADS], action="append", help="only this load (repeatable)"
     )
     ap.add_argument("--json", type=Path, help="write results here (default bench/out/turn_bench-<time>.json)")
@@ -517,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "key": b.key,
                 "title": b.title,
                 "transport": b.load.transport,
-                "sessions": b.load.clients,
+                "sessions": b.sessions,
                 "payload_bytes": b.load.size,
                 "interval_ms": b.load.interval_ms,
                 "offered_rt_per_s": b.offered_rt_per_s,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from .netns import Namespace, Proc, cpu_seconds, wait_listening
+from .netns import Namespace, Proc, context_switches, cpu_seconds, wait_listening
 from .pki import LabPki
 
 LOOPBACK_V4 = ipaddress.ip_network("127.0.0.0/8")
@@ -61,6 +61,7 @@ class TurnServerConfig:
     workdir: Path
     allow_peers: tuple[str, ...] = ()  # CIDRs a relay may send to despite the default deny list
     public_ip: str | None = None  # what meet443 advertises; defaults to host
+    relay_threads: int | None = None  # coturn's --relay-threads; None: its default (one per CPU)
 
     @property
     def allows_loopback_peers(self) -> bool:
@@ -114,6 +115,11 @@ class TurnServerUnderTest(ABC):
             raise RuntimeError(f"{self.kind} was not started")
         return cpu_seconds(self.proc.pid, children=self.count_children)
 
+    def context_switches(self) -> int:
+        if self.proc is None:
+            raise RuntimeError(f"{self.kind} was not started")
+        return context_switches(self.proc.pid, children=self.count_children)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()
 
@@ -142,6 +148,8 @@ class Coturn(TurnServerUnderTest):
             argv += ["--use-auth-secret", f"--static-auth-secret={c.auth.secret}"]
         else:
             argv += [*(f"--user={name}:{password}" for name, password in c.auth.users), "--lt-cred-mech"]
+        if c.relay_threads is not None:
+            argv.append(f"--relay-threads={c.relay_threads}")
         if c.allows_loopback_peers:
             argv.append("--allow-loopback-peers")
         for cidr in c.allow_peers:

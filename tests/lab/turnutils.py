@@ -193,9 +193,10 @@ def run_uclient(
     timeout: float,
     cpus: str | None = None,
     on_progress: ProgressHook | None = None,
+    started: Callable[[UclientRun], None] | None = None,
 ) -> UclientRun:
     """Run uclient in `ns`, reading its output as it comes; kill it at `timeout` seconds or when
-    `on_progress` asks to stop."""
+    `on_progress` asks to stop. `started` is told of the run once uclient has its PID."""
     inner = [*(["taskset", "-c", cpus] if cpus is not None else []), *argv]
     run = UclientRun(argv=argv, started_at=time.monotonic())
     deadline = run.started_at + timeout
@@ -204,6 +205,8 @@ def run_uclient(
         ns.exec_argv(inner), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     run.pid = proc.pid
+    if started is not None:
+        started(run)
     assert proc.stdout is not None
     chunks: list[bytes] = []
     pending = b""
