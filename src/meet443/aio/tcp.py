@@ -290,7 +290,8 @@ class SniffingTcpPort:
                     lambda: self.http_factory(False, pending.accepted_at, pending.settle), conn
                 )
         except ParseError as exc:
-            self.refusals.refused(f"not a TLS ClientHello ({exc})", loop.time())
+            logger.debug("refused a first flight: %s", exc)
+            self.refusals.refused("not a TLS ClientHello", loop.time())
             conn.close()
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             logger.debug("connection dropped before routing: %r", exc)
