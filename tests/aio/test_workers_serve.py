@@ -231,9 +231,15 @@ def bio_exchange(sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBI
             incoming.write(data)
 
 
-@pytest.mark.parametrize("alpn", [["http/1.1"], None], ids=["http-alpn", "no-alpn"])
+@pytest.mark.parametrize(
+    "alpn",
+    [["h2", "http/1.1"], None, ["http/1.1", "stun.turn", "stun.nat-discovery"]],
+    ids=["http-alpn", "no-alpn", "uclient-alpn"],
+)
 def test_a_client_hello_split_over_segments_is_waited_for(workers: Server, alpn: list[str] | None) -> None:
-    """Browsers' ClientHellos span two TCP segments (post-quantum key shares): the port waits."""
+    """Browsers' ClientHellos span two TCP segments (post-quantum key shares): the port waits.
+    Offering HTTP by ALPN makes it the control process's HTTPS, unless a STUN protocol is offered
+    too, as coturn's turnutils_uclient does."""
     context = workers.tls_context()
     if alpn is not None:
         context.set_alpn_protocols(alpn)
@@ -244,9 +250,10 @@ def test_a_client_hello_split_over_segments_is_waited_for(workers: Server, alpn:
             sock.sendall(hello[start : start + 100])
             time.sleep(0.02)
         outgoing.write(b"")
-        if alpn is None:  # to a worker: TURN
+        if alpn is None or "stun.turn" in alpn:  # to a worker: TURN
             answer = bio_exchange(sock, tls, incoming, outgoing, stun_binding_request())
             assert Message.parse(answer).klass == StunClass.SUCCESS
+            assert tls.selected_alpn_protocol() == (None if alpn is None else "stun.turn")
         else:  # terminated by the control process: HTTP
             answer = bio_exchange(sock, tls, incoming, outgoing, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 200"), answer

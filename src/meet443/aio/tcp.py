@@ -7,10 +7,11 @@ the bytes stay in the socket for whichever protocol takes over.
 
 With media workers (``--workers``, docs/workers.md) TURN is theirs, TLS included: the port peeks
 at the whole ClientHello (:mod:`meet443.proto.tls.client_hello`) before any handshake. A client
-whose ALPN offers HTTP (every browser's HTTPS and WSS) has its TLS terminated here; any other
-(TURN clients send no ALPN, or ``stun.turn``) goes to a worker as the raw TCP socket, and the
-worker terminates TLS. HTTP that a worker finds inside such a connection (clients without ALPN,
-such as aiohttp's) comes back decrypted (:meth:`SniffingTcpPort.serve_bridged_http`).
+whose ALPN offers HTTP and no STUN protocol (every browser's HTTPS and WSS) has its TLS terminated
+here; any other (browsers' TURN clients send no ALPN, coturn's offer ``stun.turn``) goes to a
+worker as the raw TCP socket, and the worker terminates TLS. HTTP that a worker finds inside such a
+connection (clients without ALPN, such as aiohttp's) comes back decrypted
+(:meth:`SniffingTcpPort.serve_bridged_http`).
 
 Connections that have not yet shown what they are are "pending": from the accept until an HTTP
 connection has sent the headers of its first request, or a TURN connection holds an allocation
@@ -49,6 +50,9 @@ ACCEPT_BACKOFF_FIRST = 0.1
 ACCEPT_BACKOFF_MAX = 1.0
 #: ALPN protocols (RFC 7301) that say the client speaks HTTP: browsers offer both for HTTPS and WSS.
 HTTP_ALPN = frozenset({b"http/1.1", b"h2"})
+#: ALPN protocols of STUN and TURN (RFC 7443 §6). coturn's clients offer them after ``http/1.1``
+#: (``turnutils_uclient -S``: http/1.1, stun.turn, stun.nat-discovery), so they decide.
+STUN_ALPN = frozenset({b"stun.turn", b"stun.nat-discovery"})
 #: Errors that say "no resources for another socket", not "this one connection failed".
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
@@ -69,6 +73,13 @@ def is_turn_first_byte(first: int) -> bool:
     bytes are also ASCII 'A' to 'O', how GET, HEAD, DELETE and OPTIONS requests begin.
     """
     return first < 0x40
+
+
+def is_http_alpn(alpn: tuple[bytes, ...] | None) -> bool:
+    """A ClientHello offering these ALPN protocols is HTTPS (the control process terminates TLS):
+    it offers HTTP and no STUN protocol. Without ALPN it may be either (TURN clients of browsers
+    send none; neither does aiohttp), and goes to a worker."""
+    return alpn is not None and not HTTP_ALPN.isdisjoint(alpn) and STUN_ALPN.isdisjoint(alpn)
 
 
 class FirstBytesRouter(asyncio.Protocol):
@@ -254,8 +265,7 @@ class SniffingTcpPort:
                     return
                 offers_http = False
                 if first[0] == TLS_HANDSHAKE and self.turn_handoff is not None:
-                    alpn = (await _client_hello(conn)).alpn
-                    offers_http = alpn is not None and not HTTP_ALPN.isdisjoint(alpn)
+                    offers_http = is_http_alpn((await _client_hello(conn)).alpn)
             # From here on, the protocol (or the TLS router, or the worker) settles the connection.
             routed = True
             handoff, turn_factory = self.turn_handoff, self.turn_factory

@@ -139,7 +139,10 @@ class MediaWorker:
         self.pending = LocalSharedCap(settings.max_pending, settings.pending_per_address)
         self.refusals = RefusalTally(logger, "handed-over TCP connections refused")
         files = settings.tls_files
-        self.ssl_context = make_server_ssl_context(Path(files.cert), Path(files.key))
+        # RFC 7443 §6: a client offering stun.turn (and http/1.1, as coturn's do) is told TURN.
+        self.ssl_context = make_server_ssl_context(
+            Path(files.cert), Path(files.key), alpn_protocols=("stun.turn", "http/1.1")
+        )
 
     async def start(self, channel_sock: socket.socket) -> None:
         self.channel = IpcChannel(channel_sock, self._receive, self.stop.set)
