@@ -401,17 +401,14 @@ async def _connect(
         pending.settle()
 
 
-class _Bridged(asyncio.Protocol):
-    """The protocol of a connection that reaches us decrypted through a unix socket from a media
-    worker: ``inner`` sees a transport that tells the client's address and the TLS context (so
-    aiohttp's ``request.remote`` and ``request.secure`` are the client's)."""
+class WrappingProtocol(asyncio.Protocol):
+    """Passes every callback on to ``inner``; subclasses step in where they need to."""
 
-    def __init__(self, inner: asyncio.Protocol, extra: dict[str, object]) -> None:
+    def __init__(self, inner: asyncio.Protocol) -> None:
         self.inner = inner
-        self.extra = extra
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(_RelabelledTransport(cast(asyncio.Transport, transport), self.extra))
+        self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         self.inner.data_received(data)
@@ -427,6 +424,19 @@ class _Bridged(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.inner.connection_lost(exc)
+
+
+class _Bridged(WrappingProtocol):
+    """The protocol of a connection that reaches us decrypted through a unix socket from a media
+    worker: ``inner`` sees a transport that tells the client's address and the TLS context (so
+    aiohttp's ``request.remote`` and ``request.secure`` are the client's)."""
+
+    def __init__(self, inner: asyncio.Protocol, extra: dict[str, object]) -> None:
+        super().__init__(inner)
+        self.extra = extra
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(_RelabelledTransport(cast(asyncio.Transport, transport), self.extra))
 
 
 class _RelabelledTransport(asyncio.Transport):
