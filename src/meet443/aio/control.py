@@ -9,10 +9,11 @@ tell the participants of that worker's rooms ``sfu-restart``
 (:meth:`~meet443.node.NodeCore.worker_died`).
 
 TURN over TCP and TLS: after the sniff, the accepted socket itself goes to a worker
-(``SCM_RIGHTS``); for TLS that is before the handshake, when the ClientHello offered no HTTP by
-ALPN (:mod:`meet443.aio.tcp`), and the worker terminates TLS with the certificate it is told of
-(:class:`~meet443.ipc.TlsFiles`, again after each SIGHUP). HTTP that a worker finds inside such a
-connection comes back decrypted (:class:`~meet443.ipc.HttpConnection`) and is served here.
+(``SCM_RIGHTS``); for TLS that is before the handshake, unless the ClientHello's ALPN says HTTPS
+(:func:`~meet443.aio.tcp.is_http_alpn`), and the worker terminates TLS with the certificate it
+is told of (:class:`~meet443.ipc.TlsFiles`, again after each SIGHUP). HTTP that a worker finds
+inside such a connection comes back decrypted (:class:`~meet443.ipc.HttpConnection`) and is
+served here.
 """
 
 from __future__ import annotations
