@@ -427,10 +427,55 @@ def test_sigterm_stops_the_workers_too(tmp_path: Path) -> None:
             os.kill(pid, 0)
 
 
-def test_sighup_reloads_the_workers_certificate(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def small_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two workers sharing 8 pending connections, 4 per address: 2 per address on each worker."""
+    live = start_server(
+        tmp_path_factory.mktemp("small"),
+        "--workers", "2", "--max-pending-connections", "8", "--pending-connections-per-address", "4",
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while len(worker_pids(live)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield live
+    stop_server(live)
+
+
+def test_tls_mid_handshake_counts_against_the_workers_share_per_address(
+    small_workers: Server, echo_peer: EchoPeer
+) -> None:
+    """A TLS connection handed to a worker is pending there until it allocates: one address's
+    half-done handshakes fill its share on that worker, and only its own next one is refused."""
+    live = small_workers
+    held = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection((HOST, live.port), timeout=3, source_address=("127.0.0.20", 0))
+            sock.sendall(openssl_flight(live.tls_context())[3])
+            assert sock.recv(1) == b"\x16"  # a worker's ServerHello, and no more from this client
+            held.append(sock)
+        with socket.create_connection((HOST, live.port), timeout=3, source_address=("127.0.0.20", 0)) as sock:
+            sock.sendall(openssl_flight(live.tls_context())[3])
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(1) == b""
+        turn = client(live, "other-address", "tls", source="127.0.0.21")
+        try:
+            turn.allocate()
+            turn.bind(0x4001, echo_peer.address)
+            turn.send_channel(0x4001, b"fine")
+            assert turn.receive_channel().data.rstrip(b"\x00") == b"fine"
+        finally:
+            turn.close()
+        assert "handed-over TCP connections refused" in live.log.read_text()
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_sighup_reloads_the_workers_certificate(small_workers: Server, tmp_path: Path) -> None:
     """Workers terminate TLS without ALPN with the certificate the control process reloaded; the
     control process terminates it for clients offering HTTP."""
-    live = start_server(tmp_path, "--workers", "2")
+    live = small_workers
 
     def serials() -> tuple[int, int]:
         """The certificate serial a worker (no ALPN) and the control process (http/1.1) show."""
@@ -447,11 +492,5 @@ def test_sighup_reloads_the_workers_certificate(tmp_path: Path) -> None:
             found.append(x509.load_der_x509_certificate(der).serial_number)
         return found[0], found[1]
 
-    try:
-        deadline = time.monotonic() + 10
-        while len(worker_pids(live)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert serials() == (1, 1)
-        reload_certificate(live, tmp_path / "new", serials, (2, 2))
-    finally:
-        stop_server(live)
+    assert serials() == (1, 1)
+    reload_certificate(live, tmp_path / "new", serials, (2, 2))
