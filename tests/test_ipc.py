@@ -35,6 +35,7 @@ SETTINGS = ipc.WorkerSettings(
     log_level="info",
     max_pending=512,
     pending_per_address=52,
+    tls_files=ipc.TlsFiles("/var/lib/meet443/tls/cert.pem", "/var/lib/meet443/tls/key.pem"),
 )
 
 MESSAGES: list[ipc.IpcMessage] = [
@@ -50,6 +51,8 @@ MESSAGES: list[ipc.IpcMessage] = [
         [(["10.200.120.2", "2001:db8::2"], [443, 3478, 3479], (51000, 51100))], [("10.200.120.2", 443)]
     ),
     ipc.TurnConnection("tls", ("2001:db8::1", 50000), 0.25),
+    ipc.HttpConnection(("2001:db8::1", 50000), 0.5),
+    ipc.TlsFiles("/etc/meet443/cert.pem", "/etc/meet443/key.pem"),
     ipc.SfuSignal("room", "p1", Speaker("p2")),
     ipc.RoomSignal("room", Speaker("p2")),
     ipc.RelaysChanged(1, [50000, 50002], [50004]),

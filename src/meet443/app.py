@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import uvloop
 from aiohttp import web
 
+from meet443 import ipc
 from meet443.aio.certs import ensure_certificate, make_server_ssl_context
 from meet443.aio.cluster import Cluster, NodeAddresses, SetTurn
 from meet443.aio.control import MediaWorkers
@@ -449,7 +450,7 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     if config.workers > 1:
         cap = config.max_pending_connections
         share = config.pending_connections_per_address or default_share(cap, MIN_PENDING_PER_ADDRESS)
-        workers = MediaWorkers(config, cap, share)
+        workers = MediaWorkers(config, cap, share, ipc.TlsFiles(str(cert), str(key)))
         service = await build_control_service(config, store, rooms, workers, regions)
         sfu_ports = workers.sfu_ports
         await workers.start(service)
@@ -487,9 +488,8 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
     if workers is None:
         tcp = SniffingTcpPort(service.stream_protocol, http.protocol, ssl_context, LocalSharedCap(cap, share))
     else:
-        tcp = SniffingTcpPort(
-            workers.tls_bridge, http.protocol, ssl_context, LocalSharedCap(cap, share), workers.hand_over
-        )
+        tcp = SniffingTcpPort(None, http.protocol, ssl_context, LocalSharedCap(cap, share), workers.hand_over)
+        workers.serve_http = tcp.serve_bridged_http
     tcp.listen(config.listen, config.port)
 
     where = f"{config.listen}:{config.port}"
@@ -529,7 +529,10 @@ async def run(config: ServeConfig, stop: asyncio.Event | None = None) -> None:
 
     def reload_certificates() -> None:
         try:
-            ssl_context.load_cert_chain(*_tls_files(config))
+            files = _tls_files(config)
+            ssl_context.load_cert_chain(*files)
+            if workers is not None:
+                workers.reload_tls(ipc.TlsFiles(*map(str, files)))
             logger.info("TLS certificates reloaded")
         except (OSError, ssl.SSLError) as exc:
             logger.error("TLS certificate reload failed, keeping the old one: %s", exc)

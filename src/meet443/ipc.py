@@ -35,6 +35,7 @@ __all__ = [
     "ClusterTurn",
     "ForwardedDatagram",
     "Hello",
+    "HttpConnection",
     "IpcMessage",
     "MetricsQuery",
     "MetricsReport",
@@ -46,6 +47,7 @@ __all__ = [
     "SfuCall",
     "SfuLeave",
     "SfuSignal",
+    "TlsFiles",
     "TurnConnection",
     "WorkerGone",
     "WorkerSettings",
@@ -54,7 +56,7 @@ __all__ = [
 ]
 
 #: Bumped when a message changes meaning; a worker refuses a :class:`Hello` of another version.
-VERSION = 1
+VERSION = 2
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,6 +92,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: This worker's share of ``--max-pending-connections`` and of one address's share of it.
     max_pending: int
     pending_per_address: int
+    #: The TLS certificate chain and key of the TCP port (``--cert``/``--key`` or the generated
+    #: ones), as paths: a worker terminates TURN over TLS itself. :class:`TlsFiles` replaces them.
+    tls_files: TlsFiles
 
 
 class _Message(msgspec.Struct, tag_field="kind", frozen=True):
@@ -146,15 +151,34 @@ class ClusterTurn(_Message, tag="cluster-turn", frozen=True):
 class TurnConnection(_Message, tag="turn-connection", frozen=True):
     """control → worker: a TURN client's TCP or TLS connection, as the descriptor riding along.
 
-    ``transport`` is ``"tcp"`` (the client's own socket) or ``"tls"`` (a stream socket carrying the
-    decrypted bytes; the control process holds the TLS session). ``age`` is how long ago it was
-    accepted: its deadline to allocate counts from the accept. Until it allocates it is pending,
-    and counts against the worker's share of ``--max-pending-connections`` (per address too).
+    The descriptor is the client's own socket. ``transport`` is ``"tcp"``, or ``"tls"``: the
+    ClientHello offered no HTTP by ALPN and is still unread in the socket; the worker does the
+    handshake. ``age`` is how long ago it was accepted: its deadline to allocate counts from the
+    accept. Until it allocates it is pending, and counts against the worker's share of
+    ``--max-pending-connections`` (per address too).
     """
 
     transport: str
     peer: tuple[str, int]
     age: float
+
+
+class HttpConnection(_Message, tag="http-connection", frozen=True):
+    """worker → control: a TLS connection handed over as TURN whose first decrypted bytes are
+    not STUN but (a client without ALPN) HTTP. The descriptor riding along is one end of a stream
+    socketpair carrying the decrypted bytes both ways (the worker keeps the TLS session); the
+    control process serves HTTPS on it for ``peer``, accepted ``age`` seconds ago."""
+
+    peer: tuple[str, int]
+    age: float
+
+
+class TlsFiles(_Message, tag="tls-files", frozen=True):
+    """control → every worker: the TCP port's certificate chain and key were reloaded (SIGHUP);
+    load them (paths) for the next handshakes."""
+
+    cert: str
+    key: str
 
 
 class SfuSignal(_Message, tag="signal", frozen=True):
@@ -218,6 +242,8 @@ IpcMessage = (
     | Revoke
     | ClusterTurn
     | TurnConnection
+    | HttpConnection
+    | TlsFiles
     | SfuSignal
     | RoomSignal
     | RelaysChanged

@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -360,17 +360,23 @@ class TestProcess:
         live = start_server(tmp_path)
         try:
             assert live.peer_certificate_serial() == 1
-            (tmp_path / "new").mkdir()
-            cert, key = write_certificate(tmp_path / "new", serial=2)
-            os.replace(key, live.key)
-            os.replace(cert, live.cert)
-            live.process.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 5
-            while live.peer_certificate_serial() != 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert live.peer_certificate_serial() == 2
+            reload_certificate(live, tmp_path / "new", live.peer_certificate_serial, 2)
         finally:
             stop_server(live)
+
+
+def reload_certificate(live: Server, directory: Path, serial: Callable[[], object], expected: object) -> None:
+    """Put a certificate of serial 2 in place of the server's, SIGHUP it, and wait (5 s at most)
+    until ``serial()`` says ``expected``."""
+    directory.mkdir()
+    cert, key = write_certificate(directory, serial=2)
+    os.replace(key, live.key)
+    os.replace(cert, live.cert)
+    live.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while serial() != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert serial() == expected
 
 
 def websocket_handshake(server: Server, path: str, origin: str | None) -> tuple[bytes, dict[str, str], bytes]:

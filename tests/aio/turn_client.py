@@ -38,7 +38,9 @@ class SocketTurnClient:
         transport: str = "udp",
         tls_context: ssl.SSLContext | None = None,
         timeout: float = 3.0,
+        source: str | None = None,
     ) -> None:
+        """``source``: the local address of a TCP or TLS connection (loopback has 127/8)."""
         self.username, self.password = username, password
         self.transport = transport
         self.realm = ""
@@ -50,7 +52,9 @@ class SocketTurnClient:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.connect(server)
         else:
-            raw = socket.create_connection(server, timeout=timeout)
+            raw = socket.create_connection(
+                server, timeout=timeout, source_address=None if source is None else (source, 0)
+            )
             if transport == "tls":
                 context = tls_context or ssl.create_default_context()
                 raw = context.wrap_socket(raw, server_hostname=server[0])

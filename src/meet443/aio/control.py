@@ -8,11 +8,12 @@ it (``meet443_worker_restarts_total``), spawns it again on the very same sockets
 tell the participants of that worker's rooms ``sfu-restart``
 (:meth:`~meet443.node.NodeCore.worker_died`).
 
-TURN over TCP: after the sniff, the accepted socket itself goes to a worker (``SCM_RIGHTS``).
-TURN over TLS: the control process holds the TLS session (the same listener serves HTTPS, and
-only the first decrypted byte tells TURN from HTTP) and hands the worker a stream socket that
-carries the decrypted bytes (:class:`TurnTlsBridge`); allocations, relaying and quotas are the
-worker's, the TLS records the control process's (BENCHMARKS.md measures what that costs).
+TURN over TCP and TLS: after the sniff, the accepted socket itself goes to a worker
+(``SCM_RIGHTS``); for TLS that is before the handshake, unless the ClientHello's ALPN says HTTPS
+(:func:`~meet443.aio.tcp.is_http_alpn`), and the worker terminates TLS with the certificate it
+is told of (:class:`~meet443.ipc.TlsFiles`, again after each SIGHUP). HTTP that a worker finds
+inside such a connection comes back decrypted (:class:`~meet443.ipc.HttpConnection`) and is
+served here.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from meet443 import ipc
 from meet443.aio.http import render_metrics, sum_expositions
 from meet443.aio.ipc import IpcChannel, channel_pair, inbox_pair
-from meet443.aio.node import STREAM_WRITE_LIMIT, NodeService
+from meet443.aio.node import NodeService
 from meet443.aio.sockets import MAIN_UDP_BUFFER_BYTES, enlarge_udp_buffers
 from meet443.aio.turn import bind_port_block
 from meet443.config import ServeConfig
@@ -94,10 +95,17 @@ class _Worker:
 class MediaWorkers:
     """N media worker processes and their sockets; see the module docstring."""
 
-    def __init__(self, config: ServeConfig, pending_cap: int, pending_share: int) -> None:
+    def __init__(
+        self, config: ServeConfig, pending_cap: int, pending_share: int, tls_files: ipc.TlsFiles
+    ) -> None:
         """``pending_cap`` and ``pending_share``: the sniffing port's pending connections in all
-        and per address, which the workers share for the connections handed to them."""
+        and per address, which the workers share for the connections handed to them;
+        ``tls_files``: the TCP port's certificate and key, for the workers' TLS."""
         count = config.workers
+        self.tls_files = tls_files
+        #: Serves HTTP that a worker found inside TLS (:meth:`SniffingTcpPort.serve_bridged_http`),
+        #: once the TCP port is up.
+        self.serve_http: Callable[[socket.socket, tuple[str, int], float], None] | None = None
         self.pending_cap = pending_cap
         self.pending_share = pending_share
         self.config = config
@@ -148,6 +156,7 @@ class MediaWorkers:
             log_level=config.log_level,
             max_pending=share_of(self.pending_cap, len(self.workers)),
             pending_per_address=share_of(self.pending_share, len(self.workers)),
+            tls_files=self.tls_files,
         )
 
     # -- lives ----------------------------------------------------------------------------------
@@ -286,8 +295,19 @@ class MediaWorkers:
                 if worker.channel is not None:
                     worker.channel.send(message)
 
+    def reload_tls(self, files: ipc.TlsFiles) -> None:
+        """The TCP port's certificate was reloaded (SIGHUP): every worker loads it too, and a
+        respawned one starts with it."""
+        self.tls_files = files
+        for worker in self.workers:
+            if worker.channel is not None:
+                worker.channel.send(files)
+
     def _receive(self, worker: _Worker, message: ipc.IpcMessage, fds: list[int]) -> None:
-        for fd in fds:  # workers send no descriptors
+        if isinstance(message, ipc.HttpConnection) and len(fds) == 1 and self.serve_http is not None:
+            self.serve_http(socket.socket(fileno=fds[0]), (message.peer[0], message.peer[1]), message.age)
+            return
+        for fd in fds:  # descriptors no message of this kind should carry
             os.close(fd)
         service = self.service
         assert service is not None
@@ -348,12 +368,6 @@ class MediaWorkers:
         sock.close()
         settled()
 
-    def tls_bridge(
-        self, kind: Transport, accepted_at: float, settled: Callable[[], None]
-    ) -> asyncio.Protocol:
-        """The ``turn_factory`` of the sniffing port: TURN over TLS, bridged to a worker."""
-        return TurnTlsBridge(self, accepted_at, settled)
-
     # -- metrics --------------------------------------------------------------------------------
 
     async def metrics(self) -> str:
@@ -388,92 +402,3 @@ class MediaWorkers:
 def _signal(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-
-
-class TurnTlsBridge(asyncio.Protocol):
-    """TURN over TLS: decrypted bytes to a worker through a stream socketpair, and back.
-
-    Each side pauses the other when its write buffer passes :data:`STREAM_WRITE_LIMIT`, so a slow
-    client or worker cannot make the control process buffer without bound.
-    """
-
-    def __init__(self, workers: MediaWorkers, accepted_at: float, settled: Callable[[], None]) -> None:
-        self.workers = workers
-        self.accepted_at = accepted_at
-        self.settled = settled
-        self.tls: asyncio.Transport | None = None
-        self.pipe: asyncio.Transport | None = None
-        self._early: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.tls = tls = cast(asyncio.Transport, transport)
-        tls.set_write_buffer_limits(high=STREAM_WRITE_LIMIT)
-        peer = tls.get_extra_info("peername")
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.workers.hand_over(
-            theirs, Transport.TLS, (str(peer[0]), int(peer[1])), self.accepted_at, self.settled
-        )
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(loop.connect_accepted_socket(lambda: _BridgePipe(self), ours))
-        task.add_done_callback(lambda t: self._pipe_failed(t, ours))
-
-    def _pipe_failed(self, task: asyncio.Task[object], sock: socket.socket) -> None:
-        if task.cancelled() or task.exception() is not None:
-            sock.close()
-            if self.tls is not None:
-                self.tls.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self.pipe is None:
-            self._early.append(data)
-        elif not self.pipe.is_closing():
-            self.pipe.write(data)
-
-    def pause_writing(self) -> None:
-        if self.pipe is not None:
-            self.pipe.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.pipe is not None and not self.pipe.is_closing():
-            self.pipe.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.pipe is not None:
-            self.pipe.close()
-        self.tls = None
-
-    def pipe_up(self, pipe: asyncio.Transport) -> None:
-        self.pipe = pipe
-        pipe.set_write_buffer_limits(high=STREAM_WRITE_LIMIT)
-        if self.tls is None:
-            pipe.close()
-            return
-        for data in self._early:
-            pipe.write(data)
-        self._early.clear()
-
-
-class _BridgePipe(asyncio.Protocol):
-    def __init__(self, bridge: TurnTlsBridge) -> None:
-        self.bridge = bridge
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.bridge.pipe_up(cast(asyncio.Transport, transport))
-
-    def data_received(self, data: bytes) -> None:
-        tls = self.bridge.tls
-        if tls is not None and not tls.is_closing():
-            tls.write(data)
-
-    def pause_writing(self) -> None:
-        if self.bridge.tls is not None:
-            self.bridge.tls.pause_reading()
-
-    def resume_writing(self) -> None:
-        tls = self.bridge.tls
-        if tls is not None and not tls.is_closing():
-            tls.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.bridge.tls is not None:
-            self.bridge.tls.close()

@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from meet443.aio.api import add_api_routes
 from meet443.aio.network import NetworkEndpoints, add_network_routes
 from meet443.aio.regions import add_region_routes
-from meet443.aio.tcp import PendingDeadline
+from meet443.aio.tcp import PendingDeadline, WrappingProtocol
 from meet443.config import parse_origin, parse_public_url
 from meet443.proto.signaling.admission import is_valid_room_name
 from meet443.proto.signaling.room import SignalingServer
@@ -277,13 +277,13 @@ KEEPALIVE_TIMEOUT = 75.0
 _END_OF_HEADERS = b"\r\n\r\n"
 
 
-class _FirstRequestDeadline(asyncio.Protocol):
+class _FirstRequestDeadline(WrappingProtocol):
     """Wraps aiohttp's per-connection protocol: the connection is pending until the headers of its
     first request are complete, and closed if they are not in by :data:`REQUEST_HEADER_TIMEOUT`
     after the accept. aiohttp itself waits for them as long as its keep-alive timeout."""
 
     def __init__(self, inner: asyncio.Protocol, accepted_at: float, settled: Callable[[], None]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._accepted_at = accepted_at
         self._settled = settled
         self._pending: PendingDeadline | None = None
@@ -315,15 +315,6 @@ class _FirstRequestDeadline(asyncio.Protocol):
             else:
                 self._tail = seen[-3:]
         self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._pending is not None:

@@ -6,6 +6,11 @@ and keeps (so a respawned worker serves the very same sockets): its socket of th
 SO_REUSEPORT group, its SFU port, its forwarding inbox and every worker's inbox. Then it runs a
 :class:`~meet443.node.NodeCore` with a TURN core and an SFU and no signaling, in a
 :class:`~meet443.aio.node.NodeService`, until SIGTERM or until the control process is gone.
+
+TURN clients' TCP connections come from the control process's sniff (:mod:`meet443.aio.tcp`).
+TLS ones come before their handshake: the worker terminates TLS with the TCP port's certificate,
+and if the first decrypted bytes are HTTP rather than STUN (a client without ALPN) it sends the
+control process one end of a socketpair and pipes the plaintext through it (:class:`HttpBridge`).
 """
 
 from __future__ import annotations
@@ -16,18 +21,22 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import uvloop
 
 from meet443 import ipc
+from meet443.aio.certs import make_server_ssl_context
 from meet443.aio.http import render_metrics
 from meet443.aio.ipc import MAX_FDS, MAX_RECORD, ForwardingInbox, IpcChannel, forward
-from meet443.aio.node import NodeService
+from meet443.aio.node import STREAM_WRITE_LIMIT, NodeService
+from meet443.aio.tcp import TLS_HANDSHAKE_TIMEOUT, FirstBytesRouter
 from meet443.aio.turn import RelayPool, StreamTurnProtocol
 from meet443.app import build_turn_server, sfu_addresses
 from meet443.config import ServeConfig
@@ -129,6 +138,11 @@ class MediaWorker:
         #: Handed-over connections not yet allocated (aio/tcp.py: "pending").
         self.pending = LocalSharedCap(settings.max_pending, settings.pending_per_address)
         self.refusals = RefusalTally(logger, "handed-over TCP connections refused")
+        files = settings.tls_files
+        # RFC 7443 §6: a client offering stun.turn (and http/1.1, as coturn's do) is told TURN.
+        self.ssl_context = make_server_ssl_context(
+            Path(files.cert), Path(files.key), alpn_protocols=("stun.turn", "http/1.1")
+        )
 
     async def start(self, channel_sock: socket.socket) -> None:
         self.channel = IpcChannel(channel_sock, self._receive, self.stop.set)
@@ -172,6 +186,11 @@ class MediaWorker:
         elif isinstance(message, ipc.TurnConnection) and len(fds) == 1:
             self._adopt(message, socket.socket(fileno=fds[0]))
             return
+        elif isinstance(message, ipc.TlsFiles):
+            try:
+                self.ssl_context.load_cert_chain(message.cert, message.key)
+            except (OSError, ssl.SSLError) as exc:
+                logger.error("TLS certificate reload failed, keeping the old one: %s", exc)
         elif isinstance(message, ipc.RelaysChanged):
             turn.sibling_relay_ports.difference_update(message.closed)
             turn.sibling_relay_ports.update(message.opened)
@@ -204,11 +223,31 @@ class MediaWorker:
         accepted_at = loop.time() - message.age
         settled = _Once(lambda: self.pending.release(key))
 
-        def protocol() -> StreamTurnProtocol:
+        def turn(kind: Transport, accepted_at: float, settled: Callable[[], None]) -> StreamTurnProtocol:
             return StreamTurnProtocol(self.service, kind, accepted_at, settled, peer)
 
-        task = loop.create_task(loop.connect_accepted_socket(protocol, sock))
+        def http(secure: bool, accepted_at: float, settled: Callable[[], None]) -> HttpBridge:
+            return HttpBridge(lambda pipe: self._http_to_control(pipe, peer, accepted_at), settled)
+
+        def protocol() -> asyncio.Protocol:
+            if kind is Transport.TLS:
+                return FirstBytesRouter(turn, http, accepted_at, settled)
+            return turn(kind, accepted_at, settled)
+
+        tls = self.ssl_context if kind is Transport.TLS else None
+        timeout = TLS_HANDSHAKE_TIMEOUT if kind is Transport.TLS else None
+        connecting = loop.connect_accepted_socket(protocol, sock, ssl=tls, ssl_handshake_timeout=timeout)
+        task = loop.create_task(connecting)
         task.add_done_callback(lambda t: _adopted(t, sock, settled))
+
+    def _http_to_control(self, pipe: socket.socket, peer: tuple[str, int], accepted_at: float) -> bool:
+        """Sends the control process its end of an HTTP connection's plaintext pipe; False if the
+        control process is gone."""
+        if self.channel is None:
+            return False
+        age = asyncio.get_running_loop().time() - accepted_at
+        self.channel.send(ipc.HttpConnection(peer, age), [pipe.fileno()])
+        return True
 
     async def close(self) -> None:
         if self.channel is not None:
@@ -236,6 +275,100 @@ def _adopted(task: asyncio.Task[object], sock: socket.socket, settled: _Once) ->
         logger.debug("handed-over connection failed: %r", task.exception())
         sock.close()
         settled()
+
+
+class HttpBridge(asyncio.Protocol):
+    """HTTP inside a TLS connection this worker terminated: the decrypted bytes to the control
+    process through a stream socketpair, and back. ``send(pipe)`` sends the control process its
+    end (:class:`~meet443.ipc.HttpConnection`); from then on the connection is the control
+    process's to count as pending, so it is ``settled`` here.
+
+    Each side pauses the other when its write buffer passes :data:`STREAM_WRITE_LIMIT`, so a slow
+    client or control process cannot make the worker buffer without bound.
+    """
+
+    def __init__(self, send: Callable[[socket.socket], bool], settled: Callable[[], None]) -> None:
+        self.send = send
+        self.settled = settled
+        self.tls: asyncio.Transport | None = None
+        self.pipe: asyncio.Transport | None = None
+        self._early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.tls = tls = cast(asyncio.Transport, transport)
+        tls.set_write_buffer_limits(high=STREAM_WRITE_LIMIT)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sent = self.send(theirs)
+        theirs.close()
+        self.settled()
+        if not sent:
+            ours.close()
+            tls.close()
+            return
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(loop.connect_accepted_socket(lambda: _BridgePipe(self), ours))
+        task.add_done_callback(lambda t: self._pipe_failed(t, ours))
+
+    def _pipe_failed(self, task: asyncio.Task[object], sock: socket.socket) -> None:
+        if task.cancelled() or task.exception() is not None:
+            sock.close()
+            if self.tls is not None:
+                self.tls.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.pipe is None:
+            self._early.append(data)
+        elif not self.pipe.is_closing():
+            self.pipe.write(data)
+
+    def pause_writing(self) -> None:
+        if self.pipe is not None:
+            self.pipe.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.pipe is not None and not self.pipe.is_closing():
+            self.pipe.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
+        self.tls = None
+
+    def pipe_up(self, pipe: asyncio.Transport) -> None:
+        self.pipe = pipe
+        pipe.set_write_buffer_limits(high=STREAM_WRITE_LIMIT)
+        if self.tls is None:
+            pipe.close()
+            return
+        for data in self._early:
+            pipe.write(data)
+        self._early.clear()
+
+
+class _BridgePipe(asyncio.Protocol):
+    def __init__(self, bridge: HttpBridge) -> None:
+        self.bridge = bridge
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.bridge.pipe_up(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        tls = self.bridge.tls
+        if tls is not None and not tls.is_closing():
+            tls.write(data)
+
+    def pause_writing(self) -> None:
+        if self.bridge.tls is not None:
+            self.bridge.tls.pause_reading()
+
+    def resume_writing(self) -> None:
+        tls = self.bridge.tls
+        if tls is not None and not tls.is_closing():
+            tls.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.bridge.tls is not None:
+            self.bridge.tls.close()
 
 
 def _read_hello(channel: socket.socket) -> tuple[ipc.Hello, list[int]]:
