@@ -26,6 +26,8 @@ Loads (identical for both servers):
                   as udp/tls-paced-1000, but 4 uclient processes of 1 session each: one uclient
                   paces all its sessions from one timer, so their datagrams arrive together and one
                   wake-up of an event loop serves several; separate processes send independently
+  udp-senders-8k  8 independent senders x 1000/s x 1000 bytes (8,000 round trips/s offered): a
+                  server busy enough that its loops seldom sleep between datagrams
 Per-session rates stay under meet443's default 2 MB/s allocation bandwidth and 4 sessions stay
 under its 10-allocations-per-user quota (uclient makes a probe allocation per session as well).
 The paced rate is that low because uclient's TLS reader assumes one TURN frame per SSL_read (per
@@ -148,6 +150,12 @@ LOADS = (
         "UDP, 4 independent senders, 1000 B",
         UclientLoad("udp", clients=1, size=1000, interval_ms=5),
         processes=4,
+    ),
+    BenchLoad(
+        "udp-senders-8k",
+        "UDP, 8 independent senders x 1000/s, 1000 B",
+        UclientLoad("udp", clients=1, size=1000, interval_ms=1),
+        processes=8,
     ),
     BenchLoad(
         "tls-senders-1000",
