@@ -125,17 +125,17 @@ def recovery_times(rooms: list[tuple[list[Participant], set[str]]], killed: floa
         for r, (pages, ids) in enumerate(rooms):
             for i, p in enumerate(pages):
                 now = time.monotonic()
-                st = p.state()
-                for peer, frames in frames_of(st, ids).items():
-                    key = (r, i, peer)
-                    if key in recovered:
-                        continue
-                    previous = last.get(key)
-                    if previous is None or frames != previous[0]:
-                        if key in stalled and previous is not None and frames > 0:
+                frames = frames_of(p.state(), ids)
+                for key in (k for k in keys if k[:2] == (r, i) and k not in recovered):
+                    # A peer missing from the page (its connection closed with the dead SFU)
+                    # decodes nothing, like one whose count stands still.
+                    count = frames.get(key[2])
+                    previous = last.setdefault(key, (-1, killed)) if count is None else last.get(key)
+                    if count is not None and (previous is None or count != previous[0]):
+                        if key in stalled and previous is not None and count > 0:
                             recovered[key] = now - killed
-                        last[key] = (frames, now)
-                    elif now - previous[1] >= STALL_S:
+                        last[key] = (count, now)
+                    elif previous is not None and now - previous[1] >= STALL_S:
                         stalled.add(key)
         time.sleep(SAMPLE_S)
     missing = [k for k in keys if k not in recovered]
