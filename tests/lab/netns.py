@@ -382,7 +382,8 @@ def dns_server(ns: Namespace, names: Mapping[str, str]) -> Proc:
     (name -> IPv4 address): Chromium resolves the host of a ``turn:`` URI over UDP through DNS
     only, never through the hosts file. Stopped with the lab's other processes."""
     script = Path(__file__).with_name("dns_server.py")
-    argv = [sys.executable, script, *(f"{name}={address}" for name, address in names.items())]
+    argv: list[str | os.PathLike[str]] = [sys.executable, script]
+    argv += [f"{name}={address}" for name, address in names.items()]
     proc = ns.spawn(argv, name="dns")
     wait_listening(ns, "127.0.0.1", 53, "udp", proc=proc)
     return proc
