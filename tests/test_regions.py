@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from meet443.aio.http import render_metrics
 from meet443.aio.relay import join_rtts
 from meet443.config import load_serve_config, turn_uris_for
 from meet443.network import NetworkDescription
+from meet443.proto.signaling.room import SignalingServer
 from meet443.regions import MAX_TURN_URIS, Region, RegionMap, RegionNode, live_regions, place_room
 from meet443.state import NodeInfo
 
@@ -226,3 +228,16 @@ def test_a_joins_rtts_reach_placement_validated() -> None:
     assert join_rtts(join.replace(b"12.5", b"-1")) == {}  # the core answers bad-message
     assert join_rtts(b'{"type":"join","v":1,"room":"r","displayName":"A"}') == {}
     assert join_rtts(b'{"type":"ping"}') == {}
+
+
+def test_regions_clients_cannot_reach_are_a_metric() -> None:
+    """docs/cluster.md "Regions" item 3: ``meet443_region_probe_failures_total{region}``."""
+    signaling = SignalingServer(
+        ice_servers=lambda participant, now, probe: ([], 3600),
+        token=lambda n: "t" * n,
+        known_regions=lambda: ("eu", "us"),
+    )
+    signaling.counters.region_probe_failures.update({"eu": 2, "us": 1})
+    lines = render_metrics(None, signaling).splitlines()
+    assert 'meet443_region_probe_failures_total{region="eu"} 2' in lines
+    assert 'meet443_region_probe_failures_total{region="us"} 1' in lines
