@@ -132,6 +132,10 @@ def recovery_times(rooms: list[tuple[list[Participant], set[str]]], killed: floa
                     count = frames.get(key[2])
                     previous = last.setdefault(key, (-1, killed)) if count is None else last.get(key)
                     if count is not None and (previous is None or count != previous[0]):
+                        if previous is not None and count < previous[0]:
+                            # A new connection counts from 0: the old one stopped, even if the
+                            # samples (slow under load) never saw it stand still.
+                            stalled.add(key)
                         if key in stalled and previous is not None and count > 0:
                             recovered[key] = now - killed
                         last[key] = (count, now)
