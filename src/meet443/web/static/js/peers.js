@@ -22,8 +22,6 @@ const DISCONNECTED_RESTART_MS = 5_000;
 const UPGRADE_CHECK_MS = 3_000;
 const OFFER_RESEND_MS = 8_000;
 const OFFER_RESENDS = 4;
-/** After a move to new relays: key frames this long after the new candidate pair is selected. */
-const KEY_FRAMES_AFTER_MOVE_MS = [0, 500, 1500];
 
 export class PeerLink {
   constructor({ peerId, polite, config, send, tracks, localStream, onTrack, onState }) {
@@ -39,7 +37,7 @@ export class PeerLink {
     this.settingRemoteAnswer = false;
     this.tookOverTransceivers = false;
     this.queue = Promise.resolve(); // remote descriptions and candidates, one at a time, in order
-    this.timers = { disconnected: null, resend: null, upgrade: null, keyFrames: [] };
+    this.timers = { disconnected: null, resend: null, upgrade: null };
     this.resends = 0;
     this.restarts = 0; // ICE restarts this side began after a failure
     this.upgrades = 0; // ICE restarts this side began to move off a TCP/TLS relay
@@ -224,14 +222,7 @@ export class PeerLink {
     if (!ice || !('onselectedcandidatepairchange' in ice)) return; // Firefox: no RTCIceTransport events
     const changed = () => {
       ice.removeEventListener('selectedcandidatepairchange', changed);
-      // Our end may select the new pair before the peer's end lets media in (its TURN permission,
-      // its own checks): in 5 of 20 lab trials one side's video still waited for Chrome's next
-      // PLI. Two more key frames cover that; they cost a few tens of kB once per failover.
-      for (const ms of KEY_FRAMES_AFTER_MOVE_MS) {
-        this.timers.keyFrames.push(
-          setTimeout(() => this.sendKeyFrame().catch((err) => console.warn('key frame not sent', err)), ms),
-        );
-      }
+      this.sendKeyFrame().catch((err) => console.warn('key frame not sent', err));
     };
     ice.addEventListener('selectedcandidatepairchange', changed);
   }
@@ -267,7 +258,6 @@ export class PeerLink {
     clearTimeout(this.timers.disconnected);
     clearTimeout(this.timers.resend);
     clearTimeout(this.timers.upgrade);
-    this.timers.keyFrames.forEach(clearTimeout);
     this.pc.onicecandidate = this.pc.ontrack = this.pc.onnegotiationneeded = null;
     this.pc.oniceconnectionstatechange = this.pc.onconnectionstatechange = null;
     this.pc.close();
