@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from meet443.aio.http import render_metrics
 from meet443.aio.relay import join_rtts
 from meet443.config import load_serve_config, turn_uris_for
 from meet443.network import NetworkDescription
+from meet443.proto.signaling.room import SignalingServer
 from meet443.regions import MAX_TURN_URIS, Region, RegionMap, RegionNode, live_regions, place_room
 from meet443.state import NodeInfo
 
@@ -34,10 +36,31 @@ class TestChoice:
         assert uris == [*AP.turn_uris, *EU.turn_uris]
         assert len(uris) == MAX_TURN_URIS
 
-    def test_unreachable_regions_are_a_last_resort_with_this_node_first(self) -> None:
+    def test_unmeasured_regions_are_a_last_resort_with_this_node_first(self) -> None:
         assert WORLD.ranked({"ap": 30.0}) == (AP, US)
         assert WORLD.ranked({"us": 30.0}) == (US, EU)
         assert WORLD.ranked({}) == (US, EU)
+
+    def test_a_measured_fallback_beats_any_unmeasured_one_even_this_nodes(self) -> None:
+        assert WORLD.ranked({"ap": 30.0, "eu": 200.0}) == (AP, EU)
+        assert WORLD.ranked({"ap": 30.0, "eu": 200.0}, unreachable={"us"}) == (AP, EU)
+
+    def test_a_region_the_browser_could_not_reach_is_never_the_fallback(self) -> None:
+        assert WORLD.ranked({"ap": 30.0}, unreachable={"us"}) == (AP, EU)
+        assert WORLD.turn_uris({"ap": 30.0}, unreachable={"us"}) == [*AP.turn_uris, *EU.turn_uris]
+        assert WORLD.ranked({}, unreachable={"us", "eu"}) == (AP,)
+
+    def test_with_no_reachable_second_region_the_closest_gets_every_uri(self) -> None:
+        assert WORLD.ranked({"eu": 30.0}, unreachable={"us", "ap"}) == (EU,)
+        big = Region("eu", EU.url, EU.turn_uris + tuple(turn_uris_for("https://eu2.meet.example", 443)))
+        world = RegionMap("us", (big, US, AP))
+        assert world.turn_uris({"eu": 30.0}, unreachable={"us", "ap"}) == list(big.turn_uris)
+
+    def test_all_unreachable_leaves_this_nodes_region_which_the_browser_reached(self) -> None:
+        assert WORLD.ranked({}, unreachable={"us", "eu", "ap"}) == (US,)
+
+    def test_a_measured_region_counts_as_reached_whatever_the_list_says(self) -> None:
+        assert WORLD.ranked({"ap": 30.0, "eu": 40.0}, unreachable={"eu"}) == (AP, EU)
 
     def test_unknown_regions_and_impossible_values_are_ignored(self) -> None:
         assert WORLD.ranked({"mars": 1.0, "ap": math.inf, "eu": -5.0, "us": 99.0}) == (US, EU)
@@ -205,3 +228,16 @@ def test_a_joins_rtts_reach_placement_validated() -> None:
     assert join_rtts(join.replace(b"12.5", b"-1")) == {}  # the core answers bad-message
     assert join_rtts(b'{"type":"join","v":1,"room":"r","displayName":"A"}') == {}
     assert join_rtts(b'{"type":"ping"}') == {}
+
+
+def test_regions_clients_cannot_reach_are_a_metric() -> None:
+    """docs/cluster.md "Regions" item 3: ``meet443_region_probe_failures_total{region}``."""
+    signaling = SignalingServer(
+        ice_servers=lambda participant, now, probe: ([], 3600),
+        token=lambda n: "t" * n,
+        known_regions=lambda: ("eu", "us"),
+    )
+    signaling.counters.region_probe_failures.update({"eu": 2, "us": 1})
+    lines = render_metrics(None, signaling).splitlines()
+    assert 'meet443_region_probe_failures_total{region="eu"} 2' in lines
+    assert 'meet443_region_probe_failures_total{region="us"} 1' in lines

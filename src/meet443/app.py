@@ -14,7 +14,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -52,7 +52,7 @@ from meet443.proto.turn.credentials import CredentialStore, rest_credentials
 from meet443.proto.turn.peer_policy import PeerPolicy
 from meet443.proto.turn.quota import QuotaLedger
 from meet443.proto.turn.server import TurnServer, TurnSettings
-from meet443.regions import RegionMap, RegionNode, live_regions
+from meet443.regions import Probe, RegionMap, RegionNode, live_regions
 from meet443.sfu.conference import Conference
 from meet443.state import SharedState
 from meet443.state.memory import MemoryState
@@ -178,13 +178,11 @@ def build_signaling_server(
     ``regions`` for the TURN URIs of the regions closest to each participant (docs/cluster.md)."""
     uris = turn_uris_for(public_url, turn_port)
 
-    def ice_servers(
-        participant_id: str, now: float, rtts: Mapping[str, float]
-    ) -> tuple[list[dict[str, object]], int]:
+    def ice_servers(participant_id: str, now: float, probe: Probe) -> tuple[list[dict[str, object]], int]:
         # docs/signaling.md: username = expiry:participantId. Every region's TURN service shares the
         # secret, so one credential serves the closest region and its fallback alike.
         username, credential = rest_credentials(turn_secret, participant_id, credential_ttl, now)
-        chosen = list(uris) if regions is None else regions().turn_uris(rtts)
+        chosen = list(uris) if regions is None else regions().turn_uris(probe.rtts, probe.unreachable)
         return [{"urls": chosen, "username": username, "credential": credential}], credential_ttl
 
     return SignalingServer(
@@ -195,6 +193,7 @@ def build_signaling_server(
         limits=limits,
         server_epoch=server_epoch,
         resume_key=resume_key,
+        known_regions=tuple if regions is None else lambda: [r.name for r in regions().regions],
     )
 
 

@@ -18,17 +18,19 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "MAX_REGIONS",
     "MAX_RTT_MS",
     "MAX_TURN_URIS",
+    "NO_PROBE",
     "REGIONS_PATH",
     "REGION_NAME",
     "RTT_PATH",
+    "Probe",
     "Region",
     "RegionMap",
     "RegionNode",
@@ -51,6 +53,19 @@ MAX_RTT_MS = 10_000.0
 VERSION = 1
 
 _NAME = re.compile(REGION_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What a browser found when it timed each region's node (docs/signaling.md ``join.rtts`` and
+    ``join.unreachable``): round trips in milliseconds, and the regions that never answered."""
+
+    rtts: Mapping[str, float] = field(default_factory=dict)
+    unreachable: frozenset[str] = frozenset()
+
+
+#: A participant that sent no measurements (an older client, a script, a single region).
+NO_PROBE = Probe()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +126,15 @@ class RegionMap:
         """Every region node's origin: what the web page may fetch from, and who may read ``/v1/rtt``."""
         return tuple(dict.fromkeys(r.url.rstrip("/") for r in self.regions))
 
-    def ranked(self, rtts: Mapping[str, float]) -> tuple[Region, ...]:
+    def ranked(self, rtts: Mapping[str, float], unreachable: Collection[str] = ()) -> tuple[Region, ...]:
         """The closest region and one fallback, from the browser's round trips in milliseconds.
 
-        Regions the browser measured come first, closest first (ties by name); a region it could
-        not reach (absent from ``rtts``) is used only when fewer than two were measured, and then
-        this node's own region first — the browser reached it, it holds the signaling socket.
+        Regions the browser measured come first, closest first (ties by name). A fallback must be
+        a region the browser reached: one it did not measure is used only when it measured no
+        second region, and then this node's own region first (the browser reached it, it holds
+        the signaling socket), then the others in list order, never one in ``unreachable`` (the
+        browser's probe of it timed out or failed). With nothing but unreachable regions left
+        there is no fallback: the closest region gets every URI.
         """
         by_name = {r.name: r for r in self.regions}
         measured = sorted(
@@ -126,13 +144,14 @@ class RegionMap:
         )
         order = [by_name[name] for _, name in measured]
         for region in (by_name[self.local], *self.regions):
-            if region not in order:
+            if region not in order and region.name not in unreachable:
                 order.append(region)
-        return tuple(order[:2])
+        # Every region failed the browser's probe, yet it reached this node: its own region then.
+        return tuple(order[:2]) or (by_name[self.local],)
 
-    def turn_uris(self, rtts: Mapping[str, float]) -> list[str]:
+    def turn_uris(self, rtts: Mapping[str, float], unreachable: Collection[str] = ()) -> list[str]:
         """The closest region's TURN URIs, then its fallback's: at most :data:`MAX_TURN_URIS`, half each."""
-        ranked = self.ranked(rtts)
+        ranked = self.ranked(rtts, unreachable)
         # An even share each, so a region with several nodes cannot crowd out the fallback.
         share = MAX_TURN_URIS // len(ranked)
         return list(dict.fromkeys(uri for region in ranked for uri in region.turn_uris[:share]))

@@ -40,6 +40,7 @@ from .netns import (
     Namespace,
     Proc,
     default_route,
+    dns_server,
     enable_forwarding,
     hosts_file,
     ipv4_only,
@@ -333,6 +334,7 @@ def cluster_lab(
             stack.enter_context(hosts_file(ns, {**names, PUBLIC_NAME: node_ip(i)}))
         for i, ns in enumerate(client_ns):
             stack.enter_context(hosts_file(ns, {**names, PUBLIC_NAME: node_ip(i % nodes)}))
+            dns_server(ns, {**names, PUBLIC_NAME: node_ip(i % nodes)})
         if load_ns is not None:
             stack.enter_context(hosts_file(load_ns, {**names, PUBLIC_NAME: node_ip(0)}))
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -362,8 +363,9 @@ def default_route(ns: Namespace, via: str) -> None:
 @contextlib.contextmanager
 def hosts_file(ns: Namespace, names: Mapping[str, str]) -> Iterator[None]:
     """``/etc/netns/<ns>/hosts`` (name -> address), which ``ip netns exec`` mounts over /etc/hosts
-    for every process started in `ns` afterwards, and a resolv.conf without a reachable server
-    (Chromium otherwise waits 13 s on each lookup). Removed again afterwards."""
+    for every process started in `ns` afterwards, and a resolv.conf naming 127.0.0.1, where nothing
+    answers unless `dns_server` runs: a refused query fails at once, while Chromium waits 13 s on
+    each lookup sent to an unreachable server. Removed again afterwards."""
     directory = Path("/etc/netns") / ns.name
     directory.mkdir(parents=True, exist_ok=False)
     try:
@@ -373,6 +375,18 @@ def hosts_file(ns: Namespace, names: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         shutil.rmtree(directory)
+
+
+def dns_server(ns: Namespace, names: Mapping[str, str]) -> Proc:
+    """tests/lab/dns_server.py on the address of `hosts_file`'s resolv.conf, answering for `names`
+    (name -> IPv4 address): Chromium resolves the host of a ``turn:`` URI over UDP through DNS
+    only, never through the hosts file. Stopped with the lab's other processes."""
+    script = Path(__file__).with_name("dns_server.py")
+    argv: list[str | os.PathLike[str]] = [sys.executable, script]
+    argv += [f"{name}={address}" for name, address in names.items()]
+    proc = ns.spawn(argv, name="dns")
+    wait_listening(ns, "127.0.0.1", 53, "udp", proc=proc)
+    return proc
 
 
 # --------------------------------------------------------------------------------------------------

@@ -476,6 +476,14 @@ def _signaling_metrics(lines: list[str], signaling: SignalingServer) -> None:
     )
     errors = {f'{{code="{c}"}}': n for c, n in sorted(sc.errors.items())}
     _metric(lines, "meet443_signaling_errors_total", "counter", "Error messages sent, by code.", errors)
+    failures = {f'{{region="{r}"}}': n for r, n in sorted(sc.region_probe_failures.items())}
+    _metric(
+        lines,
+        "meet443_region_probe_failures_total",
+        "counter",
+        "Joins whose browser could not reach a region's node (join.unreachable), by region.",
+        failures,
+    )
 
 
 def _sfu_metrics(lines: list[str], sfu: Conference) -> None:

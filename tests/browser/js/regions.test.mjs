@@ -121,9 +121,19 @@ test('regions are probed in parallel; unreachable ones are left out; PINGS each'
   const probe = new RegionProbe({ fetchImpl: net.fetchImpl, performanceImpl: net.performanceImpl, now: net.clock.now });
   await drive(t, net, probe);
   assert.deepEqual(probe.rtts(), { eu: 9, us: 54 });
+  assert.deepEqual(probe.unreachable(), ['ap']);
   assert.equal(probe.measured.get('eu').length, PINGS);
   assert.equal(probe.measured.get('ap').length, 0);
   await probe.settled(); // all settled: resolves at once
+});
+
+test('a region still being probed is not unreachable yet', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const net = fakeNetwork({ 'eu.meet.example': 10 });
+  const probe = new RegionProbe({ fetchImpl: net.fetchImpl, performanceImpl: net.performanceImpl, now: net.clock.now });
+  probe.start('/v1/regions');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(probe.unreachable(), []);
 });
 
 test('a join waits at most JOIN_WAIT_MS for regions still being measured', async (t) => {

@@ -30,6 +30,7 @@ from meet443.proto.signaling.room import (
     SignalingServer,
     ToSfu,
 )
+from meet443.regions import Probe
 
 T0 = 1_800_000_000.0
 TTL = 600
@@ -68,6 +69,7 @@ class Harness:
             limits=SignalingLimits(**limits),
             server_epoch=server_epoch,
             resume_key=resume_key,
+            known_regions=lambda: ("eu", "us", "ap"),
         )
         self.inbox: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.closed: dict[int, tuple[int, str]] = {}
@@ -83,12 +85,14 @@ class Harness:
         self.conns = itertools.count(1)
         self.ice_calls: list[tuple[str, float]] = []
         self.ice_rtts: list[Mapping[str, float]] = []
+        self.ice_unreachable: list[frozenset[str]] = []
 
     def ice_servers(
-        self, participant_id: str, now: float, rtts: Mapping[str, float]
+        self, participant_id: str, now: float, probe: Probe
     ) -> tuple[list[dict[str, object]], int]:
         self.ice_calls.append((participant_id, now))
-        self.ice_rtts.append(rtts)
+        self.ice_rtts.append(probe.rtts)
+        self.ice_unreachable.append(probe.unreachable)
         return (
             [
                 {
@@ -1447,6 +1451,38 @@ class TestRegionRtts:
         ada.join(rtts=rtts)
         assert ada.last_error() == "bad-message"
         assert h.ice_rtts == []
+
+
+class TestUnreachableRegions:
+    """docs/signaling.md ``join.unreachable``: regions the browser's probe could not reach reach the
+    TURN choice (never a fallback) and are counted, known regions only, once per join."""
+
+    def test_they_reach_every_credential_and_are_counted_per_join(self, h: Harness) -> None:
+        ada = h.connect()
+        ada.join(rtts={"eu": 12.5}, unreachable=["us", "mars"])
+        ada.take()
+        ada.send("ice-refresh")
+        assert ada.take()[0]["type"] == "ice-servers"
+        assert h.ice_unreachable == [frozenset({"us", "mars"})] * 2
+        # "mars" is no region of this deployment: a client cannot invent metric labels.
+        assert h.server.counters.region_probe_failures == {"us": 1}
+        h.drop(ada)
+        again = h.connect()
+        again.join(resumeToken=ada.resume_token, unreachable=["us", "ap"])
+        assert h.ice_rtts[-1] == {} and h.ice_unreachable[-1] == frozenset({"us", "ap"})
+        assert h.server.counters.region_probe_failures == {"us": 2, "ap": 1}
+
+    def test_a_region_measured_is_not_counted_as_unreachable(self, h: Harness) -> None:
+        h.connect().join(rtts={"eu": 12.5}, unreachable=["eu"])
+        assert h.server.counters.region_probe_failures == {}
+
+    @pytest.mark.parametrize("unreachable", [["not a name"], "eu", [1], [f"r{i}" for i in range(17)]])
+    def test_bad_lists_are_a_bad_message(self, h: Harness, unreachable: Any) -> None:
+        ada = h.connect()
+        ada.join(unreachable=unreachable)
+        assert ada.last_error() == "bad-message"
+        assert h.ice_unreachable == []
+        assert h.server.counters.region_probe_failures == {}
 
 
 class TestTurnRevocation:

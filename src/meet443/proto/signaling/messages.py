@@ -104,6 +104,8 @@ Rtts = Annotated[
     dict[Annotated[str, Meta(pattern=f"^{REGION_NAME}$")], Annotated[float, Meta(ge=0, le=MAX_RTT_MS)]],
     Meta(max_length=MAX_REGIONS),
 ]
+#: docs/signaling.md ``join.unreachable``: regions whose node did not answer the browser's probe.
+RegionNames = Annotated[list[Annotated[str, Meta(pattern=f"^{REGION_NAME}$")]], Meta(max_length=MAX_REGIONS)]
 
 # --------------------------------------------------------------------------------------------------
 # Display names
@@ -146,6 +148,8 @@ class Join(_ClientBase, tag="join", frozen=True, omit_defaults=True):
     last_chat_epoch: Annotated[int, Meta(ge=0, le=_MAX_SAFE_INTEGER)] | None = None
     #: Round trips the browser measured to each region's node (``GET /v1/rtt``); picks its TURN servers.
     rtts: Rtts | None = None
+    #: Regions the browser probed in vain (timed out, refused): never its fallback, and counted.
+    unreachable: RegionNames | None = None
 
     def __post_init__(self) -> None:
         name = clean_display_name(self.display_name)

@@ -18,8 +18,9 @@ I/O), :class:`MeetingEnded`, :class:`RevokeTurn` (for the TURN core), :class:`To
 wall-clock seconds (UNIX time), because chat timestamps, meeting end times and TURN REST usernames
 are all wall-clock values. Randomness (participant ids, resume tokens) comes from the injected
 ``token(nbytes) -> str`` and TURN credentials from the injected ``ice_servers(participant_id, now,
-rtts) -> (servers, ttl)``, where ``rtts`` are the round trips the participant's browser measured to
-each region (``join.rtts``, empty when it sent none).
+probe) -> (servers, ttl)``, where ``probe`` (:class:`meet443.regions.Probe`) holds the round trips
+the participant's browser measured to each region and the regions it could not reach
+(``join.rtts``, ``join.unreachable``; empty when it sent none).
 
 State, in one place:
 
@@ -41,7 +42,7 @@ import enum
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -103,6 +104,7 @@ from meet443.proto.signaling.messages import (
     encode,
 )
 from meet443.proto.signaling.snapshot import ParticipantSnapshot, RoomSnapshot, resume_token
+from meet443.regions import NO_PROBE, Probe
 
 __all__ = [
     "ChatPosted",
@@ -167,7 +169,7 @@ _PARTICIPANT_ID_BYTES = 6
 #: At least 128 bits: a resume token is the only credential needed to take over a participant.
 _RESUME_TOKEN_BYTES = 16
 
-IceServerSource = Callable[[str, float, Mapping[str, float]], tuple[list[dict[str, object]], int]]
+IceServerSource = Callable[[str, float, Probe], tuple[list[dict[str, object]], int]]
 TokenSource = Callable[[int], str]
 LeaveReason = Literal["left", "timeout", "kicked"]
 #: Why a room ended: a host's ``end``, its end time, or its meeting deleted (or found ended by the
@@ -325,6 +327,8 @@ class SignalingCounters:
     #: WebSocket handshakes refused (403) for a foreign Origin; counted by the aiohttp adapter.
     origin_refusals: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    #: Joins whose browser could not reach a region's node, by region (known regions only).
+    region_probe_failures: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -414,8 +418,8 @@ class _Participant:
     #: Relayed messages that arrived while awaiting resume, delivered after ``joined``.
     backlog: deque[bytes] = field(default_factory=deque)
     backlog_bytes: int = 0
-    #: Region → round trip in ms, as measured by the browser at its last join (or resume).
-    rtts: Mapping[str, float] = field(default_factory=dict)
+    #: What the browser measured to each region at its last join (or resume).
+    probe: Probe = NO_PROBE
 
     def info(self) -> ParticipantInfo:
         return ParticipantInfo(
@@ -464,13 +468,16 @@ class SignalingServer:
         server_epoch: int = 0,
         sockets: SharedCap | None = None,
         resume_key: bytes | None = None,
+        known_regions: Callable[[], Collection[str]] = tuple,
     ) -> None:
         """``server_epoch``: a number no earlier run of this server had (``MeetingStore.next_epoch``).
         ``sockets`` counts open sockets per address for the whole server (default: this process
         only, with ``limits``' cap and share). ``resume_key`` signs resume tokens (:func:`resume_token`);
         a node that restores rooms after a restart must be given the same key (default: one made
-        from ``token``, good for this run only)."""
+        from ``token``, good for this run only). ``known_regions()`` names the deployment's regions:
+        only those are counted when a browser reports one unreachable (a client names any it likes)."""
         self._ice_servers = ice_servers
+        self._known_regions = known_regions
         self._resume_key = resume_key if resume_key is not None else token(32).encode()
         self._next_chat_epoch = server_epoch * ROOMS_PER_RUN
         self._token = token
@@ -983,7 +990,7 @@ class SignalingServer:
     def _knock(self, c: _Connection, room: _Room, join: Join, now: float) -> None:
         p = self._new_participant(room, join.display_name, False, c.conn, ParticipantState.KNOCKING)
         p.knock_expires = now + self.limits.knock_deadline
-        p.rtts = join.rtts or {}
+        self._take_probe(p, join)
         room.knockers[p.id] = p
         c.participant, c.state = p, ConnectionState.KNOCKING
         logger.info("conn %d: knocker %s at locked room %s", c.conn, p.id, room.name)
@@ -1002,9 +1009,9 @@ class SignalingServer:
         self._changed(room)
         p.conn, p.state = c.conn, ParticipantState.CONNECTED
         c.participant, c.state = p, ConnectionState.JOINED
-        if join is not None and join.rtts is not None:
+        if join is not None and (join.rtts is not None or join.unreachable is not None):
             # A resume from another network measured again; one without measurements keeps the old.
-            p.rtts = join.rtts
+            self._take_probe(p, join)
         servers, _ = self._mint_ice_servers(p, now)
         last_seq, last_epoch = (None, None) if join is None else (join.last_chat_seq, join.last_chat_epoch)
         self._send(
@@ -1363,8 +1370,20 @@ class SignalingServer:
         logger.info("room %s: %s ends the meeting", p.room.name, p.id)
         self._end_room(p.room, now, "by a host")
 
+    def _take_probe(self, p: _Participant, join: Join) -> None:
+        """docs/signaling.md "Regions": keep what the browser measured for its TURN servers, and
+        count each known region it could not reach, so an operator sees a region clients cannot."""
+        p.probe = Probe(join.rtts or {}, frozenset(join.unreachable or ()))
+        known = self._known_regions()
+        failed = sorted(n for n in p.probe.unreachable if n in known and n not in p.probe.rtts)
+        counts = self.counters.region_probe_failures
+        for name in failed:
+            counts[name] = counts.get(name, 0) + 1
+        if failed:
+            logger.info("participant %s: its browser had no answer from region %s", p.id, ", ".join(failed))
+
     def _mint_ice_servers(self, p: _Participant, now: float) -> tuple[list[dict[str, object]], int]:
-        servers, ttl = self._ice_servers(p.id, now, p.rtts)
+        servers, ttl = self._ice_servers(p.id, now, p.probe)
         # Half the lifetime: a fresh credential arrives long before the old one expires.
         p.ice_due = now + ttl / 2
         p.turn_until = max(p.turn_until, now + ttl)

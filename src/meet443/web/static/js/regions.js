@@ -4,8 +4,8 @@
 // fallback region's. Regions are probed in parallel, the pings to one region one after another on
 // one kept-alive connection. The first ping of a region pays for TCP and TLS; Resource Timing (the
 // node answers with Timing-Allow-Origin) gives its request-to-response time without them. Without
-// Resource Timing the page's own clock measures, and the first ping only warms the connection up. A region that does not answer in REGION_TIMEOUT_MS is left out,
-// and a join never waits more than JOIN_WAIT_MS for the probe.
+// Resource Timing the page's own clock measures, and the first ping only warms the connection up. A region that does not answer in REGION_TIMEOUT_MS is left out
+// of `rtts` and named in `unreachable`, and a join never waits more than JOIN_WAIT_MS for the probe.
 
 export const PINGS = 3;
 export const REGION_TIMEOUT_MS = 2000;
@@ -187,5 +187,13 @@ export class RegionProbe {
   /** `join.rtts`: what is measured so far (`{}` when there is nothing to choose between). */
   rtts() {
     return joinRtts(this.measured);
+  }
+
+  /**
+   * `join.unreachable`: regions whose probe is over without one round trip (timed out, refused,
+   * not allowed by CORS). The server never makes one of them the fallback, and counts them.
+   */
+  unreachable() {
+    return [...this.measured].filter(([name, samples]) => !samples.length && !this.pending.has(name)).map(([name]) => name);
   }
 }

@@ -37,6 +37,7 @@ let iceConfig = null; // the RTCConfiguration from the last joined / ice-servers
 // Round trips to each region's node, measured from page load on (the closest TURN relay).
 const regionProbe = new RegionProbe();
 let sentRtts = null; // what the last join carried
+let sentUnreachable = null;
 let regionWaitMs = null; // how long the last join waited for the probe once its socket was open
 let view = null;
 let selfLevel = 0;
@@ -309,8 +310,13 @@ function startCall() {
     handlers: { message: onMessage, status: onStatus },
     joinFields() {
       const rtts = regionProbe.rtts();
+      const unreachable = regionProbe.unreachable();
       sentRtts = rtts;
-      return Object.keys(rtts).length ? { rtts } : {};
+      sentUnreachable = unreachable;
+      return {
+        ...(Object.keys(rtts).length ? { rtts } : {}),
+        ...(unreachable.length ? { unreachable } : {}),
+      };
     },
     // Regions still unmeasured get JOIN_WAIT_MS more (while the socket is already open); an
     // unreachable one is left out.
@@ -646,6 +652,7 @@ async function publicState({ detail = false } = {}) {
     regions: {
       measured: regionProbe.rtts(),
       sent: sentRtts,
+      sentUnreachable,
       waitedMs: regionWaitMs,
       iceUrls: (iceConfig?.iceServers || []).flatMap((server) => [].concat(server.urls)),
     },
