@@ -606,6 +606,8 @@ def media_flowing(people: Sequence[Participant], min_frames: int = 30) -> Any:
     """
     states = [p.state() for p in people]
     ids = {s["selfId"] for s in states}
+    if None in ids or len(ids) != len(states):
+        return False  # not everyone has joined (pages with no id and no peers would pass below)
     for s in states:
         peers = {c["peerId"]: c for c in s["connections"]}
         if set(peers) != ids - {s["selfId"]}:
