@@ -453,25 +453,31 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def context_switches(pid: int, *, children: bool = True) -> int:
-    """Voluntary and involuntary context switches of every thread of `pid` (and, if asked, of its
-    live descendants): how often the process went to sleep or was switched out. An event loop
-    that sleeps between datagrams switches once per wake-up."""
-    total = 0
+def _process_tree(pid: int, children: bool) -> Iterator[int]:
+    """`pid`, then (if asked) its live descendants, each once."""
     todo, seen = [pid], set[int]()
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
+        yield p
+        if children:
+            todo += _children(p)
+
+
+def context_switches(pid: int, *, children: bool = True) -> int:
+    """Voluntary and involuntary context switches of every thread of `pid` (and, if asked, of its
+    live descendants): how often the process went to sleep or was switched out. An event loop
+    that sleeps between datagrams switches once per wake-up."""
+    total = 0
+    for p in _process_tree(pid, children):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             for task in Path(f"/proc/{p}/task").iterdir():
                 with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                     for line in (task / "status").read_text().splitlines():
                         if "ctxt_switches:" in line:
                             total += int(line.split()[1])
-        if children:
-            todo += _children(p)
     return total
 
 
@@ -480,12 +486,7 @@ def cpu_seconds(pid: int, *, children: bool = True) -> float:
     descendants it has already reaped (cutime+cstime)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    todo, seen = [pid], set[int]()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    for p in _process_tree(pid, children):
         try:
             f = _stat_fields(p)
         except (FileNotFoundError, ProcessLookupError):
@@ -494,5 +495,4 @@ def cpu_seconds(pid: int, *, children: bool = True) -> float:
         total += (int(f[11]) + int(f[12])) / tick
         if children:
             total += (int(f[13]) + int(f[14])) / tick
-            todo += _children(p)
     return total
