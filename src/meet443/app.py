@@ -369,6 +369,9 @@ def build_cluster(
     client_ssl = ssl.create_default_context(
         cafile=str(config.cluster_ca_file) if config.cluster_ca_file is not None else None
     )
+    # Say HTTP, as browsers do: the home's control process then serves the relay itself, without
+    # a media worker's bridge in between (docs/workers.md "TURN over TCP and TLS").
+    client_ssl.set_alpn_protocols(["http/1.1"])
     return Cluster(
         state,
         service,
