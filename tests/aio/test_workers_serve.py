@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 from cryptography import x509
 
+from meet443.proto.addresses import Address
 from meet443.proto.stun.attributes import (
     ErrorCode,
     Nonce,
@@ -64,6 +65,14 @@ def client(
         timeout=timeout,
         source=source,
     )
+
+
+def assert_relays(turn: SocketTurnClient, peer: Address, payload: bytes) -> None:
+    """An allocation, a channel to ``peer`` (an echo), and ``payload`` there and back."""
+    turn.allocate()
+    turn.bind(0x4001, peer)
+    turn.send_channel(0x4001, payload)
+    assert turn.receive_channel().data.rstrip(b"\x00") == payload
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +128,7 @@ def test_every_worker_relays_and_the_metrics_sum_them(
             clients.append(client(workers, f"relays{n}"))
         clients += [client(workers, f"relays-{transport}", transport) for transport in ("tcp", "tls")]
         for turn in clients:
-            turn.allocate()
-            turn.bind(0x4001, echo_peer.address)
-            turn.send_channel(0x4001, b"ping")
-            assert turn.receive_channel().data.rstrip(b"\x00") == b"ping"
+            assert_relays(turn, echo_peer.address, b"ping")
         text = metrics(metrics_port)
         assert sample(text, "meet443_turn_allocations") == 8
         assert sample(text, 'meet443_turn_packets_relayed_total{transport="udp"}') - before == 12
@@ -406,10 +412,7 @@ def test_a_killed_worker_is_respawned_on_the_same_sockets(
     for n in range(6):
         turn = client(workers, f"after{n}")
         try:
-            turn.allocate()
-            turn.bind(0x4001, echo_peer.address)
-            turn.send_channel(0x4001, b"again")
-            assert turn.receive_channel().data.rstrip(b"\x00") == b"again"
+            assert_relays(turn, echo_peer.address, b"again")
         finally:
             turn.close()
 
@@ -460,10 +463,7 @@ def test_tls_mid_handshake_counts_against_the_workers_share_per_address(
                 assert sock.recv(1) == b""
         turn = client(live, "other-address", "tls", source="127.0.0.21")
         try:
-            turn.allocate()
-            turn.bind(0x4001, echo_peer.address)
-            turn.send_channel(0x4001, b"fine")
-            assert turn.receive_channel().data.rstrip(b"\x00") == b"fine"
+            assert_relays(turn, echo_peer.address, b"fine")
         finally:
             turn.close()
         assert "handed-over TCP connections refused" in live.log.read_text()

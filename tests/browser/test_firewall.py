@@ -41,6 +41,7 @@ from .lab_extra import (
     FirewallPolicy,
     Meet443Web,
     Participant,
+    call_failed,
     corporate_ruleset,
     default_route,
     enable_forwarding,
@@ -155,8 +156,7 @@ def session(
     yield opened
     for p in opened:
         p.close()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+    if call_failed(request):
         print("\n--- server log ---\n" + corp.web.log()[-6000:])
         print("--- firewall ---\n" + corp.rt.run(["nft", "list", "table", "inet", TABLE]).stdout)
     assert corp.web.alive(), corp.web.log()[-4000:]
